@@ -1,0 +1,1 @@
+"""Responder's HTTP service and wiring. Importing ``app`` imports nothing heavy."""

@@ -1,0 +1,116 @@
+"""API keys: random, shown once, stored as SHA-256, revocable, one role each.
+
+A key is 256 bits of randomness, so a plain SHA-256 (not a slow password hash) is
+the right tool: nobody can brute-force the preimage, and lookup stays one index
+probe on the alert path. Revocation takes effect at the next request: no cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import func
+
+from app.errors import Unauthorized
+from app.models import ApiKey
+
+Role = Literal["admin", "dispatcher", "locator", "volunteer"]
+KEY_PREFIX = "rsp_"
+LAST_USED_GRAIN = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: uuid.UUID
+    name: str
+    role: Role
+    centre: str | None
+    volunteer_id: uuid.UUID | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def issue_key(
+    session: AsyncSession,
+    *,
+    role: Role,
+    name: str,
+    centre: str | None = None,
+    volunteer_id: uuid.UUID | None = None,
+) -> tuple[str, ApiKey]:
+    """Create a key; the plaintext is returned here and never again.
+
+    A dispatcher key always names its dispatch centre (default: the key's name);
+    keys of one centre share its incidents, so rotating a key never re-creates one.
+    """
+    if role == "dispatcher" and not centre:
+        centre = name
+    plaintext = new_key()
+    record = ApiKey(
+        name=name,
+        role=role,
+        centre=centre if role == "dispatcher" else None,
+        volunteer_id=volunteer_id,
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[: len(KEY_PREFIX) + 6],
+    )
+    session.add(record)
+    await session.flush()
+    return plaintext, record
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("send Authorization: Bearer <key>")
+    token = authorization[7:].strip()
+    if not token:
+        raise Unauthorized("send Authorization: Bearer <key>")
+    record = (
+        await session.execute(
+            select(ApiKey).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if record is None:
+        raise Unauthorized("unknown or revoked key")
+    # Throttled and SKIP LOCKED: concurrent requests with one key never queue on its row.
+    stale = (
+        select(ApiKey.id)
+        .where(
+            ApiKey.id == record.id,
+            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at < func.now() - LAST_USED_GRAIN),
+        )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    await session.execute(update(ApiKey).where(ApiKey.id == stale).values(last_used_at=func.now()))
+    role: Role = record.role  # type: ignore[assignment]
+    return Principal(
+        key_id=record.id,
+        name=record.name,
+        role=role,
+        centre=record.centre,
+        volunteer_id=record.volunteer_id,
+    )
+
+
+async def revoke_key(session: AsyncSession, *, key_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiKey.id)
+    )
+    return result.scalar_one_or_none() is not None

@@ -1,0 +1,203 @@
+"""The ``responder`` command: serve, worker, db, api-key, demo, sms.
+
+Every failure a user can cause (bad configuration, unreachable database, missing
+PostgreSQL) ends with one line on standard error and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn, TypeVar
+
+import structlog
+from pydantic import ValidationError
+
+from app.embedded import EmbeddedError, EmbeddedPostgres
+from app.logging import configure_logging
+from app.settings import Settings, describe_settings_error, get_settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """Ends the command with its message as the one-line reason."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"responder: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except (ValidationError, ValueError) as exc:
+        fail(describe_settings_error(exc), 2)
+
+
+async def _check_database(url: str) -> None:
+    from sqlalchemy import text
+
+    from app.db import create_engine
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    async def runner() -> T:
+        return await coro
+
+    return asyncio.run(runner())
+
+
+@contextmanager
+def database(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
+    """The configured database, or the embedded cluster (started here, stopped on exit)."""
+    from app import migrate as migrations
+
+    cluster: EmbeddedPostgres | None = None
+    if settings.database_url:
+        url = settings.database_url
+        try:
+            run_async(asyncio.wait_for(_check_database(url), 15))
+        except Exception as exc:  # noqa: BLE001 - reported as one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            fail(f"database unreachable at RESPONDER_DATABASE_URL: {reason}")
+    else:
+        cluster = EmbeddedPostgres(settings.data_dir, settings.pg_bin_dir)
+        cluster.start()
+        cluster.ensure_database()
+        url = cluster.url()
+    try:
+        if migrate:
+            migrations.upgrade(url)
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.stop_if_started_here()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    with database(settings) as url:
+        app = create_app(settings, database_url=url, run_worker=True)
+        host = args.host or settings.host
+        port = args.port or settings.port
+        log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+    with database(settings):
+        print("database is at the latest revision", file=sys.stderr)
+
+
+def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
+    from app.db import create_engine, create_session_factory, unit_of_work
+
+    async def runner() -> T:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with unit_of_work(create_session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(runner())
+
+
+def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> None:
+    from app.auth import issue_key
+
+    async def create(session: object) -> tuple[str, str]:
+        plaintext, record = await issue_key(
+            session,  # type: ignore[arg-type]
+            role=args.role,
+            name=args.name,
+            centre=args.centre,
+        )
+        return plaintext, f"id={record.id} role={record.role} name={record.name}" + (
+            f" centre={record.centre}" if record.centre else ""
+        )
+
+    with database(settings) as url:
+        plaintext, details = _with_session(url, create)
+    print(f"created API key {details} (shown once; store it now)", file=sys.stderr)
+    print(plaintext)
+
+
+def cmd_api_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    from app.auth import revoke_key
+
+    try:
+        key_id = uuid.UUID(args.key_id)
+    except ValueError:
+        fail(f"not a key id: {args.key_id}", 2)
+
+    async def revoke(session: object) -> bool:
+        return await revoke_key(session, key_id=key_id)  # type: ignore[arg-type]
+
+    with database(settings) as url:
+        revoked = _with_session(url, revoke)
+    if not revoked:
+        fail(f"no active key with id {key_id}")
+    print(f"revoked key {key_id}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="responder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="API and dispatch worker in one process")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(handler=cmd_serve)
+
+    db = commands.add_parser("db", help="schema migrations")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="migrate to the latest revision").set_defaults(
+        handler=cmd_db_upgrade
+    )
+
+    keys = commands.add_parser("api-key", help="create and revoke API keys")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="print a new key on standard output")
+    create.add_argument("--role", required=True, choices=["admin", "dispatcher", "locator"])
+    create.add_argument("--name", required=True)
+    create.add_argument("--centre", default=None, help="dispatch centre (default: the name)")
+    create.set_defaults(handler=cmd_api_key_create)
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=cmd_api_key_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    try:
+        args.handler(args, settings)
+    except (EmbeddedError, CommandError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

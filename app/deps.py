@@ -1,0 +1,63 @@
+"""Request dependencies: one transaction per request, and who is calling.
+
+The session commits before the response is sent (``scope="function"``), so a 201
+always means the incident and its queued alerts are durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal, Role, authenticate
+from app.errors import Forbidden
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return get_runtime(request).settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_runtime(request).session_factory() as session, session.begin():
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+_bearer = HTTPBearer(auto_error=False, description="API key or volunteer token")
+
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates (401) and then checks the role (403)."""
+
+    async def principal(
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        header = f"Bearer {credentials.credentials}" if credentials else None
+        caller = await authenticate(session, header)
+        if caller.role not in roles:
+            raise Forbidden(f"this operation needs the role {' or '.join(roles)}")
+        return caller
+
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]
+DispatcherDep = Annotated[Principal, Depends(require_role("dispatcher"))]
+ReaderDep = Annotated[Principal, Depends(require_role("dispatcher", "admin"))]
+LocatorDep = Annotated[Principal, Depends(require_role("locator"))]
+VolunteerDep = Annotated[Principal, Depends(require_role("volunteer"))]

@@ -1,0 +1,109 @@
+"""The FastAPI application: ``create_app()`` wires routers, errors and the lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.clock import Clock, SystemClock
+from app.db import create_engine, create_session_factory
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.problems import Problem, RequestGuards, install_problem_handlers
+from app.routers import health
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+
+
+class RequestMetrics:
+    """Counts and times requests by route template (never by raw path: ids would explode)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    run_worker: bool = True,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the service. ``database_url`` overrides the settings (embedded cluster, tests)."""
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+    if url is None:
+        raise RuntimeError("no database URL: start through `responder serve` or set one")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(url, pool_size=settings.db_pool_size)
+        runtime = Runtime(
+            settings=settings,
+            database_url=url,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            clock=clock or SystemClock(),
+        )
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Responder",
+        version="1.0.0",
+        summary="Alerts CPR-trained volunteers to a nearby cardiac arrest by SMS.",
+        lifespan=lifespan,
+    )
+    app.state.run_worker = run_worker
+    install_problem_handlers(app)
+    app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            schemas.update(schemas["Problem"].pop("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,400 @@
+"""The shared data layer: every table, as typed SQLAlchemy models.
+
+``app``, ``dispatch`` and ``geo`` all use these models; nothing here imports FastAPI.
+Relationships are ``lazy="raise"`` so that a query loads what it needs explicitly
+and the alert path never pays for an accidental lazy load.
+
+Weekly schedules (place schedules, AED opening hours) are stored twice on purpose:
+as the JSON the client sent (echoed back) and as an ``int4multirange`` of minutes of
+the week (Monday 00:00 = 0), which the candidate query tests with one ``@>``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import INT4MULTIRANGE, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+POINT = Geography(geometry_type="POINT", srid=4326, spatial_index=False)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """A bearer credential with exactly one role; only its SHA-256 is stored."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'dispatcher', 'locator', 'volunteer')", name="role_known"
+        ),
+        CheckConstraint("role <> 'dispatcher' OR centre IS NOT NULL", name="dispatcher_centre"),
+        CheckConstraint("role <> 'volunteer' OR volunteer_id IS NOT NULL", name="volunteer_link"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    centre: Mapped[str | None] = mapped_column(String(200))
+    volunteer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _created_at()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    """Who did what to the registry, and when; written in the same transaction."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str] = mapped_column(String(50))
+    target_id: Mapped[str | None] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Volunteer(Base):
+    __tablename__ = "volunteer"
+    __table_args__ = (
+        CheckConstraint("language IN ('sv', 'en')", name="language_known"),
+        CheckConstraint("status IN ('active', 'suspended', 'erased')", name="status_known"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(2), default="sv")
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    suspended_reason: Mapped[str | None] = mapped_column(Text)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    certifications: Mapped[list[Certification]] = relationship(
+        back_populates="volunteer", lazy="raise"
+    )
+    places: Mapped[list[Place]] = relationship(back_populates="volunteer", lazy="raise")
+
+
+class Certification(Base):
+    __tablename__ = "certification"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('cpr', 'cpr_aed', 'first_aid', 'healthcare_professional')",
+            name="kind_known",
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'verified', 'rejected', 'revoked')", name="status_known"
+        ),
+        CheckConstraint("expires_on >= issued_on", name="expiry_after_issue"),
+        Index("ix_certification_status_expires_on", "status", "expires_on"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(30))
+    issued_on: Mapped[date] = mapped_column(Date)
+    expires_on: Mapped[date] = mapped_column(Date)
+    issuer: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    volunteer: Mapped[Volunteer] = relationship(back_populates="certifications", lazy="raise")
+
+
+class Place(Base):
+    """A registered location (home, work); ``active_minutes`` NULL means always."""
+
+    __tablename__ = "place"
+    __table_args__ = (Index("ix_place_location", "location", postgresql_using="gist"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(100))
+    location: Mapped[Any] = mapped_column(POINT)
+    timezone: Mapped[str] = mapped_column(String(64))
+    schedule: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    active_minutes: Mapped[Any | None] = mapped_column(INT4MULTIRANGE)
+    created_at: Mapped[datetime] = _created_at()
+
+    volunteer: Mapped[Volunteer] = relationship(back_populates="places", lazy="raise")
+
+
+class LiveLocation(Base):
+    """The latest position only: one row per volunteer, never a history."""
+
+    __tablename__ = "live_location"
+    __table_args__ = (
+        Index("ix_live_location_location", "location", postgresql_using="gist"),
+        CheckConstraint("accuracy_m >= 0", name="accuracy_positive"),
+    )
+
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE"), primary_key=True
+    )
+    location: Mapped[Any] = mapped_column(POINT)
+    accuracy_m: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class Aed(Base):
+    __tablename__ = "aed"
+    __table_args__ = (
+        Index("ix_aed_location", "location", postgresql_using="gist"),
+        CheckConstraint("status IN ('active', 'out_of_service')", name="status_known"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    location: Mapped[Any] = mapped_column(POINT)
+    address: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text)
+    access: Mapped[Any] = mapped_column(JSONB)
+    open_minutes: Mapped[Any | None] = mapped_column(INT4MULTIRANGE)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+    __table_args__ = (
+        UniqueConstraint("centre", "external_ref", name="uq_incident_centre_external_ref"),
+        Index("ix_incident_location", "location", postgresql_using="gist"),
+        Index("ix_incident_status_created_at", "status", "created_at"),
+        CheckConstraint(
+            "status IN ('alerting', 'not_alerted', 'cancelled', 'closed')", name="status_known"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    centre: Mapped[str] = mapped_column(String(200))
+    external_ref: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(30))
+    location: Mapped[Any] = mapped_column(POINT)
+    address: Mapped[str] = mapped_column(String(300))
+    access_notes: Mapped[str | None] = mapped_column(Text)
+    flags: Mapped[dict[str, bool]] = mapped_column(JSONB, default=dict)
+    alert_requested: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(20))
+    not_alerted_reason: Mapped[str | None] = mapped_column(String(50))
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incident.id"))
+    radius_m: Mapped[float] = mapped_column(Float)
+    cpr_slots: Mapped[int] = mapped_column(Integer)
+    aed_slots: Mapped[int] = mapped_column(Integer)
+    nearest_aed_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("aed.id"))
+    nearest_aed_distance_m: Mapped[float | None] = mapped_column(Float)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    close_outcome: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Alert(Base):
+    """One per (incident, volunteer): delivery, response and outcome kept apart."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "volunteer_id", name="uq_alert_incident_volunteer"),
+        Index("ix_alert_volunteer_created_at", "volunteer_id", "created_at"),
+        Index(
+            "ix_alert_open_response",
+            "response",
+            postgresql_where=text("response IN ('pending', 'accepted')"),
+        ),
+        CheckConstraint(
+            "delivery_status IN "
+            "('queued', 'sending', 'sent', 'delivered', 'undelivered', 'failed')",
+            name="delivery_known",
+        ),
+        CheckConstraint(
+            "response IN ('pending', 'accepted', 'declined', 'withdrawn', 'no_reply')",
+            name="response_known",
+        ),
+        CheckConstraint("role IS NULL OR role IN ('cpr', 'aed')", name="role_known"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("volunteer.id"))
+    code: Mapped[str] = mapped_column(String(8))
+    distance_m: Mapped[float] = mapped_column(Float)
+    location_source: Mapped[str] = mapped_column(String(10))
+    aed_detour_m: Mapped[float | None] = mapped_column(Float)
+    delivery_status: Mapped[str] = mapped_column(String(20), default="queued")
+    delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response: Mapped[str] = mapped_column(String(20), default="pending")
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    role: Mapped[str | None] = mapped_column(String(10))
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stood_down_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class Message(Base):
+    """Every SMS in and out. Outbound rows are also the send queue of the worker.
+
+    ``status`` of an outbound row: queued → sending → sent → delivered, or
+    undelivered / failed. ``deadline_at`` is when an unsent message stops being
+    worth sending (for an alert, ``ALERT_SEND_DEADLINE`` after it was queued).
+    """
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index(
+            "ix_message_outbound_queue",
+            "next_attempt_at",
+            postgresql_where=text("direction = 'out' AND status IN ('queued', 'sending')"),
+        ),
+        Index("ix_message_alert_id", "alert_id"),
+        CheckConstraint("direction IN ('in', 'out')", name="direction_known"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    direction: Mapped[str] = mapped_column(String(3))
+    purpose: Mapped[str] = mapped_column(String(30))
+    alert_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alert.id", ondelete="SET NULL"))
+    incident_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("incident.id", ondelete="SET NULL")
+    )
+    volunteer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("volunteer.id"))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    body: Mapped[str | None] = mapped_column(Text)
+    reply_body: Mapped[str | None] = mapped_column(Text)
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class SelectionRecord(Base):
+    """Why each volunteer within the radius was or was not alerted (for explain)."""
+
+    __tablename__ = "selection_record"
+
+    incident_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("incident.id", ondelete="CASCADE"), primary_key=True
+    )
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(50))
+    distance_m: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class IncidentEvent(Base):
+    """Append-only change log of an incident; the SSE stream and its replay."""
+
+    __tablename__ = "incident_event"
+    __table_args__ = (Index("ix_incident_event_incident_id_id", "incident_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(50))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class GatewayHealth(Base):
+    """Shared view of the SMS provider's health, so every process reports the same."""
+
+    __tablename__ = "gateway_health"
+
+    name: Mapped[str] = mapped_column(String(30), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateLimitBucket(Base):
+    """Fixed-window counters shared by every process of a deployment."""
+
+    __tablename__ = "rate_limit_bucket"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

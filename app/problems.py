@@ -1,0 +1,204 @@
+"""Every error a client can see, rendered once as ``application/problem+json``.
+
+Also the guards that run before a route: request id, body size and content type.
+No stack trace ever reaches a client; unexpected errors are logged with the
+request id and answered with a bare 500 problem.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, RateLimited, ResponderError, UnsupportedMediaType
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with ``errors`` for validation failures."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def _validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return problem_response(400, "Malformed JSON", "the request body is not valid JSON")
+    fields = [
+        {"field": _field_name(error.get("loc", ())), "message": str(error.get("msg", ""))}
+        for error in errors
+    ]
+    detail = "; ".join(f"{item['field']}: {item['message']}" for item in fields[:5])
+    return problem_response(422, "Validation failed", detail, errors=fields)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ResponderError)
+    async def _domain(request: Request, exc: ResponderError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return problem_response(
+            exc.status_code, exc.title, exc.detail, headers=headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_problem(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed"}
+        title = titles.get(exc.status_code, "Error")
+        return problem_response(
+            exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return problem_response(500, "Internal error", "the error was logged")
+
+
+class RequestGuards:
+    """Pure ASGI middleware: request id, body size limit and content type.
+
+    Enforced while the body streams in, so an oversized upload is refused without
+    being buffered, whether or not it declares a Content-Length.
+    """
+
+    JSON_EXEMPT_SUFFIXES = ("/import",)
+    JSON_EXEMPT_PREFIXES = ("/webhooks/",)
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        if len(request_id) > 100 or not request_id.isprintable():
+            request_id = uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        refusal = self._refuse_early(scope, headers)
+        if refusal is not None:
+            await refusal(scope, receive, send_with_id)
+            return
+
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send_with_id)
+
+    def _refuse_early(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return problem_response(400, "Bad request", "invalid Content-Length")
+            if int(declared) > self.max_body_bytes:
+                exc = PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
+                return problem_response(413, exc.title, exc.detail)
+        method = scope["method"]
+        path: str = scope["path"]
+        has_body = declared not in (None, "0") or "transfer-encoding" in headers
+        if (
+            method in ("POST", "PUT", "PATCH")
+            and has_body
+            and path.startswith("/v1/")
+            and not path.endswith(self.JSON_EXEMPT_SUFFIXES)
+        ):
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                exc415 = UnsupportedMediaType("send the body as application/json")
+                return problem_response(415, exc415.title, exc415.detail)
+        return None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries so the document lists each status a route answers."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or wrong API key",
+        403: "Right key, wrong role",
+        404: "Not found",
+        409: "Conflict with stored state",
+        413: "Body too large",
+        415: "Wrong content type",
+        422: "Validation failed",
+        429: "Rate limited; see Retry-After",
+        503: "Service unavailable",
+    }
+    return {
+        status: {
+            "description": descriptions.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

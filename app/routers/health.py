@@ -1,0 +1,69 @@
+"""Liveness, readiness and metrics: no authentication, nothing personal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+READINESS_TIMEOUT_S = 3.0
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, Any]
+
+
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
+    """The process is up; says nothing about its dependencies."""
+    return Liveness(status="ok")
+
+
+async def _database_check(runtime: RuntimeDep) -> dict[str, Any]:
+    async with runtime.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text("SELECT current_setting('server_version') AS pg, postgis_lib_version() AS gis")
+            )
+        ).one()
+    return {"ok": True, "postgresql": row.pg, "postgis": row.gis}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down"}},
+)
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Ready to take incidents: database and PostGIS answer, SMS provider not refusing us."""
+    checks: dict[str, Any] = {}
+    try:
+        checks["database"] = await asyncio.wait_for(_database_check(runtime), READINESS_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+    ready = all(check.get("ok") for check in checks.values())
+    body = Readiness(status="ready" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,180 @@
+"""Configuration: one validated object, read from ``RESPONDER_*`` environment variables.
+
+A broken configuration must stop the process at start with a one-line reason, not
+surface later as a failed alert, so every cross-field rule is checked here.
+Durations accept seconds (``600``) or ISO 8601 (``PT10M``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IncidentKind = Literal["cardiac_arrest", "respiratory_arrest", "drowning", "choking", "other"]
+INCIDENT_KINDS: tuple[IncidentKind, ...] = (
+    "cardiac_arrest",
+    "respiratory_arrest",
+    "drowning",
+    "choking",
+    "other",
+)
+_QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESPONDER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// or postgresql+asyncpg:// URL; unset = embedded cluster",
+    )
+    data_dir: Path = Field(default=Path(".responder"), description="embedded cluster home")
+    pg_bin_dir: Path | None = Field(default=None, description="PostgreSQL server binaries")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    public_base_url: str = "http://127.0.0.1:8000"
+    send_concurrency: int = Field(default=32, ge=1, le=500)
+    send_timeout_s: float = Field(default=10.0, gt=0)
+
+    timezone: str = "Europe/Stockholm"
+    default_region: str = "SE"
+
+    live_location_max_age: timedelta = timedelta(minutes=15)
+    max_location_accuracy_m: float = Field(default=250.0, gt=0)
+    live_location_retention: timedelta = timedelta(hours=24)
+
+    alertable_kinds: Annotated[list[IncidentKind], NoDecode] = ["cardiac_arrest"]
+    service_area: Path | None = None
+    quiet_hours: str | None = None
+    duplicate_radius_m: float = Field(default=100.0, ge=0)
+    duplicate_window: timedelta = timedelta(minutes=10)
+
+    alert_radius_m: float = Field(default=500.0, gt=0, le=50_000)
+    alert_cooldown: timedelta = timedelta(minutes=10)
+    max_alerted: int = Field(default=30, ge=1, le=1000)
+
+    cpr_responders: int = Field(default=2, ge=0)
+    aed_responders: int = Field(default=1, ge=0)
+    aed_search_radius_m: float = Field(default=1000.0, ge=0)
+    aed_max_detour_m: float = Field(default=600.0, ge=0)
+    aed_first_detour_m: float = Field(default=100.0, ge=0)
+
+    alert_reply_window: timedelta = timedelta(minutes=10)
+    alert_send_deadline: timedelta = timedelta(minutes=2)
+    incident_max_age: timedelta = timedelta(hours=2)
+    follow_up_text: str = (
+        "If what you saw weighs on you, call the volunteer coordinator: +46 10 000 00 00."
+    )
+    cert_reminder_days: int = Field(default=30, ge=0)
+
+    @field_validator("alertable_kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r}")
+        return value.upper()
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours_format(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not _QUIET_HOURS.match(value):
+            raise ValueError("expected HH:MM-HH:MM, for example 23:00-07:00")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("postgresql://", "postgresql+asyncpg://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("public_base_url", "twilio_api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _twilio_complete(self) -> Settings:
+        if self.twilio_account_sid and not self.twilio_auth_token:
+            raise ValueError(
+                "RESPONDER_TWILIO_ACCOUNT_SID is set but RESPONDER_TWILIO_AUTH_TOKEN is not"
+            )
+        if self.twilio_auth_token and not self.twilio_account_sid:
+            raise ValueError(
+                "RESPONDER_TWILIO_AUTH_TOKEN is set but RESPONDER_TWILIO_ACCOUNT_SID is not"
+            )
+        if self.twilio_account_sid and not (self.twilio_messaging_service_sid or self.twilio_from):
+            raise ValueError(
+                "Twilio needs RESPONDER_TWILIO_MESSAGING_SERVICE_SID or RESPONDER_TWILIO_FROM"
+            )
+        if self.service_area is not None and not self.service_area.is_file():
+            raise ValueError(f"RESPONDER_SERVICE_AREA: no such file {self.service_area}")
+        return self
+
+    @property
+    def twilio_enabled(self) -> bool:
+        return bool(self.twilio_account_sid)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line naming the variable and the reason, for a clean exit at start."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for error in exc.errors():
+            loc = ".".join(str(item) for item in error["loc"])
+            name = f"RESPONDER_{loc.upper()}: " if loc else ""
+            parts.append(f"{name}{error['msg'].removeprefix('Value error, ')}")
+        return "invalid configuration: " + "; ".join(parts)
+    return f"invalid configuration: {exc}"

@@ -1,0 +1,141 @@
+"""Test harness: one throwaway PostgreSQL + PostGIS cluster per run, real migrations.
+
+- ``pg`` starts a private cluster in a temporary directory (as the ``postgres`` OS
+  user when we are root) and builds ``responder_template`` with ``alembic upgrade
+  head``, which also tests the migrations.
+- ``session`` is the default: a connection inside an outer transaction that is
+  rolled back after the test; the app under test uses the same session, each
+  request in a savepoint.
+- ``committed_db`` is for tests that need real commits (concurrent requests,
+  workers, LISTEN/NOTIFY): a fresh database cloned from the template, dropped after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from app.clock import FrozenClock
+from app.db import create_engine, create_session_factory
+from app.deps import get_session
+from app.embedded import EmbeddedPostgres
+from app.main import create_app
+from app.migrate import upgrade
+from app.runtime import Runtime
+from app.settings import Settings
+from tests.factories import make_settings
+
+TEMPLATE = "responder_template"
+
+for _name in [name for name in os.environ if name.startswith("RESPONDER_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[EmbeddedPostgres]:
+    home = Path(tempfile.mkdtemp(prefix="responder-test-"))
+    home.chmod(0o755)
+    cluster = EmbeddedPostgres(home / "cluster")
+    cluster.start()
+    cluster.ensure_database(TEMPLATE)
+    upgrade(cluster.url(TEMPLATE))
+    cluster.psql("postgres", "-c", f'CREATE DATABASE "responder_test" TEMPLATE "{TEMPLATE}"')
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(pg: EmbeddedPostgres) -> str:
+    return pg.url("responder_test")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 11, 24, 14, 32, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    async with AsyncSession(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+def app(
+    settings: Settings,
+    database_url: str,
+    engine: AsyncEngine,
+    session: AsyncSession,
+    clock: FrozenClock,
+) -> FastAPI:
+    """The service bound to the test's session: everything it writes is rolled back."""
+    application = create_app(settings, database_url=database_url, run_worker=False, clock=clock)
+    application.state.runtime = Runtime(
+        settings=settings,
+        database_url=database_url,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        clock=clock,
+    )
+
+    async def session_in_savepoint() -> AsyncIterator[AsyncSession]:
+        async with session.begin_nested():
+            yield session
+
+    application.dependency_overrides[get_session] = session_in_savepoint
+    return application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def committed_db(pg: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database from the template, for tests that need real commits."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg.psql("postgres", "-c", f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    try:
+        yield pg.url(name)
+    finally:
+        pg.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,165 @@
+"""Typed factories for test data. Positions are computed with geographiclib, never PostGIS."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from geographiclib.geodesic import Geodesic
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Role, issue_key
+from app.models import Aed, Certification, LiveLocation, Place, Volunteer
+from app.settings import Settings
+from dispatch.schedule import week_ranges
+from geo.points import LatLon, geography_point
+
+STOCKHOLM = LatLon(59.3326, 18.0649)
+_phones = itertools.count(1_000_000)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for a test: the spec's defaults, nothing from the environment."""
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def offset(origin: LatLon, *, bearing_deg: float, distance_m: float) -> LatLon:
+    """The point ``distance_m`` metres from ``origin`` along a geodesic on WGS84."""
+    line = Geodesic.WGS84.Direct(origin.lat, origin.lon, bearing_deg, distance_m)
+    return LatLon(line["lat2"], line["lon2"])
+
+
+def geodesic_distance_m(a: LatLon, b: LatLon) -> float:
+    return float(Geodesic.WGS84.Inverse(a.lat, a.lon, b.lat, b.lon)["s12"])
+
+
+def next_phone() -> str:
+    return f"+4670{next(_phones):07d}"
+
+
+async def create_volunteer(
+    session: AsyncSession,
+    *,
+    near: LatLon | None = None,
+    live_at: LatLon | None = None,
+    live_recorded_at: datetime | None = None,
+    live_accuracy_m: float = 10.0,
+    name: str = "Test Volunteer",
+    phone: str | None = None,
+    language: str = "sv",
+    status: str = "active",
+    opted_out: bool = False,
+    paused_until: datetime | None = None,
+    certification: str | None = "cpr",
+    certification_status: str = "verified",
+    expires_on: date | None = None,
+    schedule: list[dict[str, Any]] | None = None,
+    timezone: str = "Europe/Stockholm",
+) -> Volunteer:
+    """A volunteer; by default eligible (verified CPR) with a home place at ``near``."""
+    volunteer = Volunteer(
+        name=name,
+        phone=phone or next_phone(),
+        language=language,
+        status=status,
+        opted_out=opted_out,
+        paused_until=paused_until,
+        consent_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    session.add(volunteer)
+    await session.flush()
+    if certification is not None:
+        session.add(
+            Certification(
+                volunteer_id=volunteer.id,
+                kind=certification,
+                issued_on=date(2025, 1, 1),
+                expires_on=expires_on or date(2030, 1, 1),
+                issuer="Swedish Resuscitation Council",
+                status=certification_status,
+            )
+        )
+    if near is not None:
+        await add_place(session, volunteer=volunteer, at=near, schedule=schedule, timezone=timezone)
+    if live_at is not None:
+        if live_recorded_at is None:
+            raise ValueError("live_at needs live_recorded_at (use the test clock)")
+        session.add(
+            LiveLocation(
+                volunteer_id=volunteer.id,
+                location=geography_point(live_at),
+                accuracy_m=live_accuracy_m,
+                recorded_at=live_recorded_at,
+                source="app",
+            )
+        )
+    await session.flush()
+    return volunteer
+
+
+async def add_place(
+    session: AsyncSession,
+    *,
+    volunteer: Volunteer,
+    at: LatLon,
+    label: str = "home",
+    schedule: list[dict[str, Any]] | None = None,
+    timezone: str = "Europe/Stockholm",
+) -> Place:
+    place = Place(
+        volunteer_id=volunteer.id,
+        label=label,
+        location=geography_point(at),
+        timezone=timezone,
+        schedule=schedule,
+        active_minutes=week_ranges(schedule) if schedule else None,
+    )
+    session.add(place)
+    await session.flush()
+    return place
+
+
+async def create_aed(
+    session: AsyncSession,
+    *,
+    at: LatLon,
+    address: str = "Centralstationen, Stockholm",
+    description: str = "Main hall by the ticket office, cabinet code 1234",
+    access: str | list[dict[str, Any]] = "always",
+    status: str = "active",
+) -> Aed:
+    aed = Aed(
+        location=geography_point(at),
+        address=address,
+        description=description,
+        access=access,
+        open_minutes=None if access == "always" else week_ranges(access),  # type: ignore[arg-type]
+        status=status,
+    )
+    session.add(aed)
+    await session.flush()
+    return aed
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    role: Role,
+    name: str = "test",
+    centre: str | None = None,
+    volunteer: Volunteer | None = None,
+) -> dict[str, str]:
+    """Authorization headers for a new key of the role."""
+    plaintext, _ = await issue_key(
+        session,
+        role=role,
+        name=name,
+        centre=centre,
+        volunteer_id=volunteer.id if volunteer else None,
+    )
+    return {"Authorization": f"Bearer {plaintext}"}
+
+
+def days_from(moment: datetime, days: int) -> date:
+    return (moment + timedelta(days=days)).date()
