@@ -6,6 +6,7 @@ import asyncio
 
 from alembic import context
 from geoalchemy2 import alembic_helpers
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.db import create_engine
@@ -13,6 +14,7 @@ from app.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK = 7_310_000_001
 
 
 def _url() -> str:
@@ -37,6 +39,9 @@ def _configure(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        # Several processes may start at once (API replicas, workers): one migrates,
+        # the others wait here and then find the schema already at head.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
