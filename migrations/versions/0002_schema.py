@@ -513,6 +513,7 @@ def upgrade() -> None:
         sa.Column("provider_sid", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("error_code", sa.Integer(), nullable=True),
+        sa.Column("failure_reason", sa.String(length=200), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True),
