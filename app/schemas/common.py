@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, tuple_
 
 from app.errors import InvalidInput
+from dispatch.schedule import DAYS
 from geo.points import LatLon
 
 T = TypeVar("T")
@@ -28,6 +30,9 @@ RowT = TypeVar("RowT")
 
 Latitude = Annotated[float, Field(strict=True, ge=-90.0, le=90.0, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(strict=True, ge=-180.0, le=180.0, allow_inf_nan=False)]
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["17:00"])]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -51,6 +56,42 @@ class Coordinates(StrictInput):
     @classmethod
     def from_latlon(cls, point: LatLon) -> Coordinates:
         return cls(lat=point.lat, lon=point.lon)
+
+
+class ScheduleWindow(StrictInput):
+    """Open from ``start`` to ``end`` on each day; an end at or before the start
+    crosses midnight (so ``start == end`` is a whole day)."""
+
+    days: list[Day] = Field(min_length=1, max_length=7)
+    start: ClockTime
+    end: ClockTime
+
+
+Schedule = Annotated[list[ScheduleWindow], Field(min_length=1, max_length=50)]
+
+
+def schedule_json(windows: list[ScheduleWindow]) -> list[dict[str, Any]]:
+    """The stored (and echoed) form; days de-duplicated, in week order."""
+    order = {day: index for index, day in enumerate(DAYS)}
+    return [
+        {
+            "days": sorted(set(window.days), key=order.__getitem__),
+            "start": window.start,
+            "end": window.end,
+        }
+        for window in windows
+    ]
+
+
+def time_zone_name(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(time_zone_name)]
 
 
 class Page(BaseModel, Generic[T]):
