@@ -1,12 +1,16 @@
 """Every SMS text, in Swedish and English (the volunteer's language).
 
-Texts stay within one or two SMS segments: GSM-7 (å, ä, ö are in its alphabet)
-allows 160 characters in one segment and 306 in two; addresses are shortened to
-keep an alert within that.
+Texts stay within one or two SMS segments. GSM-7 (å, ä, ö, é are in its alphabet)
+allows 160 characters in one segment and 306 in two; a single character outside it
+(an emoji, a typographic ellipsis) turns the whole SMS into UCS-2 with 70 per
+segment. Free text that reaches an SMS (addresses, access notes, AED descriptions)
+is therefore folded into GSM-7 and clipped, so every text is at most two segments
+whatever the registry holds.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -27,10 +31,57 @@ KIND_NAMES = {
     },
 }
 ADDRESS_MAX = 80
+NOTES_MAX = 60
+SEGMENT_GSM7 = (160, 153)
+SEGMENT_UCS2 = (70, 67)
+
+_GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENDED = "^{}\\[~]|€"
+_REPLACEMENTS = {"…": "...", "–": "-", "—": "-", "’": "'", "‘": "'", "“": '"', "”": '"'}
+
+
+def is_gsm7(text: str) -> bool:
+    return all(char in _GSM7_BASIC or char in _GSM7_EXTENDED for char in text)
+
+
+def segments(text: str) -> int:
+    """How many SMS segments the text takes (concatenated SMS lose 7 or 3 characters)."""
+    if is_gsm7(text):
+        length = sum(2 if char in _GSM7_EXTENDED else 1 for char in text)
+        single, multi = SEGMENT_GSM7
+    else:
+        length = len(text.encode("utf-16-le")) // 2
+        single, multi = SEGMENT_UCS2
+    return 1 if length <= single else -(-length // multi)
+
+
+def to_gsm7(value: str) -> str:
+    """Free text folded into the GSM-7 alphabet: accents dropped where GSM-7 lacks them."""
+    folded = []
+    for char in " ".join(value.split()):
+        char = _REPLACEMENTS.get(char, char)
+        if is_gsm7(char):
+            folded.append(char)
+            continue
+        base = "".join(
+            part
+            for part in unicodedata.normalize("NFKD", char)
+            if not unicodedata.combining(part) and is_gsm7(part)
+        )
+        folded.append(base)
+    return "".join(folded)
 
 
 def _clip(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
+    value = to_gsm7(value)
+    return value if len(value) <= limit else value[: limit - 3].rstrip() + "..."
+
+
+def _distance(distance_m: float) -> str:
+    return f"{round(distance_m / 10) * 10:.0f} m"
 
 
 def alert_text(
@@ -45,14 +96,196 @@ def alert_text(
 ) -> str:
     """The alert itself: time, distance, address and the literal reply ``YES <code>``."""
     clock = at.astimezone(zone).strftime("%H:%M")
-    distance = f"{round(distance_m / 10) * 10:.0f} m"
     where = _clip(address, ADDRESS_MAX)
     if language == "sv":
         return (
-            f"HLR-LARM {clock}: {KIND_NAMES['sv'][kind]} {distance} från dig, {where}. "
-            f"Svara JA {code} om du kan gå nu, NEJ {code} om inte."
+            f"HLR-LARM {clock}: {KIND_NAMES['sv'][kind]} {_distance(distance_m)} från dig, "
+            f"{where}. Svara JA {code} om du kan gå nu, NEJ {code} om inte."
         )
     return (
-        f"CPR ALERT {clock}: {KIND_NAMES['en'][kind]} {distance} from you, {where}. "
-        f"Reply YES {code} if you can go now, NO {code} if not."
+        f"CPR ALERT {clock}: {KIND_NAMES['en'][kind]} {_distance(distance_m)} from you, "
+        f"{where}. Reply YES {code} if you can go now, NO {code} if not."
+    )
+
+
+def map_link(lat: float, lon: float) -> str:
+    return f"https://maps.google.com/?q={lat:.5f},{lon:.5f}"
+
+
+def instructions_text(
+    language: str,
+    *,
+    role: str,
+    address: str,
+    access_notes: str | None,
+    lat: float,
+    lon: float,
+    aed_address: str | None = None,
+    aed_description: str | None = None,
+    aed_access: str | None = None,
+) -> str:
+    """After YES: the role, where to go, how to get in, and for AED where the AED is."""
+    where = _clip(address, ADDRESS_MAX)
+    notes = f" {_clip(access_notes, NOTES_MAX)}." if access_notes else ""
+    link = map_link(lat, lon)
+    if role == "aed":
+        aed = _clip(aed_address or "", 50)
+        detail = f" ({_clip(aed_description, 45)})" if aed_description else ""
+        hours = f" {_clip(aed_access, 30)}" if aed_access else ""
+        if language == "sv":
+            return (
+                f"Tack! Hämta hjärtstartaren: {aed}{detail}{hours}. "
+                f"Ta den till {where}.{notes} {link} Svara FRAMME när du är där."
+            )
+        return (
+            f"Thank you! Fetch the AED: {aed}{detail}{hours}. "
+            f"Bring it to {where}.{notes} {link} Reply ARRIVED when there."
+        )
+    if language == "sv":
+        return (
+            f"Tack! Gå direkt till patienten och starta HLR: {where}.{notes} {link} "
+            f"Svara FRAMME när du är där, ÅNGRA om du inte kan."
+        )
+    return (
+        f"Thank you! Go straight to the patient and start CPR: {where}.{notes} {link} "
+        f"Reply ARRIVED when there, WITHDRAW if you cannot."
+    )
+
+
+def _pick(language: str, sv: str, en: str) -> str:
+    return sv if language == "sv" else en
+
+
+def stand_down_text(language: str, *, code: str) -> str:
+    return _pick(
+        language,
+        f"Larm {code}: tillräckligt många är på väg. Du behöver inte gå. Tack!",
+        f"Alert {code}: enough responders are on their way. You do not need to go. Thank you!",
+    )
+
+
+def not_needed_text(language: str) -> str:
+    return _pick(
+        language,
+        "Tack! Tillräckligt många är redan på väg, du behöver inte gå.",
+        "Thank you! Enough responders are already on their way; please do not go.",
+    )
+
+
+def alert_ended_text(language: str) -> str:
+    return _pick(
+        language,
+        "Larmet är avslutat. Gå inte dit. Tack för att du svarade.",
+        "This alert has ended. Do not go. Thank you for answering.",
+    )
+
+
+def declined_text(language: str) -> str:
+    return _pick(language, "Tack för svaret.", "Thank you for answering.")
+
+
+def withdrawn_text(language: str) -> str:
+    return _pick(
+        language,
+        "Uppfattat, du är inte längre på väg. Tack!",
+        "Understood, you are no longer on your way. Thank you!",
+    )
+
+
+def arrived_text(language: str) -> str:
+    return _pick(
+        language, "Noterat att du är framme. Tack!", "Noted that you have arrived. Thanks!"
+    )
+
+
+def cancellation_text(language: str, *, code: str) -> str:
+    return _pick(
+        language,
+        f"Larm {code} är avbrutet. Gå inte dit. Tack!",
+        f"Alert {code} is cancelled. Do not go. Thank you!",
+    )
+
+
+def update_text(language: str, *, code: str, address: str, access_notes: str | None) -> str:
+    """A changed address or access notes, to responders already on their way."""
+    where = _clip(address, ADDRESS_MAX)
+    notes = f" {_clip(access_notes, NOTES_MAX * 2)}" if access_notes else ""
+    return _pick(
+        language,
+        f"Larm {code}, uppdatering: {where}.{notes}",
+        f"Alert {code}, update: {where}.{notes}",
+    )
+
+
+def closed_thanks_text(language: str, *, follow_up: str) -> str:
+    """The incident is over; the follow-up contact, since responders can be shaken."""
+    contact = _clip(follow_up, 160)
+    return _pick(
+        language,
+        f"Larmet är avslutat. Tack för din insats! {contact}",
+        f"The alert is over. Thank you for helping! {contact}",
+    )
+
+
+def help_text(language: str) -> str:
+    return _pick(
+        language,
+        "Livräddarlarm: svara JA <kod> eller NEJ <kod> på ett larm, ÅNGRA, FRAMME, "
+        "PAUSE <timmar>, RESUME, STOPP för att avsluta.",
+        "Responder: reply YES <code> or NO <code> to an alert, WITHDRAW, ARRIVED, "
+        "PAUSE <hours>, RESUME, STOP to unsubscribe.",
+    )
+
+
+def unknown_sender_text() -> str:
+    return (
+        "Responder: detta nummer är inte registrerat som livräddare. "
+        "This number is not registered as a volunteer."
+    )
+
+
+def which_alert_text(language: str, *, codes: list[str], verb: str) -> str:
+    listed = ", ".join(codes)
+    sv_verb = {"YES": "JA", "NO": "NEJ", "WITHDRAW": "ÅNGRA", "ARRIVED": "FRAMME"}.get(verb, verb)
+    return _pick(
+        language,
+        f"Du har flera larm ({listed}). Svara {sv_verb} och koden, t.ex. {sv_verb} {codes[0]}.",
+        f"You have several alerts ({listed}). Reply {verb} with the code, e.g. {verb} {codes[0]}.",
+    )
+
+
+def opted_out_text(language: str) -> str:
+    return _pick(
+        language,
+        "Du får inga fler SMS från Responder. Svara START för att börja igen.",
+        "You will get no more SMS from Responder. Reply START to opt back in.",
+    )
+
+
+def opted_in_text(language: str) -> str:
+    return _pick(
+        language,
+        "Välkommen tillbaka! Du kan få larm igen.",
+        "Welcome back! You can receive alerts again.",
+    )
+
+
+def paused_text(language: str, *, until: datetime, zone: ZoneInfo) -> str:
+    moment = until.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return _pick(
+        language,
+        f"Inga larm till {moment}. Svara RESUME för att få larm igen.",
+        f"No alerts until {moment}. Reply RESUME to receive alerts again.",
+    )
+
+
+def resumed_text(language: str) -> str:
+    return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
+
+
+def certification_reminder_text(language: str, *, expires_on: str) -> str:
+    return _pick(
+        language,
+        f"Responder: din HLR-utbildning går ut {expires_on}. Förnya den för att fortsätta få larm.",
+        f"Responder: your CPR training expires on {expires_on}. Renew it to keep receiving alerts.",
     )

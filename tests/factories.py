@@ -10,8 +10,9 @@ from geographiclib.geodesic import Geodesic
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Role, issue_key
-from app.models import Aed, Certification, LiveLocation, Place, Volunteer
+from app.models import Aed, Alert, Certification, Incident, LiveLocation, Place, Volunteer
 from app.settings import Settings
+from dispatch.outbox import OutboundSms, queue_sms
 from dispatch.schedule import week_ranges
 from geo.points import LatLon, geography_point
 
@@ -163,3 +164,85 @@ async def create_key(
 
 def days_from(moment: datetime, days: int) -> date:
     return (moment + timedelta(days=days)).date()
+
+
+async def create_incident(
+    session: AsyncSession,
+    *,
+    at: LatLon = STOCKHOLM,
+    created_at: datetime,
+    status: str = "alerting",
+    centre: str = "test",
+    external_ref: str | None = None,
+    kind: str = "cardiac_arrest",
+    address: str = "Drottninggatan 1, Stockholm",
+    access_notes: str | None = "Door code 1234, 3rd floor",
+    cpr_slots: int = 2,
+    aed_slots: int = 1,
+    nearest_aed: Aed | None = None,
+) -> Incident:
+    """An incident row as selection would leave it (no alerts: see ``create_alert``)."""
+    incident = Incident(
+        centre=centre,
+        external_ref=external_ref or f"CAD-{next(_phones)}",
+        request_hash="0" * 64,
+        kind=kind,
+        location=geography_point(at),
+        address=address,
+        access_notes=access_notes,
+        flags={},
+        status=status,
+        radius_m=500.0,
+        cpr_slots=cpr_slots,
+        aed_slots=aed_slots if nearest_aed is not None else 0,
+        nearest_aed_id=nearest_aed.id if nearest_aed is not None else None,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    session.add(incident)
+    await session.flush()
+    return incident
+
+
+async def create_alert(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    volunteer: Volunteer,
+    now: datetime,
+    code: str | None = None,
+    distance_m: float = 200.0,
+    aed_detour_m: float | None = None,
+    deadline: timedelta = timedelta(minutes=2),
+    queue: bool = True,
+) -> Alert:
+    """An alert and (by default) its queued SMS, as the incident's transaction leaves them."""
+    alert = Alert(
+        incident_id=incident.id,
+        volunteer_id=volunteer.id,
+        code=code or f"{next(_phones) % 9000 + 1000}",
+        distance_m=distance_m,
+        location_source="place",
+        aed_detour_m=aed_detour_m,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(alert)
+    await session.flush()
+    if queue:
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=volunteer.phone or "",
+                    body=f"CPR ALERT: reply YES {alert.code}",
+                    purpose="alert",
+                    volunteer_id=volunteer.id,
+                    incident_id=incident.id,
+                    alert_id=alert.id,
+                    deadline_at=now + deadline,
+                )
+            ],
+            now=now,
+        )
+    return alert

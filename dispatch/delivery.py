@@ -1,0 +1,165 @@
+"""Delivery state of outbound SMS: forward-only, mirrored onto the alert.
+
+A message's status only moves forward (queued < sending < sent < delivered, or
+the terminal undelivered / failed), whether the news comes from our own send, a
+status callback, a duplicate callback or one that arrives out of order: each update
+is one ``UPDATE … WHERE rank(status) < rank(new)``, so the database decides and two
+concurrent callbacks cannot move a status backwards. An alert's ``delivery_status``
+mirrors its alert message and each change is an incident event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.models import Alert, GatewayHealth, Message, Volunteer
+from dispatch.events import record_event
+
+STATUS_RANK = {
+    "queued": 0,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "undelivered": 3,
+    "failed": 3,
+}
+PROVIDER_STATUS = {
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+}
+"""Twilio's message statuses onto ours; any provider status means it accepted the SMS."""
+OPTED_OUT_CODE = 21610
+
+
+def _rank(column: Any) -> ColumnElement[int]:
+    return case(STATUS_RANK, value=column, else_=-1)
+
+
+async def advance_message(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    status: str,
+    now: datetime,
+    provider_sid: str | None = None,
+    error_code: int | None = None,
+    failure_reason: str | None = None,
+) -> bool:
+    """Move one outbound message forward; ``False`` when that would not be forward.
+
+    A provider id we learn here is kept even when the status does not move (a
+    callback can overtake our own record of the send).
+    """
+    if provider_sid is not None:
+        await session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.provider_sid.is_(None))
+            .values(provider_sid=provider_sid)
+        )
+    values: dict[str, Any] = {"status": status, "updated_at": now, "claimed_by": None}
+    if error_code is not None:
+        values["error_code"] = error_code
+    if failure_reason is not None:
+        values["failure_reason"] = failure_reason[:200]
+    if status in ("sent", "delivered"):
+        values["sent_at"] = func.coalesce(Message.sent_at, now)
+    row = (
+        await session.execute(
+            update(Message)
+            .where(
+                Message.id == message_id,
+                Message.direction == "out",
+                _rank(Message.status) < STATUS_RANK[status],
+            )
+            .values(values)
+            .returning(Message.alert_id, Message.volunteer_id, Message.purpose)
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    if error_code == OPTED_OUT_CODE and row.volunteer_id is not None:
+        await opt_out(session, volunteer_id=row.volunteer_id, now=now)
+    if row.alert_id is not None and row.purpose == "alert":
+        await mirror_alert_delivery(session, alert_id=row.alert_id, status=status, now=now)
+    return True
+
+
+async def mirror_alert_delivery(
+    session: AsyncSession, *, alert_id: uuid.UUID, status: str, now: datetime
+) -> None:
+    incident_id = (
+        await session.execute(
+            update(Alert)
+            .where(Alert.id == alert_id, _rank(Alert.delivery_status) < STATUS_RANK[status])
+            .values(delivery_status=status, delivery_updated_at=now, updated_at=now)
+            .returning(Alert.incident_id)
+        )
+    ).scalar_one_or_none()
+    if incident_id is not None:
+        await record_event(
+            session,
+            incident_id=incident_id,
+            type="alert.delivery",
+            data={"alert_id": str(alert_id), "delivery_status": status, "at": now.isoformat()},
+        )
+
+
+async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:
+    """The carrier says the recipient opted out (21610): no SMS until they send START."""
+    await session.execute(
+        update(Volunteer)
+        .where(Volunteer.id == volunteer_id, Volunteer.opted_out.is_(False))
+        .values(opted_out=True, updated_at=now)
+    )
+
+
+async def note_gateway_result(
+    session: AsyncSession,
+    *,
+    gateway: str,
+    now: datetime,
+    ok: bool,
+    refused: bool = False,
+    error: str | None = None,
+) -> None:
+    """Keep the shared health row current: one upsert per send outcome."""
+    if ok:
+        values: dict[str, Any] = {
+            "consecutive_failures": 0,
+            "refused": False,
+            "last_success_at": now,
+        }
+        insert_values = {**values}
+    else:
+        values = {
+            "consecutive_failures": GatewayHealth.consecutive_failures + 1,
+            "refused": refused,
+            "last_error": error,
+            "last_error_at": now,
+        }
+        insert_values = {**values, "consecutive_failures": 1}
+    statement = pg_insert(GatewayHealth).values(name=gateway, **insert_values)
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=[GatewayHealth.name], set_=values)
+    )
+
+
+async def gateway_health(session: AsyncSession, *, gateway: str) -> GatewayHealth | None:
+    return (
+        await session.execute(select(GatewayHealth).where(GatewayHealth.name == gateway))
+    ).scalar_one_or_none()

@@ -1,0 +1,233 @@
+"""SMS gateways: how a queued ``message`` row leaves the building.
+
+Two implementations behind one protocol: :class:`TwilioGateway` (the official
+``twilio`` package's async client, one per process) and :class:`ConsoleGateway`
+(the embedded default, which prints each SMS readably). The worker only sees
+:class:`SendResult` or :class:`SendFailure`; the failure's ``kind`` decides what it
+does next, so the retry policy lives in one place (``dispatch.worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import IO, Any, Literal, Protocol
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from app.settings import Settings
+
+TWILIO_API_BASE = "https://api.twilio.com"
+OPTED_OUT_CODE = 21610
+REFUSAL_CODES = frozenset({20003, 20005, 20008, 30002})
+"""Authentication failed, account suspended or not active: every send will fail."""
+
+FailureKind = Literal["retry", "unknown", "refused", "opted_out", "rejected"]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    message_id: uuid.UUID
+    alert_id: uuid.UUID | None
+    to: str
+    body: str
+    validity_s: int | None
+    """Seconds the provider may hold the SMS in its queue before dropping it."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_sid: str
+    status: str
+
+
+class SendFailure(Exception):
+    """A send that did not succeed, classified for the worker.
+
+    - ``retry``: 429, 5xx, connection refused: certainly not sent; try again.
+    - ``unknown``: timed out or the connection broke after the request left: the
+      provider may have accepted it; a status callback may still reconcile it.
+    - ``refused``: the provider refuses the account (authentication, suspended).
+    - ``opted_out``: the recipient has opted out at the carrier (21610).
+    - ``rejected``: any other 4xx; sending again would fail the same way.
+    """
+
+    def __init__(
+        self, kind: FailureKind, reason: str, *, code: int | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.kind: FailureKind = kind
+        self.reason = reason
+        self.code = code
+        self.status = status
+
+
+class SmsGateway(Protocol):
+    name: str
+
+    async def send(self, request: SendRequest) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+def status_callback_url(public_base_url: str, request: SendRequest) -> str:
+    """The URL Twilio posts delivery receipts to; it names our message (and alert)."""
+    url = f"{public_base_url}/webhooks/twilio/status?message_id={request.message_id}"
+    if request.alert_id is not None:
+        url += f"&alert_id={request.alert_id}"
+    return url
+
+
+class TwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]
+    """The twilio package's async HTTP interface on one pooled aiohttp session.
+
+    Requests for api.twilio.com go to ``api_base`` instead (a local
+    Twilio-compatible server in tests and benchmarks). The session is opened on
+    first use, inside the running event loop.
+    """
+
+    def __init__(self, api_base: str = TWILIO_API_BASE) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), True, None)
+        self.api_base = api_base.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        if url.startswith(TWILIO_API_BASE):
+            url = self.api_base + url.removeprefix(TWILIO_API_BASE)
+        headers = dict(headers or {})
+        if auth is not None:
+            headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        async with self._session.request(
+            method.upper(),
+            url,
+            params={key: str(value) for key, value in (params or {}).items()},
+            data=data,
+            headers=headers,
+            allow_redirects=allow_redirects,
+            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+        ) as response:
+            return Response(response.status, await response.text(), response.headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def classify_twilio_error(exc: TwilioRestException) -> SendFailure:
+    status = int(exc.status)
+    code = int(exc.code) if exc.code is not None else None
+    reason = f"twilio {status}" + (f" code {code}" if code is not None else "")
+    if code == OPTED_OUT_CODE:
+        return SendFailure("opted_out", reason, code=code, status=status)
+    if status == 401 or code in REFUSAL_CODES:
+        return SendFailure("refused", reason, code=code, status=status)
+    if status == 429 or status >= 500:
+        return SendFailure("retry", reason, code=code, status=status)
+    return SendFailure("rejected", reason, code=code, status=status)
+
+
+class TwilioGateway:
+    """Sends with ``messages.create_async``; one instance (one HTTP pool) per process."""
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        public_base_url: str,
+        messaging_service_sid: str | None = None,
+        from_number: str | None = None,
+        api_base: str = TWILIO_API_BASE,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if not (messaging_service_sid or from_number):
+            raise ValueError("Twilio needs a messaging service SID or a from-number")
+        self._http = TwilioHttpClient(api_base)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+        self._public_base_url = public_base_url.rstrip("/")
+        self._messaging_service_sid = messaging_service_sid
+        self._from = from_number
+        self._timeout_s = timeout_s
+
+    async def send(self, request: SendRequest) -> SendResult:
+        options: dict[str, Any] = {
+            "to": request.to,
+            "body": request.body,
+            "status_callback": status_callback_url(self._public_base_url, request),
+        }
+        if self._messaging_service_sid:
+            options["messaging_service_sid"] = self._messaging_service_sid
+        else:
+            options["from_"] = self._from
+        if request.validity_s is not None:
+            options["validity_period"] = max(1, min(36000, request.validity_s))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                message = await self._client.messages.create_async(**options)
+        except TwilioRestException as exc:
+            raise classify_twilio_error(exc) from exc
+        except TimeoutError as exc:
+            raise SendFailure("unknown", "timed out waiting for Twilio") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise SendFailure("retry", f"cannot connect: {exc.os_error}") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise SendFailure("unknown", f"connection failed: {type(exc).__name__}") from exc
+        return SendResult(provider_sid=str(message.sid), status=str(message.status or "queued"))
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+class ConsoleGateway:
+    """The embedded default: every SMS is printed, readably, and counts as delivered."""
+
+    name = "console"
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    async def send(self, request: SendRequest) -> SendResult:
+        stream = self._stream or sys.stdout
+        rule = "─" * 60
+        stream.write(f"\n{rule}\nSMS to {request.to}\n{request.body}\n{rule}\n")
+        stream.flush()
+        return SendResult(provider_sid=f"CONSOLE{request.message_id.hex}", status="delivered")
+
+    async def close(self) -> None:
+        return None
+
+
+def create_gateway(settings: Settings) -> SmsGateway:
+    """Twilio when credentials are configured, else the console (the embedded default)."""
+    if settings.twilio_enabled and settings.twilio_auth_token is not None:
+        return TwilioGateway(
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            public_base_url=settings.public_base_url,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            from_number=settings.twilio_from,
+            api_base=settings.twilio_api_base,
+            timeout_s=settings.send_timeout_s,
+        )
+    return ConsoleGateway()

@@ -1,0 +1,327 @@
+"""The worker sends the queue through the real Twilio client to a local fake Twilio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clock import FrozenClock
+from app.db import create_engine, create_session_factory, unit_of_work
+from app.models import Alert, GatewayHealth, IncidentEvent, Message, Volunteer
+from app.settings import Settings
+from dispatch.delivery import advance_message
+from dispatch.gateway import create_gateway
+from dispatch.worker import DispatchWorker, claim_due
+from tests.factories import create_alert, create_incident, create_volunteer
+from tests.twilio_fake import (
+    AUTH_FAILED,
+    MESSAGING_SERVICE_SID,
+    OPTED_OUT,
+    SERVER_ERROR,
+    TOO_MANY,
+    FakeTwilio,
+    hang,
+    twilio_settings,
+)
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@dataclass
+class Harness:
+    engine: AsyncEngine
+    factory: async_sessionmaker[AsyncSession]
+    settings: Settings
+    clock: FrozenClock
+    url: str
+
+    def worker(self, **kwargs: object) -> DispatchWorker:
+        return DispatchWorker(
+            session_factory=self.factory,
+            gateway=create_gateway(self.settings),
+            settings=self.settings,
+            clock=self.clock,
+            database_url=self.url,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def alerts(self, count: int = 1, *, incident_status: str = "alerting") -> list[Alert]:
+        async with unit_of_work(self.factory) as session:
+            incident = await create_incident(
+                session, created_at=self.clock.now(), status=incident_status
+            )
+            alerts = []
+            for _ in range(count):
+                volunteer = await create_volunteer(session)
+                alerts.append(
+                    await create_alert(
+                        session, incident=incident, volunteer=volunteer, now=self.clock.now()
+                    )
+                )
+            return alerts
+
+    async def message_for(self, alert: Alert) -> Message:
+        async with self.factory() as session:
+            return (
+                await session.execute(select(Message).where(Message.alert_id == alert.id))
+            ).scalar_one()
+
+    async def reload(self, alert: Alert) -> Alert:
+        async with self.factory() as session:
+            return await session.get_one(Alert, alert.id)
+
+
+@pytest.fixture
+async def harness(
+    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock
+) -> AsyncIterator[Harness]:
+    engine = create_engine(committed_db, pool_size=5)
+    settings = twilio_settings(fake_twilio, send_timeout_s=0.5)
+    yield Harness(engine, create_session_factory(engine), settings, clock, committed_db)
+    await engine.dispose()
+
+
+async def test_queued_alert_is_sent_with_status_callback_and_validity_period(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    worker = harness.worker()
+
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+
+    [sent] = fake_twilio.messages()
+    message = await harness.message_for(alert)
+    assert sent.form["MessagingServiceSid"] == MESSAGING_SERVICE_SID
+    assert sent.form["Body"] == message.body
+    assert sent.form["ValidityPeriod"] == "120"
+    callback = urlsplit(sent.form["StatusCallback"])
+    assert callback.netloc == "responder.example.org"
+    assert callback.path == "/webhooks/twilio/status"
+    assert parse_qs(callback.query) == {
+        "message_id": [str(message.id)],
+        "alert_id": [str(alert.id)],
+    }
+    assert message.status == "sent"
+    assert message.provider_sid == sent.sid
+    assert (await harness.reload(alert)).delivery_status == "sent"
+    async with harness.factory() as session:
+        events = (await session.execute(select(IncidentEvent.data))).scalars().all()
+    assert {"alert_id": str(alert.id), "delivery_status": "sent"}.items() <= events[-1].items()
+
+
+async def test_429_and_500_are_retried_with_backoff_until_accepted(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    fake_twilio.script(TOO_MANY, SERVER_ERROR)
+    worker = harness.worker()
+
+    assert await worker.send_due() == 0
+    assert (await harness.message_for(alert)).status == "queued"
+    assert await worker.send_due() == 0, "nothing is due before the backoff"
+    harness.clock.advance(timedelta(seconds=20))
+    assert await worker.send_due() == 0
+    harness.clock.advance(timedelta(seconds=20))
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+
+    message = await harness.message_for(alert)
+    assert message.status == "sent"
+    assert message.attempts == 3
+    assert [request.answered for request in fake_twilio.requests] == [429, 500, 201]
+
+
+async def test_retries_stop_at_the_send_deadline_and_the_alert_shows_failed(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    fake_twilio.script(*[SERVER_ERROR] * 50)
+    worker = harness.worker()
+    for _ in range(30):
+        await worker.send_due()
+        harness.clock.advance(timedelta(seconds=16))
+    await worker.gateway.close()
+
+    message = await harness.message_for(alert)
+    assert message.status == "failed"
+    assert (await harness.reload(alert)).delivery_status == "failed"
+    async with harness.factory() as session:
+        health = await session.get_one(GatewayHealth, "twilio")
+    assert health.consecutive_failures >= 3
+    assert health.refused is False
+
+
+async def test_opted_out_recipient_is_not_retried_and_is_marked_opted_out(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    fake_twilio.script(OPTED_OUT)
+    worker = harness.worker()
+    await worker.send_due()
+    harness.clock.advance(timedelta(minutes=1))
+    await worker.send_due()
+    await worker.gateway.close()
+
+    message = await harness.message_for(alert)
+    assert (message.status, message.error_code) == ("failed", 21610)
+    assert len(fake_twilio.requests) == 1
+    async with harness.factory() as session:
+        volunteer = await session.get_one(Volunteer, alert.volunteer_id)
+    assert volunteer.opted_out is True
+
+
+async def test_authentication_failure_marks_the_gateway_refused(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    await harness.alerts()
+    fake_twilio.script(AUTH_FAILED)
+    worker = harness.worker()
+    await worker.send_due()
+    async with harness.factory() as session:
+        health = await session.get_one(GatewayHealth, "twilio")
+    assert health.refused is True
+
+    harness.clock.advance(timedelta(seconds=20))
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+    async with harness.factory() as session:
+        health = await session.get_one(GatewayHealth, "twilio")
+    assert (health.refused, health.consecutive_failures) == (False, 0)
+
+
+async def test_timed_out_send_reconciled_by_a_callback_is_not_sent_again(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    fake_twilio.script(hang(1.5))
+    worker = harness.worker()
+    assert await worker.send_due() == 0
+    [accepted] = await asyncio.to_thread(fake_twilio.wait_for, 1)
+    message = await harness.message_for(alert)
+    assert message.status == "queued"
+
+    async with unit_of_work(harness.factory) as session:
+        await advance_message(
+            session,
+            message_id=message.id,
+            status="delivered",
+            now=harness.clock.now(),
+            provider_sid=accepted.sid,
+        )
+    harness.clock.advance(timedelta(seconds=30))
+    assert await worker.send_due() == 0
+    await worker.gateway.close()
+
+    assert len(fake_twilio.requests) == 1
+    assert (await harness.message_for(alert)).provider_sid == accepted.sid
+    assert (await harness.reload(alert)).delivery_status == "delivered"
+
+
+async def test_timed_out_send_without_callback_is_sent_again(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    fake_twilio.script(hang(1.0))
+    worker = harness.worker()
+    await worker.send_due()
+    harness.clock.advance(timedelta(seconds=10))
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+    assert (await harness.message_for(alert)).status == "sent"
+
+
+async def test_alert_past_its_deadline_is_abandoned_without_sending(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    harness.clock.advance(timedelta(minutes=3))
+    worker = harness.worker()
+    assert await worker.send_due() == 0
+    await worker.gateway.close()
+
+    assert fake_twilio.requests == []
+    message = await harness.message_for(alert)
+    assert (message.status, message.failure_reason) == ("failed", "deadline")
+    assert (await harness.reload(alert)).delivery_status == "failed"
+
+
+async def test_alert_of_a_cancelled_incident_is_not_sent(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts(incident_status="cancelled")
+    worker = harness.worker()
+    assert await worker.send_due() == 0
+    await worker.gateway.close()
+
+    assert fake_twilio.requests == []
+    assert (await harness.message_for(alert)).failure_reason == "not_needed"
+
+
+async def test_two_workers_send_each_message_exactly_once(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    await harness.alerts(12)
+    first, second = harness.worker(), harness.worker()
+    sent = await asyncio.gather(first.send_due(), second.send_due())
+    await first.gateway.close()
+    await second.gateway.close()
+
+    assert sum(sent) == 12
+    assert len({request.form["To"] for request in fake_twilio.requests}) == 12
+    assert len(fake_twilio.requests) == 12
+
+
+async def test_message_of_a_worker_that_died_mid_send_is_claimed_again_after_its_lease(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    [alert] = await harness.alerts()
+    async with unit_of_work(harness.factory) as session:
+        [claimed] = await claim_due(
+            session,
+            now=harness.clock.now(),
+            worker_id="dead",
+            limit=10,
+            lease=timedelta(seconds=30),
+        )
+    worker = harness.worker()
+    assert await worker.send_due() == 0, "the lease still holds"
+    harness.clock.advance(timedelta(seconds=31))
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+    message = await harness.message_for(alert)
+    assert (message.status, message.attempts) == ("sent", 2)
+
+
+async def test_running_worker_is_woken_by_notify_not_by_polling(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    worker = harness.worker(poll_interval_s=3600.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0)
+        await asyncio.to_thread(_wait_listening, worker)
+        await harness.alerts(2)
+        requests = await asyncio.to_thread(fake_twilio.wait_for, 2)
+        assert len(requests) == 2
+    finally:
+        worker.stop()
+        await task
+        await worker.gateway.close()
+
+
+def _wait_listening(worker: DispatchWorker) -> None:
+    if not worker.listening.wait(10):
+        raise TimeoutError("the worker never started listening")

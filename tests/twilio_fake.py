@@ -1,0 +1,219 @@
+"""A local Twilio-compatible HTTP server: the outside world, faked at its edge only.
+
+The real ``twilio`` client talks to it over HTTP (``RESPONDER_TWILIO_API_BASE``).
+It answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` the way Twilio does
+(201 with a JSON message resource), records every request, can be scripted to
+answer 429 / 500 / an error code, or to hang before answering, and can sign status
+callbacks and inbound SMS exactly as Twilio would, for the webhooks under test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from twilio.request_validator import RequestValidator
+
+from app.settings import Settings
+from tests.factories import make_settings
+
+ACCOUNT_SID = "AC" + "a" * 32
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+MESSAGING_SERVICE_SID = "MG" + "b" * 32
+_MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the next request gets: ``status``/``code`` for an error, ``hang_s`` to stall."""
+
+    status: int = 201
+    code: int | None = None
+    hang_s: float = 0.0
+
+
+OK = Behaviour()
+TOO_MANY = Behaviour(status=429, code=20429)
+SERVER_ERROR = Behaviour(status=500)
+OPTED_OUT = Behaviour(status=400, code=21610)
+AUTH_FAILED = Behaviour(status=401, code=20003)
+
+
+def hang(seconds: float) -> Behaviour:
+    return Behaviour(hang_s=seconds)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    form: dict[str, str]
+    sid: str | None = None
+    answered: int = 0
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str = ACCOUNT_SID
+    auth_token: str = AUTH_TOKEN
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _script: deque[Behaviour] = field(default_factory=deque)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """The next requests get these answers, in order; later ones get 201."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def messages(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [request for request in self.requests if request.sid is not None]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until ``count`` requests have been received (any answer)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise TimeoutError(f"{len(self.requests)} of {count} requests after {timeout}s")
+            return list(self.requests)
+
+    def _next(self) -> Behaviour:
+        with self._lock:
+            return self._script.popleft() if self._script else OK
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+            self._lock.notify_all()
+
+    def start(self) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8")
+                form = {key: values[-1] for key, values in parse_qs(raw).items()}
+                request = RecordedRequest("POST", self.path, dict(self.headers.items()), form)
+                behaviour = fake._next()
+                match = _MESSAGES_PATH.match(self.path)
+                if match is None or match.group(1) != fake.account_sid:
+                    behaviour = Behaviour(status=404, code=20404)
+                if behaviour.hang_s:
+                    time.sleep(behaviour.hang_s)
+                if behaviour.status == 201:
+                    request.sid = "SM" + uuid.uuid4().hex
+                    body = fake._message_resource(request)
+                else:
+                    body = {
+                        "code": behaviour.code or behaviour.status,
+                        "message": "scripted failure",
+                        "more_info": f"https://www.twilio.com/docs/errors/{behaviour.code}",
+                        "status": behaviour.status,
+                    }
+                request.answered = behaviour.status
+                fake._record(request)
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(behaviour.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _message_resource(self, request: RecordedRequest) -> dict[str, Any]:
+        return {
+            "sid": request.sid,
+            "account_sid": self.account_sid,
+            "messaging_service_sid": request.form.get("MessagingServiceSid"),
+            "from": request.form.get("From"),
+            "to": request.form.get("To"),
+            "body": request.form.get("Body"),
+            "status": "accepted" if "MessagingServiceSid" in request.form else "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": "Tue, 24 Nov 2026 14:32:00 +0000",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{request.sid}.json",
+        }
+
+    def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        """The headers Twilio would send with a form POST of ``params`` to ``url``."""
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        return {
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def status_callback(
+        self, request: RecordedRequest, status: str, *, error_code: int | None = None
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, headers) of a signed status callback for a recorded send."""
+        url = request.form["StatusCallback"]
+        params = {
+            "MessageSid": request.sid or "",
+            "MessageStatus": status,
+            "AccountSid": self.account_sid,
+            "To": request.form.get("To", ""),
+        }
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        return url, urlencode(params).encode(), self.sign(url, params)
+
+    def inbound_sms(
+        self, url: str, *, from_phone: str, body: str, message_sid: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """(body, headers) of a signed inbound-SMS webhook, as Twilio posts it."""
+        params = {
+            "MessageSid": message_sid or "SM" + uuid.uuid4().hex,
+            "AccountSid": self.account_sid,
+            "From": from_phone,
+            "To": "+46700000000",
+            "Body": body,
+            "NumMedia": "0",
+        }
+        return urlencode(params).encode(), self.sign(url, params)
+
+
+def twilio_settings(fake: FakeTwilio, **overrides: Any) -> Settings:
+    """Settings that point the real Twilio client at ``fake``."""
+    values: dict[str, Any] = {
+        "twilio_account_sid": fake.account_sid,
+        "twilio_auth_token": fake.auth_token,
+        "twilio_messaging_service_sid": MESSAGING_SERVICE_SID,
+        "twilio_api_base": fake.base_url,
+        "public_base_url": "https://responder.example.org",
+        "send_timeout_s": 2.0,
+    }
+    values.update(overrides)
+    return make_settings(**values)
