@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, Role, authenticate
 from app.errors import Forbidden
+from app.ratelimit import rate_limiter_of
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -41,18 +42,26 @@ _bearer = HTTPBearer(auto_error=False, description="API key or volunteer token")
 
 
 def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates (401) and then checks the role (403)."""
+    """A dependency that rate-limits (429), authenticates (401), then checks the role (403)."""
 
     async def principal(
+        request: Request,
         session: SessionDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
+        # Counted before the session takes its connection; a 401 is counted per IP
+        # by its error handler (app/ratelimit.py).
+        await rate_limiter_of(request).check_caller(
+            get_runtime(request).engine, token=credentials.credentials if credentials else None
+        )
         header = f"Bearer {credentials.credentials}" if credentials else None
         caller = await authenticate(session, header)
         if caller.role not in roles:
             raise Forbidden(f"this operation needs the role {' or '.join(roles)}")
         return caller
 
+    # Read by tests/test_roles.py, which walks every route's dependencies.
+    principal.roles = frozenset(roles)  # type: ignore[attr-defined]
     return principal
 
 

@@ -14,7 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.clock import Clock, SystemClock
 from app.db import create_engine, create_session_factory
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from app.problems import Problem, RequestGuards, install_problem_handlers
+from app.problems import (
+    Problem,
+    RequestGuards,
+    complete_operation_responses,
+    install_problem_handlers,
+)
+from app.ratelimit import RateLimiter
 from app.routers import health
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -84,6 +90,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.run_worker = run_worker
+    app.state.rate_limiter = RateLimiter(settings)
     install_problem_handlers(app)
     app.include_router(health.router)
 
@@ -100,6 +107,7 @@ def create_app(
                 ref_template="#/components/schemas/{model}"
             )
             schemas.update(schemas["Problem"].pop("$defs", {}))
+            complete_operation_responses(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -260,6 +260,7 @@ class Incident(Base):
     updated_at: Mapped[datetime] = _updated_at()
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    selection_recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Alert(Base):
@@ -392,9 +393,14 @@ class GatewayHealth(Base):
 
 
 class RateLimitBucket(Base):
-    """Fixed-window counters shared by every process of a deployment."""
+    """Per-minute request counters shared by every process (``app/ratelimit.py``).
+
+    UNLOGGED: a counter write costs no WAL flush, and losing the counts in a crash
+    only forgets who was throttled for a minute.
+    """
 
     __tablename__ = "rate_limit_bucket"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, RateLimited, ResponderError, UnsupportedMediaType
+from app.errors import (
+    PayloadTooLarge,
+    RateLimited,
+    ResponderError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from app.ratelimit import limit_failed_authentication
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +86,11 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ResponderError)
     async def _domain(request: Request, exc: ResponderError) -> JSONResponse:
+        if isinstance(exc, Unauthorized):
+            try:
+                await limit_failed_authentication(request)
+            except RateLimited as limited:
+                exc = limited
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return problem_response(
             exc.status_code, exc.title, exc.detail, headers=headers, **exc.extra
@@ -202,3 +214,31 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+GUARDED_BODY_METHODS = ("post", "put", "patch")
+
+
+def complete_operation_responses(schema: dict[str, Any]) -> None:
+    """Add the statuses that shared machinery can answer on every route, in place.
+
+    Authentication, rate limiting and the request guards run for whole classes of
+    routes; listing their statuses here keeps /openapi.json true even when a route
+    forgets them. FastAPI's default 422 entry is replaced: ours is problem+json.
+    """
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            statuses: list[int] = []
+            if operation.get("security"):
+                statuses += [401, 403, 429]
+            if method in GUARDED_BODY_METHODS and "requestBody" in operation:
+                statuses += [400, 413]
+                if path.startswith("/v1/"):
+                    statuses.append(415)
+            responses: dict[str, Any] = operation["responses"]
+            for status, entry in error_responses(*statuses).items():
+                responses.setdefault(str(status), entry)
+            if "422" in responses:
+                responses["422"] = error_responses(422)[422]

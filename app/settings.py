@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
+    # Requests per minute, shared by all processes (app/ratelimit.py, docs/reliability.md).
+    # Dispatcher keys and correctly signed webhooks are never limited.
+    rate_limit_admin_per_minute: int = Field(default=600, ge=1)
+    rate_limit_volunteer_per_minute: int = Field(default=120, ge=1)
+    rate_limit_locator_per_minute: int = Field(default=1_200_000, ge=1)
+    rate_limit_anonymous_per_minute: int = Field(default=300, ge=1)
+    rate_limit_unsigned_webhook_per_minute: int = Field(default=60, ge=1)
+
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_messaging_service_sid: str | None = None

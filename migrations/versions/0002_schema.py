@@ -99,6 +99,7 @@ def upgrade() -> None:
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key", "window_start", name=op.f("pk_rate_limit_bucket")),
+        prefixes=["UNLOGGED"],
     )
     op.create_table(
         "volunteer",
@@ -273,6 +274,7 @@ def upgrade() -> None:
         ),
         sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("selection_recorded_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
             "status IN ('alerting', 'not_alerted', 'cancelled', 'closed')",
             name=op.f("ck_incident_status_known"),

@@ -1,0 +1,269 @@
+"""Rate limits that hold across every process: sliding one-minute windows in PostgreSQL.
+
+Who is limited (SPEC section 5):
+
+- admin, locator and volunteer keys, per key, each role with its own limit;
+- requests refused with 401 (no key, unknown or revoked key), per client IP;
+- webhook traffic whose Twilio signature is missing or wrong, per client IP.
+
+Never limited: dispatcher keys (an incident must never be refused) and correctly
+signed webhooks (a reply or a delivery receipt must never be dropped).
+
+How it stays cheap on hot paths:
+
+- Each count is one autocommit upsert on its own pooled connection, taken before the
+  request's transaction touches the database and released at once: no bucket row
+  is locked for the length of a request, and a request never holds two connections.
+- The table is UNLOGGED, so a count costs no WAL flush.
+- The role of a key never changes, so each process remembers it per key hash:
+  after a key's first request a dispatcher pays nothing at all.
+- High limits are claimed in leases of ``limit // LEASE_DIVISOR`` requests, so the
+  bulk location feed touches its counter a few times a second, not per request;
+  a process may over-claim by one lease, a fraction of a percent of the limit.
+- The limiter fails open: if its query fails or takes longer than
+  ``LIMITER_TIMEOUT_S`` the request goes ahead (and is logged). Rate limiting
+  protects the service; it must never become the reason it refuses work.
+
+Windows follow the wall clock, not the injected domain clock: limits measure real
+request rates, and a frozen or simulated clock (tests, demos) must not freeze them.
+Refused requests are counted too, so a client that ignores ``Retry-After`` stays out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.requests import Request
+
+from app.auth import Role, hash_key
+from app.clock import Clock, SystemClock
+from app.errors import RateLimited
+from app.models import ApiKey, RateLimitBucket
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+WINDOW_S = 60
+LEASE_DIVISOR = 500
+LIMITER_TIMEOUT_S = 1.0
+ROLE_CACHE_SIZE = 10_000
+
+_COUNT = text(
+    """
+    WITH hit AS (
+        INSERT INTO rate_limit_bucket AS bucket (key, window_start, count)
+        VALUES (:key, :window_start, :cost)
+        ON CONFLICT (key, window_start) DO UPDATE SET count = bucket.count + EXCLUDED.count
+        RETURNING bucket.count
+    )
+    SELECT hit.count AS current,
+           coalesce((SELECT earlier.count FROM rate_limit_bucket AS earlier
+                     WHERE earlier.key = :key AND earlier.window_start = :previous_start), 0)
+               AS previous
+    FROM hit
+    """
+)
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    key_id: uuid.UUID
+    role: Role
+
+
+def window_of(moment: datetime) -> tuple[datetime, float]:
+    """The start of the one-minute window holding ``moment`` and the seconds since it."""
+    epoch = moment.timestamp()
+    start = math.floor(epoch / WINDOW_S) * WINDOW_S
+    return datetime.fromtimestamp(start, UTC), epoch - start
+
+
+def retry_after_s(*, previous: int, current: int, limit: int, elapsed: float) -> int:
+    """Whole seconds until one more request fits under the sliding estimate.
+
+    The estimate is ``previous * (1 - elapsed / WINDOW_S) + current``; the answer
+    assumes the client sends nothing meanwhile.
+    """
+    room = limit - 1 - current
+    if room >= 0 and previous > 0:
+        wait = WINDOW_S * (1 - room / previous) - elapsed
+    else:
+        into_next = WINDOW_S * (1 - (limit - 1) / current) if current > 0 else 0.0
+        wait = (WINDOW_S - elapsed) + max(0.0, into_next)
+    return max(1, math.ceil(wait))
+
+
+class RateLimiter:
+    """One per process; its state is a cache and leases, the counts live in PostgreSQL."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self._settings = settings
+        self._clock = clock or SystemClock()
+        self._roles: OrderedDict[str, KeyIdentity] = OrderedDict()
+        self._leases: dict[str, tuple[datetime, int]] = {}
+        self._purged_window: datetime | None = None
+
+    def limit_for(self, role: Role) -> int | None:
+        """Requests per minute for a key of this role; None = never limited."""
+        limits: dict[str, int] = {
+            "admin": self._settings.rate_limit_admin_per_minute,
+            "locator": self._settings.rate_limit_locator_per_minute,
+            "volunteer": self._settings.rate_limit_volunteer_per_minute,
+        }
+        return limits.get(role)
+
+    async def check_caller(self, engine: AsyncEngine, *, token: str | None) -> None:
+        """Count a request made with a known admin, locator or volunteer key.
+
+        Raise ``RateLimited`` when the key's bucket is full. Runs before the request's
+        session takes a connection. A key this process cannot find (none, unknown,
+        revoked) is not counted here: if authentication then fails, the 401 is
+        counted against the client's IP by ``check_failed_authentication``.
+        """
+        if token:
+            await self._guarded(self._check_key(engine, token))
+
+    async def check_failed_authentication(self, engine: AsyncEngine, *, client_ip: str) -> None:
+        """Count a request refused with 401; raise ``RateLimited`` when the IP is over."""
+        limit = self._settings.rate_limit_anonymous_per_minute
+        await self._guarded(self._count(engine, bucket=f"ip:{client_ip}", limit=limit))
+
+    async def check_unsigned_webhook(self, engine: AsyncEngine, *, client_ip: str) -> None:
+        """Count a webhook whose signature failed; raise ``RateLimited`` when full."""
+        limit = self._settings.rate_limit_unsigned_webhook_per_minute
+        await self._guarded(self._count(engine, bucket=f"webhook:{client_ip}", limit=limit))
+
+    async def _guarded(self, check: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(LIMITER_TIMEOUT_S):
+                await check
+        except RateLimited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fail open, by design
+            log.warning("rate limiter unavailable; request allowed", error=type(exc).__name__)
+
+    async def _check_key(self, engine: AsyncEngine, token: str) -> None:
+        identity = await self._identify(engine, token)
+        if identity is None:
+            return
+        limit = self.limit_for(identity.role)
+        if limit is not None:
+            await self._count(engine, bucket=f"key:{identity.key_id}", limit=limit)
+
+    async def _identify(self, engine: AsyncEngine, token: str) -> KeyIdentity | None:
+        digest = hash_key(token)
+        cached = self._roles.get(digest)
+        if cached is not None:
+            self._roles.move_to_end(digest)
+            return cached
+        async with _autocommit(engine) as connection:
+            row = (
+                await connection.execute(
+                    select(ApiKey.id, ApiKey.role).where(
+                        ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        identity = KeyIdentity(key_id=row.id, role=row.role)
+        self._roles[digest] = identity
+        if len(self._roles) > ROLE_CACHE_SIZE:
+            self._roles.popitem(last=False)
+        return identity
+
+    async def _count(self, engine: AsyncEngine, *, bucket: str, limit: int) -> None:
+        window_start, elapsed = window_of(self._clock.now())
+        lease = self._leases.get(bucket)
+        if lease is not None and lease[0] == window_start and lease[1] > 0:
+            self._leases[bucket] = (window_start, lease[1] - 1)
+            return
+        cost = max(1, limit // LEASE_DIVISOR)
+        async with _autocommit(engine) as connection:
+            row = (
+                await connection.execute(
+                    _COUNT,
+                    {
+                        "key": bucket,
+                        "window_start": window_start,
+                        "cost": cost,
+                        "previous_start": window_start - timedelta(seconds=WINDOW_S),
+                    },
+                )
+            ).one()
+            if self._purged_window != window_start:
+                self._purged_window = window_start
+                await self._purge(connection, window_start)
+        estimate = row.previous * (1 - elapsed / WINDOW_S) + row.current
+        granted = cost - max(0, math.ceil(estimate - limit))
+        if granted >= 1:
+            if cost > 1:
+                self._leases[bucket] = (window_start, granted - 1)
+            return
+        self._leases.pop(bucket, None)
+        wait = retry_after_s(
+            previous=row.previous, current=row.current, limit=limit, elapsed=elapsed
+        )
+        raise RateLimited(
+            f"more than {limit} requests a minute; retry in {wait} s", retry_after=wait
+        )
+
+    async def _purge(self, connection: AsyncConnection, window_start: datetime) -> None:
+        """Drop windows too old to matter; each process does it once a minute."""
+        cutoff = window_start - timedelta(seconds=WINDOW_S)
+        await connection.execute(
+            delete(RateLimitBucket).where(RateLimitBucket.window_start < cutoff)
+        )
+        self._leases = {
+            bucket: lease for bucket, lease in self._leases.items() if lease[0] == window_start
+        }
+
+
+@asynccontextmanager
+async def _autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit mode: each statement commits on its own."""
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def client_ip(request: Request) -> str:
+    """The peer address (behind a proxy, run uvicorn with --proxy-headers)."""
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limiter_of(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+async def limit_failed_authentication(request: Request) -> None:
+    """Count a 401 against the client's IP; raises ``RateLimited`` once it is over.
+
+    Called by the 401 handler, after the request's session has given back its
+    connection, so a flood of bad keys never holds two connections per request.
+    """
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    runtime = getattr(request.app.state, "runtime", None)
+    if limiter is None or runtime is None:
+        return
+    await limiter.check_failed_authentication(runtime.engine, client_ip=client_ip(request))
+
+
+async def limit_unsigned_webhook(request: Request) -> None:
+    """Call when a webhook's Twilio signature is missing or wrong, before answering 403.
+
+    Raises ``RateLimited`` (429 with Retry-After) once the client's IP has sent too
+    many unsigned requests this minute. Never call it for a correctly signed webhook.
+    """
+    engine = request.app.state.runtime.engine
+    await rate_limiter_of(request).check_unsigned_webhook(engine, client_ip=client_ip(request))
