@@ -1,0 +1,37 @@
+"""The audit log: who changed the registry, what, and when.
+
+Written by the service that makes the change, in the same transaction, so an
+audited change and its record commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal
+from app.models import AuditLog
+
+
+async def record_audit(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await session.execute(
+        insert(AuditLog).values(
+            actor_key_id=actor.key_id,
+            actor_name=actor.name,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            details=details or {},
+        )
+    )

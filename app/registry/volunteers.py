@@ -1,0 +1,355 @@
+"""Volunteers: registration, changes, suspension, erasure, app tokens, CSV import.
+
+Phone numbers are stored in E.164 and are unique: a second registration of a
+number is a 409, decided by the unique index (``ON CONFLICT``), not by a racy
+look-up first. Erasure keeps the row as an anonymous ``erased`` stub so that alert
+statistics still count the volunteer, and removes everything that identifies them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal, issue_key
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.registry.audit import record_audit
+from app.registry.phones import normalise_phone
+from app.registry.uploads import LineErrors, csv_rows, decode_utf8
+from app.schemas.common import Cursor, Page, keyset, page_of
+from app.schemas.volunteers import (
+    ImportLineError,
+    ImportReport,
+    VolunteerCreate,
+    VolunteerOut,
+    VolunteerUpdate,
+)
+from dispatch.eligibility import is_eligible
+
+CSV_HEADER = ("name", "phone", "language", "email")
+IMPORT_CHUNK = 1000
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _phone(raw: str, *, region: str, field: str = "phone") -> str:
+    try:
+        return normalise_phone(raw, region=region)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+
+
+def render(volunteer: Volunteer) -> VolunteerOut:
+    return VolunteerOut.model_validate(volunteer, from_attributes=True)
+
+
+async def get_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> Volunteer:
+    """The volunteer, or 404; an erased volunteer no longer exists for the API."""
+    volunteer = await session.get(Volunteer, volunteer_id)
+    if volunteer is None or volunteer.status == "erased":
+        raise NotFound(f"no volunteer {volunteer_id}")
+    return volunteer
+
+
+async def lock_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> Volunteer:
+    """The volunteer row locked for this transaction (changes to it serialise), or 404."""
+    volunteer = (
+        await session.execute(
+            select(Volunteer)
+            .where(Volunteer.id == volunteer_id, Volunteer.status != "erased")
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if volunteer is None:
+        raise NotFound(f"no volunteer {volunteer_id}")
+    return volunteer
+
+
+async def is_volunteer_eligible(
+    session: AsyncSession, volunteer_id: uuid.UUID, *, now: datetime, today: date
+) -> bool:
+    eligible = await session.scalar(
+        select(is_eligible(Volunteer, now=now, today=today)).where(Volunteer.id == volunteer_id)
+    )
+    return bool(eligible)
+
+
+async def create_volunteer(
+    session: AsyncSession,
+    *,
+    data: VolunteerCreate,
+    actor: Principal,
+    now: datetime,
+    region: str,
+) -> Volunteer:
+    phone = _phone(data.phone, region=region)
+    volunteer = (
+        await session.execute(
+            pg_insert(Volunteer)
+            .values(
+                id=uuid.uuid4(),
+                name=data.name,
+                phone=phone,
+                email=data.email,
+                language=data.language,
+                status="active",
+                opted_out=False,
+                consent_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[Volunteer.phone])
+            .returning(Volunteer)
+        )
+    ).scalar_one_or_none()
+    if volunteer is None:
+        raise Conflict(f"a volunteer with phone {phone} is already registered")
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.create",
+        target_type="volunteer",
+        target_id=volunteer.id,
+    )
+    return volunteer
+
+
+async def list_volunteers(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    phone: str | None,
+    region: str,
+    cursor: str | None,
+    limit: int,
+) -> Page[VolunteerOut]:
+    statement: Select[Any] = select(Volunteer).where(Volunteer.status != "erased")
+    if status is not None:
+        statement = statement.where(Volunteer.status == status)
+    if phone is not None:
+        statement = statement.where(Volunteer.phone == _phone(phone, region=region))
+    rows = (
+        await session.scalars(
+            keyset(
+                statement,
+                created_at=Volunteer.created_at,
+                id_column=Volunteer.id,
+                cursor=cursor,
+                limit=limit,
+            )
+        )
+    ).all()
+    return page_of(
+        rows,
+        limit=limit,
+        position=lambda row: Cursor(row.created_at, row.id),
+        render=render,
+    )
+
+
+async def update_volunteer(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    changes: VolunteerUpdate,
+    actor: Principal,
+    region: str,
+) -> Volunteer:
+    volunteer = await lock_volunteer(session, volunteer_id)
+    values = changes.model_dump(exclude_unset=True)
+    for required in ("name", "phone", "language"):
+        if required in values and values[required] is None:
+            raise InvalidInput(required, "may not be null")
+    if "phone" in values:
+        values["phone"] = _phone(values["phone"], region=region)
+    for name, value in values.items():
+        setattr(volunteer, name, value)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(f"a volunteer with phone {values['phone']} is already registered") from None
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.update",
+        target_type="volunteer",
+        target_id=volunteer_id,
+        details={"fields": sorted(values)},
+    )
+    await session.refresh(volunteer)
+    return volunteer
+
+
+async def set_status(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    status: str,
+    reason: str | None,
+    actor: Principal,
+) -> Volunteer:
+    """Suspend or reinstate; repeating either is harmless (and audited once more)."""
+    volunteer = await lock_volunteer(session, volunteer_id)
+    volunteer.status = status
+    volunteer.suspended_reason = reason if status == "suspended" else None
+    await session.flush()
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.suspend" if status == "suspended" else "volunteer.reinstate",
+        target_type="volunteer",
+        target_id=volunteer_id,
+        details={"reason": reason} if reason else None,
+    )
+    await session.refresh(volunteer)
+    return volunteer
+
+
+async def erase_volunteer(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal, now: datetime
+) -> None:
+    """Remove everything that identifies the volunteer; keep an anonymous stub.
+
+    Alerts and selection records keep pointing at the stub (statistics: how many
+    were alerted, accepted, arrived), but no name, number, e-mail, place, position,
+    certificate reference, token or free text of theirs remains. Texts still queued
+    for them are abandoned rather than sent to a number we no longer hold.
+    """
+    await lock_volunteer(session, volunteer_id)
+    for table in (Place, LiveLocation, ApiKey, Certification):
+        await session.execute(delete(table).where(table.volunteer_id == volunteer_id))
+    await session.execute(
+        update(Message)
+        .where(Message.volunteer_id == volunteer_id, Message.direction == "out")
+        .where(Message.status == "queued")
+        .values(status="failed", updated_at=now)
+    )
+    await session.execute(
+        update(Message).where(Message.volunteer_id == volunteer_id).values(phone=None)
+    )
+    await session.execute(
+        update(Message)
+        .where(Message.volunteer_id == volunteer_id, Message.direction == "in")
+        .values(body=None)
+    )
+    await session.execute(
+        update(Volunteer)
+        .where(Volunteer.id == volunteer_id)
+        .values(
+            name=None,
+            phone=None,
+            email=None,
+            status="erased",
+            suspended_reason=None,
+            paused_until=None,
+            consent_at=None,
+            erased_at=now,
+        )
+    )
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.erase",
+        target_type="volunteer",
+        target_id=volunteer_id,
+    )
+
+
+async def issue_volunteer_token(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal
+) -> str:
+    await get_volunteer(session, volunteer_id)
+    plaintext, record = await issue_key(
+        session, role="volunteer", name=f"app token of {volunteer_id}", volunteer_id=volunteer_id
+    )
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.token",
+        target_type="volunteer",
+        target_id=volunteer_id,
+        details={"key_id": str(record.id)},
+    )
+    return plaintext
+
+
+async def import_volunteers(
+    session: AsyncSession, *, data: bytes, actor: Principal, now: datetime, region: str
+) -> ImportReport:
+    """Register every valid line of a ``name,phone,language,email`` CSV file.
+
+    Bad lines (invalid phone, unknown language, a number already registered or
+    repeated in the file) are reported by line number; the others are inserted
+    with set-based statements. The importing administrator attests consent.
+    """
+    errors = LineErrors()
+    rows: dict[str, dict[str, Any]] = {}
+    lines: dict[str, int] = {}
+    for line, cells in csv_rows(decode_utf8(data), header=CSV_HEADER):
+        if len(cells) != len(CSV_HEADER):
+            errors.add(line, None, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
+            continue
+        name, raw_phone, language, email = (cell.strip() for cell in cells)
+        language = language.lower() or "sv"
+        if not name or len(name) > 200:
+            errors.add(line, "name", "name is required (at most 200 characters)")
+            continue
+        try:
+            phone = normalise_phone(raw_phone, region=region)
+        except ValueError as exc:
+            errors.add(line, "phone", str(exc))
+            continue
+        if language not in ("sv", "en"):
+            errors.add(line, "language", "language must be sv or en")
+            continue
+        if email and (len(email) > 320 or not _EMAIL.match(email)):
+            errors.add(line, "email", "not an e-mail address")
+            continue
+        if phone in lines:
+            errors.add(line, "phone", f"{phone} already appears on line {lines[phone]}")
+            continue
+        lines[phone] = line
+        rows[phone] = {
+            "id": uuid.uuid4(),
+            "name": name,
+            "phone": phone,
+            "email": email or None,
+            "language": language,
+            "status": "active",
+            "opted_out": False,
+            "consent_at": now,
+        }
+    created: set[str] = set()
+    values = list(rows.values())
+    for start in range(0, len(values), IMPORT_CHUNK):
+        inserted = await session.scalars(
+            pg_insert(Volunteer)
+            .values(values[start : start + IMPORT_CHUNK])
+            .on_conflict_do_nothing(index_elements=[Volunteer.phone])
+            .returning(Volunteer.phone)
+        )
+        created.update(phone for phone in inserted if phone is not None)
+    for phone in rows.keys() - created:
+        errors.add(lines[phone], "phone", f"{phone} is already registered")
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.import",
+        target_type="volunteer",
+        target_id=None,
+        details={"created": len(created), "rejected": len(errors.items)},
+    )
+    return ImportReport(
+        created=len(created),
+        errors=[
+            ImportLineError(line=line, field=field_name, message=message)
+            for line, field_name, message in sorted(errors.items, key=lambda item: item[0])
+        ],
+    )

@@ -1,0 +1,92 @@
+"""The volunteer's own view, with a personal token: profile, location, availability."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+
+from app.deps import RuntimeDep, SessionDep, VolunteerDep
+from app.errors import Unauthorized
+from app.problems import error_responses
+from app.registry import certifications, locations, volunteers
+from app.runtime import Runtime
+from app.schemas.locations import LocationFix, LocationResult
+from app.schemas.me import AvailabilityUpdate, MeOut
+
+router = APIRouter(prefix="/v1/me", tags=["me"])
+
+AUTH = (401, 403, 429)
+
+
+def _own_id(volunteer_id: uuid.UUID | None) -> uuid.UUID:
+    if volunteer_id is None:
+        raise Unauthorized("this key is not a volunteer token")
+    return volunteer_id
+
+
+async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) -> MeOut:
+    volunteer = await volunteers.get_volunteer(session, volunteer_id)
+    now = runtime.clock.now()
+    return MeOut(
+        id=volunteer.id,
+        name=volunteer.name,
+        phone=volunteer.phone,
+        language=volunteer.language,
+        status=volunteer.status,
+        opted_out=volunteer.opted_out,
+        paused_until=volunteer.paused_until,
+        eligible=await volunteers.is_volunteer_eligible(
+            session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
+        ),
+        certifications=await certifications.certifications_of(session, volunteer_id),
+        location=await locations.current_location(session, volunteer_id),
+    )
+
+
+@router.get("", response_model=MeOut, responses=error_responses(*AUTH, 404))
+async def get_me(session: SessionDep, runtime: RuntimeDep, me: VolunteerDep) -> MeOut:
+    """Who I am to the service, and whether I can be alerted now."""
+    return await _me(session, runtime, _own_id(me.volunteer_id))
+
+
+@router.put(
+    "/location", response_model=LocationResult, responses=error_responses(*AUTH, 413, 415, 422)
+)
+async def put_location(
+    body: LocationFix, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
+) -> LocationResult:
+    """Replaces the stored fix only if this one was recorded later (else ``stale``)."""
+    written = await locations.record_location(
+        session,
+        volunteer_id=_own_id(me.volunteer_id),
+        fix=body,
+        now=runtime.clock.now(),
+        retention=runtime.settings.live_location_retention,
+    )
+    return LocationResult(status="accepted" if written else "stale")
+
+
+@router.delete(
+    "/location",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(*AUTH),
+)
+async def delete_location(session: SessionDep, me: VolunteerDep) -> None:
+    """Forget my position now (places still count)."""
+    await locations.forget_location(session, volunteer_id=_own_id(me.volunteer_id))
+
+
+@router.put(
+    "/availability", response_model=MeOut, responses=error_responses(*AUTH, 404, 413, 415, 422)
+)
+async def put_availability(
+    body: AvailabilityUpdate, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
+) -> MeOut:
+    """Pause alerts until a moment, or resume with ``null``."""
+    volunteer_id = _own_id(me.volunteer_id)
+    volunteer = await volunteers.lock_volunteer(session, volunteer_id)
+    volunteer.paused_until = body.paused_until
+    await session.flush()
+    return await _me(session, runtime, volunteer_id)

@@ -1,0 +1,79 @@
+"""Live-location bodies: one fix from the app, many from the positioning feed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema, model_validator
+
+from app.schemas.common import Latitude, Longitude, StrictInput
+
+MAX_BULK_ITEMS = 10_000
+Accuracy = Annotated[float, Field(strict=True, ge=0, le=100_000, allow_inf_nan=False)]
+
+
+class LocationFix(StrictInput):
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: Accuracy = Field(description="radius of the 68 % confidence circle, metres")
+    recorded_at: AwareDatetime = Field(description="when the device measured it")
+
+
+class BulkLocationItem(LocationFix):
+    """One volunteer's position, named by ``volunteer_id`` or ``phone`` (exactly one)."""
+
+    volunteer_id: uuid.UUID | None = None
+    phone: Annotated[str, Field(min_length=3, max_length=40)] | None = None
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> BulkLocationItem:
+        if (self.volunteer_id is None) == (self.phone is None):
+            raise ValueError("give exactly one of volunteer_id and phone")
+        return self
+
+
+class BulkLocations(StrictInput):
+    """Items are validated one by one so that one bad item does not refuse the rest."""
+
+    locations: Annotated[
+        list[dict[str, Any]],
+        Field(min_length=1, max_length=MAX_BULK_ITEMS),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BULK_ITEMS,
+                "items": BulkLocationItem.model_json_schema(),
+            }
+        ),
+    ]
+
+
+class LocationResult(BaseModel):
+    status: Literal["accepted", "stale"] = Field(
+        description="stale: a newer fix is already stored (or this one is too old to keep)"
+    )
+
+
+class BulkItemError(BaseModel):
+    index: int
+    field: str | None
+    message: str
+
+
+class BulkResult(BaseModel):
+    """Counts, then the items that were not stored (by index in the request)."""
+
+    accepted: int
+    stale: list[int]
+    errors: list[BulkItemError]
+
+
+class LiveLocationOut(BaseModel):
+    lat: float
+    lon: float
+    accuracy_m: float
+    recorded_at: datetime
+    source: str

@@ -1,0 +1,30 @@
+"""What a volunteer sees of themselves through the companion app."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from app.schemas.certifications import CertificationOut
+from app.schemas.common import StrictInput
+from app.schemas.locations import LiveLocationOut
+
+
+class AvailabilityUpdate(StrictInput):
+    paused_until: AwareDatetime | None = Field(description="no alerts until then; null resumes")
+
+
+class MeOut(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    phone: str | None
+    language: Literal["sv", "en"]
+    status: Literal["active", "suspended", "erased"]
+    opted_out: bool
+    paused_until: datetime | None
+    eligible: bool
+    certifications: list[CertificationOut]
+    location: LiveLocationOut | None

@@ -1,0 +1,82 @@
+"""Volunteer registry bodies and answers (SPEC section 5)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+
+from app.schemas.certifications import CertificationOut
+from app.schemas.common import StrictInput
+from app.schemas.places import PlaceOut
+
+Language = Literal["sv", "en"]
+VolunteerStatus = Literal["active", "suspended"]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PhoneInput = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+
+
+class VolunteerCreate(StrictInput):
+    name: Name
+    phone: PhoneInput = Field(description="E.164, or national format in DEFAULT_REGION")
+    language: Language = "sv"
+    email: Email | None = None
+    consent: Literal[True] = Field(
+        description="the volunteer agreed to be alerted by SMS; registration needs it"
+    )
+
+
+class VolunteerUpdate(StrictInput):
+    """Fields present are changed; status changes go through suspend/reinstate."""
+
+    name: Name | None = None
+    phone: PhoneInput | None = None
+    language: Language | None = None
+    email: Email | None = None
+    paused_until: AwareDatetime | None = None
+
+
+class SuspendRequest(StrictInput):
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class VolunteerOut(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    phone: str | None
+    email: str | None
+    language: Language
+    status: Literal["active", "suspended", "erased"]
+    opted_out: bool
+    paused_until: datetime | None
+    consent_at: datetime | None
+    suspended_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VolunteerDetail(VolunteerOut):
+    eligible: bool = Field(description="alertable now, by the one eligibility rule")
+    certifications: list[CertificationOut]
+    places: list[PlaceOut]
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class ImportLineError(BaseModel):
+    line: int = Field(description="1-based line (or GeoJSON feature index) in the upload")
+    field: str | None
+    message: str
+
+
+class ImportReport(BaseModel):
+    created: int
+    errors: list[ImportLineError]
