@@ -21,9 +21,10 @@ from app.problems import (
     install_problem_handlers,
 )
 from app.ratelimit import RateLimiter
-from app.routers import health
+from app.routers import health, incidents
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
+from geo.search import load_service_area
 
 
 class RequestMetrics:
@@ -93,6 +94,9 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings)
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(incidents.router)
+    if settings.service_area is not None:
+        load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

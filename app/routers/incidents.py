@@ -1,0 +1,197 @@
+"""Incidents: created by a dispatch centre, read by it and by administrators.
+
+A dispatcher sees only its own centre's incidents (another centre's answer 404, so
+their existence is not revealed); an administrator sees all. ``explain`` is for
+administrators only: distances reveal where people live.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, cast
+
+import structlog
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal
+from app.db import unit_of_work
+from app.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
+from app.errors import NotFound
+from app.models import Incident
+from app.problems import error_responses
+from app.runtime import Runtime
+from app.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
+from app.schemas.incidents import (
+    AlertView,
+    IncidentCreate,
+    IncidentView,
+    SelectionExplanation,
+)
+from dispatch.alerting import create_incident
+from dispatch.selection import explain_selection, record_selection, selection_ran
+from dispatch.views import alert_views, incident_view, incident_views
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+IncidentStatus = Annotated[
+    str | None,
+    Query(pattern="^(alerting|not_alerted|cancelled|closed)$", description="only this status"),
+]
+
+
+async def _visible_incident(
+    session: AsyncSession, incident_id: uuid.UUID, caller: Principal
+) -> Incident:
+    statement = select(Incident).where(Incident.id == incident_id)
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    incident = (await session.execute(statement)).scalar_one_or_none()
+    if incident is None:
+        raise NotFound("no such incident")
+    return incident
+
+
+async def _record_selection_after_commit(
+    runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
+) -> None:
+    """Background: a failure here costs an explanation (rebuilt on demand), never an alert."""
+    try:
+        async with unit_of_work(runtime.session_factory) as session:
+            await record_selection(
+                session, incident_id=incident_id, settings=runtime.settings, now=selected_at
+            )
+    except Exception:  # noqa: BLE001 - logged; explain rebuilds the record when asked
+        log.exception("selection record not written", incident_id=str(incident_id))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IncidentView,
+    responses={
+        200: {"model": IncidentView, "description": "Same external_ref and body: the stored one"},
+        **error_responses(400, 401, 403, 409, 413, 415, 422),
+    },
+)
+async def post_incident(
+    body: IncidentCreate,
+    caller: DispatcherDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+    background: BackgroundTasks,
+) -> IncidentView:
+    """Create the incident and queue its alerts in one transaction (committed before 201)."""
+    assert caller.centre is not None
+    now = runtime.clock.now()
+    result = await create_incident(
+        session,
+        centre=caller.centre,
+        request=body.to_request(),
+        settings=runtime.settings,
+        now=now,
+        created_by=caller.key_id,
+    )
+    incident = result.incident
+    response.headers["Location"] = f"/v1/incidents/{incident.id}"
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    elif selection_ran(incident):
+        background.add_task(_record_selection_after_commit, runtime, incident.id, now)
+    return await incident_view(session, incident_id=incident.id)
+
+
+@router.get(
+    "",
+    response_model=Page[IncidentView],
+    responses=error_responses(401, 403, 422),
+)
+async def list_incidents(
+    caller: ReaderDep,
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
+) -> Page[IncidentView]:
+    """Newest first."""
+    statement = cast(Select[Any], select(Incident.created_at, Incident.id))
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    if status_filter is not None:
+        statement = statement.where(Incident.status == status_filter)
+    rows = (
+        await session.execute(
+            keyset(
+                statement,
+                created_at=Incident.created_at,
+                id_column=Incident.id,
+                cursor=cursor,
+                limit=limit,
+            )
+        )
+    ).all()
+    shown = rows[:limit]
+    views = await incident_views(session, incident_ids=[row.id for row in shown])
+    next_cursor = (
+        Cursor(created_at=shown[-1].created_at, id=shown[-1].id).encode()
+        if len(rows) > limit
+        else None
+    )
+    return Page[IncidentView](items=views, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{incident_id}",
+    response_model=IncidentView,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def get_incident(
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+) -> IncidentView:
+    await _visible_incident(session, incident_id, caller)
+    return await incident_view(session, incident_id=incident_id)
+
+
+@router.get(
+    "/{incident_id}/alerts",
+    response_model=list[AlertView],
+    responses=error_responses(401, 403, 404, 422),
+)
+async def get_incident_alerts(
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+) -> list[AlertView]:
+    """Every alert, nearest first; names and phones only of volunteers who accepted."""
+    await _visible_incident(session, incident_id, caller)
+    return await alert_views(session, incident_id=incident_id)
+
+
+@router.get(
+    "/{incident_id}/explain",
+    response_model=SelectionExplanation,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def explain(
+    incident_id: uuid.UUID,
+    volunteer_id: Annotated[uuid.UUID, Query(description="the volunteer to explain")],
+    caller: AdminDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> SelectionExplanation:
+    """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
+    incident = await _visible_incident(session, incident_id, caller)
+    answer = await explain_selection(
+        session, incident=incident, volunteer_id=volunteer_id, settings=runtime.settings
+    )
+    return SelectionExplanation(
+        incident_id=incident.id,
+        volunteer_id=volunteer_id,
+        outcome=answer.outcome,
+        distance_m=None if answer.distance_m is None else round(answer.distance_m),
+        selection_ran=answer.selection_ran,
+        not_alerted_reason=incident.not_alerted_reason,
+    )

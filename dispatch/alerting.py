@@ -1,0 +1,411 @@
+"""Creating an incident: decide whether to alert, select, queue alerts and their SMS.
+
+Everything happens in the caller's transaction, so a committed incident always has
+its alerts and their queued texts (the outbox wakes the senders at commit), and a
+failed request leaves nothing behind. Order of the not-alerted rules follows the
+specification: kind, ``alert: false``, scene flags, service area, quiet hours,
+duplicate, no eligible volunteers.
+
+Idempotency: ``(centre, external_ref)`` is unique. The insert is ``ON CONFLICT DO
+NOTHING``; a second request with the same reference reads the stored incident and
+compares the canonical hash of the request (200 when equal, 409 otherwise). Two
+identical requests racing each other are serialised by the unique index itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, time
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict
+from app.models import Aed, Alert, Incident
+from app.settings import Settings
+from dispatch.events import record_event
+from dispatch.outbox import OutboundSms, queue_sms
+from dispatch.selection import (
+    Candidate,
+    lock_selection,
+    nearest_available_aed,
+    select_candidates,
+)
+from dispatch.texts import alert_text
+from geo.points import LatLon, geography_point, latitude, longitude
+from geo.search import NearestAed, load_service_area, nearest_first, within_radius
+
+SCENE_FLAGS = (
+    "patient_under_8",
+    "trauma",
+    "intoxication",
+    "suicide",
+    "unsafe_scene",
+    "healthcare_facility",
+)
+
+
+@dataclass(frozen=True)
+class NewIncident:
+    """A validated request from a dispatch centre; ``flags`` holds every scene flag."""
+
+    external_ref: str
+    kind: str
+    location: LatLon
+    address: str
+    access_notes: str | None = None
+    flags: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SCENE_FLAGS, False))
+    alert: bool = True
+
+    def request_hash(self) -> str:
+        """Canonical: key order, whitespace and omitted defaults do not change it."""
+        body = asdict(self)
+        body["flags"] = {name: bool(self.flags.get(name, False)) for name in SCENE_FLAGS}
+        encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Created:
+    incident: Incident
+    created: bool
+
+
+def in_quiet_hours(quiet_hours: str | None, *, now: datetime, settings: Settings) -> bool:
+    """``HH:MM-HH:MM`` in ``TIMEZONE``, start inclusive, end exclusive; may cross midnight."""
+    if not quiet_hours:
+        return False
+    start_text, end_text = quiet_hours.split("-")
+    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
+    local = now.astimezone(settings.zone).time().replace(tzinfo=None)
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def reason_before_selection(
+    request: NewIncident, *, settings: Settings, now: datetime
+) -> str | None:
+    """The first not-alerted rule that needs no database, or None."""
+    if request.kind not in settings.alertable_kinds:
+        return "kind_not_alertable"
+    if not request.alert:
+        return "alert_false"
+    for name in SCENE_FLAGS:
+        if request.flags.get(name):
+            return f"flag:{name}"
+    if settings.service_area is not None and not load_service_area(settings.service_area).covers(
+        request.location
+    ):
+        return "outside_service_area"
+    if in_quiet_hours(settings.quiet_hours, now=now, settings=settings):
+        return "quiet_hours"
+    return None
+
+
+async def create_incident(
+    session: AsyncSession,
+    *,
+    centre: str,
+    request: NewIncident,
+    settings: Settings,
+    now: datetime,
+    created_by: uuid.UUID | None = None,
+) -> Created:
+    """Store the incident and, unless a rule says otherwise, alert its volunteers.
+
+    Raises ``Conflict`` when the centre already used ``external_ref`` for a
+    different request.
+    """
+    request_hash = request.request_hash()
+    reason = reason_before_selection(request, settings=settings, now=now)
+    aed = await nearest_available_aed(session, point=request.location, settings=settings, now=now)
+    inserted = (
+        await session.execute(
+            insert(Incident)
+            .values(
+                id=uuid.uuid4(),
+                centre=centre,
+                external_ref=request.external_ref,
+                request_hash=request_hash,
+                kind=request.kind,
+                location=geography_point(request.location),
+                address=request.address,
+                access_notes=request.access_notes,
+                flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
+                alert_requested=request.alert,
+                status="not_alerted" if reason else "alerting",
+                not_alerted_reason=reason,
+                radius_m=settings.alert_radius_m,
+                cpr_slots=settings.cpr_responders,
+                aed_slots=settings.aed_responders if aed else 0,
+                nearest_aed_id=aed.id if aed else None,
+                nearest_aed_distance_m=aed.distance_m if aed else None,
+                created_by=created_by,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
+            .returning(Incident.id)
+        )
+    ).scalar_one_or_none()
+    if inserted is None:
+        existing = (
+            await session.execute(
+                select(Incident).where(
+                    Incident.centre == centre, Incident.external_ref == request.external_ref
+                )
+            )
+        ).scalar_one()
+        if existing.request_hash != request_hash:
+            raise Conflict(
+                f"external_ref {request.external_ref!r} was already used for a different incident",
+                extra={"incident_id": str(existing.id)},
+            )
+        return Created(incident=existing, created=False)
+
+    alerted = 0
+    if reason is None:
+        await lock_selection(session)
+        duplicate_of = await _alerting_duplicate(
+            session,
+            centre=centre,
+            point=request.location,
+            incident_id=inserted,
+            settings=settings,
+            now=now,
+        )
+        if duplicate_of is not None:
+            await _mark_not_alerted(
+                session, inserted, "duplicate", now=now, duplicate_of=duplicate_of
+            )
+        else:
+            alerts = await _alert_candidates(
+                session,
+                incident_id=inserted,
+                kind=request.kind,
+                address=request.address,
+                point=request.location,
+                aed=aed,
+                settings=settings,
+                now=now,
+                exclude_alerted=False,
+            )
+            alerted = len(alerts)
+            if not alerts:
+                await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
+    incident = (await session.execute(select(Incident).where(Incident.id == inserted))).scalar_one()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="incident.created",
+        data={
+            "status": incident.status,
+            "not_alerted_reason": incident.not_alerted_reason,
+            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
+            "alerted": alerted,
+        },
+    )
+    return Created(incident=incident, created=True)
+
+
+async def alert_more(
+    session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
+) -> list[Alert]:
+    """Alert the next nearest eligible volunteers not yet alerted on this incident.
+
+    Same rules and the same cap per run as the first selection, at the incident's
+    current location; used after a location change and after a withdrawal that
+    left nobody pending. Takes the selection lock. Call
+    ``dispatch.selection.record_selection`` after commit to update the record.
+    """
+    if incident.status != "alerting":
+        return []
+    await lock_selection(session)
+    point = (
+        await session.execute(
+            select(latitude(Incident.location), longitude(Incident.location)).where(
+                Incident.id == incident.id
+            )
+        )
+    ).one()
+    location = LatLon(point[0], point[1])
+    return await _alert_candidates(
+        session,
+        incident_id=incident.id,
+        kind=incident.kind,
+        address=incident.address,
+        point=location,
+        aed=await _incident_aed(session, incident),
+        settings=settings,
+        now=now,
+        exclude_alerted=True,
+    )
+
+
+async def _incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
+    """The AED the incident's roles refer to; a re-run keeps it even if another opened."""
+    if incident.nearest_aed_id is None or incident.nearest_aed_distance_m is None:
+        return None
+    row = (
+        await session.execute(
+            select(
+                latitude(Aed.location).label("lat"),
+                longitude(Aed.location).label("lon"),
+                Aed.address,
+                Aed.description,
+            ).where(Aed.id == incident.nearest_aed_id)
+        )
+    ).one()
+    return NearestAed(
+        id=incident.nearest_aed_id,
+        location=LatLon(row.lat, row.lon),
+        distance_m=incident.nearest_aed_distance_m,
+        address=row.address,
+        description=row.description,
+    )
+
+
+async def _alerting_duplicate(
+    session: AsyncSession,
+    *,
+    centre: str,
+    point: LatLon,
+    incident_id: uuid.UUID,
+    settings: Settings,
+    now: datetime,
+) -> uuid.UUID | None:
+    here = geography_point(point)
+    found: uuid.UUID | None = (
+        await session.execute(
+            select(Incident.id)
+            .where(
+                Incident.centre == centre,
+                Incident.status == "alerting",
+                Incident.id != incident_id,
+                Incident.created_at >= now - settings.duplicate_window,
+                Incident.created_at <= now,
+                within_radius(Incident.location, here, settings.duplicate_radius_m),
+            )
+            .order_by(nearest_first(Incident.location, here))
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+async def _mark_not_alerted(
+    session: AsyncSession,
+    incident_id: uuid.UUID,
+    reason: str,
+    *,
+    now: datetime,
+    duplicate_of: uuid.UUID | None = None,
+) -> None:
+    await session.execute(
+        update(Incident)
+        .where(Incident.id == incident_id)
+        .values(
+            status="not_alerted",
+            not_alerted_reason=reason,
+            duplicate_of=duplicate_of,
+            updated_at=now,
+        )
+    )
+
+
+def _reply_code(taken: frozenset[str]) -> str:
+    """Four digits, never 0-led (read aloud or typed, a leading zero gets dropped)."""
+    while True:
+        code = str(secrets.randbelow(9000) + 1000)
+        if code not in taken:
+            return code
+
+
+async def _alert_candidates(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    kind: str,
+    address: str,
+    point: LatLon,
+    aed: NearestAed | None,
+    settings: Settings,
+    now: datetime,
+    exclude_alerted: bool,
+) -> list[Alert]:
+    candidates: list[Candidate] = await select_candidates(
+        session,
+        point=point,
+        settings=settings,
+        now=now,
+        limit=settings.max_alerted,
+        aed=aed,
+        incident_id=incident_id if exclude_alerted else None,
+    )
+    if not candidates:
+        return []
+    alerts = [
+        Alert(
+            id=uuid.uuid4(),
+            incident_id=incident_id,
+            volunteer_id=candidate.volunteer_id,
+            code=_reply_code(candidate.taken_codes),
+            distance_m=candidate.distance_m,
+            location_source=candidate.location_source,
+            aed_detour_m=candidate.aed_detour_m,
+            delivery_status="queued",
+            response="pending",
+            created_at=now,
+            updated_at=now,
+        )
+        for candidate in candidates
+    ]
+    session.add_all(alerts)
+    await session.flush()
+    deadline = now + settings.alert_send_deadline
+    await queue_sms(
+        session,
+        [
+            OutboundSms(
+                phone=candidate.phone,
+                body=alert_text(
+                    candidate.language,
+                    kind=kind,
+                    at=now,
+                    zone=settings.zone,
+                    distance_m=candidate.distance_m,
+                    address=address,
+                    code=alert.code,
+                ),
+                purpose="alert",
+                volunteer_id=candidate.volunteer_id,
+                incident_id=incident_id,
+                alert_id=alert.id,
+                deadline_at=deadline,
+            )
+            for candidate, alert in zip(candidates, alerts, strict=True)
+        ],
+        now=now,
+    )
+    await record_event(
+        session,
+        incident_id=incident_id,
+        type="alerts.queued",
+        data={
+            "alerts": [
+                {
+                    "id": str(alert.id),
+                    "distance_m": round(alert.distance_m),
+                    "location_source": alert.location_source,
+                }
+                for alert in alerts
+            ]
+        },
+    )
+    return alerts

@@ -1,0 +1,405 @@
+"""Who gets alerted: the candidate policy as one SQL statement, and its explanation.
+
+A volunteer is a candidate when eligible (``dispatch.eligibility``), their *current
+location* lies within the radius (spheroid), they were not alerted in the cooldown,
+are not busy as an accepted responder of another open incident, and (for a re-run)
+not yet alerted on this incident. The current location is the live location while
+usable (young enough and accurate enough), even when it is out of range; otherwise
+the nearest place whose schedule covers now in the place's own time zone.
+
+The statement is two nearest-first GiST scans (``live_location``, ``place``), each
+bounded by the radius's index box and stopped by ``LIMIT`` as soon as enough rows
+pass every filter; only their few survivors get an exact spheroid distance and the
+final sort. See ``docs/selection.md`` for the plan and timings.
+
+Selection is serialised by a transaction-scoped advisory lock, so two incidents
+committed in the same instant never both alert one volunteer within the cooldown.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
+from app.settings import Settings
+from dispatch.eligibility import eligibility_conditions, is_eligible
+from dispatch.schedule import covers, minute_of_week, minute_of_week_sql
+from geo.points import LatLon, geography_point, latitude, longitude
+from geo.search import NearestAed, distance_m, nearest_aed, nearest_first, within_radius
+
+SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/selection.md
+
+ALERTED = "alerted"
+NO_USABLE_LOCATION = "no_usable_location"
+COOLDOWN = "cooldown"
+BUSY = "busy"
+OVER_CAP = "over_cap"
+NO_SELECTION = "no_selection"
+NOT_WITHIN_RADIUS = "not_within_radius"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    volunteer_id: uuid.UUID
+    phone: str
+    language: str
+    distance_m: float
+    location_source: str
+    aed_detour_m: float | None
+    taken_codes: frozenset[str]
+
+
+async def lock_selection(session: AsyncSession) -> None:
+    """Serialise duplicate detection and selection until this transaction ends.
+
+    Held for the few milliseconds between the check and the commit; concurrent
+    incidents queue behind it instead of racing for the same volunteers.
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SELECTION_LOCK_KEY})
+
+
+async def nearest_available_aed(
+    session: AsyncSession, *, point: LatLon, settings: Settings, now: datetime
+) -> NearestAed | None:
+    """An AED counts when active and open now (its hours are in ``TIMEZONE``)."""
+    available = and_(
+        Aed.status == "active", covers(Aed.open_minutes, minute_of_week(now, settings.zone))
+    )
+    return await nearest_aed(
+        session, point=point, radius_m=settings.aed_search_radius_m, available=available
+    )
+
+
+def usable_live_location(settings: Settings, *, now: datetime) -> ColumnElement[bool]:
+    """A live position is the current location only while young and precise enough."""
+    return and_(
+        LiveLocation.recorded_at > now - settings.live_location_max_age,
+        LiveLocation.accuracy_m <= settings.max_location_accuracy_m,
+    )
+
+
+def _in_cooldown(volunteer_id: Any, settings: Settings, *, now: datetime) -> ColumnElement[bool]:
+    return exists().where(
+        Alert.volunteer_id == volunteer_id,
+        Alert.created_at > now - settings.alert_cooldown,
+        Alert.created_at <= now,
+    )
+
+
+def _busy_elsewhere(volunteer_id: Any, incident_id: uuid.UUID | None) -> ColumnElement[bool]:
+    """Accepted on another incident that is still alerting and not stood down."""
+    busy = (
+        select(Alert.id)
+        .join(Incident, Incident.id == Alert.incident_id)
+        .where(
+            Alert.volunteer_id == volunteer_id,
+            Alert.response == "accepted",
+            Alert.stood_down_at.is_(None),
+            Incident.status == "alerting",
+        )
+    )
+    if incident_id is not None:
+        busy = busy.where(Alert.incident_id != incident_id)
+    return exists(busy)
+
+
+def _policy(
+    volunteer_id: Any, settings: Settings, *, now: datetime, incident_id: uuid.UUID | None
+) -> list[ColumnElement[bool]]:
+    """The filters applied to each row as it streams out of a nearest-first scan."""
+    filters = [
+        is_eligible(Volunteer, now=now, today=now.astimezone(settings.zone).date()),
+        ~_in_cooldown(volunteer_id, settings, now=now),
+        ~_busy_elsewhere(volunteer_id, incident_id),
+    ]
+    if incident_id is not None:
+        filters.append(
+            ~exists().where(Alert.incident_id == incident_id, Alert.volunteer_id == volunteer_id)
+        )
+    return filters
+
+
+async def select_candidates(
+    session: AsyncSession,
+    *,
+    point: LatLon,
+    settings: Settings,
+    now: datetime,
+    limit: int,
+    aed: NearestAed | None = None,
+    incident_id: uuid.UUID | None = None,
+) -> list[Candidate]:
+    """At most ``limit`` candidates, nearest first (ties by volunteer id).
+
+    ``incident_id`` excludes volunteers already alerted on that incident (a re-run).
+    ``aed`` adds each candidate's detour via that AED, computed here so the
+    volunteer's position is used once and never stored.
+    """
+    here = geography_point(point)
+    radius = settings.alert_radius_m
+    usable = usable_live_location(settings, now=now)
+
+    live = (
+        select(
+            LiveLocation.volunteer_id,
+            LiveLocation.location,
+            literal("live").label("source"),
+            Volunteer.phone,
+            Volunteer.language,
+        )
+        .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
+        .where(
+            within_radius(LiveLocation.location, here, radius),
+            usable,
+            *_policy(LiveLocation.volunteer_id, settings, now=now, incident_id=incident_id),
+        )
+        .order_by(nearest_first(LiveLocation.location, here))
+        .limit(limit)
+    )
+
+    other = aliased(Place)
+    covering_now = covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone))
+    nearer_covering_place = exists().where(
+        other.volunteer_id == Place.volunteer_id,
+        other.id != Place.id,
+        covers(other.active_minutes, minute_of_week_sql(now, other.timezone)),
+        within_radius(other.location, here, radius),
+        tuple_(nearest_first(other.location, here), other.id)
+        < tuple_(nearest_first(Place.location, here), Place.id),
+    )
+    live_elsewhere = exists().where(LiveLocation.volunteer_id == Place.volunteer_id, usable)
+    places = (
+        select(
+            Place.volunteer_id,
+            Place.location,
+            literal("place").label("source"),
+            Volunteer.phone,
+            Volunteer.language,
+        )
+        .join(Volunteer, Volunteer.id == Place.volunteer_id)
+        .where(
+            within_radius(Place.location, here, radius),
+            covering_now,
+            ~live_elsewhere,
+            ~nearer_covering_place,
+            *_policy(Place.volunteer_id, settings, now=now, incident_id=incident_id),
+        )
+        .order_by(nearest_first(Place.location, here))
+        .limit(limit)
+    )
+
+    found = union_all(live, places).subquery("found")
+    distance = distance_m(found.c.location, here)
+    detour: ColumnElement[Any] = literal(None, Float)
+    if aed is not None:
+        aed_point = geography_point(aed.location)
+        detour = distance_m(found.c.location, aed_point) + aed.distance_m - distance
+    open_codes = (
+        select(func.array_agg(Alert.code))
+        .join(Incident, Incident.id == Alert.incident_id)
+        .where(
+            Alert.volunteer_id == found.c.volunteer_id,
+            Incident.status == "alerting",
+            Alert.response.in_(("pending", "accepted")),
+            Alert.stood_down_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    rows = (
+        await session.execute(
+            select(
+                found.c.volunteer_id,
+                found.c.phone,
+                found.c.language,
+                found.c.source,
+                distance.label("distance_m"),
+                detour.label("aed_detour_m"),
+                open_codes.label("open_codes"),
+            )
+            .order_by(distance, found.c.volunteer_id)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        Candidate(
+            volunteer_id=row.volunteer_id,
+            phone=row.phone,
+            language=row.language,
+            distance_m=row.distance_m,
+            location_source=row.source,
+            aed_detour_m=row.aed_detour_m,
+            taken_codes=frozenset(row.open_codes or ()),
+        )
+        for row in rows
+    ]
+
+
+async def record_selection(
+    session: AsyncSession, *, incident_id: uuid.UUID, settings: Settings, now: datetime
+) -> int:
+    """Write why each volunteer within the radius was or was not alerted.
+
+    Off the alert path: called after the incident's transaction committed, with the
+    ``now`` of that selection. "Within the radius" means any known location (a live
+    location however old, or any place) inside it; the outcome is ``alerted`` or the
+    first rule that excluded the volunteer, in the candidate query's order. Idempotent:
+    an existing row is only ever upgraded to ``alerted`` (by a later re-run), never
+    rewritten otherwise. Marks the incident as recorded; returns rows written.
+    """
+    incident = (
+        await session.execute(
+            select(
+                latitude(Incident.location).label("lat"),
+                longitude(Incident.location).label("lon"),
+                Incident.radius_m,
+            ).where(Incident.id == incident_id)
+        )
+    ).one_or_none()
+    if incident is None:
+        return 0
+    here = geography_point(LatLon(incident.lat, incident.lon))
+    radius = incident.radius_m
+    usable = usable_live_location(settings, now=now)
+
+    nearby = union_all(
+        select(
+            LiveLocation.volunteer_id,
+            distance_m(LiveLocation.location, here).label("distance_m"),
+            literal("live").label("source"),
+            usable.label("usable"),
+        ).where(within_radius(LiveLocation.location, here, radius)),
+        select(
+            Place.volunteer_id,
+            distance_m(Place.location, here).label("distance_m"),
+            literal("place").label("source"),
+            covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)).label("usable"),
+        ).where(within_radius(Place.location, here, radius)),
+    ).subquery("nearby")
+    per_volunteer = (
+        select(
+            nearby.c.volunteer_id,
+            func.min(nearby.c.distance_m).label("nearest_m"),
+            func.min(nearby.c.distance_m)
+            .filter(and_(nearby.c.source == "live", nearby.c.usable))
+            .label("live_m"),
+            func.min(nearby.c.distance_m)
+            .filter(and_(nearby.c.source == "place", nearby.c.usable))
+            .label("place_m"),
+        )
+        .group_by(nearby.c.volunteer_id)
+        .subquery("per_volunteer")
+    )
+    live_usable_anywhere = exists().where(
+        LiveLocation.volunteer_id == per_volunteer.c.volunteer_id, usable
+    )
+    current_m = case((live_usable_anywhere, per_volunteer.c.live_m), else_=per_volunteer.c.place_m)
+    alert = aliased(Alert)
+    today = now.astimezone(settings.zone).date()
+    ineligible = [
+        (~condition, name)
+        for name, condition in eligibility_conditions(Volunteer, now=now, today=today)
+    ]
+    others_recent = and_(
+        Alert.volunteer_id == per_volunteer.c.volunteer_id,
+        Alert.incident_id != incident_id,
+        Alert.created_at > now - settings.alert_cooldown,
+        Alert.created_at <= now,
+    )
+    outcome = case(
+        (alert.id.is_not(None), ALERTED),
+        *ineligible,
+        (current_m.is_(None), NO_USABLE_LOCATION),
+        (exists().where(others_recent), COOLDOWN),
+        (_busy_elsewhere(per_volunteer.c.volunteer_id, incident_id), BUSY),
+        else_=OVER_CAP,
+    )
+    rows = (
+        select(
+            literal(incident_id).label("incident_id"),
+            per_volunteer.c.volunteer_id,
+            outcome.label("outcome"),
+            func.coalesce(alert.distance_m, current_m, per_volunteer.c.nearest_m).label(
+                "distance_m"
+            ),
+            literal(now).label("created_at"),
+        )
+        .join(Volunteer, Volunteer.id == per_volunteer.c.volunteer_id)
+        .outerjoin(
+            alert,
+            and_(alert.incident_id == incident_id, alert.volunteer_id == Volunteer.id),
+        )
+    )
+    statement = insert(SelectionRecord).from_select(
+        ["incident_id", "volunteer_id", "outcome", "distance_m", "created_at"], rows
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[SelectionRecord.incident_id, SelectionRecord.volunteer_id],
+        set_={"outcome": statement.excluded.outcome, "distance_m": statement.excluded.distance_m},
+        where=and_(statement.excluded.outcome == ALERTED, SelectionRecord.outcome != ALERTED),
+    )
+    result = await session.execute(statement)
+    await session.execute(
+        update(Incident).where(Incident.id == incident_id).values(selection_recorded_at=now)
+    )
+    written: int = getattr(result, "rowcount", 0)
+    return written
+
+
+@dataclass(frozen=True)
+class Explanation:
+    outcome: str
+    distance_m: float | None
+    selection_ran: bool
+
+
+def selection_ran(incident: Incident) -> bool:
+    """Selection runs unless a rule stopped the incident before it (duplicate included)."""
+    return incident.not_alerted_reason in (None, "no_eligible_volunteers")
+
+
+async def explain_selection(
+    session: AsyncSession, *, incident: Incident, volunteer_id: uuid.UUID, settings: Settings
+) -> Explanation:
+    """Answer from the recorded selection; write the record first if it is missing.
+
+    A missing record means the process died between the commit and the background
+    write: it is written now, with the selection's own time, against today's rows.
+    """
+    if not selection_ran(incident):
+        return Explanation(outcome=NO_SELECTION, distance_m=None, selection_ran=False)
+    if incident.selection_recorded_at is None:
+        await record_selection(
+            session, incident_id=incident.id, settings=settings, now=incident.created_at
+        )
+    row = (
+        await session.execute(
+            select(SelectionRecord.outcome, SelectionRecord.distance_m).where(
+                SelectionRecord.incident_id == incident.id,
+                SelectionRecord.volunteer_id == volunteer_id,
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return Explanation(outcome=NOT_WITHIN_RADIUS, distance_m=None, selection_ran=True)
+    return Explanation(outcome=row.outcome, distance_m=row.distance_m, selection_ran=True)

@@ -1,0 +1,262 @@
+"""The incident read model: what a dispatch centre sees, for the API and the SSE stream.
+
+Counts are current (see SPEC section 5): ``alerted`` = alerts created;
+``delivered``/``failed`` = delivery status now (``failed`` includes undelivered);
+``accepted`` = responders holding a role now (arrived ones included);
+``declined``/``withdrawn``/``no_reply`` = responses now; ``arrived``/``stood_down``
+= outcomes reached. Names and phone numbers appear only for volunteers whose
+response is ``accepted``: a dispatcher needs to call a responder, not a bystander.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Row, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import NotFound
+from app.models import Aed, Alert, Incident, Volunteer
+from geo.points import latitude, longitude
+
+
+class PointView(BaseModel):
+    lat: float
+    lon: float
+
+
+class NearestAedView(BaseModel):
+    id: uuid.UUID
+    distance_m: int
+    address: str
+    description: str | None
+
+
+class Counts(BaseModel):
+    alerted: int = 0
+    delivered: int = 0
+    accepted: int = 0
+    declined: int = 0
+    withdrawn: int = 0
+    no_reply: int = 0
+    failed: int = 0
+    arrived: int = 0
+    stood_down: int = 0
+
+
+class ResponderView(BaseModel):
+    volunteer_id: uuid.UUID
+    name: str | None
+    phone: str | None
+    role: str
+    distance_m: int
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+
+
+class IncidentView(BaseModel):
+    id: uuid.UUID
+    external_ref: str
+    kind: str
+    status: str
+    not_alerted_reason: str | None
+    duplicate_of: uuid.UUID | None
+    radius_m: int
+    location: PointView
+    address: str
+    access_notes: str | None
+    flags: dict[str, bool]
+    alert: bool
+    nearest_aed: NearestAedView | None
+    counts: Counts
+    responders: list[ResponderView]
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+    closed_at: datetime | None
+
+
+class AlertView(BaseModel):
+    id: uuid.UUID
+    volunteer_id: uuid.UUID
+    name: str | None
+    phone: str | None
+    distance_m: int
+    location_source: str
+    aed_detour_m: int | None
+    delivery_status: str
+    delivery_updated_at: datetime | None
+    response: str
+    responded_at: datetime | None
+    role: str | None
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+    stood_down_at: datetime | None
+    cancelled_at: datetime | None
+    created_at: datetime
+
+
+def _count(condition: Any) -> Any:
+    return func.count().filter(condition)
+
+
+_COUNTS = (
+    func.count().label("alerted"),
+    _count(Alert.delivery_status == "delivered").label("delivered"),
+    _count(and_(Alert.response == "accepted", Alert.role.is_not(None))).label("accepted"),
+    _count(Alert.response == "declined").label("declined"),
+    _count(Alert.response == "withdrawn").label("withdrawn"),
+    _count(Alert.response == "no_reply").label("no_reply"),
+    _count(Alert.delivery_status.in_(("failed", "undelivered"))).label("failed"),
+    _count(Alert.arrived_at.is_not(None)).label("arrived"),
+    _count(Alert.stood_down_at.is_not(None)).label("stood_down"),
+)
+
+
+async def incident_views(
+    session: AsyncSession, *, incident_ids: Sequence[uuid.UUID]
+) -> list[IncidentView]:
+    """Views of several incidents in three queries, in the order of ``incident_ids``."""
+    if not incident_ids:
+        return []
+    incidents = (
+        await session.execute(
+            select(
+                Incident,
+                latitude(Incident.location).label("lat"),
+                longitude(Incident.location).label("lon"),
+                Aed.address.label("aed_address"),
+                Aed.description.label("aed_description"),
+            )
+            .outerjoin(Aed, Aed.id == Incident.nearest_aed_id)
+            .where(Incident.id.in_(incident_ids))
+        )
+    ).all()
+    counts = {
+        row.incident_id: Counts(
+            **{key: value for key, value in row._mapping.items() if key != "incident_id"}
+        )
+        for row in (
+            await session.execute(
+                select(Alert.incident_id, *_COUNTS)
+                .where(Alert.incident_id.in_(incident_ids))
+                .group_by(Alert.incident_id)
+            )
+        ).all()
+    }
+    responders: dict[uuid.UUID, list[ResponderView]] = {}
+    for row in (
+        await session.execute(
+            select(Alert, Volunteer.name, Volunteer.phone)
+            .join(Volunteer, Volunteer.id == Alert.volunteer_id)
+            .where(
+                Alert.incident_id.in_(incident_ids),
+                Alert.response == "accepted",
+                Alert.role.is_not(None),
+            )
+            .order_by(Alert.accepted_at, Alert.id)
+        )
+    ).all():
+        alert: Alert = row.Alert
+        responders.setdefault(alert.incident_id, []).append(
+            ResponderView(
+                volunteer_id=alert.volunteer_id,
+                name=row.name,
+                phone=row.phone,
+                role=alert.role or "",
+                distance_m=round(alert.distance_m),
+                accepted_at=alert.accepted_at,
+                arrived_at=alert.arrived_at,
+            )
+        )
+    by_id = {row.Incident.id: row for row in incidents}
+    return [
+        _incident_view(by_id[incident_id], counts.get(incident_id), responders.get(incident_id))
+        for incident_id in incident_ids
+        if incident_id in by_id
+    ]
+
+
+def _incident_view(
+    row: Row[Any] | Any, counts: Counts | None, responders: list[ResponderView] | None
+) -> IncidentView:
+    incident: Incident = row.Incident
+    nearest_aed = None
+    if incident.nearest_aed_id is not None and incident.nearest_aed_distance_m is not None:
+        nearest_aed = NearestAedView(
+            id=incident.nearest_aed_id,
+            distance_m=round(incident.nearest_aed_distance_m),
+            address=row.aed_address,
+            description=row.aed_description,
+        )
+    return IncidentView(
+        id=incident.id,
+        external_ref=incident.external_ref,
+        kind=incident.kind,
+        status=incident.status,
+        not_alerted_reason=incident.not_alerted_reason,
+        duplicate_of=incident.duplicate_of,
+        radius_m=round(incident.radius_m),
+        location=PointView(lat=row.lat, lon=row.lon),
+        address=incident.address,
+        access_notes=incident.access_notes,
+        flags=incident.flags,
+        alert=incident.alert_requested,
+        nearest_aed=nearest_aed,
+        counts=counts or Counts(),
+        responders=responders or [],
+        created_at=incident.created_at,
+        updated_at=incident.updated_at,
+        cancelled_at=incident.cancelled_at,
+        closed_at=incident.closed_at,
+    )
+
+
+async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentView:
+    """Raises ``NotFound`` when there is no such incident."""
+    views = await incident_views(session, incident_ids=[incident_id])
+    if not views:
+        raise NotFound("no such incident")
+    return views[0]
+
+
+async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[AlertView]:
+    """Every alert of the incident, nearest first."""
+    rows = (
+        await session.execute(
+            select(Alert, Volunteer.name, Volunteer.phone)
+            .join(Volunteer, Volunteer.id == Alert.volunteer_id)
+            .where(Alert.incident_id == incident_id)
+            .order_by(Alert.distance_m, Alert.id)
+        )
+    ).all()
+    views = []
+    for row in rows:
+        alert: Alert = row.Alert
+        accepted = alert.response == "accepted"
+        views.append(
+            AlertView(
+                id=alert.id,
+                volunteer_id=alert.volunteer_id,
+                name=row.name if accepted else None,
+                phone=row.phone if accepted else None,
+                distance_m=round(alert.distance_m),
+                location_source=alert.location_source,
+                aed_detour_m=None if alert.aed_detour_m is None else round(alert.aed_detour_m),
+                delivery_status=alert.delivery_status,
+                delivery_updated_at=alert.delivery_updated_at,
+                response=alert.response,
+                responded_at=alert.responded_at,
+                role=alert.role,
+                accepted_at=alert.accepted_at,
+                arrived_at=alert.arrived_at,
+                stood_down_at=alert.stood_down_at,
+                cancelled_at=alert.cancelled_at,
+                created_at=alert.created_at,
+            )
+        )
+    return views
