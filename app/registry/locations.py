@@ -125,7 +125,7 @@ async def record_location(
 async def record_locations(
     session: AsyncSession,
     *,
-    items: list[dict[str, Any]],
+    items: list[Any],
     now: datetime,
     retention: timedelta,
     region: str,

@@ -38,7 +38,7 @@ class BulkLocations(StrictInput):
     """Items are validated one by one so that one bad item does not refuse the rest."""
 
     locations: Annotated[
-        list[dict[str, Any]],
+        list[Any],
         Field(min_length=1, max_length=MAX_BULK_ITEMS),
         WithJsonSchema(
             {
