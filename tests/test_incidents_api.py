@@ -58,9 +58,7 @@ async def test_incident_alerts_volunteers_nearest_first_and_queues_their_sms(
     assert incident["radius_m"] == 500
     assert incident["counts"]["alerted"] == 2
     assert response.headers["location"] == f"/v1/incidents/{incident['id']}"
-    alerts = (
-        await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=dispatcher)
-    ).json()
+    alerts = (await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=dispatcher)).json()
     assert [alert["volunteer_id"] for alert in alerts] == [str(near.id), str(far.id)]
     assert [alert["distance_m"] for alert in alerts] == [120, 400]
     assert all(alert["name"] is None and alert["phone"] is None for alert in alerts)
@@ -128,7 +126,9 @@ async def test_a_dispatcher_sees_only_its_own_centres_incidents(
     mine = (await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)).json()
     theirs = (await client.post("/v1/incidents", json=incident_body(), headers=other)).json()
 
-    assert (await client.get(f"/v1/incidents/{theirs['id']}", headers=dispatcher)).status_code == 404
+    assert (
+        await client.get(f"/v1/incidents/{theirs['id']}", headers=dispatcher)
+    ).status_code == 404
     listed = (await client.get("/v1/incidents", headers=dispatcher)).json()
     assert [item["id"] for item in listed["items"]] == [mine["id"]]
     everything = (await client.get("/v1/incidents", headers=admin)).json()
@@ -143,14 +143,18 @@ async def test_incident_list_pages_newest_first(
 ) -> None:
     ids = []
     for _ in range(3):
-        ids.append((await client.post("/v1/incidents", json=incident_body(alert=False), headers=dispatcher)).json()["id"])
+        ids.append(
+            (
+                await client.post(
+                    "/v1/incidents", json=incident_body(alert=False), headers=dispatcher
+                )
+            ).json()["id"]
+        )
         clock.advance(timedelta(minutes=1))
 
     first = (await client.get("/v1/incidents?limit=2", headers=dispatcher)).json()
     second = (
-        await client.get(
-            f"/v1/incidents?limit=2&cursor={first['next_cursor']}", headers=dispatcher
-        )
+        await client.get(f"/v1/incidents?limit=2&cursor={first['next_cursor']}", headers=dispatcher)
     ).json()
 
     assert [item["id"] for item in first["items"]] == ids[:0:-1]
@@ -161,7 +165,9 @@ async def test_incident_list_pages_newest_first(
 async def test_nearest_open_aed_is_stored_and_returned(
     client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str]
 ) -> None:
-    await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=150), status="out_of_service")
+    await create_aed(
+        session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=150), status="out_of_service"
+    )
     await create_aed(
         session,
         at=offset(STOCKHOLM, bearing_deg=0, distance_m=180),
@@ -172,9 +178,7 @@ async def test_nearest_open_aed_is_stored_and_returned(
     )
     await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=1200))
 
-    incident = (
-        await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)
-    ).json()
+    incident = (await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)).json()
 
     assert incident["nearest_aed"] == {
         "id": str(open_one.id),
@@ -188,9 +192,7 @@ async def test_no_aed_within_the_search_radius_gives_none(
     client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str]
 ) -> None:
     await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=1010))
-    incident = (
-        await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)
-    ).json()
+    incident = (await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)).json()
     assert incident["nearest_aed"] is None
 
 
@@ -205,9 +207,7 @@ async def test_alerts_record_location_source_and_aed_detour(
         session, near=offset(STOCKHOLM, bearing_deg=180, distance_m=250)
     )
 
-    incident = (
-        await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)
-    ).json()
+    incident = (await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)).json()
     alerts = {
         alert["volunteer_id"]: alert
         for alert in (
