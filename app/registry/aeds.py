@@ -176,7 +176,8 @@ def _parse_access(cell: str) -> Any:
 
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or None
+    # Drop union-member tags such as "literal['always']" from the location.
+    field = ".".join(str(part) for part in error["loc"] if "[" not in str(part)) or None
     return field, error["msg"]
 
 
