@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,16 @@ from app.problems import (
     install_problem_handlers,
 )
 from app.ratelimit import RateLimiter
-from app.routers import health, incidents
+from app.routers import (
+    aeds,
+    certifications,
+    health,
+    incidents,
+    locations,
+    me,
+    volunteers,
+    webhooks,
+)
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 from geo.search import load_service_area
@@ -55,6 +65,30 @@ class RequestMetrics:
             HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
+async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
+    """The SMS gateway and event hub of this process, and the worker when it runs one."""
+    from dispatch.events import EventHub
+    from dispatch.gateway import create_gateway
+    from dispatch.worker import create_worker
+
+    runtime.gateway = create_gateway(runtime.settings)
+    runtime.events = EventHub(runtime.database_url)
+    runtime.events.start()
+    if run_worker:
+        runtime.worker = create_worker(runtime, runtime.gateway)
+        runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="dispatch-worker")
+
+
+async def stop_dispatch(runtime: Runtime) -> None:
+    if runtime.worker is not None and runtime.worker_task is not None:
+        runtime.worker.stop()
+        await runtime.worker_task
+    if runtime.events is not None:
+        await runtime.events.stop()
+    if runtime.gateway is not None:
+        await runtime.gateway.close()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -79,9 +113,11 @@ def create_app(
             clock=clock or SystemClock(),
         )
         app.state.runtime = runtime
+        await start_dispatch(runtime, run_worker=app.state.run_worker)
         try:
             yield
         finally:
+            await stop_dispatch(runtime)
             await engine.dispose()
 
     app = FastAPI(
@@ -95,6 +131,12 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(incidents.router)
+    app.include_router(volunteers.router)
+    app.include_router(certifications.router)
+    app.include_router(aeds.router)
+    app.include_router(me.router)
+    app.include_router(locations.router)
+    app.include_router(webhooks.router)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

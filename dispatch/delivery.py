@@ -68,7 +68,11 @@ async def advance_message(
     if provider_sid is not None:
         await session.execute(
             update(Message)
-            .where(Message.id == message_id, Message.provider_sid.is_(None))
+            .where(
+                Message.id == message_id,
+                Message.provider_sid.is_(None),
+                ~select(Message.id).where(Message.provider_sid == provider_sid).exists(),
+            )
             .values(provider_sid=provider_sid)
         )
     values: dict[str, Any] = {"status": status, "updated_at": now, "claimed_by": None}

@@ -11,6 +11,7 @@ whatever the registry holds.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,6 @@ KIND_NAMES = {
     },
 }
 ADDRESS_MAX = 80
-NOTES_MAX = 60
 SEGMENT_GSM7 = (160, 153)
 SEGMENT_UCS2 = (70, 67)
 
@@ -40,7 +40,20 @@ _GSM7_BASIC = (
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM7_EXTENDED = "^{}\\[~]|€"
-_REPLACEMENTS = {"…": "...", "–": "-", "—": "-", "’": "'", "‘": "'", "“": '"', "”": '"'}
+_REPLACEMENTS = {
+    "…": "...",
+    "–": "-",
+    "—": "-",
+    "’": "'",
+    "‘": "'",
+    "“": '"',
+    "”": '"',
+    "Ł": "L",
+    "ł": "l",
+    "Đ": "D",
+    "đ": "d",
+}
+TWO_SEGMENTS = 306
 
 
 def is_gsm7(text: str) -> bool:
@@ -112,6 +125,17 @@ def map_link(lat: float, lon: float) -> str:
     return f"https://maps.google.com/?q={lat:.5f},{lon:.5f}"
 
 
+def _fit(compose: Callable[[dict[str, str]], str], fields: dict[str, str]) -> str:
+    """Compose, shortening the longest free-text field until the SMS fits two segments."""
+    limits = {name: len(value) for name, value in fields.items()}
+    while True:
+        text = compose({name: _clip(fields[name], limits[name]) for name in fields})
+        if segments(text) <= 2 or not any(limit > 12 for limit in limits.values()):
+            return text
+        longest = max(limits, key=lambda name: limits[name])
+        limits[longest] -= 10
+
+
 def instructions_text(
     language: str,
     *,
@@ -124,32 +148,45 @@ def instructions_text(
     aed_description: str | None = None,
     aed_access: str | None = None,
 ) -> str:
-    """After YES: the role, where to go, how to get in, and for AED where the AED is."""
-    where = _clip(address, ADDRESS_MAX)
-    notes = f" {_clip(access_notes, NOTES_MAX)}." if access_notes else ""
+    """After YES: the role, where to go, how to get in, and for AED where the AED is.
+
+    The address, access notes and AED details are shortened (longest first) only
+    as far as needed to keep the SMS within two segments.
+    """
     link = map_link(lat, lon)
-    if role == "aed":
-        aed = _clip(aed_address or "", 50)
-        detail = f" ({_clip(aed_description, 45)})" if aed_description else ""
-        hours = f" {_clip(aed_access, 30)}" if aed_access else ""
+    fields = {
+        "where": to_gsm7(address)[:ADDRESS_MAX],
+        "notes": to_gsm7(access_notes or ""),
+        "aed": to_gsm7(aed_address or ""),
+        "detail": to_gsm7(aed_description or ""),
+        "hours": to_gsm7(aed_access or ""),
+    }
+
+    def compose(part: dict[str, str]) -> str:
+        notes = f" {part['notes']}." if part["notes"] else ""
+        if role == "aed":
+            detail = f" ({part['detail']})" if part["detail"] else ""
+            hours = f" {part['hours']}" if part["hours"] else ""
+            if language == "sv":
+                return (
+                    f"Tack! Hämta hjärtstartaren: {part['aed']}{detail}{hours}. "
+                    f"Ta den till {part['where']}.{notes} {link} Svara FRAMME när du är där."
+                )
+            return (
+                f"Thank you! Fetch the AED: {part['aed']}{detail}{hours}. "
+                f"Bring it to {part['where']}.{notes} {link} Reply ARRIVED when there."
+            )
         if language == "sv":
             return (
-                f"Tack! Hämta hjärtstartaren: {aed}{detail}{hours}. "
-                f"Ta den till {where}.{notes} {link} Svara FRAMME när du är där."
+                f"Tack! Gå direkt till patienten och starta HLR: {part['where']}.{notes} {link} "
+                f"Svara FRAMME när du är där, ÅNGRA om du inte kan."
             )
         return (
-            f"Thank you! Fetch the AED: {aed}{detail}{hours}. "
-            f"Bring it to {where}.{notes} {link} Reply ARRIVED when there."
+            f"Thank you! Go straight to the patient and start CPR: {part['where']}.{notes} "
+            f"{link} Reply ARRIVED when there, WITHDRAW if you cannot."
         )
-    if language == "sv":
-        return (
-            f"Tack! Gå direkt till patienten och starta HLR: {where}.{notes} {link} "
-            f"Svara FRAMME när du är där, ÅNGRA om du inte kan."
-        )
-    return (
-        f"Thank you! Go straight to the patient and start CPR: {where}.{notes} {link} "
-        f"Reply ARRIVED when there, WITHDRAW if you cannot."
-    )
+
+    return _fit(compose, fields)
 
 
 def _pick(language: str, sv: str, en: str) -> str:
@@ -208,13 +245,16 @@ def cancellation_text(language: str, *, code: str) -> str:
 
 def update_text(language: str, *, code: str, address: str, access_notes: str | None) -> str:
     """A changed address or access notes, to responders already on their way."""
-    where = _clip(address, ADDRESS_MAX)
-    notes = f" {_clip(access_notes, NOTES_MAX * 2)}" if access_notes else ""
-    return _pick(
-        language,
-        f"Larm {code}, uppdatering: {where}.{notes}",
-        f"Alert {code}, update: {where}.{notes}",
-    )
+
+    def compose(part: dict[str, str]) -> str:
+        notes = f" {part['notes']}" if part["notes"] else ""
+        return _pick(
+            language,
+            f"Larm {code}, uppdatering: {part['where']}.{notes}",
+            f"Alert {code}, update: {part['where']}.{notes}",
+        )
+
+    return _fit(compose, {"where": to_gsm7(address), "notes": to_gsm7(access_notes or "")})
 
 
 def closed_thanks_text(language: str, *, follow_up: str) -> str:
@@ -281,11 +321,3 @@ def paused_text(language: str, *, until: datetime, zone: ZoneInfo) -> str:
 
 def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
-
-
-def certification_reminder_text(language: str, *, expires_on: str) -> str:
-    return _pick(
-        language,
-        f"Responder: din HLR-utbildning går ut {expires_on}. Förnya den för att fortsätta få larm.",
-        f"Responder: your CPR training expires on {expires_on}. Renew it to keep receiving alerts.",
-    )

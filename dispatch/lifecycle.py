@@ -1,0 +1,378 @@
+"""An incident after its alerts went out: updates, cancel, close, and the timers.
+
+The timed transitions (unanswered alerts become ``no_reply`` after
+``ALERT_REPLY_WINDOW``; an incident still alerting after ``INCIDENT_MAX_AGE`` is
+closed, silently) are run by the dispatch worker through :func:`run_timers` with
+the injected clock, never by a request. Every change locks the incident row first,
+so it is serialised with replies to the same incident.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound
+from app.models import Alert, Incident, Volunteer
+from app.settings import Settings
+from dispatch import maintenance, texts
+from dispatch.events import record_event
+from dispatch.outbox import OutboundSms, queue_sms
+from dispatch.roles import lock_incident, stand_down_pending
+from geo.points import LatLon, geography_point
+
+log = structlog.get_logger(__name__)
+
+SCENE_FLAGS = (
+    "patient_under_8",
+    "trauma",
+    "intoxication",
+    "suicide",
+    "unsafe_scene",
+    "healthcare_facility",
+)
+
+
+@dataclass(frozen=True)
+class IncidentChanges:
+    """What ``PATCH`` may change; ``None`` means unchanged (access notes: see ``clear``)."""
+
+    address: str | None = None
+    access_notes: str | None = None
+    clear_access_notes: bool = False
+    flags: dict[str, bool] | None = None
+    location: LatLon | None = None
+
+
+async def _incident_for_centre(
+    session: AsyncSession, *, incident_id: uuid.UUID, centre: str | None
+) -> Incident:
+    incident = await lock_incident(session, incident_id)
+    if incident is None or (centre is not None and incident.centre != centre):
+        raise NotFound(f"no incident {incident_id}")
+    return incident
+
+
+async def _recipients(
+    session: AsyncSession, *, incident_id: uuid.UUID, condition: Any
+) -> list[tuple[Alert, str, str]]:
+    """Alerts matching ``condition`` whose volunteer can still be texted."""
+    rows = await session.execute(
+        select(Alert, Volunteer.phone, Volunteer.language)
+        .join(Volunteer, Volunteer.id == Alert.volunteer_id)
+        .where(
+            Alert.incident_id == incident_id,
+            condition,
+            Volunteer.phone.is_not(None),
+            Volunteer.opted_out.is_(False),
+        )
+    )
+    return [(alert, phone or "", language) for alert, phone, language in rows]
+
+
+async def cancel_incident(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    centre: str | None,
+    reason: str | None,
+    now: datetime,
+) -> Incident:
+    """Every open alert the volunteer received gets a cancellation SMS.
+
+    Alerts still queued are dropped by the worker instead (their incident is no
+    longer alerting), so nobody gets a cancellation for an alert they never saw.
+    Cancelling twice changes nothing; a closed incident cannot be cancelled (409).
+    """
+    incident = await _incident_for_centre(session, incident_id=incident_id, centre=centre)
+    if incident.status == "cancelled":
+        return incident
+    if incident.status == "closed":
+        raise Conflict("the incident is closed; it cannot be cancelled")
+    was_alerting = incident.status == "alerting"
+    incident.status = "cancelled"
+    incident.cancel_reason = reason
+    incident.cancelled_at = now
+    incident.updated_at = now
+    if was_alerting:
+        is_open = and_(Alert.response.in_(("pending", "accepted")), Alert.stood_down_at.is_(None))
+        recipients = await _recipients(session, incident_id=incident.id, condition=is_open)
+        await session.execute(
+            update(Alert)
+            .where(Alert.incident_id == incident.id, is_open)
+            .values(cancelled_at=now, updated_at=now)
+        )
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=phone,
+                    body=texts.cancellation_text(language, code=alert.code),
+                    purpose="cancellation",
+                    volunteer_id=alert.volunteer_id,
+                    incident_id=incident.id,
+                    alert_id=alert.id,
+                )
+                for alert, phone, language in recipients
+                if alert.delivery_status not in ("queued", "failed") or alert.response == "accepted"
+            ],
+            now=now,
+        )
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="incident.cancelled",
+        data={"status": "cancelled", "reason": reason, "at": now.isoformat()},
+    )
+    return incident
+
+
+async def close_incident(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    centre: str | None,
+    outcome: str | None,
+    now: datetime,
+    settings: Settings,
+    silent: bool = False,
+) -> Incident:
+    """End the incident; responders holding a role are thanked with the follow-up contact.
+
+    Closing a closed incident changes nothing; a cancelled one cannot be closed (409).
+    """
+    incident = await _incident_for_centre(session, incident_id=incident_id, centre=centre)
+    if incident.status == "closed":
+        return incident
+    if incident.status == "cancelled":
+        raise Conflict("the incident is cancelled; it cannot be closed")
+    incident.status = "closed"
+    incident.close_outcome = outcome
+    incident.closed_at = now
+    incident.updated_at = now
+    if not silent:
+        responders = await _recipients(
+            session,
+            incident_id=incident.id,
+            condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
+        )
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=phone,
+                    body=texts.closed_thanks_text(language, follow_up=settings.follow_up_text),
+                    purpose="thanks",
+                    volunteer_id=alert.volunteer_id,
+                    incident_id=incident.id,
+                    alert_id=alert.id,
+                )
+                for alert, phone, language in responders
+            ],
+            now=now,
+        )
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="incident.closed",
+        data={
+            "status": "closed",
+            "outcome": outcome,
+            "automatic": silent,
+            "at": now.isoformat(),
+        },
+    )
+    return incident
+
+
+async def update_incident(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    centre: str | None,
+    changes: IncidentChanges,
+    now: datetime,
+    settings: Settings,
+) -> Incident:
+    """Apply a dispatcher's update (SPEC 3.7).
+
+    Responders holding a role get the new address or access notes by SMS; a scene
+    flag that now excludes the incident stands everyone down (it becomes
+    ``not_alerted`` with that flag as the reason); a new location alerts the next
+    nearest volunteers not yet alerted, at the new place.
+    """
+    incident = await _incident_for_centre(session, incident_id=incident_id, centre=centre)
+    if incident.status in ("cancelled", "closed"):
+        raise Conflict(f"the incident is {incident.status}; it cannot be updated")
+    changed: dict[str, Any] = {}
+    if changes.address is not None and changes.address != incident.address:
+        incident.address = changes.address
+        changed["address"] = changes.address
+    notes = None if changes.clear_access_notes else changes.access_notes
+    if (changes.clear_access_notes or notes is not None) and notes != incident.access_notes:
+        incident.access_notes = notes
+        changed["access_notes"] = notes
+    newly_excluding: str | None = None
+    if changes.flags is not None:
+        flags = {**incident.flags, **changes.flags}
+        if flags != incident.flags:
+            for name in SCENE_FLAGS:
+                if flags.get(name) and not incident.flags.get(name):
+                    newly_excluding = newly_excluding or name
+            incident.flags = flags
+            changed["flags"] = flags
+    if changes.location is not None:
+        incident.location = geography_point(changes.location)
+        changed["location"] = {"lat": changes.location.lat, "lon": changes.location.lon}
+    if not changed:
+        return incident
+    incident.updated_at = now
+    await session.flush()
+    alerting = incident.status == "alerting"
+    if alerting and newly_excluding is not None:
+        await _stand_everyone_down(session, incident=incident, now=now)
+        incident.status = "not_alerted"
+        incident.not_alerted_reason = f"flag:{newly_excluding}"
+    elif alerting and ("address" in changed or "access_notes" in changed):
+        responders = await _recipients(
+            session,
+            incident_id=incident.id,
+            condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
+        )
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=phone,
+                    body=texts.update_text(
+                        language,
+                        code=alert.code,
+                        address=incident.address,
+                        access_notes=incident.access_notes,
+                    ),
+                    purpose="update",
+                    volunteer_id=alert.volunteer_id,
+                    incident_id=incident.id,
+                    alert_id=alert.id,
+                )
+                for alert, phone, language in responders
+            ],
+            now=now,
+        )
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="incident.updated",
+        data={**changed, "status": incident.status, "at": now.isoformat()},
+    )
+    if incident.status == "alerting" and changes.location is not None:
+        from dispatch.alerting import alert_more
+
+        await alert_more(session, incident=incident, settings=settings, now=now)
+    return incident
+
+
+async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
+    """Pending volunteers are stood down; responders on their way are told not to go."""
+    await stand_down_pending(session, incident=incident, now=now)
+    responders = await _recipients(
+        session,
+        incident_id=incident.id,
+        condition=and_(Alert.response == "accepted", Alert.stood_down_at.is_(None)),
+    )
+    await session.execute(
+        update(Alert)
+        .where(
+            Alert.incident_id == incident.id,
+            Alert.response == "accepted",
+            Alert.stood_down_at.is_(None),
+        )
+        .values(stood_down_at=now, updated_at=now)
+    )
+    await queue_sms(
+        session,
+        [
+            OutboundSms(
+                phone=phone,
+                body=texts.cancellation_text(language, code=alert.code),
+                purpose="cancellation",
+                volunteer_id=alert.volunteer_id,
+                incident_id=incident.id,
+                alert_id=alert.id,
+            )
+            for alert, phone, language in responders
+        ],
+        now=now,
+    )
+
+
+async def expire_unanswered(session: AsyncSession, *, now: datetime, settings: Settings) -> int:
+    """Pending alerts older than the reply window become ``no_reply``."""
+    rows = (
+        await session.execute(
+            update(Alert)
+            .where(
+                Alert.response == "pending",
+                Alert.created_at <= now - settings.alert_reply_window,
+            )
+            .values(response="no_reply", updated_at=now)
+            .returning(Alert.id, Alert.incident_id)
+        )
+    ).all()
+    by_incident: dict[uuid.UUID, list[str]] = {}
+    for alert_id, incident_id in rows:
+        by_incident.setdefault(incident_id, []).append(str(alert_id))
+    for incident_id, alert_ids in by_incident.items():
+        await record_event(
+            session,
+            incident_id=incident_id,
+            type="alerts.no_reply",
+            data={"alert_ids": alert_ids, "at": now.isoformat()},
+        )
+    return len(rows)
+
+
+async def close_stale_incidents(session: AsyncSession, *, now: datetime, settings: Settings) -> int:
+    """Incidents still alerting after ``INCIDENT_MAX_AGE`` are closed without any SMS."""
+    stale = (
+        await session.execute(
+            select(Incident.id)
+            .where(
+                Incident.status == "alerting",
+                Incident.created_at <= now - settings.incident_max_age,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    count = 0
+    for incident_id in list(stale):
+        await close_incident(
+            session,
+            incident_id=incident_id,
+            centre=None,
+            outcome="closed automatically",
+            now=now,
+            settings=settings,
+            silent=True,
+        )
+        count += 1
+    return count
+
+
+async def run_timers(session: AsyncSession, *, now: datetime, settings: Settings) -> None:
+    """Every timed transition, in one transaction of the worker."""
+    await expire_unanswered(session, now=now, settings=settings)
+    await close_stale_incidents(session, now=now, settings=settings)
+    await maintenance.purge_live_locations(
+        session, now=now, retention=settings.live_location_retention
+    )
+    await maintenance.queue_certification_reminders(session, now=now, settings=settings)

@@ -1,0 +1,363 @@
+"""A volunteer's SMS, from arrival to answer: the one path for Twilio and the CLI.
+
+Guarantees:
+- Idempotent by provider message id: the inbound row is inserted first (unique
+  ``provider_sid``); a webhook retried with the same ``MessageSid`` gets the stored
+  answer and changes nothing.
+- A YES counts whatever the delivery receipts say: delivery, response and outcome
+  are separate columns.
+- Replies to one incident are serialised on its row lock, so roles are handed out
+  strictly in order of arrival and two simultaneous YES never take one slot.
+- Every inbound message gets an answer (help for what cannot be understood); the
+  caller sends it back as TwiML.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Aed, Alert, Incident, Message, Volunteer
+from app.settings import Settings
+from dispatch import texts
+from dispatch.events import record_event
+from dispatch.replies import Reply, parse_reply
+from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
+from geo.points import latitude, longitude
+
+BODY_STORE_LIMIT = 1600
+RECENT_ALERT_WINDOW = timedelta(hours=12)
+"""How far back a reply without an open alert is taken to be about an ended alert."""
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    message_sid: str
+    from_phone: str
+    body: str
+
+
+async def handle_inbound_sms(
+    session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
+) -> str:
+    """Store the SMS, apply it, and return the answer to send back (stored with it)."""
+    inserted = (
+        await session.execute(
+            pg_insert(Message)
+            .values(
+                id=uuid.uuid4(),
+                direction="in",
+                purpose="reply",
+                phone=sms.from_phone[:20],
+                body=sms.body[:BODY_STORE_LIMIT],
+                provider_sid=sms.message_sid[:64],
+                status="received",
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[Message.provider_sid])
+            .returning(Message.id)
+        )
+    ).scalar_one_or_none()
+    if inserted is None:
+        stored = (
+            await session.execute(
+                select(Message.reply_body).where(Message.provider_sid == sms.message_sid[:64])
+            )
+        ).scalar_one_or_none()
+        return stored or texts.help_text("sv")
+    volunteer = (
+        await session.execute(
+            select(Volunteer)
+            .where(Volunteer.phone == sms.from_phone, Volunteer.status != "erased")
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if volunteer is None:
+        answer = texts.unknown_sender_text()
+        alert_id = incident_id = None
+    else:
+        outcome = await apply_reply(
+            session, volunteer=volunteer, reply=parse_reply(sms.body), now=now, settings=settings
+        )
+        answer, alert_id, incident_id = outcome.answer, outcome.alert_id, outcome.incident_id
+    await session.execute(
+        update(Message)
+        .where(Message.id == inserted)
+        .values(
+            reply_body=answer,
+            volunteer_id=volunteer.id if volunteer else None,
+            alert_id=alert_id,
+            incident_id=incident_id,
+        )
+    )
+    return answer
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: str
+    alert_id: uuid.UUID | None = None
+    incident_id: uuid.UUID | None = None
+
+
+async def apply_reply(
+    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime, settings: Settings
+) -> Outcome:
+    language = volunteer.language
+    if reply.intent == "unknown" or reply.intent == "help":
+        return Outcome(texts.help_text(language))
+    if reply.intent == "stop":
+        volunteer.opted_out = True
+        return Outcome(texts.opted_out_text(language))
+    if reply.intent == "start":
+        volunteer.opted_out = False
+        return Outcome(texts.opted_in_text(language))
+    if reply.intent == "pause":
+        until = now + timedelta(hours=reply.hours or 8)
+        volunteer.paused_until = until
+        return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
+    if reply.intent == "resume":
+        volunteer.paused_until = None
+        return Outcome(texts.resumed_text(language))
+    return await _answer_alert(
+        session, volunteer=volunteer, reply=reply, now=now, settings=settings
+    )
+
+
+async def _answer_alert(
+    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime, settings: Settings
+) -> Outcome:
+    language = volunteer.language
+    target = await _target_alert(session, volunteer=volunteer, reply=reply, now=now)
+    if isinstance(target, str):
+        return Outcome(target)
+    incident = await lock_incident(session, target.incident_id)
+    alert = (
+        await session.execute(select(Alert).where(Alert.id == target.id).with_for_update())
+    ).scalar_one()
+    if incident is None or not _open_row(alert, incident.status):
+        return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
+    if reply.intent == "arrived":
+        answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
+    else:
+        change = {"accept": _accept, "decline": _decline, "withdraw": _withdraw}[reply.intent]
+        answer = await change(
+            session, incident=incident, alert=alert, lang=language, now=now, settings=settings
+        )
+    return Outcome(answer, alert.id, incident.id)
+
+
+async def _target_alert(
+    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime
+) -> Alert | str:
+    """The alert a reply is about, or the answer when that cannot be known."""
+    language = volunteer.language
+    recent = (
+        await session.execute(
+            select(Alert, Incident.status)
+            .join(Incident, Incident.id == Alert.incident_id)
+            .where(
+                Alert.volunteer_id == volunteer.id,
+                Alert.created_at >= now - RECENT_ALERT_WINDOW,
+            )
+            .order_by(Alert.created_at.desc())
+        )
+    ).all()
+    if reply.code is not None:
+        coded = [alert for alert, _ in recent if alert.code == reply.code]
+        if not coded:
+            return texts.help_text(language)
+        open_coded = [
+            alert
+            for alert, status in recent
+            if alert.code == reply.code and _open_row(alert, status)
+        ]
+        return (open_coded or coded)[0]
+    wanted = ("accepted",) if reply.intent in ("withdraw", "arrived") else ("pending", "accepted")
+    candidates = [
+        alert for alert, status in recent if _open_row(alert, status) and alert.response in wanted
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        verb = {"accept": "YES", "decline": "NO", "withdraw": "WITHDRAW", "arrived": "ARRIVED"}
+        return texts.which_alert_text(
+            language,
+            codes=[alert.code for alert in candidates],
+            verb=verb[reply.intent],
+        )
+    if recent:
+        return recent[0][0]
+    return texts.help_text(language)
+
+
+def _open_row(alert: Alert, incident_status: str) -> bool:
+    return (
+        incident_status == "alerting"
+        and alert.response in ("pending", "accepted")
+        and alert.stood_down_at is None
+    )
+
+
+async def _accept(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    alert: Alert,
+    lang: str,
+    now: datetime,
+    settings: Settings,
+) -> str:
+    if alert.response == "accepted" and alert.role is not None:
+        return await instructions(session, incident=incident, alert=alert, language=lang)
+    role = choose_role(
+        await open_slots(session, incident), detour_m=alert.aed_detour_m, settings=settings
+    )
+    alert.response = "accepted"
+    alert.responded_at = now
+    alert.accepted_at = now
+    alert.updated_at = now
+    if role is None:
+        alert.stood_down_at = now
+    else:
+        alert.role = role
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="alert.accepted",
+        data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
+    )
+    if role is None:
+        return texts.not_needed_text(lang)
+    await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
+    return await instructions(session, incident=incident, alert=alert, language=lang)
+
+
+async def _decline(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    alert: Alert,
+    lang: str,
+    now: datetime,
+    settings: Settings,
+) -> str:
+    if alert.response == "accepted":
+        return await _withdraw(
+            session, incident=incident, alert=alert, lang=lang, now=now, settings=settings
+        )
+    alert.response = "declined"
+    alert.responded_at = now
+    alert.updated_at = now
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="alert.declined",
+        data={"alert_id": str(alert.id), "at": now.isoformat()},
+    )
+    await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
+    return texts.declined_text(lang)
+
+
+async def _withdraw(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    alert: Alert,
+    lang: str,
+    now: datetime,
+    settings: Settings,
+) -> str:
+    if alert.response != "accepted":
+        return texts.help_text(lang)
+    role = alert.role
+    alert.response = "withdrawn"
+    alert.role = None
+    alert.responded_at = now
+    alert.updated_at = now
+    await session.flush()
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="alert.withdrawn",
+        data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
+    )
+    pending = (
+        await session.execute(
+            select(func.count()).where(
+                Alert.incident_id == incident.id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalar_one()
+    if pending == 0:
+        from dispatch.alerting import alert_more
+
+        await alert_more(session, incident=incident, settings=settings, now=now)
+    return texts.withdrawn_text(lang)
+
+
+async def _arrive(
+    session: AsyncSession, *, incident: Incident, alert: Alert, lang: str, now: datetime
+) -> str:
+    if alert.response != "accepted" or alert.role is None:
+        return texts.help_text(lang)
+    if alert.arrived_at is None:
+        alert.arrived_at = now
+        alert.updated_at = now
+        await session.flush()
+        await record_event(
+            session,
+            incident_id=incident.id,
+            type="alert.arrived",
+            data={"alert_id": str(alert.id), "at": now.isoformat()},
+        )
+    return texts.arrived_text(lang)
+
+
+async def instructions(
+    session: AsyncSession, *, incident: Incident, alert: Alert, language: str
+) -> str:
+    """Where to go and what to do, for the role the volunteer now holds."""
+    point = (
+        await session.execute(
+            select(latitude(Incident.location), longitude(Incident.location)).where(
+                Incident.id == incident.id
+            )
+        )
+    ).one()
+    aed: Any = None
+    if alert.role == "aed" and incident.nearest_aed_id is not None:
+        aed = await session.get(Aed, incident.nearest_aed_id)
+    return texts.instructions_text(
+        language,
+        role=alert.role or "cpr",
+        address=incident.address,
+        access_notes=incident.access_notes,
+        lat=point[0],
+        lon=point[1],
+        aed_address=aed.address if aed else None,
+        aed_description=aed.description if aed else None,
+        aed_access=_access_summary(aed.access) if aed else None,
+    )
+
+
+def _access_summary(access: Any) -> str | None:
+    if access == "always" or access is None:
+        return None
+    windows = [
+        f"{'/'.join(window.get('days', []))} {window.get('start')}-{window.get('end')}"
+        for window in access
+        if isinstance(window, dict)
+    ]
+    return ", ".join(windows) or None

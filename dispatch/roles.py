@@ -1,0 +1,174 @@
+"""Who goes where: role assignment and stand-down, per SPEC 3.4.
+
+The rules are pure functions of the incident's open slots and the volunteer's AED
+detour, so they are tested exhaustively without a database; the caller holds the
+incident row lock (``SELECT … FOR UPDATE``) while it counts the slots and applies
+the decision, so two simultaneous YES never take one slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Alert, Incident, Volunteer
+from app.settings import Settings
+from dispatch.events import record_event
+from dispatch.outbox import OutboundSms, queue_sms
+from dispatch.texts import stand_down_text
+
+Role = Literal["cpr", "aed"]
+
+
+@dataclass(frozen=True)
+class Slots:
+    cpr_open: int
+    aed_open: int
+    cpr_taken: int
+
+    @property
+    def full(self) -> bool:
+        return self.cpr_open <= 0 and self.aed_open <= 0
+
+
+def choose_role(slots: Slots, *, detour_m: float | None, settings: Settings) -> Role | None:
+    """Rules a–d, in order; ``None`` means thanked and told they are not needed."""
+    aed_reachable = detour_m is not None and detour_m <= settings.aed_max_detour_m
+    if (
+        slots.aed_open > 0
+        and aed_reachable
+        and (
+            slots.cpr_taken > 0
+            or (detour_m is not None and detour_m <= settings.aed_first_detour_m)
+        )
+    ):
+        return "aed"
+    if slots.cpr_open > 0:
+        return "cpr"
+    if slots.aed_open > 0 and aed_reachable:
+        return "aed"
+    return None
+
+
+def should_stand_down(
+    slots: Slots, *, pending_detours: list[float | None], settings: Settings
+) -> bool:
+    """Every slot is full, or CPR is full and no pending volunteer could take the AED."""
+    if slots.full:
+        return True
+    if slots.cpr_open > 0:
+        return False
+    return not any(
+        detour is not None and detour <= settings.aed_max_detour_m for detour in pending_detours
+    )
+
+
+async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incident | None:
+    """The incident row, locked until commit: replies to one incident are serialised."""
+    return (
+        await session.execute(select(Incident).where(Incident.id == incident_id).with_for_update())
+    ).scalar_one_or_none()
+
+
+async def open_slots(session: AsyncSession, incident: Incident) -> Slots:
+    rows = (
+        await session.execute(
+            select(Alert.role, func.count())
+            .where(
+                Alert.incident_id == incident.id,
+                Alert.response == "accepted",
+                Alert.role.is_not(None),
+            )
+            .group_by(Alert.role)
+        )
+    ).all()
+    taken: dict[str | None, int] = {row[0]: row[1] for row in rows}
+    aed_slots = incident.aed_slots if incident.nearest_aed_id is not None else 0
+    return Slots(
+        cpr_open=incident.cpr_slots - taken.get("cpr", 0),
+        aed_open=aed_slots - taken.get("aed", 0),
+        cpr_taken=taken.get("cpr", 0),
+    )
+
+
+async def stand_down_if_complete(
+    session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
+) -> int:
+    """Stand down every pending volunteer once the slots no longer need them."""
+    slots = await open_slots(session, incident)
+    pending = (
+        await session.execute(
+            select(Alert.aed_detour_m).where(
+                Alert.incident_id == incident.id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalars()
+    if not should_stand_down(slots, pending_detours=list(pending), settings=settings):
+        return 0
+    return await stand_down_pending(session, incident=incident, now=now)
+
+
+async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: datetime) -> int:
+    """Tell every pending volunteer they need not go; those never reached get no SMS."""
+    rows = (
+        await session.execute(
+            update(Alert)
+            .where(
+                Alert.incident_id == incident.id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+            .values(stood_down_at=now, updated_at=now)
+            .returning(Alert.id, Alert.code, Alert.volunteer_id, Alert.delivery_status)
+        )
+    ).all()
+    if not rows:
+        return 0
+    reached = [row for row in rows if row.delivery_status not in ("queued", "failed")]
+    volunteers = await _contacts(session, [row.volunteer_id for row in reached])
+    await queue_sms(
+        session,
+        [
+            OutboundSms(
+                phone=volunteers[row.volunteer_id][0],
+                body=stand_down_text(volunteers[row.volunteer_id][1], code=row.code),
+                purpose="stand_down",
+                volunteer_id=row.volunteer_id,
+                incident_id=incident.id,
+                alert_id=row.id,
+            )
+            for row in reached
+            if volunteers.get(row.volunteer_id, (None, ""))[0]
+        ],
+        now=now,
+    )
+    await record_event(
+        session,
+        incident_id=incident.id,
+        type="alerts.stood_down",
+        data={"alert_ids": [str(row.id) for row in rows], "at": now.isoformat()},
+    )
+    return len(rows)
+
+
+async def _contacts(
+    session: AsyncSession, volunteer_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, str]]:
+    """Phone and language of each volunteer still reachable (not erased, not opted out)."""
+    if not volunteer_ids:
+        return {}
+    rows = await session.execute(
+        select(Volunteer.id, Volunteer.phone, Volunteer.language).where(
+            Volunteer.id.in_(volunteer_ids),
+            Volunteer.phone.is_not(None),
+            Volunteer.opted_out.is_(False),
+        )
+    )
+    return {row.id: (row.phone, row.language) for row in rows}
