@@ -26,6 +26,7 @@ from app.routers import (
     aeds,
     certifications,
     health,
+    incident_actions,
     incidents,
     locations,
     me,
@@ -137,6 +138,7 @@ def create_app(
     app.include_router(me.router)
     app.include_router(locations.router)
     app.include_router(webhooks.router)
+    app.include_router(incident_actions.router)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

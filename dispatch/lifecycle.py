@@ -22,22 +22,13 @@ from app.errors import Conflict, NotFound
 from app.models import Alert, Incident, Volunteer
 from app.settings import Settings
 from dispatch import maintenance, texts
+from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.events import record_event
 from dispatch.outbox import OutboundSms, queue_sms
 from dispatch.roles import lock_incident, stand_down_pending
 from geo.points import LatLon, geography_point
 
 log = structlog.get_logger(__name__)
-
-SCENE_FLAGS = (
-    "patient_under_8",
-    "trauma",
-    "intoxication",
-    "suicide",
-    "unsafe_scene",
-    "healthcare_facility",
-)
-
 
 @dataclass(frozen=True)
 class IncidentChanges:
@@ -275,8 +266,6 @@ async def update_incident(
         data={**changed, "status": incident.status, "at": now.isoformat()},
     )
     if incident.status == "alerting" and changes.location is not None:
-        from dispatch.alerting import alert_more
-
         await alert_more(session, incident=incident, settings=settings, now=now)
     return incident
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import Aed, Alert, Incident, Message, Volunteer
 from app.settings import Settings
 from dispatch import texts
+from dispatch.alerting import alert_more
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
 from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
@@ -301,8 +302,6 @@ async def _withdraw(
         )
     ).scalar_one()
     if pending == 0:
-        from dispatch.alerting import alert_more
-
         await alert_more(session, incident=incident, settings=settings, now=now)
     return texts.withdrawn_text(lang)
 

@@ -1,0 +1,212 @@
+"""Acting on an incident after creation: update, cancel, close, and its event stream.
+
+Changes are the dispatch centre's (a dispatcher of another centre gets 404); the
+event stream is readable by the centre and by administrators.
+
+The stream is server-sent events over a plain ``StreamingResponse`` (no extra
+dependency): each ``incident_event`` row is one SSE event whose id is the row id,
+so ``Last-Event-ID`` replays exactly what a reconnecting client missed. New events
+are announced through the database (``NOTIFY responder_events``), so a change made
+by any process reaches every stream; the process's :class:`EventHub` holds the one
+LISTEN connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import Principal
+from app.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
+from app.errors import NotFound
+from app.models import Incident, IncidentEvent
+from app.problems import error_responses
+from app.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
+from dispatch.events import EventHub
+from dispatch.lifecycle import cancel_incident, close_incident, update_incident
+from dispatch.views import IncidentView, incident_view
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+KEEPALIVE_S = 15.0
+FALLBACK_POLL_S = 2.0
+REPLAY_BATCH = 500
+
+
+@router.patch(
+    "/{incident_id}",
+    response_model=IncidentView,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+)
+async def patch_incident(
+    incident_id: uuid.UUID,
+    body: IncidentUpdate,
+    caller: DispatcherDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> IncidentView:
+    """Address or access notes reach responders by SMS; an excluding flag stands all down."""
+    await update_incident(
+        session,
+        incident_id=incident_id,
+        centre=caller.centre,
+        changes=body.to_changes(),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return await incident_view(session, incident_id=incident_id)
+
+
+@router.post(
+    "/{incident_id}/cancel",
+    response_model=IncidentView,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+)
+async def cancel(
+    incident_id: uuid.UUID,
+    caller: DispatcherDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: CancelRequest | None = None,
+) -> IncidentView:
+    """Every open alert gets a cancellation SMS; cancelling again changes nothing."""
+    await cancel_incident(
+        session,
+        incident_id=incident_id,
+        centre=caller.centre,
+        reason=body.reason if body else None,
+        now=runtime.clock.now(),
+    )
+    return await incident_view(session, incident_id=incident_id)
+
+
+@router.post(
+    "/{incident_id}/close",
+    response_model=IncidentView,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+)
+async def close(
+    incident_id: uuid.UUID,
+    caller: DispatcherDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: CloseRequest | None = None,
+) -> IncidentView:
+    """The incident ends; responders are thanked with the follow-up contact."""
+    await close_incident(
+        session,
+        incident_id=incident_id,
+        centre=caller.centre,
+        outcome=body.outcome if body else None,
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return await incident_view(session, incident_id=incident_id)
+
+
+async def _ensure_visible(session: AsyncSession, incident_id: uuid.UUID, caller: Principal) -> None:
+    statement = select(Incident.id).where(Incident.id == incident_id)
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    if (await session.execute(statement)).scalar_one_or_none() is None:
+        raise NotFound("no such incident")
+
+
+def format_event(event: IncidentEvent) -> str:
+    data = json.dumps(
+        {"type": event.type, "at": event.created_at.isoformat(), **event.data},
+        separators=(",", ":"),
+    )
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+async def incident_event_stream(
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    incident_id: uuid.UUID,
+    after_id: int,
+    hub: EventHub | None,
+    keepalive_s: float = KEEPALIVE_S,
+) -> AsyncIterator[str]:
+    """Events after ``after_id``, then each new one as it is committed, until cancelled."""
+    waiter = hub.subscribe(incident_id) if hub is not None else None
+    last_id = after_id
+    try:
+        yield "retry: 2000\n\n"
+        while hub is None or not hub.stopping:
+            if waiter is not None:
+                waiter.clear()
+            async with session_factory() as session:
+                events = (
+                    (
+                        await session.execute(
+                            select(IncidentEvent)
+                            .where(
+                                IncidentEvent.incident_id == incident_id,
+                                IncidentEvent.id > last_id,
+                            )
+                            .order_by(IncidentEvent.id)
+                            .limit(REPLAY_BATCH)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            for event in events:
+                last_id = event.id
+                yield format_event(event)
+            if len(events) == REPLAY_BATCH:
+                continue
+            if waiter is None:
+                await asyncio.sleep(FALLBACK_POLL_S)
+                continue
+            try:
+                await asyncio.wait_for(waiter.wait(), keepalive_s)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+    finally:
+        if hub is not None and waiter is not None:
+            hub.unsubscribe(incident_id, waiter)
+
+
+@router.get(
+    "/{incident_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events: one per alert or incident change, with ids",
+        },
+        **error_responses(401, 403, 404, 422),
+    },
+)
+async def incident_events(
+    incident_id: uuid.UUID,
+    caller: ReaderDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Every change as it happens; send ``Last-Event-ID`` to replay what was missed."""
+    await _ensure_visible(session, incident_id, caller)
+    after_id = 0
+    if last_event_id is not None:
+        with contextlib.suppress(ValueError):
+            after_id = max(0, int(last_event_id.strip()))
+    stream = incident_event_stream(
+        runtime.session_factory, incident_id=incident_id, after_id=after_id, hub=runtime.events
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
