@@ -1,0 +1,463 @@
+"""The service as in production, driven over HTTP: alert path, webhooks, live locations.
+
+``running_service`` starts the Twilio sink and ``responder serve`` (API and dispatch
+worker in one process, the production default) as subprocesses against the bench
+database; the load generator here is a separate process with httpx clients, so the
+figures include HTTP parsing, authentication, rate limiting and the real Twilio
+client in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.request_validator import RequestValidator
+
+from app.auth import Role, issue_key
+from app.db import create_engine, create_session_factory, sync_url, unit_of_work
+
+ACCOUNT_SID = "AC" + "be7c4" * 6 + "00"
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+SERVICE_NUMBER = "+46700000000"
+CENTRE = "bench"
+TRANSIENT_TABLES = "incident, alert, message, selection_record, incident_event, rate_limit_bucket"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    base_url: str
+    sink_url: str
+    pid: int
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited at start; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within 120 s; see {log}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def running_service(database_url: str, *, logs: Path) -> Iterator[Service]:
+    """The Twilio sink and ``responder serve`` as subprocesses; stopped on exit."""
+    logs.mkdir(parents=True, exist_ok=True)
+    sink_port, api_port = free_port(), free_port()
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    base_url = f"http://127.0.0.1:{api_port}"
+    sink_log = logs / "twilio-sink.log"
+    service_log = logs / "service.log"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RESPONDER_")}
+    env.update(
+        RESPONDER_DATABASE_URL=database_url,
+        RESPONDER_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        RESPONDER_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        RESPONDER_TWILIO_FROM=SERVICE_NUMBER,
+        RESPONDER_TWILIO_API_BASE=sink_url,
+        RESPONDER_PUBLIC_BASE_URL=base_url,
+        RESPONDER_LOG_LEVEL="WARNING",
+        RESPONDER_LOG_FORMAT="json",
+    )
+    with sink_log.open("wb") as sink_out, service_log.open("wb") as service_out:
+        sink = subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "bench.twilio_sink", "--port", str(sink_port)],
+            stdout=sink_out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        service: subprocess.Popen[bytes] | None = None
+        try:
+            _wait_until_up(f"{sink_url}/_bench/arrivals", sink, sink_log)
+            service = subprocess.Popen(  # noqa: S603 - our own entry point
+                [
+                    str(Path(sys.executable).with_name("responder")),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                ],
+                stdout=service_out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            _wait_until_up(f"{base_url}/healthz", service, service_log)
+            yield Service(base_url=base_url, sink_url=sink_url, pid=service.pid)
+        finally:
+            if service is not None:
+                _stop(service)
+            _stop(sink)
+
+
+@dataclass
+class Credentials:
+    dispatcher: dict[str, str]
+    locator: dict[str, str]
+    volunteers: list[tuple[uuid.UUID, dict[str, str]]] = field(default_factory=list)
+
+
+async def reset_activity(database_url: str) -> None:
+    """Forget earlier runs' incidents, alerts, messages and rate-limit counters.
+
+    Otherwise cooldowns and duplicate detection from a previous run would change
+    who is alerted, and the figures would depend on history.
+    """
+    connection = await asyncpg.connect(sync_url(database_url))
+    try:
+        await connection.execute(f"TRUNCATE {TRANSIENT_TABLES} CASCADE")
+        await connection.execute("DELETE FROM api_key WHERE name LIKE 'bench-%'")
+    finally:
+        await connection.close()
+
+
+async def issue_credentials(database_url: str, *, volunteer_tokens: int) -> Credentials:
+    """Keys for each role the benchmark plays, made the way the CLI makes them."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with unit_of_work(create_session_factory(engine)) as session:
+
+            async def key(role: Role, name: str, **extra: Any) -> dict[str, str]:
+                plaintext, _ = await issue_key(session, role=role, name=name, **extra)
+                return {"Authorization": f"Bearer {plaintext}"}
+
+            credentials = Credentials(
+                dispatcher=await key("dispatcher", "bench-dispatcher", centre=CENTRE),
+                locator=await key("locator", "bench-locator"),
+            )
+            for volunteer_id in await _active_volunteer_ids(session, volunteer_tokens):
+                headers = await key("volunteer", "bench-app", volunteer_id=volunteer_id)
+                credentials.volunteers.append((volunteer_id, headers))
+    finally:
+        await engine.dispose()
+    return credentials
+
+
+async def _active_volunteer_ids(session: AsyncSession, count: int) -> list[uuid.UUID]:
+    from sqlalchemy import select
+
+    from app.models import Volunteer
+
+    result = await session.execute(
+        select(Volunteer.id).where(Volunteer.status == "active").order_by(Volunteer.id).limit(count)
+    )
+    return list(result.scalars())
+
+
+def summary_ms(samples: Sequence[float]) -> dict[str, float | int]:
+    """n, p50, p99, mean and max of latencies in milliseconds (nearest-rank)."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))], 2)
+
+    return {
+        "n": len(ordered),
+        "p50": rank(0.50),
+        "p99": rank(0.99),
+        "mean": round(sum(ordered) / len(ordered), 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+_ADDRESS = re.compile(r"Benchgatan (\d+)-(\d+)")
+
+
+async def measure_alert_path(
+    service: Service,
+    credentials: Credentials,
+    *,
+    points: Sequence[tuple[float, float]],
+    interval_s: float,
+    run_tag: int,
+) -> dict[str, Any]:
+    """POST accepted → the last of the incident's alert requests received by the sink.
+
+    Incidents are posted one at a time at a fixed pace (open loop, far below
+    capacity), which is how cardiac arrests arrive; each incident's address carries
+    its number so that the sink's arrivals can be attributed to it.
+    """
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+        await client.delete(f"{service.sink_url}/_bench/arrivals")
+        posted: dict[int, tuple[float, float, int]] = {}
+        statuses: dict[str, int] = {}
+        for number, (lat, lon) in enumerate(points):
+            started = time.monotonic()
+            response = await client.post(
+                "/v1/incidents",
+                headers=credentials.dispatcher,
+                json={
+                    "external_ref": f"BENCH-{run_tag}-{number}",
+                    "kind": "cardiac_arrest",
+                    "location": {"lat": lat, "lon": lon},
+                    "address": f"Benchgatan {run_tag}-{number}",
+                },
+            )
+            accepted = time.monotonic()
+            statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+            if response.status_code in (200, 201):
+                alerted = int(response.json().get("counts", {}).get("alerted", 0))
+                posted[number] = (started, accepted, alerted)
+            await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+        expected = sum(alerted for _, _, alerted in posted.values())
+        arrivals = await _wait_for_arrivals(client, service.sink_url, expected)
+    last: dict[int, float] = {}
+    received: dict[int, int] = {}
+    for arrival in arrivals:
+        match = _ADDRESS.search(arrival.get("body") or "")
+        if match and int(match.group(1)) == run_tag:
+            number = int(match.group(2))
+            last[number] = max(last.get(number, 0.0), arrival["t"])
+            received[number] = received.get(number, 0) + 1
+    full = [n for n, (_, _, alerted) in posted.items() if alerted and received.get(n) == alerted]
+    alerted_counts = [float(alerted) for _, _, alerted in posted.values()]
+    return {
+        "incidents": len(points),
+        "http_statuses": statuses,
+        "alerts_per_incident": summary_ms(alerted_counts),
+        "incidents_alerted": sum(1 for count in alerted_counts if count > 0),
+        "incidents_with_30_alerts": sum(1 for count in alerted_counts if count == 30),
+        "incidents_fully_received": len(full),
+        "alerts_expected": expected,
+        "alerts_received": sum(received.values()),
+        "accepted_to_last_request_ms": summary_ms([(last[n] - posted[n][1]) * 1000 for n in full]),
+        "posted_to_last_request_ms": summary_ms([(last[n] - posted[n][0]) * 1000 for n in full]),
+        "post_response_ms": summary_ms([(b - a) * 1000 for a, b, _ in posted.values()]),
+    }
+
+
+async def _wait_for_arrivals(
+    client: httpx.AsyncClient, sink_url: str, expected: int
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        arrivals: list[dict[str, Any]] = (await client.get(f"{sink_url}/_bench/arrivals")).json()
+        if len(arrivals) >= expected or time.monotonic() > deadline:
+            return arrivals
+        await asyncio.sleep(0.2)
+
+
+async def _drive(
+    requests: Sequence[Any],
+    *,
+    concurrency: int,
+    send: Any,
+) -> tuple[list[float], dict[str, int], float]:
+    """Run ``send(item)`` over every item with ``concurrency`` workers; latencies in ms."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    queue = iter(requests)
+
+    async def worker() -> None:
+        for item in queue:
+            started = time.perf_counter()
+            try:
+                status = await send(item)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, statuses, time.perf_counter() - began
+
+
+def _client(service: Service, concurrency: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=service.base_url, timeout=30, limits=limits)
+
+
+async def _alert_replies(database_url: str) -> list[tuple[str, str]]:
+    """(phone, code) of every alert so far, so that replies change real state."""
+    connection = await asyncpg.connect(sync_url(database_url))
+    try:
+        rows = await connection.fetch(
+            "SELECT v.phone, a.code FROM alert AS a JOIN volunteer AS v ON v.id = a.volunteer_id"
+            " ORDER BY a.created_at"
+        )
+    finally:
+        await connection.close()
+    return [(row["phone"], row["code"]) for row in rows]
+
+
+async def measure_webhooks(
+    service: Service, database_url: str, *, requests: int, concurrency: int
+) -> dict[str, Any]:
+    """Signed inbound SMS: replies to real alerts (1 in 5 YES, the rest NO), then HELP.
+
+    Each request is what Twilio sends: form fields and ``X-Twilio-Signature`` over
+    the public URL, a fresh MessageSid each.
+    """
+    validator = RequestValidator(AUTH_TOKEN)
+    url = f"{service.base_url}/webhooks/twilio/sms"
+    replies = await _alert_replies(database_url)
+    bodies: list[dict[str, str]] = []
+    for number in range(requests):
+        if number < len(replies):
+            phone, code = replies[number]
+            text = f"{'YES' if number % 5 == 0 else 'NO'} {code}"
+        else:
+            phone, text = f"+4670{9_000_000 + number % 999_999:07d}", "HELP"
+        bodies.append(
+            {
+                "MessageSid": f"SM{uuid.uuid4().hex}",
+                "AccountSid": ACCOUNT_SID,
+                "From": phone,
+                "To": SERVICE_NUMBER,
+                "Body": text,
+                "NumMedia": "0",
+            }
+        )
+
+    async with _client(service, concurrency) as client:
+
+        async def send(params: dict[str, str]) -> int:
+            signature = validator.compute_signature(url, params)
+            response = await client.post(
+                "/webhooks/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
+            )
+            return response.status_code
+
+        latencies, statuses, seconds = await _drive(bodies, concurrency=concurrency, send=send)
+    return {
+        "requests": requests,
+        "replies_to_alerts": min(requests, len(replies)),
+        "concurrency": concurrency,
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(requests / seconds, 1),
+        "latency_ms": summary_ms(latencies),
+        "http_statuses": statuses,
+    }
+
+
+def _fix(lat: float, lon: float, number: int) -> dict[str, Any]:
+    return {
+        "lat": lat + (number % 97) * 1e-5,
+        "lon": lon + (number % 89) * 1e-5,
+        "accuracy_m": 5 + number % 40,
+        "recorded_at": datetime.now(UTC).isoformat(),
+    }
+
+
+async def measure_single_locations(
+    service: Service,
+    credentials: Credentials,
+    *,
+    points: Sequence[tuple[float, float]],
+    requests: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    """``PUT /v1/me/location`` from many volunteers' app tokens at once."""
+    volunteers = credentials.volunteers
+    items = [
+        (volunteers[n % len(volunteers)][1], _fix(*points[n % len(points)], n))
+        for n in range(requests)
+    ]
+    async with _client(service, concurrency) as client:
+
+        async def send(item: tuple[dict[str, str], dict[str, Any]]) -> int:
+            headers, body = item
+            return (await client.put("/v1/me/location", headers=headers, json=body)).status_code
+
+        latencies, statuses, seconds = await _drive(items, concurrency=concurrency, send=send)
+    return {
+        "requests": requests,
+        "volunteer_tokens": len(volunteers),
+        "concurrency": concurrency,
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(requests / seconds, 1),
+        "latency_ms": summary_ms(latencies),
+        "http_statuses": statuses,
+    }
+
+
+async def measure_bulk_locations(
+    service: Service,
+    credentials: Credentials,
+    volunteer_ids: Sequence[uuid.UUID],
+    *,
+    points: Sequence[tuple[float, float]],
+    batch: int,
+    batches: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    """``POST /v1/locations/bulk`` from the positioning feed, ``batch`` fixes a request."""
+    bodies = []
+    for b in range(batches):
+        fixes = []
+        for k in range(batch):
+            n = b * batch + k
+            fixes.append(
+                {"volunteer_id": str(volunteer_ids[n % len(volunteer_ids)])}
+                | _fix(*points[n % len(points)], n)
+            )
+        bodies.append({"locations": fixes})
+    async with _client(service, concurrency) as client:
+
+        async def send(body: dict[str, Any]) -> int:
+            response = await client.post(
+                "/v1/locations/bulk", headers=credentials.locator, json=body
+            )
+            return response.status_code
+
+        latencies, statuses, seconds = await _drive(bodies, concurrency=concurrency, send=send)
+    return {
+        "points": batch * batches,
+        "batch": batch,
+        "concurrency": concurrency,
+        "seconds": round(seconds, 2),
+        "points_per_s": round(batch * batches / seconds, 1),
+        "request_latency_ms": summary_ms(latencies),
+        "http_statuses": statuses,
+    }
+
+
+async def sample_volunteer_ids(database_url: str, count: int) -> list[uuid.UUID]:
+    """Volunteers spread over the whole table, for the bulk feed (by id, one per fix)."""
+    connection = await asyncpg.connect(sync_url(database_url))
+    try:
+        rows = await connection.fetch(
+            "SELECT id FROM volunteer ORDER BY md5(id::text) LIMIT $1", count
+        )
+    finally:
+        await connection.close()
+    return [row["id"] for row in rows]

@@ -1,0 +1,428 @@
+"""The benchmark: ``.venv/bin/python -m bench.run --volunteers 1000000``.
+
+Creates (or reuses) a private cluster under ``.responder-bench/`` unless
+``RESPONDER_DATABASE_URL`` names a database, seeds it when it does not hold exactly
+that many volunteers, then measures the targets of SPEC §7, each beside a baseline
+from the same run, and writes ``bench/results/<date>.json`` (``--output`` to change)
+and a table on standard output. See ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app.db import create_engine, create_session_factory, sync_url
+from app.embedded import EmbeddedPostgres
+from app.migrate import upgrade
+from app.settings import Settings
+from bench import load, seed, sql
+from geo.points import LatLon
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PHASES = ("sql", "alert", "webhooks", "locations")
+BENCH_CLUSTER_SETTINGS = {
+    "shared_buffers": "2GB",
+    "effective_cache_size": "12GB",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "15min",
+}
+TARGETS = {
+    "selection_p99_ms": 5.0,
+    "alert_path_p50_ms": 50.0,
+    "alert_path_p99_ms": 150.0,
+    "webhooks_per_s": 500.0,
+    "single_locations_per_s": 2000.0,
+    "bulk_points_per_s": 20000.0,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each measurement to run: the full benchmark or the smoke run."""
+
+    points: int = 1000
+    selection_samples: int = 1000
+    floor_transactions: int = 5000
+    no_index_transactions: int = 20
+    naive_samples: int = 200
+    incidents: int = 200
+    incident_interval_s: float = 0.2
+    webhooks: int = 5000
+    webhook_concurrency: int = 32
+    single_locations: int = 10_000
+    location_concurrency: int = 64
+    volunteer_tokens: int = 1000
+    bulk_batch: int = 1000
+    bulk_batches: int = 100
+    bulk_concurrency: int = 4
+
+
+SMOKE = Plan(
+    points=50,
+    selection_samples=20,
+    floor_transactions=50,
+    no_index_transactions=3,
+    naive_samples=5,
+    incidents=4,
+    incident_interval_s=0.05,
+    webhooks=40,
+    webhook_concurrency=4,
+    single_locations=40,
+    location_concurrency=4,
+    volunteer_tokens=10,
+    bulk_batch=100,
+    bulk_batches=3,
+    bulk_concurrency=2,
+)
+
+
+@contextmanager
+def bench_database(home: Path) -> Iterator[str]:
+    """``RESPONDER_DATABASE_URL`` if set, else the private bench cluster (tuned once)."""
+    configured = os.environ.get("RESPONDER_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    cluster = EmbeddedPostgres(home)
+    cluster.start()
+    current = cluster.psql("postgres", "-tAc", "SHOW shared_buffers").strip()
+    if current != BENCH_CLUSTER_SETTINGS["shared_buffers"]:
+        for name, value in BENCH_CLUSTER_SETTINGS.items():
+            cluster.psql("postgres", "-c", f"ALTER SYSTEM SET {name} = '{value}'")
+        cluster.stop()
+        cluster.start()
+    cluster.ensure_database()
+    try:
+        yield cluster.url()
+    finally:
+        cluster.stop_if_started_here()
+
+
+def machine(url: str) -> dict[str, Any]:
+    async def versions() -> tuple[str, str]:
+        connection = await asyncpg.connect(sync_url(url))
+        try:
+            postgres = await connection.fetchval("SHOW server_version")
+            postgis = await connection.fetchval("SELECT postgis_lib_version()")
+        finally:
+            await connection.close()
+        return str(postgres), str(postgis)
+
+    postgres, postgis = asyncio.run(versions())
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    debian = Path("/etc/debian_version")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "os": f"Debian {debian.read_text().strip()}" if debian.exists() else platform.platform(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": postgres,
+        "postgis": postgis,
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+    }
+
+
+async def measure_sql(url: str, points: list[tuple[float, float]], plan: Plan) -> dict[str, Any]:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    radius, limit = settings.alert_radius_m, settings.max_alerted
+    results: dict[str, Any] = {
+        "floor_pgbench_ms": load.summary_ms(
+            sql.pgbench_latencies_ms(
+                url,
+                points=len(points),
+                transactions=plan.floor_transactions,
+                radius_m=radius,
+                limit=limit,
+            )
+        ),
+        "no_index_pgbench_ms": load.summary_ms(
+            sql.pgbench_latencies_ms(
+                url,
+                points=len(points),
+                transactions=plan.no_index_transactions,
+                radius_m=radius,
+                limit=limit,
+                options=sql.NO_INDEX_OPTIONS,
+            )
+        ),
+    }
+    engine = create_engine(url, pool_size=1)
+    factory = create_session_factory(engine)
+    now = datetime.now(UTC)
+    try:
+
+        async def naive(session: Any, lat: float, lon: float) -> object:
+            return await sql.naive_orm_candidates(
+                session, lat=lat, lon=lon, radius_m=radius, limit=limit, now=now
+            )
+
+        results["naive_orm_haversine_ms"] = load.summary_ms(
+            await sql.time_in_rolled_back_sessions(factory, points[: plan.naive_samples], naive)
+        )
+        results.update(await _measure_selection(factory, points, plan, settings, now))
+    finally:
+        await engine.dispose()
+    return results
+
+
+async def _measure_selection(
+    factory: Any, points: list[tuple[float, float]], plan: Plan, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """The service's own candidate query, as the incident service calls it."""
+    from dispatch.selection import nearest_available_aed, select_candidates
+
+    found: list[int] = []
+
+    async def candidates(session: Any, lat: float, lon: float) -> object:
+        chosen = await select_candidates(
+            session, point=LatLon(lat, lon), settings=settings, now=now, limit=settings.max_alerted
+        )
+        found.append(len(chosen))
+        return chosen
+
+    async def with_aed(session: Any, lat: float, lon: float) -> object:
+        point = LatLon(lat, lon)
+        aed = await nearest_available_aed(session, point=point, settings=settings, now=now)
+        return await select_candidates(
+            session, point=point, settings=settings, now=now, limit=settings.max_alerted, aed=aed
+        )
+
+    sample = points[: plan.selection_samples]
+    await sql.time_in_rolled_back_sessions(factory, sample[:20], candidates)
+    found.clear()
+    return {
+        "selection_ms": load.summary_ms(
+            await sql.time_in_rolled_back_sessions(factory, sample, candidates)
+        ),
+        "selection_with_aed_ms": load.summary_ms(
+            await sql.time_in_rolled_back_sessions(factory, sample, with_aed)
+        ),
+        "candidates_per_incident": load.summary_ms([float(n) for n in found]),
+    }
+
+
+@contextmanager
+def profiled(pid: int, output: Path | None) -> Iterator[None]:
+    """py-spy sampling the service process (out of process) while the block runs."""
+    if output is None:
+        yield
+        return
+    spy = subprocess.Popen(  # noqa: S603 - our own arguments
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def measure_service(
+    url: str,
+    points: list[tuple[float, float]],
+    plan: Plan,
+    *,
+    phases: set[str],
+    logs: Path,
+    profile: Path | None,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    asyncio.run(load.reset_activity(url))
+    credentials = asyncio.run(load.issue_credentials(url, volunteer_tokens=plan.volunteer_tokens))
+    feed_ids = asyncio.run(load.sample_volunteer_ids(url, plan.bulk_batch * 10))
+    with load.running_service(url, logs=logs) as service:
+        if "alert" in phases:
+            with profiled(service.pid, profile):
+                results["alert_path"] = asyncio.run(
+                    load.measure_alert_path(
+                        service,
+                        credentials,
+                        points=points[: plan.incidents],
+                        interval_s=plan.incident_interval_s,
+                        run_tag=int(time.time()),
+                    )
+                )
+        if "webhooks" in phases:
+            results["webhooks"] = asyncio.run(
+                load.measure_webhooks(
+                    service, url, requests=plan.webhooks, concurrency=plan.webhook_concurrency
+                )
+            )
+        if "locations" in phases:
+            results["single_locations"] = asyncio.run(
+                load.measure_single_locations(
+                    service,
+                    credentials,
+                    points=points,
+                    requests=plan.single_locations,
+                    concurrency=plan.location_concurrency,
+                )
+            )
+            results["bulk_locations"] = asyncio.run(
+                load.measure_bulk_locations(
+                    service,
+                    credentials,
+                    feed_ids,
+                    points=points,
+                    batch=plan.bulk_batch,
+                    batches=plan.bulk_batches,
+                    concurrency=plan.bulk_concurrency,
+                )
+            )
+    return results
+
+
+def run(
+    url: str,
+    *,
+    volunteers: int,
+    plan: Plan,
+    phases: set[str],
+    reseed: bool,
+    logs: Path,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Every measurement, in order, against ``url``; the record that is written out."""
+    upgrade(url)
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "volunteers": volunteers,
+        "machine": machine(url),
+        "plan": asdict(plan),
+        "targets": TARGETS,
+    }
+    if reseed or asyncio.run(seed.seeded_volunteers(url)) != volunteers:
+        report["seed"] = asdict(asyncio.run(seed.seed(url, volunteers=volunteers)))
+    asyncio.run(seed.refresh_live_locations(url))
+    points = seed.incident_points(plan.points, rng=random.Random(7))
+    asyncio.run(sql.store_incident_points(url, points))
+    results: dict[str, Any] = {}
+    if "sql" in phases:
+        results.update(asyncio.run(measure_sql(url, points, plan)))
+    if phases & {"alert", "webhooks", "locations"}:
+        results.update(
+            measure_service(url, points, plan, phases=phases, logs=logs, profile=profile)
+        )
+    report["results"] = results
+    return report
+
+
+def _figure(results: dict[str, Any], *path: str) -> str:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return "—"
+        value = value[key]
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+
+
+def table(report: dict[str, Any]) -> str:
+    r = report["results"]
+    rows = [
+        ("candidate selection p50 / p99 (ms)",
+         f"{_figure(r, 'selection_ms', 'p50')} / {_figure(r, 'selection_ms', 'p99')}",
+         f"floor {_figure(r, 'floor_pgbench_ms', 'p50')} / {_figure(r, 'floor_pgbench_ms', 'p99')};"
+         f" no index {_figure(r, 'no_index_pgbench_ms', 'p50')};"
+         f" naive ORM {_figure(r, 'naive_orm_haversine_ms', 'p50')}",
+         "p99 ≤ 5"),
+        ("  with nearest AED p50 / p99 (ms)",
+         f"{_figure(r, 'selection_with_aed_ms', 'p50')} / "
+         f"{_figure(r, 'selection_with_aed_ms', 'p99')}", "", ""),
+        ("POST accepted → 30th request p50 / p99 (ms)",
+         f"{_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p50')} / "
+         f"{_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p99')}",
+         f"POST itself p50 {_figure(r, 'alert_path', 'post_response_ms', 'p50')}",
+         "≤ 50 / ≤ 150"),
+        ("inbound SMS webhook (req/s)", _figure(r, "webhooks", "requests_per_s"),
+         f"p99 {_figure(r, 'webhooks', 'latency_ms', 'p99')} ms", "≥ 500"),
+        ("PUT /v1/me/location (req/s)", _figure(r, "single_locations", "requests_per_s"),
+         f"p99 {_figure(r, 'single_locations', 'latency_ms', 'p99')} ms", "≥ 2,000"),
+        ("POST /v1/locations/bulk (points/s)", _figure(r, "bulk_locations", "points_per_s"),
+         f"batch {_figure(r, 'bulk_locations', 'batch')}", "≥ 20,000"),
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--volunteers", type=int, default=1_000_000)
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: the harness only")
+    parser.add_argument("--reseed", action="store_true", help="seed even if already seeded")
+    parser.add_argument("--only", choices=PHASES, action="append", help="repeatable")
+    parser.add_argument("--profile", action="store_true", help="py-spy the alert path")
+    parser.add_argument("--home", type=Path, default=Path(".responder-bench"))
+    parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    output = args.output or RESULTS / f"{stamp}-{args.volunteers}.json"
+    logs = RESULTS / "tmp" / stamp
+    profile = RESULTS / f"{stamp}-alert-path.pyspy.txt" if args.profile else None
+    with bench_database(args.home) as url:
+        report = run(
+            url,
+            volunteers=args.volunteers,
+            plan=SMOKE if args.smoke else Plan(),
+            phases=set(args.only or PHASES),
+            reseed=args.reseed,
+            logs=logs,
+            profile=profile,
+        )
+    report["command"] = " ".join(["python -m bench.run", *(argv or sys.argv[1:])])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"\nwritten: {output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
