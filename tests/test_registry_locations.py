@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import FrozenClock
+from app.db import create_engine, create_session_factory, unit_of_work
 from app.models import LiveLocation, Volunteer
-from app.schemas.locations import MAX_BULK_ITEMS
+from app.registry.locations import record_location
+from app.schemas.locations import MAX_BULK_ITEMS, LocationFix
 from dispatch.maintenance import purge_live_locations
 from geo.points import latitude, longitude
 from tests.factories import STOCKHOLM, create_key, create_volunteer
@@ -295,3 +298,60 @@ async def test_live_locations_are_purged_a_day_after_they_were_recorded(
     assert purged == 1
     assert await stored(session, old.id) is None
     assert await stored(session, fresh.id) is not None
+
+
+async def test_racing_writers_keep_the_newest_fix_whoever_commits_last(
+    committed_db: str, clock: FrozenClock
+) -> None:
+    """The feed's newer fix is in flight when the app's older one arrives: the older
+    writer waits on the row, then its conditional upsert declines to overwrite."""
+    engine = create_engine(committed_db, pool_size=3)
+    factory = create_session_factory(engine)
+    try:
+        async with unit_of_work(factory) as setup:
+            volunteer_id = (await create_volunteer(setup)).id
+        newer = LocationFix(lat=59.5, lon=18.0, accuracy_m=5, recorded_at=clock.now())
+        older = LocationFix(
+            lat=58.0, lon=18.0, accuracy_m=5, recorded_at=clock.now() - timedelta(seconds=20)
+        )
+        retention = timedelta(hours=24)
+        async with factory() as first, first.begin():
+            assert await record_location(
+                first,
+                volunteer_id=volunteer_id,
+                fix=newer,
+                now=clock.now(),
+                retention=retention,
+                source="feed",
+            )
+            first_pid = await first.scalar(text("SELECT pg_backend_pid()"))
+
+            async def second_writer() -> bool:
+                async with unit_of_work(factory) as second:
+                    return await record_location(
+                        second,
+                        volunteer_id=volunteer_id,
+                        fix=older,
+                        now=clock.now(),
+                        retention=retention,
+                    )
+
+            racing = asyncio.create_task(second_writer())
+            async with engine.connect() as observer:
+                for _ in range(500):
+                    blocked = await observer.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE :pid = ANY(pg_blocking_pids(pid))"
+                        ),
+                        {"pid": first_pid},
+                    )
+                    if blocked:
+                        break
+                    await asyncio.sleep(0.01)
+                assert blocked, "the second writer never waited for the first"
+        assert await asyncio.wait_for(racing, 10) is False
+        async with unit_of_work(factory) as check:
+            assert await stored(check, volunteer_id) == (59.5, 18.0, 5.0, "feed")
+    finally:
+        await engine.dispose()
