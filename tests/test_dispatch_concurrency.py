@@ -1,0 +1,102 @@
+"""Behaviour that needs real commits: the event stream across processes, racing replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clock import FrozenClock
+from app.db import create_engine, create_session_factory, unit_of_work
+from app.models import Alert
+from app.routers.incident_actions import incident_event_stream
+from dispatch.events import EventHub, record_event
+from dispatch.responses import InboundSms, handle_inbound_sms
+from tests.factories import create_alert, create_incident, create_volunteer, make_settings
+
+
+@pytest.fixture
+async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(committed_db, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(committed_engine)
+
+
+async def next_event(stream: AsyncIterator[str]) -> dict[str, object]:
+    """The next real event (comments and retry hints skipped), within a timeout."""
+    while True:
+        chunk = await asyncio.wait_for(anext(stream), 10)
+        if chunk.startswith("id: "):
+            lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
+            return {"id": int(lines["id"]), "event": lines["event"], **json.loads(lines["data"])}
+
+
+async def test_stream_replays_after_last_event_id_then_follows_changes_from_any_process(
+    committed_db: str, factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        for number in range(3):
+            await record_event(session, incident_id=incident.id, type="test", data={"n": number})
+    hub = EventHub(committed_db)
+    hub.start()
+    other_process = create_engine(committed_db, pool_size=1)
+    try:
+        stream = incident_event_stream(factory, incident_id=incident.id, after_id=0, hub=hub)
+        first = await next_event(stream)
+        stream = incident_event_stream(
+            factory, incident_id=incident.id, after_id=int(str(first["id"])), hub=hub
+        )
+        replayed = [await next_event(stream), await next_event(stream)]
+        assert [event["n"] for event in replayed] == [1, 2]
+
+        pending = asyncio.ensure_future(next_event(stream))
+        async with unit_of_work(create_session_factory(other_process)) as session:
+            await record_event(session, incident_id=incident.id, type="live", data={"n": 3})
+        live = await pending
+        assert (live["event"], live["n"]) == ("live", 3)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await hub.stop()
+        await other_process.dispose()
+
+
+async def test_two_simultaneous_yes_never_take_one_slot(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    settings = make_settings()
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now(), cpr_slots=1)
+        people = [await create_volunteer(session, language="en") for _ in range(6)]
+        alerts = [
+            await create_alert(session, incident=incident, volunteer=person, now=clock.now())
+            for person in people
+        ]
+
+    async def yes(index: int) -> str:
+        async with unit_of_work(factory) as session:
+            return await handle_inbound_sms(
+                session,
+                sms=InboundSms(f"SM{index:032d}", people[index].phone or "", "YES"),
+                now=clock.now(),
+                settings=settings,
+            )
+
+    await asyncio.gather(*(yes(index) for index in range(6)))
+
+    async with factory() as session:
+        roles = (
+            await session.execute(
+                select(Alert.role).where(Alert.id.in_([alert.id for alert in alerts]))
+            )
+        ).scalars()
+        assert sorted(role or "-" for role in roles) == ["-"] * 5 + ["cpr"]
