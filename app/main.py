@@ -35,6 +35,9 @@ from app.routers import (
 )
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
+from dispatch.events import EventHub
+from dispatch.gateway import create_gateway
+from dispatch.worker import create_worker
 from geo.search import load_service_area
 
 
@@ -68,10 +71,6 @@ class RequestMetrics:
 
 async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     """The SMS gateway and event hub of this process, and the worker when it runs one."""
-    from dispatch.events import EventHub
-    from dispatch.gateway import create_gateway
-    from dispatch.worker import create_worker
-
     runtime.gateway = create_gateway(runtime.settings)
     runtime.events = EventHub(runtime.database_url)
     runtime.events.start()

@@ -43,6 +43,43 @@ async def _database_check(runtime: RuntimeDep) -> dict[str, Any]:
     return {"ok": True, "postgresql": row.pg, "postgis": row.gis}
 
 
+SMS_DEGRADED_AFTER = 5
+"""Consecutive failed sends after which the SMS check reports degraded."""
+
+
+async def _sms_check(runtime: RuntimeDep) -> dict[str, Any]:
+    """The provider's health as every worker records it (shared through the database).
+
+    Refused (authentication, suspended account) is not ready: no alert can leave.
+    Repeated failures are ``degraded``: still ready, since retries may get through.
+    """
+    from dispatch.delivery import gateway_health
+
+    name = (
+        runtime.gateway.name
+        if runtime.gateway is not None
+        else ("twilio" if runtime.settings.twilio_enabled else "console")
+    )
+    async with runtime.session_factory() as session:
+        health = await gateway_health(session, gateway=name)
+    if health is None:
+        return {"ok": True, "gateway": name, "status": "unused"}
+    status = "ok"
+    if health.refused:
+        status = "refused"
+    elif health.consecutive_failures >= SMS_DEGRADED_AFTER:
+        status = "degraded"
+    return {
+        "ok": not health.refused,
+        "gateway": name,
+        "status": status,
+        "consecutive_failures": health.consecutive_failures,
+        "last_error": health.last_error,
+        "last_error_at": health.last_error_at.isoformat() if health.last_error_at else None,
+        "last_success_at": (health.last_success_at.isoformat() if health.last_success_at else None),
+    }
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
@@ -55,6 +92,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = await asyncio.wait_for(_database_check(runtime), READINESS_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = {"ok": False, "error": type(exc).__name__}
+    try:
+        checks["sms"] = await asyncio.wait_for(_sms_check(runtime), READINESS_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - unknown provider health is not ready
+        checks["sms"] = {"ok": False, "error": type(exc).__name__}
     ready = all(check.get("ok") for check in checks.values())
     body = Readiness(status="ready" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,75 @@
+"""A provider that refuses us makes /readyz fail; repeated failures show as degraded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from app.db import create_engine, create_session_factory, unit_of_work
+from app.main import create_app
+from app.runtime import Runtime
+from dispatch.delivery import note_gateway_result
+from tests.factories import make_settings
+
+NOW = datetime(2026, 11, 24, 14, 32, tzinfo=UTC)
+
+
+@pytest.fixture
+async def ready_client(committed_db: str) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    settings = make_settings()
+    app = create_app(settings, database_url=committed_db, run_worker=False)
+    engine = create_engine(committed_db, pool_size=2)
+    runtime = Runtime(
+        settings=settings,
+        database_url=committed_db,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+    )
+    app.state.runtime = runtime
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client, runtime
+    await engine.dispose()
+
+
+async def record(runtime: Runtime, **result: object) -> None:
+    async with unit_of_work(runtime.session_factory) as session:
+        await note_gateway_result(session, gateway="console", now=NOW, **result)  # type: ignore[arg-type]
+
+
+async def test_readyz_fails_while_the_provider_refuses_us(
+    ready_client: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, runtime = ready_client
+    assert (await client.get("/readyz")).json()["checks"]["sms"]["ok"] is True
+
+    await record(runtime, ok=False, refused=True, error="twilio 401 code 20003")
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    sms = response.json()["checks"]["sms"]
+    assert (sms["status"], sms["last_error"]) == ("refused", "twilio 401 code 20003")
+
+    await record(runtime, ok=True)
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_repeated_failures_show_degraded_but_ready(
+    ready_client: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, runtime = ready_client
+    for _ in range(5):
+        await record(runtime, ok=False, error="twilio 500")
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["sms"]["status"] == "degraded"
+    assert response.json()["checks"]["sms"]["consecutive_failures"] == 5
+
+
+async def test_failed_sends_are_counted_in_metrics(
+    ready_client: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, _ = ready_client
+    assert "responder_sms_send_failures_total" in (await client.get("/metrics")).text
