@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,6 @@ import asyncpg
 
 from app.db import create_engine, create_session_factory, sync_url
 from app.embedded import EmbeddedPostgres
-from app.migrate import upgrade
 from app.settings import Settings
 from bench import load, seed, sql
 from geo.points import LatLon
@@ -233,6 +232,16 @@ async def _measure_selection(
 
 
 @contextmanager
+def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Wall time of one harness step, recorded so a slow harness is visible too."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = round(time.perf_counter() - started, 2)
+
+
+@contextmanager
 def profiled(pid: int, output: Path | None) -> Iterator[None]:
     """py-spy sampling the service process (out of process) while the block runs."""
     if output is None:
@@ -270,14 +279,20 @@ def measure_service(
     phases: set[str],
     logs: Path,
     profile: Path | None,
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    asyncio.run(load.reset_activity(url))
-    credentials = asyncio.run(load.issue_credentials(url, volunteer_tokens=plan.volunteer_tokens))
-    feed_ids = asyncio.run(load.sample_volunteer_ids(url, plan.bulk_batch * 10))
-    with load.running_service(url, logs=logs) as service:
+    with timed(seconds, "credentials"):
+        asyncio.run(load.reset_activity(url))
+        credentials = asyncio.run(
+            load.issue_credentials(url, volunteer_tokens=plan.volunteer_tokens)
+        )
+        feed_ids = asyncio.run(load.sample_volunteer_ids(url, plan.bulk_batch * 10))
+    with ExitStack() as stack:
+        with timed(seconds, "service_start"):
+            service = stack.enter_context(load.running_service(url, logs=logs))
         if "alert" in phases:
-            with profiled(service.pid, profile):
+            with timed(seconds, "alert"), profiled(service.pid, profile):
                 results["alert_path"] = asyncio.run(
                     load.measure_alert_path(
                         service,
@@ -288,32 +303,37 @@ def measure_service(
                     )
                 )
         if "webhooks" in phases:
-            results["webhooks"] = asyncio.run(
-                load.measure_webhooks(
-                    service, url, requests=plan.webhooks, concurrency=plan.webhook_concurrency
+            with timed(seconds, "webhooks"):
+                results["webhooks"] = asyncio.run(
+                    load.measure_webhooks(
+                        service, url, requests=plan.webhooks, concurrency=plan.webhook_concurrency
+                    )
                 )
-            )
         if "locations" in phases:
-            results["single_locations"] = asyncio.run(
-                load.measure_single_locations(
-                    service,
-                    credentials,
-                    points=points,
-                    requests=plan.single_locations,
-                    concurrency=plan.location_concurrency,
+            with timed(seconds, "single_locations"):
+                results["single_locations"] = asyncio.run(
+                    load.measure_single_locations(
+                        service,
+                        credentials,
+                        points=points,
+                        requests=plan.single_locations,
+                        concurrency=plan.location_concurrency,
+                    )
                 )
-            )
-            results["bulk_locations"] = asyncio.run(
-                load.measure_bulk_locations(
-                    service,
-                    credentials,
-                    feed_ids,
-                    points=points,
-                    batch=plan.bulk_batch,
-                    batches=plan.bulk_batches,
-                    concurrency=plan.bulk_concurrency,
+            with timed(seconds, "bulk_locations"):
+                results["bulk_locations"] = asyncio.run(
+                    load.measure_bulk_locations(
+                        service,
+                        credentials,
+                        feed_ids,
+                        points=points,
+                        batch=plan.bulk_batch,
+                        batches=plan.bulk_batches,
+                        concurrency=plan.bulk_concurrency,
+                    )
                 )
-            )
+        with timed(seconds, "service_stop"):
+            stack.close()
     return results
 
 
@@ -328,7 +348,9 @@ def run(
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """Every measurement, in order, against ``url``; the record that is written out."""
-    upgrade(url)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "schema"):
+        rebuilt = seed.prepare_schema(url)
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "volunteers": volunteers,
@@ -336,19 +358,24 @@ def run(
         "plan": asdict(plan),
         "targets": TARGETS,
     }
-    if reseed or asyncio.run(seed.seeded_volunteers(url)) != volunteers:
-        report["seed"] = asdict(asyncio.run(seed.seed(url, volunteers=volunteers)))
+    if rebuilt or reseed or asyncio.run(seed.seeded_volunteers(url)) != volunteers:
+        with timed(seconds, "seed"):
+            report["seed"] = asdict(asyncio.run(seed.seed(url, volunteers=volunteers)))
     asyncio.run(seed.refresh_live_locations(url))
     points = seed.incident_points(plan.points, rng=random.Random(7))
     asyncio.run(sql.store_incident_points(url, points))
     results: dict[str, Any] = {}
     if "sql" in phases:
-        results.update(asyncio.run(measure_sql(url, points, plan)))
+        with timed(seconds, "sql"):
+            results.update(asyncio.run(measure_sql(url, points, plan)))
     if phases & {"alert", "webhooks", "locations"}:
         results.update(
-            measure_service(url, points, plan, phases=phases, logs=logs, profile=profile)
+            measure_service(
+                url, points, plan, phases=phases, logs=logs, profile=profile, seconds=seconds
+            )
         )
     report["results"] = results
+    report["harness_seconds"] = seconds
     return report
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -37,7 +38,7 @@ from typing import Any
 import asyncpg
 
 from app.db import sync_url
-from app.migrate import upgrade
+from app.migrate import migrations_dir, upgrade
 from dispatch.schedule import week_ranges
 
 CENTRE_LAT = 59.3326
@@ -242,6 +243,54 @@ async def seed(url: str, *, volunteers: int, random_seed: float = 0.42) -> SeedR
     )
 
 
+def schema_fingerprint() -> str:
+    """A hash of every migration file: the pre-release schema is edited in place."""
+    digest = hashlib.sha256()
+    for path in sorted(migrations_dir().glob("versions/*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_schema(url: str) -> bool:
+    """Migrate to head; rebuild from scratch if the migrations changed since the last run.
+
+    While ``0002_schema.py`` is edited in place, ``alembic upgrade`` alone would keep a
+    stale schema, so the bench database remembers the fingerprint it was built from
+    (in its own ``bench`` schema). True when the schema was rebuilt (seed again).
+    """
+    wanted = schema_fingerprint()
+
+    async def stored() -> str | None:
+        connection = await asyncpg.connect(sync_url(url))
+        try:
+            await connection.execute(
+                "CREATE SCHEMA IF NOT EXISTS bench;"
+                "CREATE TABLE IF NOT EXISTS bench.meta (key text PRIMARY KEY, value text)"
+            )
+            value = await connection.fetchval("SELECT value FROM bench.meta WHERE key = 'schema'")
+            if value != wanted:
+                await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            return str(value) if value else None
+        finally:
+            await connection.close()
+
+    async def remember() -> None:
+        connection = await asyncpg.connect(sync_url(url))
+        try:
+            await connection.execute(
+                "INSERT INTO bench.meta VALUES ('schema', $1)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                wanted,
+            )
+        finally:
+            await connection.close()
+
+    rebuilt = asyncio.run(stored()) != wanted
+    upgrade(url)
+    asyncio.run(remember())
+    return rebuilt
+
+
 async def seeded_volunteers(url: str) -> int:
     """How many bench volunteers the database holds (0 when it was never seeded)."""
     connection = await asyncpg.connect(sync_url(url))
@@ -293,7 +342,7 @@ def incident_points(count: int, *, rng: random.Random) -> list[tuple[float, floa
 
 def seed_database(url: str, *, volunteers: int) -> SeedReport:
     """Migrate to head, then seed; must run outside an event loop (Alembic's own)."""
-    upgrade(url)
+    prepare_schema(url)
     return asyncio.run(seed(url, volunteers=volunteers))
 
 
