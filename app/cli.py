@@ -158,6 +158,97 @@ def cmd_api_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
     print(f"revoked key {key_id}", file=sys.stderr)
 
 
+async def _run_worker(url: str, settings: Settings) -> None:
+    import signal
+
+    from app.clock import SystemClock
+    from app.db import create_engine, create_session_factory
+    from app.runtime import Runtime
+    from dispatch.gateway import create_gateway
+    from dispatch.worker import create_worker
+
+    engine = create_engine(url, pool_size=settings.db_pool_size)
+    runtime = Runtime(
+        settings=settings,
+        database_url=url,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        clock=SystemClock(),
+    )
+    gateway = create_gateway(settings)
+    worker = create_worker(runtime, gateway)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, worker.stop)
+    log.info("dispatch worker started", worker_id=worker.worker_id, gateway=gateway.name)
+    try:
+        await worker.run()
+    finally:
+        await gateway.close()
+        await engine.dispose()
+        log.info("dispatch worker stopped", worker_id=worker.worker_id)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    with database(settings) as url:
+        asyncio.run(_run_worker(url, settings))
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.clock import SystemClock
+    from dispatch.demo import DemoSummary, load_demo
+
+    async def load(session: AsyncSession) -> DemoSummary:
+        return await load_demo(
+            session,
+            now=SystemClock().now(),
+            settings=settings,
+            volunteers=args.volunteers,
+        )
+
+    with database(settings) as url:
+        summary = _with_session(url, load)
+    print(
+        f"demo region around Stockholm: {summary.volunteers_total} volunteers "
+        f"({summary.volunteers_added} new), {summary.aeds_added} new AEDs; "
+        f"centre lat={summary.centre.lat} lon={summary.centre.lon}",
+        file=sys.stderr,
+    )
+
+
+def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
+    """A volunteer's reply through the same service function as Twilio's webhook."""
+    import phonenumbers
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.clock import SystemClock
+    from dispatch.responses import InboundSms, handle_inbound_sms
+
+    try:
+        parsed = phonenumbers.parse(args.sender, settings.default_region)
+    except phonenumbers.NumberParseException:
+        fail(f"not a phone number: {args.sender}", 2)
+    if not phonenumbers.is_valid_number(parsed):
+        fail(f"not a phone number: {args.sender}", 2)
+    phone = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    async def deliver(session: AsyncSession) -> str:
+        return await handle_inbound_sms(
+            session,
+            sms=InboundSms(
+                message_sid=f"CLI{uuid.uuid4().hex}", from_phone=phone, body=" ".join(args.text)
+            ),
+            now=SystemClock().now(),
+            settings=settings,
+        )
+
+    with database(settings) as url:
+        answer = _with_session(url, deliver)
+    print(f"reply to {phone}: {answer}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="responder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_api_key_revoke)
+
+    worker = commands.add_parser("worker", help="the dispatch worker alone (run any number)")
+    worker.set_defaults(handler=cmd_worker)
+
+    demo = commands.add_parser("demo", help="load a demonstration region around Stockholm")
+    demo.add_argument("--volunteers", type=int, default=300)
+    demo.set_defaults(handler=cmd_demo)
+
+    sms = commands.add_parser("sms", help="SMS as a volunteer would send it")
+    sms_commands = sms.add_subparsers(dest="sms_command", required=True)
+    inbound = sms_commands.add_parser("inbound", help="deliver a reply as if sent by SMS")
+    inbound.add_argument("--from", dest="sender", required=True, help="the volunteer's phone")
+    inbound.add_argument("text", nargs="+", help='the SMS text, e.g. "YES 4821"')
+    inbound.set_defaults(handler=cmd_sms_inbound)
     return parser
 
 

@@ -354,9 +354,10 @@ async def instructions(
 def _access_summary(access: Any) -> str | None:
     if access == "always" or access is None:
         return None
-    windows = [
-        f"{'/'.join(window.get('days', []))} {window.get('start')}-{window.get('end')}"
-        for window in access
-        if isinstance(window, dict)
-    ]
+    windows = []
+    for window in access:
+        if isinstance(window, dict):
+            days = window.get("days", [])
+            when = "" if len(days) == 7 else "/".join(days) + " "
+            windows.append(f"{when}{window.get('start')}-{window.get('end')}")
     return ", ".join(windows) or None
