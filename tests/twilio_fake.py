@@ -9,6 +9,7 @@ callbacks and inbound SMS exactly as Twilio would, for the webhooks under test.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -17,9 +18,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import jsonschema
+import yaml
 from twilio.request_validator import RequestValidator
 
 from app.settings import Settings
@@ -217,3 +221,56 @@ def twilio_settings(fake: FakeTwilio, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return make_settings(**values)
+
+
+TWILIO_SPEC = Path(__file__).resolve().parents[2] / "shared" / "twilio" / "twilio_api_v2010.yaml"
+MESSAGES_OPERATION = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
+
+
+@functools.cache
+def create_message_schema() -> dict[str, Any]:
+    """The form schema of Twilio's CreateMessage operation, from Twilio's own OpenAPI file."""
+    spec = yaml.safe_load(TWILIO_SPEC.read_text())
+    operation = spec["paths"][MESSAGES_OPERATION]["post"]
+    schema: dict[str, Any] = operation["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ]["schema"]
+    return schema
+
+
+def contract_violations(request: RecordedRequest) -> list[str]:
+    """What in a recorded send does not match Twilio's CreateMessage contract."""
+    schema = create_message_schema()
+    properties: dict[str, Any] = schema["properties"]
+    problems = [f"unknown parameter {name}" for name in request.form if name not in properties]
+    if not _MESSAGES_PATH.match(request.path):
+        problems.append(f"not the Messages resource: {request.path}")
+    if not request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        problems.append("body is not application/x-www-form-urlencoded")
+    if not request.headers.get("Authorization", "").startswith("Basic "):
+        problems.append("no HTTP basic authentication")
+    typed: dict[str, Any] = {}
+    for name, value in request.form.items():
+        kind = properties.get(name, {}).get("type")
+        try:
+            typed[name] = {"integer": int, "number": float}.get(kind, str)(value)
+        except ValueError:
+            problems.append(f"{name} is not a {kind}: {value!r}")
+    checker = jsonschema.FormatChecker()
+
+    @checker.checks("phone-number")
+    def _phone(value: object) -> bool:
+        return isinstance(value, str) and re.fullmatch(r"\+[1-9]\d{6,14}", value) is not None
+
+    @checker.checks("uri")
+    def _uri(value: object) -> bool:
+        parts = urlsplit(str(value))
+        return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+    validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
+    problems.extend(error.message for error in validator.iter_errors(typed))
+    if not ({"From", "MessagingServiceSid"} & set(request.form)):
+        problems.append("neither From nor MessagingServiceSid")
+    if not ({"Body", "ContentSid", "MediaUrl"} & set(request.form)):
+        problems.append("no Body")
+    return problems

@@ -1,0 +1,73 @@
+"""What we send to Twilio validates against Twilio's own OpenAPI description."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from app.clock import FrozenClock
+from app.db import create_engine, create_session_factory, unit_of_work
+from dispatch.gateway import create_gateway
+from dispatch.worker import DispatchWorker
+from tests.factories import create_alert, create_incident, create_volunteer
+from tests.twilio_fake import (
+    TWILIO_SPEC,
+    FakeTwilio,
+    RecordedRequest,
+    contract_violations,
+    twilio_settings,
+)
+
+pytestmark = pytest.mark.skipif(not TWILIO_SPEC.is_file(), reason="Twilio OpenAPI file absent")
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.parametrize("sender", ["messaging_service", "from_number"])
+async def test_alert_send_validates_against_twilio_create_message(
+    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock, sender: str
+) -> None:
+    overrides = (
+        {"twilio_messaging_service_sid": None, "twilio_from": "+46700000000"}
+        if sender == "from_number"
+        else {}
+    )
+    settings = twilio_settings(fake_twilio, **overrides)
+    engine = create_engine(committed_db, pool_size=2)
+    factory = create_session_factory(engine)
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        for language in ("sv", "en"):
+            volunteer = await create_volunteer(session, language=language)
+            await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+    worker = DispatchWorker(
+        session_factory=factory, gateway=create_gateway(settings), settings=settings, clock=clock
+    )
+    try:
+        assert await worker.send_due() == 2
+    finally:
+        await worker.gateway.close()
+        await engine.dispose()
+
+    for request in fake_twilio.messages():
+        assert contract_violations(request) == []
+
+
+def test_the_contract_check_catches_a_malformed_send() -> None:
+    bad = RecordedRequest(
+        "POST",
+        "/2010-04-01/Accounts/AC" + "a" * 32 + "/Messages.json",
+        {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic x"},
+        {"To": "0701234567", "Body": "hi", "ValidityPeriod": "soon", "Colour": "red"},
+    )
+    problems = contract_violations(bad)
+    assert "unknown parameter Colour" in problems
+    assert any("ValidityPeriod" in problem for problem in problems)
+    assert any("phone-number" in problem for problem in problems)
+    assert "neither From nor MessagingServiceSid" in problems
