@@ -36,6 +36,9 @@ def decode_utf8(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InvalidInput(f"line {line}", "not valid UTF-8") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InvalidInput(f"line {line}", "contains a NUL character")
     return text.removeprefix("\ufeff")
 
 

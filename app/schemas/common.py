@@ -18,7 +18,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Select, tuple_
 
 from app.errors import InvalidInput
@@ -39,9 +39,17 @@ MAX_LIMIT = 500
 
 
 class StrictInput(BaseModel):
-    """Base for request bodies: unknown fields are refused, not silently dropped."""
+    """Base for request bodies: unknown fields are refused, not silently dropped, and
+    no string may hold a NUL character (PostgreSQL text cannot store one)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class Coordinates(StrictInput):
