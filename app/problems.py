@@ -102,6 +102,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, PayloadTooLarge):  # FastAPI wraps body-read errors in a 400
+            return await _domain(request, exc.__cause__)
         titles = {404: "Not found", 405: "Method not allowed"}
         title = titles.get(exc.status_code, "Error")
         return problem_response(

@@ -19,6 +19,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from app.deps import RuntimeDep, SessionDep
 from app.errors import Forbidden, PayloadTooLarge, ResponderError
 from app.problems import error_responses
+from app.ratelimit import limit_unsigned_webhook
 from dispatch.delivery import PROVIDER_STATUS, advance_message
 from dispatch.responses import InboundSms, handle_inbound_sms
 
@@ -38,6 +39,7 @@ async def signed_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
     token = runtime.settings.twilio_auth_token
     signature = request.headers.get("x-twilio-signature")
     if token is None or not signature:
+        await limit_unsigned_webhook(request)
         raise Forbidden("missing or invalid X-Twilio-Signature")
     raw = bytearray()
     async for chunk in request.stream():
@@ -53,6 +55,7 @@ async def signed_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
     if request.url.query:
         url += "?" + request.url.query
     if not RequestValidator(token.get_secret_value()).validate(url, params, signature):
+        await limit_unsigned_webhook(request)
         raise Forbidden("missing or invalid X-Twilio-Signature")
     return params
 
@@ -65,7 +68,7 @@ SignedForm = Annotated[dict[str, str], Depends(signed_form)]
     response_class=Response,
     responses={
         200: {"content": {TWIML: {}}, "description": "The answer to the volunteer, as TwiML"},
-        **error_responses(400, 403, 413),
+        **error_responses(400, 403, 413, 429),
     },
 )
 async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep) -> Response:
@@ -89,7 +92,7 @@ async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep
     "/status",
     status_code=204,
     response_class=Response,
-    responses=error_responses(400, 403, 413),
+    responses=error_responses(400, 403, 413, 429),
 )
 async def delivery_status(
     form: SignedForm,
