@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -355,3 +356,23 @@ async def test_racing_writers_keep_the_newest_fix_whoever_commits_last(
             assert await stored(check, volunteer_id) == (59.5, 18.0, 5.0, "feed")
     finally:
         await engine.dispose()
+
+
+async def test_an_oversized_bulk_body_is_413_and_stores_nothing(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    clock: FrozenClock,
+    locator: dict[str, str],
+    volunteer: Volunteer,
+) -> None:
+    item = {**fix(clock), "volunteer_id": str(volunteer.id), "phone": None}
+    padding = "x" * (6 * 1024 * 1024)
+    body = json.dumps({"locations": [item], "padding": padding}).encode()
+    response = await client.post(
+        "/v1/locations/bulk",
+        content=body,
+        headers={**locator, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await stored(session, volunteer.id) is None
