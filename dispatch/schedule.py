@@ -56,9 +56,15 @@ def minute_of_week(moment: datetime, zone: ZoneInfo) -> int:
     return local.weekday() * MINUTES_PER_DAY + local.hour * 60 + local.minute
 
 
-def minute_of_week_sql(moment: datetime, zone_column: Any) -> ColumnElement[int]:
-    """The same as :func:`minute_of_week`, in SQL, for a time zone stored per row."""
-    local = func.timezone(zone_column, literal(moment))
+def minute_of_week_sql(
+    moment: datetime | ColumnElement[datetime], zone_column: Any
+) -> ColumnElement[int]:
+    """The same as :func:`minute_of_week`, in SQL, for a time zone stored per row.
+
+    ``moment`` may be a bound parameter, for statements built once and reused.
+    """
+    instant = moment if isinstance(moment, ColumnElement) else literal(moment)
+    local = func.timezone(zone_column, instant)
     return cast(
         (cast(func.extract("isodow", local), Integer) - 1) * MINUTES_PER_DAY
         + cast(func.extract("hour", local), Integer) * 60

@@ -21,22 +21,32 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    Date,
+    DateTime,
     Float,
+    Integer,
+    Interval,
+    Select,
     and_,
+    bindparam,
     case,
+    cast,
     exists,
     func,
     literal,
+    literal_column,
+    null,
     select,
     text,
     tuple_,
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -46,9 +56,25 @@ from app.settings import Settings
 from dispatch.eligibility import eligibility_conditions, is_eligible
 from dispatch.schedule import covers, minute_of_week, minute_of_week_sql
 from geo.points import LatLon, geography_point, latitude, longitude
-from geo.search import NearestAed, distance_m, nearest_aed, nearest_first, within_radius
+from geo.search import (
+    NearestAed,
+    bound_point,
+    distance_m,
+    nearest_aed,
+    nearest_first,
+    within_radius,
+)
 
 SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/selection.md
+
+# For the rest of the transaction: keep both scans nearest-first on GiST (a bitmap
+# scan of the whole radius box, or a parallel one, is what makes a dense centre
+# slow), and plan the prepared statement once per connection instead of per call.
+KNN_PLANNER_SETTINGS = (
+    "SELECT set_config('enable_bitmapscan', 'off', true),"
+    " set_config('max_parallel_workers_per_gather', '0', true),"
+    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
 
 ALERTED = "alerted"
 NO_USABLE_LOCATION = "no_usable_location"
@@ -91,23 +117,27 @@ async def nearest_available_aed(
     )
 
 
-def usable_live_location(settings: Settings, *, now: datetime) -> ColumnElement[bool]:
-    """A live position is the current location only while young and precise enough."""
+def usable_live_location(*, now: Any, max_age: Any, max_accuracy_m: Any) -> ColumnElement[bool]:
+    """A live position is the current location only while young and precise enough.
+
+    Written as "expires after now" so the planner cannot AND in the btree on
+    ``recorded_at`` (kept for the purge): the scan must stay nearest-first on GiST.
+    """
     return and_(
-        LiveLocation.recorded_at > now - settings.live_location_max_age,
-        LiveLocation.accuracy_m <= settings.max_location_accuracy_m,
+        LiveLocation.recorded_at + max_age > now,
+        LiveLocation.accuracy_m <= max_accuracy_m,
     )
 
 
-def _in_cooldown(volunteer_id: Any, settings: Settings, *, now: datetime) -> ColumnElement[bool]:
+def _in_cooldown(volunteer_id: Any, *, since: Any, now: Any) -> ColumnElement[bool]:
     return exists().where(
         Alert.volunteer_id == volunteer_id,
-        Alert.created_at > now - settings.alert_cooldown,
+        Alert.created_at > since,
         Alert.created_at <= now,
     )
 
 
-def _busy_elsewhere(volunteer_id: Any, incident_id: uuid.UUID | None) -> ColumnElement[bool]:
+def _busy_elsewhere(volunteer_id: Any, incident_id: Any | None) -> ColumnElement[bool]:
     """Accepted on another incident that is still alerting and not stood down."""
     busy = (
         select(Alert.id)
@@ -124,13 +154,19 @@ def _busy_elsewhere(volunteer_id: Any, incident_id: uuid.UUID | None) -> ColumnE
     return exists(busy)
 
 
-def _policy(
-    volunteer_id: Any, settings: Settings, *, now: datetime, incident_id: uuid.UUID | None
-) -> list[ColumnElement[bool]]:
+def _param(name: str, type_: Any) -> Any:
+    return bindparam(name, type_=type_)
+
+
+def _policy(volunteer_id: Any, *, rerun: bool) -> list[ColumnElement[bool]]:
     """The filters applied to each row as it streams out of a nearest-first scan."""
+    now = _param("now", DateTime(timezone=True))
+    incident_id = _param("incident_id", UUID(as_uuid=True)) if rerun else None
     filters = [
-        is_eligible(Volunteer, now=now, today=now.astimezone(settings.zone).date()),
-        ~_in_cooldown(volunteer_id, settings, now=now),
+        is_eligible(Volunteer, now=now, today=_param("today", Date())),
+        ~_in_cooldown(
+            volunteer_id, since=_param("cooldown_since", DateTime(timezone=True)), now=now
+        ),
         ~_busy_elsewhere(volunteer_id, incident_id),
     ]
     if incident_id is not None:
@@ -138,6 +174,134 @@ def _policy(
             ~exists().where(Alert.incident_id == incident_id, Alert.volunteer_id == volunteer_id)
         )
     return filters
+
+
+@lru_cache(maxsize=4)
+def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
+    """Built once per shape: reusing the object reuses SQLAlchemy's compiled form and
+    asyncpg's prepared statement; building this tree per call costs more than running it."""
+    here = bound_point("lat", "lon")
+    radius = _param("radius", Float())
+    limit = _param("limit", Integer())
+    now = _param("now", DateTime(timezone=True))
+    usable = usable_live_location(
+        now=now,
+        max_age=_param("max_age", Interval()),
+        max_accuracy_m=_param("max_accuracy_m", Float()),
+    )
+
+    live = (
+        select(
+            LiveLocation.volunteer_id,
+            LiveLocation.location,
+            literal_column("'live'").label("source"),
+            Volunteer.phone,
+            Volunteer.language,
+        )
+        .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
+        .where(
+            within_radius(LiveLocation.location, here, radius),
+            usable,
+            *_policy(LiveLocation.volunteer_id, rerun=rerun),
+        )
+        .order_by(nearest_first(LiveLocation.location, here))
+        .limit(limit)
+    )
+
+    other = aliased(Place)
+    nearer_covering_place = exists().where(
+        other.volunteer_id == Place.volunteer_id,
+        other.id != Place.id,
+        covers(other.active_minutes, minute_of_week_sql(now, other.timezone)),
+        within_radius(other.location, here, radius),
+        tuple_(nearest_first(other.location, here), other.id)
+        < tuple_(nearest_first(Place.location, here), Place.id),
+    )
+    live_elsewhere = exists().where(LiveLocation.volunteer_id == Place.volunteer_id, usable)
+    places = (
+        select(
+            Place.volunteer_id,
+            Place.location,
+            literal_column("'place'").label("source"),
+            Volunteer.phone,
+            Volunteer.language,
+        )
+        .join(Volunteer, Volunteer.id == Place.volunteer_id)
+        .where(
+            within_radius(Place.location, here, radius),
+            covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)),
+            ~live_elsewhere,
+            ~nearer_covering_place,
+            *_policy(Place.volunteer_id, rerun=rerun),
+        )
+        .order_by(nearest_first(Place.location, here))
+        .limit(limit)
+    )
+
+    found = union_all(live, places).subquery("found")
+    distance = distance_m(found.c.location, here)
+    detour: ColumnElement[Any] = null()
+    if with_aed:
+        detour = (
+            distance_m(found.c.location, bound_point("aed_lat", "aed_lon"))
+            + _param("aed_distance_m", Float())
+            - distance
+        )
+    open_codes = (
+        select(func.array_agg(Alert.code))
+        .join(Incident, Incident.id == Alert.incident_id)
+        .where(
+            Alert.volunteer_id == found.c.volunteer_id,
+            Incident.status == "alerting",
+            Alert.response.in_(("pending", "accepted")),
+            Alert.stood_down_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(
+            found.c.volunteer_id,
+            found.c.phone,
+            found.c.language,
+            found.c.source,
+            distance.label("distance_m"),
+            cast(detour, Float()).label("aed_detour_m"),
+            open_codes.label("open_codes"),
+        )
+        .order_by(distance, found.c.volunteer_id)
+        .limit(limit)
+    )
+
+
+def candidate_statement(
+    *,
+    point: LatLon,
+    settings: Settings,
+    now: datetime,
+    limit: int,
+    aed: NearestAed | None = None,
+    incident_id: uuid.UUID | None = None,
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The one candidate statement and its parameters (what ``bench/`` and EXPLAIN run)."""
+    parameters: dict[str, Any] = {
+        "lat": point.lat,
+        "lon": point.lon,
+        "radius": settings.alert_radius_m,
+        "limit": limit,
+        "now": now,
+        "today": now.astimezone(settings.zone).date(),
+        "max_age": settings.live_location_max_age,
+        "max_accuracy_m": settings.max_location_accuracy_m,
+        "cooldown_since": now - settings.alert_cooldown,
+    }
+    if incident_id is not None:
+        parameters["incident_id"] = incident_id
+    if aed is not None:
+        parameters.update(
+            aed_lat=aed.location.lat, aed_lon=aed.location.lon, aed_distance_m=aed.distance_m
+        )
+    template = _candidate_template(with_aed=aed is not None, rerun=incident_id is not None)
+    return template, parameters
 
 
 async def select_candidates(
@@ -156,91 +320,11 @@ async def select_candidates(
     ``aed`` adds each candidate's detour via that AED, computed here so the
     volunteer's position is used once and never stored.
     """
-    here = geography_point(point)
-    radius = settings.alert_radius_m
-    usable = usable_live_location(settings, now=now)
-
-    live = (
-        select(
-            LiveLocation.volunteer_id,
-            LiveLocation.location,
-            literal("live").label("source"),
-            Volunteer.phone,
-            Volunteer.language,
-        )
-        .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
-        .where(
-            within_radius(LiveLocation.location, here, radius),
-            usable,
-            *_policy(LiveLocation.volunteer_id, settings, now=now, incident_id=incident_id),
-        )
-        .order_by(nearest_first(LiveLocation.location, here))
-        .limit(limit)
+    statement, parameters = candidate_statement(
+        point=point, settings=settings, now=now, limit=limit, aed=aed, incident_id=incident_id
     )
-
-    other = aliased(Place)
-    covering_now = covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone))
-    nearer_covering_place = exists().where(
-        other.volunteer_id == Place.volunteer_id,
-        other.id != Place.id,
-        covers(other.active_minutes, minute_of_week_sql(now, other.timezone)),
-        within_radius(other.location, here, radius),
-        tuple_(nearest_first(other.location, here), other.id)
-        < tuple_(nearest_first(Place.location, here), Place.id),
-    )
-    live_elsewhere = exists().where(LiveLocation.volunteer_id == Place.volunteer_id, usable)
-    places = (
-        select(
-            Place.volunteer_id,
-            Place.location,
-            literal("place").label("source"),
-            Volunteer.phone,
-            Volunteer.language,
-        )
-        .join(Volunteer, Volunteer.id == Place.volunteer_id)
-        .where(
-            within_radius(Place.location, here, radius),
-            covering_now,
-            ~live_elsewhere,
-            ~nearer_covering_place,
-            *_policy(Place.volunteer_id, settings, now=now, incident_id=incident_id),
-        )
-        .order_by(nearest_first(Place.location, here))
-        .limit(limit)
-    )
-
-    found = union_all(live, places).subquery("found")
-    distance = distance_m(found.c.location, here)
-    detour: ColumnElement[Any] = literal(None, Float)
-    if aed is not None:
-        aed_point = geography_point(aed.location)
-        detour = distance_m(found.c.location, aed_point) + aed.distance_m - distance
-    open_codes = (
-        select(func.array_agg(Alert.code))
-        .join(Incident, Incident.id == Alert.incident_id)
-        .where(
-            Alert.volunteer_id == found.c.volunteer_id,
-            Incident.status == "alerting",
-            Alert.response.in_(("pending", "accepted")),
-            Alert.stood_down_at.is_(None),
-        )
-        .scalar_subquery()
-    )
-    rows = (
-        await session.execute(
-            select(
-                found.c.volunteer_id,
-                found.c.phone,
-                found.c.language,
-                found.c.source,
-                distance.label("distance_m"),
-                detour.label("aed_detour_m"),
-                open_codes.label("open_codes"),
-            )
-            .order_by(distance, found.c.volunteer_id)
-            .limit(limit)
-        )
-    ).all()
+    await session.execute(text(KNN_PLANNER_SETTINGS))
+    rows = (await session.execute(statement, parameters)).all()
     return [
         Candidate(
             volunteer_id=row.volunteer_id,
@@ -280,7 +364,11 @@ async def record_selection(
         return 0
     here = geography_point(LatLon(incident.lat, incident.lon))
     radius = incident.radius_m
-    usable = usable_live_location(settings, now=now)
+    usable = usable_live_location(
+        now=now,
+        max_age=settings.live_location_max_age,
+        max_accuracy_m=settings.max_location_accuracy_m,
+    )
 
     nearby = union_all(
         select(

@@ -20,12 +20,25 @@ from typing import Any
 from shapely import prepared
 from shapely.geometry import Point, shape
 from shapely.ops import unary_union
-from sqlalchemy import select
+from sqlalchemy import Float, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Aed
-from geo.points import LatLon, geography_point, latitude, longitude
+from geo.points import GEOGRAPHY, LatLon, geography_point, latitude, longitude
+
+
+def bound_point(lat_param: str, lon_param: str) -> ColumnElement[Any]:
+    """A geography point from two named bind parameters, for statements built once."""
+    return cast(
+        func.ST_SetSRID(
+            func.ST_MakePoint(
+                bindparam(lon_param, type_=Float()), bindparam(lat_param, type_=Float())
+            ),
+            4326,
+        ),
+        GEOGRAPHY,
+    )
 
 
 def within_radius(location: Any, centre: Any, radius_m: float) -> ColumnElement[bool]:
