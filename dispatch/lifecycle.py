@@ -30,6 +30,7 @@ from geo.points import LatLon, geography_point
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass(frozen=True)
 class IncidentChanges:
     """What ``PATCH`` may change; ``None`` means unchanged (access notes: see ``clear``)."""
