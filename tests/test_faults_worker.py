@@ -1,0 +1,234 @@
+"""Fault tests of the send path: real ``responder worker`` processes, a fake Twilio.
+
+Each test queues alerts in a committed database the way ``POST /v1/incidents``
+leaves them, runs one or more worker subprocesses against the local Twilio fake,
+injures them (SIGKILL mid-send; provider 429/500/hang; several workers racing)
+and then waits, by polling the database and the fake with a timeout, until every
+alert has been handed to the provider. What they show is in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from app.db import create_engine, create_session_factory, unit_of_work
+from app.models import Message
+from tests.factories import STOCKHOLM, create_alert, create_incident, create_volunteer
+from tests.twilio_fake import (
+    MESSAGING_SERVICE_SID,
+    SERVER_ERROR,
+    TOO_MANY,
+    Behaviour,
+    FakeTwilio,
+    hang,
+)
+
+SEND_TIMEOUT_S = 1.0
+WAIT_S = 90.0
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+class Workers:
+    """``responder worker`` subprocesses against one database and the fake."""
+
+    def __init__(self, database_url: str, fake: FakeTwilio, logs: Path) -> None:
+        self.database_url = database_url
+        self.fake = fake
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, count: int = 1, *, send_timeout_s: float = SEND_TIMEOUT_S
+    ) -> list[subprocess.Popen[bytes]]:
+        env = {
+            **os.environ,
+            "RESPONDER_DATABASE_URL": self.database_url,
+            "RESPONDER_TWILIO_ACCOUNT_SID": self.fake.account_sid,
+            "RESPONDER_TWILIO_AUTH_TOKEN": self.fake.auth_token,
+            "RESPONDER_TWILIO_MESSAGING_SERVICE_SID": MESSAGING_SERVICE_SID,
+            "RESPONDER_TWILIO_API_BASE": self.fake.base_url,
+            "RESPONDER_PUBLIC_BASE_URL": "https://responder.example.org",
+            "RESPONDER_SEND_TIMEOUT_S": str(send_timeout_s),
+            "RESPONDER_LOG_LEVEL": "WARNING",
+        }
+        started = []
+        for _ in range(count):
+            with (self.logs / f"worker-{len(self.processes)}.log").open("wb") as log:
+                process = subprocess.Popen(  # noqa: S603 - our own CLI
+                    [sys.executable, "-m", "app.cli", "worker"], env=env, stdout=log, stderr=log
+                )
+            self.processes.append(process)
+            started.append(process)
+        return started
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def workers(committed_db: str, fake_twilio: FakeTwilio, tmp_path: Path) -> Iterator[Workers]:
+    running = Workers(committed_db, fake_twilio, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+async def queue_alerts(database_url: str, count: int) -> dict[uuid.UUID, str]:
+    """``count`` alerts queued as an incident's transaction leaves them: message id → phone."""
+    engine = create_engine(database_url, pool_size=1)
+    now = datetime.now(UTC)
+    try:
+        async with unit_of_work(create_session_factory(engine)) as session:
+            incident = await create_incident(session, created_at=now)
+            for _ in range(count):
+                volunteer = await create_volunteer(session, near=STOCKHOLM)
+                await create_alert(session, incident=incident, volunteer=volunteer, now=now)
+        async with unit_of_work(create_session_factory(engine)) as session:
+            rows = await session.execute(select(Message.id, Message.phone))
+            return {row.id: row.phone for row in rows}
+    finally:
+        await engine.dispose()
+
+
+async def statuses(database_url: str) -> dict[uuid.UUID, tuple[str, datetime | None, datetime]]:
+    """message id → (status, sent_at, deadline_at)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(Message.id, Message.status, Message.sent_at, Message.deadline_at)
+            )
+            return {row.id: (row.status, row.sent_at, row.deadline_at) for row in rows}
+    finally:
+        await engine.dispose()
+
+
+async def wait_until_all_sent(
+    database_url: str, count: int
+) -> dict[uuid.UUID, tuple[str, datetime | None, datetime]]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        seen = await statuses(database_url)
+        done = [status for status, _, _ in seen.values() if status in ("sent", "delivered")]
+        if len(done) == count:
+            return seen
+        failed = [status for status, _, _ in seen.values() if status == "failed"]
+        assert not failed, f"{len(failed)} messages abandoned"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(done)} of {count} sent after {WAIT_S} s: {seen}")
+        await asyncio.sleep(0.2)
+
+
+def accepted_by_message(fake: FakeTwilio) -> Counter[uuid.UUID]:
+    """How many times the provider accepted an SMS for each of our message ids."""
+    counts: Counter[uuid.UUID] = Counter()
+    for request in fake.messages():
+        query = parse_qs(urlsplit(request.form["StatusCallback"]).query)
+        counts[uuid.UUID(query["message_id"][0])] += 1
+    return counts
+
+
+async def test_worker_killed_mid_send_loses_nothing_and_repeats_only_what_was_in_flight(
+    committed_db: str, fake_twilio: FakeTwilio, workers: Workers
+) -> None:
+    queued = await queue_alerts(committed_db, 12)
+    # 8 answered at once; 4 held by the provider for 3 s (within the worker's 5 s send
+    # timeout) and accepted after the worker was killed: their outcome is unknown to us.
+    fake_twilio.script(*[Behaviour()] * 8, *[hang(3.0)] * 4)
+    (first,) = workers.start(send_timeout_s=5.0)
+    await asyncio.to_thread(fake_twilio.wait_for, 12, 30)
+    deadline = time.monotonic() + 3
+    while True:
+        before_kill = await statuses(committed_db)
+        recorded = {key for key, (status, _, _) in before_kill.items() if status == "sent"}
+        if len(recorded) == 8 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    in_flight = {key for key, (status, _, _) in before_kill.items() if status == "sending"}
+    assert len(recorded) == 8
+    assert len(in_flight) == 4
+
+    workers.start()
+    final = await wait_until_all_sent(committed_db, len(queued))
+
+    accepted = accepted_by_message(fake_twilio)
+    assert set(accepted) == set(queued), "an alert was never handed to the provider"
+    repeated = {key for key, times in accepted.items() if times > 1}
+    assert repeated <= in_flight, "an SMS recorded as sent was sent again"
+    assert all(sent_at is not None and sent_at <= due for _, sent_at, due in final.values())
+
+
+async def test_provider_429_500_and_hangs_delay_but_never_lose_an_alert(
+    committed_db: str, fake_twilio: FakeTwilio, workers: Workers
+) -> None:
+    queued = await queue_alerts(committed_db, 8)
+    held_then_refused = Behaviour(status=500, hang_s=SEND_TIMEOUT_S + 1)
+    held_then_accepted = hang(SEND_TIMEOUT_S + 1)
+    fake_twilio.script(
+        TOO_MANY,
+        TOO_MANY,
+        SERVER_ERROR,
+        SERVER_ERROR,
+        held_then_refused,
+        held_then_accepted,
+        TOO_MANY,
+        SERVER_ERROR,
+        TOO_MANY,
+        SERVER_ERROR,
+    )
+    workers.start()
+
+    final = await wait_until_all_sent(committed_db, len(queued))
+
+    accepted = accepted_by_message(fake_twilio)
+    assert set(accepted) == set(queued)
+    assert sum(accepted.values()) - len(queued) <= 1, "duplicates beyond the one held send"
+    assert all(sent_at is not None and sent_at <= due for _, sent_at, due in final.values())
+    assert len(fake_twilio.requests) >= len(queued) + 10
+
+
+@pytest.mark.parametrize("count", [2, 4])
+async def test_racing_workers_never_send_an_sms_twice(
+    committed_db: str, fake_twilio: FakeTwilio, workers: Workers, count: int
+) -> None:
+    workers.start(count)
+    queued: dict[uuid.UUID, str] = {}
+    for _ in range(4):
+        queued |= await queue_alerts(committed_db, 50)
+
+    await wait_until_all_sent(committed_db, len(queued))
+
+    accepted = accepted_by_message(fake_twilio)
+    assert set(accepted) == set(queued)
+    assert max(accepted.values()) == 1
