@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +26,6 @@ from dispatch.events import record_event
 from dispatch.outbox import OutboundSms, queue_sms
 from dispatch.roles import lock_incident, stand_down_pending
 from geo.points import LatLon, geography_point
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
