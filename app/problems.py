@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,8 +113,30 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unreachable(exc):
+            log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
+            return problem_response(
+                503,
+                "Service unavailable",
+                "the database is unreachable; nothing was stored, retry",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            )
         log.exception("unhandled error", path=request.url.path)
         return problem_response(500, "Internal error", "the error was logged")
+
+
+DATABASE_RETRY_AFTER_S = 2
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A lost or refused database connection (restart, failover), not a bug.
+
+    The request's transaction never committed, so the client may safely retry:
+    a dispatcher's CAD resends the same incident and gets it created once.
+    """
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError)
 
 
 class RequestGuards:
@@ -224,15 +247,16 @@ GUARDED_BODY_METHODS = ("post", "put", "patch")
 def complete_operation_responses(schema: dict[str, Any]) -> None:
     """Add the statuses that shared machinery can answer on every route, in place.
 
-    Authentication, rate limiting and the request guards run for whole classes of
-    routes; listing their statuses here keeps /openapi.json true even when a route
-    forgets them. FastAPI's default 422 entry is replaced: ours is problem+json.
+    Authentication, rate limiting, the request guards and a lost database (503)
+    concern whole classes of routes; listing their statuses here keeps /openapi.json
+    true even when a route forgets them. FastAPI's default 422 entry is replaced:
+    ours is problem+json.
     """
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
-            statuses: list[int] = []
+            statuses: list[int] = [503] if path.startswith(("/v1/", "/webhooks/")) else []
             if operation.get("security"):
                 statuses += [401, 403, 429]
             if method in GUARDED_BODY_METHODS and "requestBody" in operation:
