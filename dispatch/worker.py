@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
@@ -385,11 +385,30 @@ class DispatchWorker:
                 except Exception:  # noqa: BLE001 - the loop must survive a lost database
                     log.exception("dispatch worker pass failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), await self._idle_for())
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def _idle_for(self) -> float:
+        """Until the earliest retry is due (so backoff is honoured), at most the poll interval."""
+        try:
+            async with self.session_factory() as session:
+                due = (
+                    await session.execute(
+                        select(func.min(Message.next_attempt_at)).where(
+                            Message.direction == "out",
+                            Message.status.in_(("queued", "sending")),
+                        )
+                    )
+                ).scalar_one_or_none()
+        except Exception:  # noqa: BLE001 - the database is gone: poll
+            return self.poll_interval_s
+        if due is None:
+            return self.poll_interval_s
+        seconds = (due - self.clock.now()).total_seconds()
+        return min(self.poll_interval_s, max(0.05, seconds))
 
     def stop(self) -> None:
         self._stopping.set()

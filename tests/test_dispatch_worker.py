@@ -47,11 +47,12 @@ class Harness:
     clock: FrozenClock
     url: str
 
-    def worker(self, **kwargs: object) -> DispatchWorker:
+    def worker(self, *, send_timeout_s: float = 10.0, **kwargs: object) -> DispatchWorker:
+        settings = self.settings.model_copy(update={"send_timeout_s": send_timeout_s})
         return DispatchWorker(
             session_factory=self.factory,
-            gateway=create_gateway(self.settings),
-            settings=self.settings,
+            gateway=create_gateway(settings),
+            settings=settings,
             clock=self.clock,
             database_url=self.url,
             **kwargs,  # type: ignore[arg-type]
@@ -88,7 +89,7 @@ async def harness(
     committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock
 ) -> AsyncIterator[Harness]:
     engine = create_engine(committed_db, pool_size=5)
-    settings = twilio_settings(fake_twilio, send_timeout_s=0.5)
+    settings = twilio_settings(fake_twilio)
     yield Harness(engine, create_session_factory(engine), settings, clock, committed_db)
     await engine.dispose()
 
@@ -207,7 +208,7 @@ async def test_timed_out_send_reconciled_by_a_callback_is_not_sent_again(
 ) -> None:
     [alert] = await harness.alerts()
     fake_twilio.script(hang(1.5))
-    worker = harness.worker()
+    worker = harness.worker(send_timeout_s=0.5)
     assert await worker.send_due() == 0
     [accepted] = await asyncio.to_thread(fake_twilio.wait_for, 1)
     message = await harness.message_for(alert)
@@ -234,8 +235,8 @@ async def test_timed_out_send_without_callback_is_sent_again(
     harness: Harness, fake_twilio: FakeTwilio
 ) -> None:
     [alert] = await harness.alerts()
-    fake_twilio.script(hang(1.0))
-    worker = harness.worker()
+    fake_twilio.script(hang(2.0))
+    worker = harness.worker(send_timeout_s=0.5)
     await worker.send_due()
     harness.clock.advance(timedelta(seconds=10))
     assert await worker.send_due() == 1

@@ -217,7 +217,7 @@ def twilio_settings(fake: FakeTwilio, **overrides: Any) -> Settings:
         "twilio_messaging_service_sid": MESSAGING_SERVICE_SID,
         "twilio_api_base": fake.base_url,
         "public_base_url": "https://responder.example.org",
-        "send_timeout_s": 2.0,
+        "send_timeout_s": 10.0,
     }
     values.update(overrides)
     return make_settings(**values)
