@@ -76,14 +76,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_service(database_url: str, *, logs: Path) -> Iterator[Service]:
-    """The Twilio sink and ``responder serve`` as subprocesses; stopped on exit."""
+def running_service(database_url: str, *, logs: Path, workers: int = 1) -> Iterator[Service]:
+    """The Twilio sink, ``responder serve`` and ``workers`` × ``responder worker``.
+
+    The default mirrors ``docker-compose.yml``: one ``serve`` process (API and a
+    dispatch worker) plus one stand-alone worker, all claiming from the same queue.
+    """
     logs.mkdir(parents=True, exist_ok=True)
     sink_port, api_port = free_port(), free_port()
     sink_url = f"http://127.0.0.1:{sink_port}"
     base_url = f"http://127.0.0.1:{api_port}"
-    sink_log = logs / "twilio-sink.log"
-    service_log = logs / "service.log"
     env = {name: value for name, value in os.environ.items() if not name.startswith("RESPONDER_")}
     env.update(
         RESPONDER_DATABASE_URL=database_url,
@@ -95,35 +97,28 @@ def running_service(database_url: str, *, logs: Path) -> Iterator[Service]:
         RESPONDER_LOG_LEVEL="WARNING",
         RESPONDER_LOG_FORMAT="json",
     )
-    with sink_log.open("wb") as sink_out, service_log.open("wb") as service_out:
-        sink = subprocess.Popen(  # noqa: S603 - our own module
-            [sys.executable, "-m", "bench.twilio_sink", "--port", str(sink_port)],
-            stdout=sink_out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        service: subprocess.Popen[bytes] | None = None
-        try:
-            _wait_until_up(f"{sink_url}/_bench/arrivals", sink, sink_log)
-            service = subprocess.Popen(  # noqa: S603 - our own entry point
-                [
-                    str(Path(sys.executable).with_name("responder")),
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                ],
-                stdout=service_out,
-                stderr=subprocess.STDOUT,
-                env=env,
+    responder = str(Path(sys.executable).with_name("responder"))
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
+            out = stack.enter_context((logs / f"{name}.log").open("wb"))
+            process = subprocess.Popen(  # noqa: S603 - our own entry points
+                command, stdout=out, stderr=subprocess.STDOUT, env=env
             )
-            _wait_until_up(f"{base_url}/healthz", service, service_log)
-            yield Service(base_url=base_url, sink_url=sink_url, pid=service.pid)
-        finally:
-            if service is not None:
-                _stop(service)
-            _stop(sink)
+            stack.callback(_stop, process)
+            return process
+
+        sink = start(
+            "twilio-sink", [sys.executable, "-m", "bench.twilio_sink", "--port", str(sink_port)]
+        )
+        _wait_until_up(f"{sink_url}/_bench/arrivals", sink, logs / "twilio-sink.log")
+        service = start(
+            "service", [responder, "serve", "--host", "127.0.0.1", "--port", str(api_port)]
+        )
+        _wait_until_up(f"{base_url}/healthz", service, logs / "service.log")
+        for number in range(workers):
+            start(f"worker-{number}", [responder, "worker"])
+        yield Service(base_url=base_url, sink_url=sink_url, pid=service.pid)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ class Plan:
     bulk_batch: int = 1000
     bulk_batches: int = 100
     bulk_concurrency: int = 4
+    workers: int = 1
 
 
 SMOKE = Plan(
@@ -290,7 +291,9 @@ def measure_service(
         feed_ids = asyncio.run(load.sample_volunteer_ids(url, plan.bulk_batch * 10))
     with ExitStack() as stack:
         with timed(seconds, "service_start"):
-            service = stack.enter_context(load.running_service(url, logs=logs))
+            service = stack.enter_context(
+                load.running_service(url, logs=logs, workers=plan.workers)
+            )
         if "alert" in phases:
             with timed(seconds, "alert"), profiled(service.pid, profile):
                 results["alert_path"] = asyncio.run(
@@ -427,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reseed", action="store_true", help="seed even if already seeded")
     parser.add_argument("--only", choices=PHASES, action="append", help="repeatable")
     parser.add_argument("--profile", action="store_true", help="py-spy the alert path")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="stand-alone dispatch workers beside serve"
+    )
     parser.add_argument("--home", type=Path, default=Path(".responder-bench"))
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -438,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         report = run(
             url,
             volunteers=args.volunteers,
-            plan=SMOKE if args.smoke else Plan(),
+            plan=replace(SMOKE if args.smoke else Plan(), workers=args.workers),
             phases=set(args.only or PHASES),
             reseed=args.reseed,
             logs=logs,
