@@ -243,11 +243,15 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 
 @contextmanager
-def profiled(pid: int, output: Path | None) -> Iterator[None]:
-    """py-spy sampling the service process (out of process) while the block runs."""
-    if output is None:
+def profiled(pid: int, prefix: Path | None, phase: str) -> Iterator[None]:
+    """py-spy sampling the service process (out of process) while the block runs.
+
+    Writes ``<prefix>-<phase>.pyspy.txt`` (collapsed stacks; ``python -m bench.profile``).
+    """
+    if prefix is None:
         yield
         return
+    output = prefix.with_name(f"{prefix.name}-{phase}.pyspy.txt")
     spy = subprocess.Popen(  # noqa: S603 - our own arguments
         [
             str(Path(sys.executable).with_name("py-spy")),
@@ -295,7 +299,7 @@ def measure_service(
                 load.running_service(url, logs=logs, workers=plan.workers)
             )
         if "alert" in phases:
-            with timed(seconds, "alert"), profiled(service.pid, profile):
+            with timed(seconds, "alert"), profiled(service.pid, profile, "alert"):
                 results["alert_path"] = asyncio.run(
                     load.measure_alert_path(
                         service,
@@ -306,14 +310,17 @@ def measure_service(
                     )
                 )
         if "webhooks" in phases:
-            with timed(seconds, "webhooks"):
+            with timed(seconds, "webhooks"), profiled(service.pid, profile, "webhooks"):
                 results["webhooks"] = asyncio.run(
                     load.measure_webhooks(
                         service, url, requests=plan.webhooks, concurrency=plan.webhook_concurrency
                     )
                 )
         if "locations" in phases:
-            with timed(seconds, "single_locations"):
+            with (
+                timed(seconds, "single_locations"),
+                profiled(service.pid, profile, "single_locations"),
+            ):
                 results["single_locations"] = asyncio.run(
                     load.measure_single_locations(
                         service,
@@ -323,7 +330,10 @@ def measure_service(
                         concurrency=plan.location_concurrency,
                     )
                 )
-            with timed(seconds, "bulk_locations"):
+            with (
+                timed(seconds, "bulk_locations"),
+                profiled(service.pid, profile, "bulk_locations"),
+            ):
                 results["bulk_locations"] = asyncio.run(
                     load.measure_bulk_locations(
                         service,
@@ -429,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny counts: the harness only")
     parser.add_argument("--reseed", action="store_true", help="seed even if already seeded")
     parser.add_argument("--only", choices=PHASES, action="append", help="repeatable")
-    parser.add_argument("--profile", action="store_true", help="py-spy the alert path")
+    parser.add_argument("--profile", action="store_true", help="py-spy each service phase")
     parser.add_argument(
         "--workers", type=int, default=1, help="stand-alone dispatch workers beside serve"
     )
@@ -439,7 +449,9 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     output = args.output or RESULTS / f"{stamp}-{args.volunteers}.json"
     logs = RESULTS / "tmp" / stamp
-    profile = RESULTS / f"{stamp}-alert-path.pyspy.txt" if args.profile else None
+    profile = RESULTS / "profiles" / stamp if args.profile else None
+    if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
     with bench_database(args.home) as url:
         report = run(
             url,
