@@ -21,8 +21,17 @@ _phones = itertools.count(1_000_000)
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for a test: the spec's defaults, nothing from the environment."""
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    """Settings for a test: the spec's defaults, nothing from the environment.
+
+    Except the per-IP rate limits: every test client is 127.0.0.1 and the counts
+    are shared through the test database, so the suite's deliberate 401s and forged
+    webhooks would trip them. Tests of rate limiting set their own limits.
+    """
+    per_ip_unlimited = {
+        "rate_limit_anonymous_per_minute": 1_000_000,
+        "rate_limit_unsigned_webhook_per_minute": 1_000_000,
+    }
+    return Settings(_env_file=None, **(per_ip_unlimited | overrides))  # type: ignore[call-arg]
 
 
 def offset(origin: LatLon, *, bearing_deg: float, distance_m: float) -> LatLon:

@@ -39,11 +39,22 @@ def settings(fake_twilio: FakeTwilio) -> Settings:
     return twilio_settings(fake_twilio, rate_limit_unsigned_webhook_per_minute=5)
 
 
+async def client_at(app: FastAPI, ip: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client at its own address, so its unsigned requests have their own budget."""
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
 @pytest.fixture
 async def stranger(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client at its own address, so its unsigned requests have their own budget."""
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async for client in client_at(app, "203.0.113.77"):
+        yield client
+
+
+@pytest.fixture
+async def forger(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in client_at(app, "203.0.113.78"):
         yield client
 
 
@@ -62,7 +73,7 @@ async def inbound_count(session: AsyncSession) -> int:
 
 
 async def test_forged_and_missing_signatures_are_refused_and_change_nothing(
-    client: httpx.AsyncClient, session: AsyncSession, fake_twilio: FakeTwilio, settings: Settings
+    forger: httpx.AsyncClient, session: AsyncSession, fake_twilio: FakeTwilio, settings: Settings
 ) -> None:
     volunteer = await create_volunteer(session, near=STOCKHOLM)
     body, headers = signed_sms(
@@ -76,10 +87,10 @@ async def test_forged_and_missing_signatures_are_refused_and_change_nothing(
     )
 
     answers = [
-        await client.post(SMS_PATH, content=body, headers=forged),
-        await client.post(SMS_PATH, content=body, headers=unsigned),
-        await client.post(SMS_PATH, content=tampered, headers=headers),
-        await client.post("/webhooks/twilio/status", content=other_url, headers=other_headers),
+        await forger.post(SMS_PATH, content=body, headers=forged),
+        await forger.post(SMS_PATH, content=body, headers=unsigned),
+        await forger.post(SMS_PATH, content=tampered, headers=headers),
+        await forger.post("/webhooks/twilio/status", content=other_url, headers=other_headers),
     ]
 
     assert [answer.status_code for answer in answers] == [403, 403, 403, 403]
