@@ -77,7 +77,9 @@ async def handle_inbound_sms(
         await session.execute(
             select(Volunteer)
             .where(Volunteer.phone == sms.from_phone, Volunteer.status != "erased")
-            .with_for_update()
+            # NO KEY UPDATE: another reply's stand-down texts to this volunteer take
+            # FOR KEY SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
+            .with_for_update(key_share=True)
         )
     ).scalar_one_or_none()
     if volunteer is None:
@@ -141,7 +143,9 @@ async def _answer_alert(
         return Outcome(target)
     incident = await lock_incident(session, target.incident_id)
     alert = (
-        await session.execute(select(Alert).where(Alert.id == target.id).with_for_update())
+        await session.execute(
+            select(Alert).where(Alert.id == target.id).with_for_update(key_share=True)
+        )
     ).scalar_one()
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)

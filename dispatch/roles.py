@@ -69,10 +69,14 @@ def should_stand_down(
 
 
 async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incident | None:
-    """The incident row, locked until commit: replies to one incident are serialised."""
-    return (
-        await session.execute(select(Incident).where(Incident.id == incident_id).with_for_update())
-    ).scalar_one_or_none()
+    """The incident row, locked until commit: replies to one incident are serialised.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the worker and other transactions insert rows
+    that reference the incident (messages, events), whose foreign-key checks take
+    FOR KEY SHARE; with FOR UPDATE they deadlock against replies under load.
+    """
+    statement = select(Incident).where(Incident.id == incident_id)
+    return (await session.execute(statement.with_for_update(key_share=True))).scalar_one_or_none()
 
 
 async def open_slots(session: AsyncSession, incident: Incident) -> Slots:
