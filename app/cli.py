@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -98,7 +99,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         host = args.host or settings.host
         port = args.port or settings.port
         log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal;
+        # these handlers turn that into an exception so the embedded cluster is stopped too.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, _raise_stopped)
+        try:
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        except ServiceStopped:
+            log.info("service stopped")
+
+
+class ServiceStopped(Exception):
+    """A stop signal arrived; unwinding stops what this process started."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise ServiceStopped(signal.Signals(signum).name)
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
