@@ -3,8 +3,9 @@
 ``python -m bench.profile bench/results/<stamp>-alert-path.pyspy.txt`` prints, for
 our own code (``app/``, ``dispatch/``, ``geo/``) and for the libraries underneath,
 the share of samples in which each function was on the stack (inclusive) and at
-its top (self). Idle samples (the event loop waiting in ``select``) are counted
-apart, so the shares are of the time the process was busy.
+its top (self). Samples of a thread parked in ``select`` or ``Condition.wait`` (the
+event loop waiting for I/O, idle helper threads) are counted apart, so the shares
+are of the time the process was computing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^:()]+):\d+\)$")
-IDLE = ("select (selectors.py", "_run_once (asyncio/base_events.py", "run_forever")
+IDLE_LEAVES = {"select (selectors.py)", "wait (threading.py)", "Condition.wait (threading.py)"}
 OURS = ("app/", "dispatch/", "geo/")
 
 
@@ -38,7 +39,7 @@ def summarise(path: Path, *, top: int = 25) -> str:
             continue
         count = int(count_text)
         frames = _frames(stack)
-        if any(frames[-1].startswith(marker.split(" (")[0]) for marker in IDLE[:1]):
+        if frames[-1] in IDLE_LEAVES:
             idle += count
             continue
         busy += count
