@@ -154,7 +154,7 @@ def machine(url: str) -> dict[str, Any]:
 
 
 async def measure_sql(url: str, points: list[tuple[float, float]], plan: Plan) -> dict[str, Any]:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     radius, limit = settings.alert_radius_m, settings.max_alerted
     results: dict[str, Any] = {
         "floor_pgbench_ms": load.summary_ms(
@@ -389,6 +389,7 @@ def run(
         )
     report["results"] = results
     report["harness_seconds"] = seconds
+    report["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     return report
 
 
