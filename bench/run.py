@@ -434,6 +434,13 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plan(args: argparse.Namespace) -> Plan:
+    plan = replace(SMOKE if args.smoke else Plan(), workers=args.workers)
+    if args.incident_interval is not None:
+        plan = replace(plan, incident_interval_s=args.incident_interval)
+    return plan
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--volunteers", type=int, default=1_000_000)
@@ -443,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy each service phase")
     parser.add_argument(
         "--workers", type=int, default=1, help="stand-alone dispatch workers beside serve"
+    )
+    parser.add_argument(
+        "--incident-interval", type=float, default=None, help="seconds between incidents"
     )
     parser.add_argument("--home", type=Path, default=Path(".responder-bench"))
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
@@ -457,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
         report = run(
             url,
             volunteers=args.volunteers,
-            plan=replace(SMOKE if args.smoke else Plan(), workers=args.workers),
+            plan=_plan(args),
             phases=set(args.only or PHASES),
             reseed=args.reseed,
             logs=logs,
