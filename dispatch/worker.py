@@ -194,12 +194,21 @@ async def claim_due(
                 deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
             )
         )
-        if row.alert_id is not None and row.purpose == "alert":
-            await session.execute(
-                update(Alert)
-                .where(Alert.id == row.alert_id, Alert.delivery_status == "queued")
-                .values(delivery_status="sending", delivery_updated_at=now)
-            )
+    alert_ids = [row.alert_id for row in rows if row.alert_id and row.purpose == "alert"]
+    if alert_ids:
+        # SKIP LOCKED: an alert held by a reply (which may be standing this incident's
+        # alerts down) must neither delay the claim nor deadlock with it; its delivery
+        # status then moves on from queued when the send's outcome is recorded.
+        free = (
+            select(Alert.id)
+            .where(Alert.id.in_(alert_ids), Alert.delivery_status == "queued")
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        await session.execute(
+            update(Alert)
+            .where(Alert.id.in_(free.scalar_subquery()))
+            .values(delivery_status="sending", delivery_updated_at=now)
+        )
     return claimed
 
 
