@@ -113,11 +113,13 @@ def create_app(
             clock=clock or SystemClock(),
         )
         app.state.runtime = runtime
+        app.state.rate_limiter.open(url)
         await start_dispatch(runtime, run_worker=app.state.run_worker)
         try:
             yield
         finally:
             await stop_dispatch(runtime)
+            await app.state.rate_limiter.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -11,9 +11,9 @@ signed webhooks (a reply or a delivery receipt must never be dropped).
 
 How it stays cheap on hot paths:
 
-- Each count is one autocommit upsert on its own pooled connection, taken before the
-  request's transaction touches the database and released at once: no bucket row
-  is locked for the length of a request, and a request never holds two connections.
+- Each count is one autocommit upsert on a connection of the limiter's own small
+  pool, released at once: no bucket row is locked for the length of a request, and
+  an exhausted request pool never makes the limiter wait.
 - The table is UNLOGGED, so a count costs no WAL flush.
 - The role of a key never changes, so each process remembers it per key hash:
   after a key's first request a dispatcher pays nothing at all.
@@ -47,6 +47,7 @@ from starlette.requests import Request
 
 from app.auth import Role, hash_key
 from app.clock import Clock, SystemClock
+from app.db import create_engine
 from app.errors import RateLimited
 from app.models import ApiKey, RateLimitBucket
 from app.settings import Settings
@@ -56,6 +57,7 @@ log = structlog.get_logger(__name__)
 WINDOW_S = 60
 LEASE_DIVISOR = 500
 LIMITER_TIMEOUT_S = 1.0
+LIMITER_POOL_SIZE = 2
 ROLE_CACHE_SIZE = 10_000
 
 _COUNT = text(
@@ -112,6 +114,21 @@ class RateLimiter:
         self._roles: OrderedDict[str, KeyIdentity] = OrderedDict()
         self._leases: dict[str, tuple[datetime, int]] = {}
         self._purged_window: datetime | None = None
+        self._engine: AsyncEngine | None = None
+
+    def open(self, database_url: str) -> None:
+        """Count on a small pool of the limiter's own (called by the lifespan).
+
+        Under overload the request pool is exhausted; a limiter drawing from it would
+        wait (and then fail open) on every request. Without ``open`` (an app built
+        without its lifespan, as in tests) the request engine passed in is used.
+        """
+        self._engine = create_engine(database_url, pool_size=LIMITER_POOL_SIZE)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
 
     def limit_for(self, role: Role) -> int | None:
         """Requests per minute for a key of this role; None = never limited."""
@@ -131,17 +148,19 @@ class RateLimiter:
         counted against the client's IP by ``check_failed_authentication``.
         """
         if token:
-            await self._guarded(self._check_key(engine, token))
+            await self._guarded(self._check_key(self._engine or engine, token))
 
     async def check_failed_authentication(self, engine: AsyncEngine, *, client_ip: str) -> None:
         """Count a request refused with 401; raise ``RateLimited`` when the IP is over."""
         limit = self._settings.rate_limit_anonymous_per_minute
-        await self._guarded(self._count(engine, bucket=f"ip:{client_ip}", limit=limit))
+        bucket = f"ip:{client_ip}"
+        await self._guarded(self._count(self._engine or engine, bucket=bucket, limit=limit))
 
     async def check_unsigned_webhook(self, engine: AsyncEngine, *, client_ip: str) -> None:
         """Count a webhook whose signature failed; raise ``RateLimited`` when full."""
         limit = self._settings.rate_limit_unsigned_webhook_per_minute
-        await self._guarded(self._count(engine, bucket=f"webhook:{client_ip}", limit=limit))
+        bucket = f"webhook:{client_ip}"
+        await self._guarded(self._count(self._engine or engine, bucket=bucket, limit=limit))
 
     async def _guarded(self, check: Awaitable[None]) -> None:
         try:
