@@ -65,10 +65,18 @@ class Stream:
         return sum(count for status, count in self.statuses.items() if not status.startswith("2"))
 
 
+MAX_IN_FLIGHT = 64
+
+
 async def paced(
     rate_per_s: float, until: float, send: Callable[[int], Awaitable[int]], stream: Stream
 ) -> None:
-    """Open loop: request n starts at n / rate, whatever the previous ones are doing."""
+    """Open loop: request n starts at n / rate, whatever the previous ones are doing.
+
+    A request due while ``MAX_IN_FLIGHT`` of the stream are still unanswered is not
+    sent and counted as ``not_sent_backlog`` (a failure): the service did not hold
+    the rate, and queueing without bound would only hide it.
+    """
     began = time.monotonic()
     pending: set[asyncio.Task[None]] = set()
 
@@ -84,6 +92,10 @@ async def paced(
     number = 0
     while (due := began + number / rate_per_s) < until:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if len(pending) >= MAX_IN_FLIGHT:
+            stream.statuses["not_sent_backlog"] += 1
+            number += 1
+            continue
         task = asyncio.create_task(one(number))
         pending.add(task)
         task.add_done_callback(pending.discard)
