@@ -62,7 +62,7 @@ class Plan:
     no_index_transactions: int = 20
     naive_samples: int = 200
     incidents: int = 200
-    incident_interval_s: float = 0.2
+    incident_interval_s: float = 1.0
     webhooks: int = 5000
     webhook_concurrency: int = 32
     single_locations: int = 10_000
