@@ -38,6 +38,7 @@ from tests.twilio_fake import (
 )
 
 SEND_TIMEOUT_S = 1.0
+HELD_S = 10.0
 WAIT_S = 90.0
 
 
@@ -161,12 +162,12 @@ async def test_worker_killed_mid_send_loses_nothing_and_repeats_only_what_was_in
     committed_db: str, fake_twilio: FakeTwilio, workers: Workers
 ) -> None:
     queued = await queue_alerts(committed_db, 12)
-    # 8 answered at once; 4 held by the provider for 3 s (within the worker's 5 s send
+    # 8 answered at once; 4 held by the provider for 10 s (within the worker's 12 s send
     # timeout) and accepted after the worker was killed: their outcome is unknown to us.
-    fake_twilio.script(*[Behaviour()] * 8, *[hang(3.0)] * 4)
-    (first,) = workers.start(send_timeout_s=5.0)
+    fake_twilio.script(*[Behaviour()] * 8, *[hang(HELD_S)] * 4)
+    (first,) = workers.start(send_timeout_s=HELD_S + 2)
     await asyncio.to_thread(fake_twilio.wait_for, 12, 30)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + HELD_S - 2
     while True:
         before_kill = await statuses(committed_db)
         recorded = {key for key, (status, _, _) in before_kill.items() if status == "sent"}
