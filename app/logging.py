@@ -12,10 +12,16 @@ import structlog
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "console") -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    renderer: list[structlog.types.Processor] = (
+        [
+            # Tracebacks as data, without local variables: they may hold personal data.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(),
+        ]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -30,7 +36,10 @@ def configure_logging(*, level: str = "INFO", fmt: str = "console") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
