@@ -37,11 +37,13 @@ _MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages
 
 @dataclass(frozen=True)
 class Behaviour:
-    """What the next request gets: ``status``/``code`` for an error, ``hang_s`` to stall."""
+    """What the next request gets: ``status``/``code`` for an error, ``hang_s`` to stall,
+    ``hold`` to stall until the test sets the event (the provider answers only then)."""
 
     status: int = 201
     code: int | None = None
     hang_s: float = 0.0
+    hold: threading.Event | None = None
 
 
 OK = Behaviour()
@@ -70,6 +72,7 @@ class FakeTwilio:
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
     requests: list[RecordedRequest] = field(default_factory=list)
+    arrivals: int = 0
     _script: deque[Behaviour] = field(default_factory=deque)
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _server: ThreadingHTTPServer | None = None
@@ -96,8 +99,16 @@ class FakeTwilio:
                 raise TimeoutError(f"{len(self.requests)} of {count} requests after {timeout}s")
             return list(self.requests)
 
+    def wait_for_arrivals(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` requests have arrived, answered or still held."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self.arrivals >= count, timeout):
+                raise TimeoutError(f"{self.arrivals} of {count} arrivals after {timeout}s")
+
     def _next(self) -> Behaviour:
         with self._lock:
+            self.arrivals += 1
+            self._lock.notify_all()
             return self._script.popleft() if self._script else OK
 
     def _record(self, request: RecordedRequest) -> None:
@@ -123,6 +134,8 @@ class FakeTwilio:
                     behaviour = Behaviour(status=404, code=20404)
                 if behaviour.hang_s:
                     time.sleep(behaviour.hang_s)
+                if behaviour.hold is not None:
+                    behaviour.hold.wait(timeout=120)
                 if behaviour.status == 201:
                     request.sid = "SM" + uuid.uuid4().hex
                     body = fake._message_resource(request)
