@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
+from sqlalchemy.types import Interval
 
 from app.errors import Unauthorized
 from app.models import ApiKey
@@ -24,6 +25,37 @@ from app.models import ApiKey
 Role = Literal["admin", "dispatcher", "locator", "volunteer"]
 KEY_PREFIX = "rsp_"
 LAST_USED_GRAIN = timedelta(minutes=1)
+
+# One round trip: the lookup, plus the throttled ``last_used_at`` touch as a
+# data-modifying CTE (PostgreSQL runs it whether or not the outer query reads it).
+# SKIP LOCKED: concurrent requests with one key never queue on its row; a key whose
+# row is locked simply keeps its previous last_used_at for this request.
+_AUTHENTICATE = (
+    text(
+        """
+    WITH found AS (
+        SELECT id, name, role, centre, volunteer_id, last_used_at FROM api_key
+        WHERE key_hash = :key_hash AND revoked_at IS NULL
+    ), touched AS (
+        UPDATE api_key SET last_used_at = now()
+        WHERE id = (
+            SELECT api_key.id FROM api_key JOIN found ON found.id = api_key.id
+            WHERE found.last_used_at IS NULL OR found.last_used_at < now() - :grain
+            FOR UPDATE OF api_key SKIP LOCKED
+        )
+    )
+    SELECT id, name, role, centre, volunteer_id FROM found
+    """
+    )
+    .bindparams(bindparam("grain", type_=Interval()))
+    .columns(
+        ApiKey.__table__.c.id,
+        ApiKey.__table__.c.name,
+        ApiKey.__table__.c.role,
+        ApiKey.__table__.c.centre,
+        ApiKey.__table__.c.volunteer_id,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -80,23 +112,12 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         raise Unauthorized("send Authorization: Bearer <key>")
     record = (
         await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
+            _AUTHENTICATE, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
     if record is None:
         raise Unauthorized("unknown or revoked key")
-    # Throttled and SKIP LOCKED: concurrent requests with one key never queue on its row.
-    stale = (
-        select(ApiKey.id)
-        .where(
-            ApiKey.id == record.id,
-            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at < func.now() - LAST_USED_GRAIN),
-        )
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    await session.execute(update(ApiKey).where(ApiKey.id == stale).values(last_used_at=func.now()))
-    role: Role = record.role  # type: ignore[assignment]
+    role: Role = record.role
     return Principal(
         key_id=record.id,
         name=record.name,

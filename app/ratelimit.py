@@ -11,8 +11,9 @@ signed webhooks (a reply or a delivery receipt must never be dropped).
 
 How it stays cheap on hot paths:
 
-- Each count is one autocommit upsert on a connection of the limiter's own small
-  pool, released at once: no bucket row is locked for the length of a request, and
+- Each count is one autocommit upsert on a connection of the limiter's own pool
+  (as large as the request pool, so it never queues where requests do not),
+  released at once: no bucket row is locked for the length of a request, and
   an exhausted request pool never makes the limiter wait.
 - The table is UNLOGGED, so a count costs no WAL flush.
 - The role of a key never changes, so each process remembers it per key hash:
@@ -57,7 +58,6 @@ log = structlog.get_logger(__name__)
 WINDOW_S = 60
 LEASE_DIVISOR = 500
 LIMITER_TIMEOUT_S = 1.0
-LIMITER_POOL_SIZE = 2
 ROLE_CACHE_SIZE = 10_000
 
 _COUNT = text(
@@ -117,13 +117,16 @@ class RateLimiter:
         self._engine: AsyncEngine | None = None
 
     def open(self, database_url: str) -> None:
-        """Count on a small pool of the limiter's own (called by the lifespan).
+        """Count on a pool of the limiter's own (called by the lifespan).
 
         Under overload the request pool is exhausted; a limiter drawing from it would
-        wait (and then fail open) on every request. Without ``open`` (an app built
+        wait (and then fail open) on every request. It is as large as the request
+        pool: every request holds a limiter connection for one statement just before
+        it takes its session's, so a smaller pool made requests queue here first
+        (and, past ``LIMITER_TIMEOUT_S``, go uncounted). Without ``open`` (an app built
         without its lifespan, as in tests) the request engine passed in is used.
         """
-        self._engine = create_engine(database_url, pool_size=LIMITER_POOL_SIZE)
+        self._engine = create_engine(database_url, pool_size=self._settings.db_pool_size)
 
     async def close(self) -> None:
         if self._engine is not None:
