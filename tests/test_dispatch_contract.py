@@ -16,10 +16,10 @@ from tests.twilio_fake import (
     FakeTwilio,
     RecordedRequest,
     contract_violations,
+    create_message_schema,
+    schema_from_twilio_spec,
     twilio_settings,
 )
-
-pytestmark = pytest.mark.skipif(not TWILIO_SPEC.is_file(), reason="Twilio OpenAPI file absent")
 
 
 @pytest.fixture
@@ -71,3 +71,10 @@ def test_the_contract_check_catches_a_malformed_send() -> None:
     assert any("ValidityPeriod" in problem for problem in problems)
     assert any("phone-number" in problem for problem in problems)
     assert "neither From nor MessagingServiceSid" in problems
+
+
+@pytest.mark.skipif(
+    not TWILIO_SPEC.is_file(), reason="Twilio's OpenAPI file is not beside the project"
+)
+def test_the_vendored_contract_matches_twilios_openapi_file() -> None:
+    assert create_message_schema() == schema_from_twilio_spec(TWILIO_SPEC)
