@@ -43,12 +43,12 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import delete, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.requests import Request
 
 from app.auth import Role, hash_key
 from app.clock import Clock, SystemClock
-from app.db import create_engine
+from app.db import async_url
 from app.errors import RateLimited
 from app.models import ApiKey, RateLimitBucket
 from app.settings import Settings
@@ -125,8 +125,21 @@ class RateLimiter:
         it takes its session's, so a smaller pool made requests queue here first
         (and, past ``LIMITER_TIMEOUT_S``, go uncounted). Without ``open`` (an app built
         without its lifespan, as in tests) the request engine passed in is used.
+
+        Its connections are autocommit from the start and are not pinged on checkout:
+        the ping and the per-checkout isolation switch were two thirds of a count's
+        cost. A connection broken by a database restart fails its one statement,
+        which fails open (one request uncounted) and is replaced.
         """
-        self._engine = create_engine(database_url, pool_size=self._settings.db_pool_size)
+        size = self._settings.db_pool_size
+        self._engine = create_async_engine(
+            async_url(database_url),
+            pool_size=size,
+            max_overflow=size,
+            pool_recycle=1800,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"server_settings": {"application_name": "responder"}, "timeout": 10},
+        )
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -188,7 +201,7 @@ class RateLimiter:
         if cached is not None:
             self._roles.move_to_end(digest)
             return cached
-        async with _autocommit(engine) as connection:
+        async with self._autocommit(engine) as connection:
             row = (
                 await connection.execute(
                     select(ApiKey.id, ApiKey.role).where(
@@ -211,7 +224,7 @@ class RateLimiter:
             self._leases[bucket] = (window_start, lease[1] - 1)
             return
         cost = max(1, limit // LEASE_DIVISOR)
-        async with _autocommit(engine) as connection:
+        async with self._autocommit(engine) as connection:
             row = (
                 await connection.execute(
                     _COUNT,
@@ -250,12 +263,14 @@ class RateLimiter:
             bucket: lease for bucket, lease in self._leases.items() if lease[0] == window_start
         }
 
-
-@asynccontextmanager
-async def _autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection in autocommit mode: each statement commits on its own."""
-    async with engine.connect() as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+    @asynccontextmanager
+    async def _autocommit(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode: each statement commits on its own."""
+        async with engine.connect() as connection:
+            if engine is self._engine:
+                yield connection
+            else:
+                yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def client_ip(request: Request) -> str:
