@@ -33,7 +33,7 @@ from app.routers import (
     volunteers,
     webhooks,
 )
-from app.runtime import Runtime
+from app.runtime import DetachedTasks, Runtime
 from app.settings import Settings, get_settings
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway
@@ -89,6 +89,10 @@ async def stop_dispatch(runtime: Runtime) -> None:
         await runtime.gateway.close()
 
 
+# Shutdown waits this long for after-response bookkeeping (a selection record).
+DETACHED_DRAIN_S = 10.0
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -105,12 +109,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(url, pool_size=settings.db_pool_size)
+        detached = DetachedTasks()
         runtime = Runtime(
             settings=settings,
             database_url=url,
             engine=engine,
             session_factory=create_session_factory(engine),
             clock=clock or SystemClock(),
+            detached=detached,
         )
         app.state.runtime = runtime
         app.state.rate_limiter.open(url)
@@ -118,6 +124,7 @@ def create_app(
         try:
             yield
         finally:
+            await detached.drain(timeout_s=DETACHED_DRAIN_S)
             await stop_dispatch(runtime)
             await app.state.rate_limiter.close()
             await engine.dispose()

@@ -7,8 +7,9 @@ the event hub hang off it when this process runs them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -19,6 +20,35 @@ if TYPE_CHECKING:
     from dispatch.events import EventHub
     from dispatch.gateway import SmsGateway
     from dispatch.worker import DispatchWorker
+
+
+class DetachedTasks:
+    """Bookkeeping that must delay neither a response nor the next request on its connection.
+
+    A Starlette ``BackgroundTask`` runs inside the request's ASGI call, so uvicorn
+    reads the next request on that keep-alive connection only after it finishes.
+    Work spawned here runs beside later requests instead; the set holds a reference
+    (so a task is never garbage-collected mid-flight) and the lifespan drains it on
+    shutdown. Only for work whose loss costs no alert (it is rebuilt on demand).
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, *, timeout_s: float) -> None:
+        """Wait for running work; cancel what is still running after ``timeout_s``."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
 
 @dataclass
@@ -32,3 +62,6 @@ class Runtime:
     worker: DispatchWorker | None = None
     worker_task: asyncio.Task[None] | None = None
     events: EventHub | None = None
+    # Set by the lifespan, which drains it; without one (an app driven without its
+    # lifespan) after-response work runs as a plain BackgroundTask.
+    detached: DetachedTasks | None = None

@@ -22,7 +22,7 @@ from app.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.errors import NotFound
 from app.models import Incident
 from app.problems import error_responses
-from app.runtime import Runtime
+from app.runtime import DetachedTasks, Runtime
 from app.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
 from app.schemas.incidents import (
     AlertView,
@@ -69,6 +69,13 @@ async def _record_selection_after_commit(
         log.exception("selection record not written", incident_id=str(incident_id))
 
 
+async def _detach_selection_record(
+    detached: DetachedTasks, runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
+) -> None:
+    """Async so Starlette calls it on the loop (a sync task would run in a thread)."""
+    detached.spawn(_record_selection_after_commit(runtime, incident_id, selected_at))
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -102,7 +109,13 @@ async def post_incident(
     if not result.created:
         response.status_code = status.HTTP_200_OK
     elif selection_ran(incident):
-        background.add_task(_record_selection_after_commit, runtime, incident.id, now)
+        # After the commit (a BackgroundTask runs once the response is sent), but
+        # detached: a CAD reusing its connection never waits behind the record.
+        detached = runtime.detached
+        if detached is None:
+            background.add_task(_record_selection_after_commit, runtime, incident.id, now)
+        else:
+            background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
     return await incident_view(session, incident_id=incident.id)
 
 
