@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -128,15 +129,36 @@ def install_problem_handlers(app: FastAPI) -> None:
 DATABASE_RETRY_AFTER_S = 2
 
 
+_UNREACHABLE_DRIVER_ERRORS = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
+    asyncpg.exceptions.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """A lost or refused database connection (restart, failover), not a bug.
 
     The request's transaction never committed, so the client may safely retry:
-    a dispatcher's CAD resends the same incident and gets it created once.
+    a dispatcher's CAD resends the same incident and gets it created once. The
+    driver's error may arrive bare or wrapped by SQLAlchemy, so the cause chain is
+    searched.
     """
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, OSError | TimeoutError)
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and (
+            seen.connection_invalidated or isinstance(seen, OperationalError | InterfaceError)
+        ):
+            return True
+        if isinstance(seen, _UNREACHABLE_DRIVER_ERRORS):
+            return True
+        orig = getattr(seen, "orig", None)
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__ or seen.__context__
+    return False
 
 
 class RequestGuards:
