@@ -23,6 +23,7 @@ from app.logging import configure_logging
 from app.settings import Settings, describe_settings_error, get_settings
 
 log = structlog.get_logger(__name__)
+SHUTDOWN_GRACE_S = 5
 T = TypeVar("T")
 
 
@@ -104,7 +105,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop_signal, _raise_stopped)
         try:
-            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                # Event streams stay open until the client leaves; a stop must not wait on them.
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            )
         except ServiceStopped:
             log.info("service stopped")
 
