@@ -97,17 +97,11 @@ async def cancel_incident(
             .where(Alert.incident_id == incident.id, is_open)
             .values(cancelled_at=now, updated_at=now)
         )
-        await queue_sms(
+        await _queue_cancellations(
             session,
-            [
-                OutboundSms(
-                    phone=phone,
-                    body=texts.cancellation_text(language, code=alert.code),
-                    purpose="cancellation",
-                    volunteer_id=alert.volunteer_id,
-                    incident_id=incident.id,
-                    alert_id=alert.id,
-                )
+            incident_id=incident.id,
+            recipients=[
+                (alert, phone, language)
                 for alert, phone, language in recipients
                 if alert.delivery_status not in ("queued", "failed") or alert.response == "accepted"
             ],
@@ -285,6 +279,17 @@ async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now
         )
         .values(stood_down_at=now, updated_at=now)
     )
+    await _queue_cancellations(session, incident_id=incident.id, recipients=responders, now=now)
+
+
+async def _queue_cancellations(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    recipients: list[tuple[Alert, str, str]],
+    now: datetime,
+) -> None:
+    """Tell each recipient (alert, phone, language) that the alert is over: do not go."""
     await queue_sms(
         session,
         [
@@ -293,10 +298,10 @@ async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now
                 body=texts.cancellation_text(language, code=alert.code),
                 purpose="cancellation",
                 volunteer_id=alert.volunteer_id,
-                incident_id=incident.id,
+                incident_id=incident_id,
                 alert_id=alert.id,
             )
-            for alert, phone, language in responders
+            for alert, phone, language in recipients
         ],
         now=now,
     )
