@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,52 @@ RECENT_ALERT_WINDOW = timedelta(hours=12)
 """How far back a reply without an open alert is taken to be about an ended alert."""
 
 
+# Built once: the webhook runs these on every inbound SMS, and constructing a
+# statement (and its cache key) per request cost more CPU than executing it.
+_message: Table = Message.__table__  # type: ignore[assignment]
+_INSERT_INBOUND = (
+    pg_insert(_message)
+    .values(
+        id=bindparam("new_id"),
+        direction="in",
+        purpose="reply",
+        phone=bindparam("new_phone"),
+        body=bindparam("new_body"),
+        provider_sid=bindparam("new_sid"),
+        status="received",
+        created_at=bindparam("new_now"),
+        updated_at=bindparam("new_now"),
+    )
+    .on_conflict_do_nothing(index_elements=[_message.c.provider_sid])
+    .returning(_message.c.id)
+)
+_STORED_ANSWER = select(_message.c.reply_body).where(_message.c.provider_sid == bindparam("sid"))
+# NO KEY UPDATE: another reply's stand-down texts to this volunteer take FOR KEY
+# SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
+_SENDER = (
+    select(Volunteer)
+    .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
+    .with_for_update(key_share=True)
+)
+_RECENT_ALERTS = (
+    select(Alert, Incident.status)
+    .join(Incident, Incident.id == Alert.incident_id)
+    .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
+    .order_by(Alert.created_at.desc())
+)
+_LOCK_ALERT = select(Alert).where(Alert.id == bindparam("alert_id")).with_for_update(key_share=True)
+_RECORD_ANSWER = (
+    update(_message)
+    .where(_message.c.id == bindparam("message_id"))
+    .values(
+        reply_body=bindparam("answer"),
+        volunteer_id=bindparam("answer_volunteer_id"),
+        alert_id=bindparam("answer_alert_id"),
+        incident_id=bindparam("answer_incident_id"),
+    )
+)
+
+
 @dataclass(frozen=True)
 class InboundSms:
     message_sid: str
@@ -48,40 +94,23 @@ async def handle_inbound_sms(
     session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
 ) -> str:
     """Store the SMS, apply it, and return the answer to send back (stored with it)."""
+    sid = sms.message_sid[:64]
     inserted = (
         await session.execute(
-            pg_insert(Message)
-            .values(
-                id=uuid.uuid4(),
-                direction="in",
-                purpose="reply",
-                phone=sms.from_phone[:20],
-                body=sms.body[:BODY_STORE_LIMIT],
-                provider_sid=sms.message_sid[:64],
-                status="received",
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[Message.provider_sid])
-            .returning(Message.id)
+            _INSERT_INBOUND,
+            {
+                "new_id": uuid.uuid4(),
+                "new_phone": sms.from_phone[:20],
+                "new_body": sms.body[:BODY_STORE_LIMIT],
+                "new_sid": sid,
+                "new_now": now,
+            },
         )
     ).scalar_one_or_none()
     if inserted is None:
-        stored = (
-            await session.execute(
-                select(Message.reply_body).where(Message.provider_sid == sms.message_sid[:64])
-            )
-        ).scalar_one_or_none()
+        stored = (await session.execute(_STORED_ANSWER, {"sid": sid})).scalar_one_or_none()
         return stored or texts.help_text("sv")
-    volunteer = (
-        await session.execute(
-            select(Volunteer)
-            .where(Volunteer.phone == sms.from_phone, Volunteer.status != "erased")
-            # NO KEY UPDATE: another reply's stand-down texts to this volunteer take
-            # FOR KEY SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
-            .with_for_update(key_share=True)
-        )
-    ).scalar_one_or_none()
+    volunteer = (await session.execute(_SENDER, {"phone": sms.from_phone})).scalar_one_or_none()
     if volunteer is None:
         answer = texts.unknown_sender_text()
         alert_id = incident_id = None
@@ -91,14 +120,14 @@ async def handle_inbound_sms(
         )
         answer, alert_id, incident_id = outcome.answer, outcome.alert_id, outcome.incident_id
     await session.execute(
-        update(Message)
-        .where(Message.id == inserted)
-        .values(
-            reply_body=answer,
-            volunteer_id=volunteer.id if volunteer else None,
-            alert_id=alert_id,
-            incident_id=incident_id,
-        )
+        _RECORD_ANSWER,
+        {
+            "message_id": inserted,
+            "answer": answer,
+            "answer_volunteer_id": volunteer.id if volunteer else None,
+            "answer_alert_id": alert_id,
+            "answer_incident_id": incident_id,
+        },
     )
     return answer
 
@@ -142,11 +171,7 @@ async def _answer_alert(
     if isinstance(target, str):
         return Outcome(target)
     incident = await lock_incident(session, target.incident_id)
-    alert = (
-        await session.execute(
-            select(Alert).where(Alert.id == target.id).with_for_update(key_share=True)
-        )
-    ).scalar_one()
+    alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
     if reply.intent == "arrived":
@@ -166,13 +191,7 @@ async def _target_alert(
     language = volunteer.language
     recent = (
         await session.execute(
-            select(Alert, Incident.status)
-            .join(Incident, Incident.id == Alert.incident_id)
-            .where(
-                Alert.volunteer_id == volunteer.id,
-                Alert.created_at >= now - RECENT_ALERT_WINDOW,
-            )
-            .order_by(Alert.created_at.desc())
+            _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
         )
     ).all()
     if reply.code is not None:

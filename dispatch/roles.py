@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Alert, Incident, Volunteer
@@ -75,8 +75,14 @@ async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incide
     that reference the incident (messages, events), whose foreign-key checks take
     FOR KEY SHARE; with FOR UPDATE they deadlock against replies under load.
     """
-    statement = select(Incident).where(Incident.id == incident_id)
-    return (await session.execute(statement.with_for_update(key_share=True))).scalar_one_or_none()
+    return (
+        await session.execute(_LOCK_INCIDENT, {"incident_id": incident_id})
+    ).scalar_one_or_none()
+
+
+_LOCK_INCIDENT = (
+    select(Incident).where(Incident.id == bindparam("incident_id")).with_for_update(key_share=True)
+)
 
 
 async def open_slots(session: AsyncSession, incident: Incident) -> Slots:
@@ -92,29 +98,41 @@ async def open_slots(session: AsyncSession, incident: Incident) -> Slots:
         )
     ).all()
     taken: dict[str | None, int] = {row[0]: row[1] for row in rows}
+    return _slots(incident, cpr_taken=taken.get("cpr", 0), aed_taken=taken.get("aed", 0))
+
+
+def _slots(incident: Incident, *, cpr_taken: int, aed_taken: int) -> Slots:
     aed_slots = incident.aed_slots if incident.nearest_aed_id is not None else 0
     return Slots(
-        cpr_open=incident.cpr_slots - taken.get("cpr", 0),
-        aed_open=aed_slots - taken.get("aed", 0),
-        cpr_taken=taken.get("cpr", 0),
+        cpr_open=incident.cpr_slots - cpr_taken,
+        aed_open=aed_slots - aed_taken,
+        cpr_taken=cpr_taken,
     )
+
+
+_accepted = (Alert.response == "accepted") & Alert.role.is_not(None)
+_pending = (Alert.response == "pending") & Alert.stood_down_at.is_(None)
+_SLOTS_AND_PENDING = select(
+    func.count().filter(_accepted & (Alert.role == "cpr")),
+    func.count().filter(_accepted & (Alert.role == "aed")),
+    func.array_agg(Alert.aed_detour_m).filter(_pending),
+).where(Alert.incident_id == bindparam("incident_id"))
 
 
 async def stand_down_if_complete(
     session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
 ) -> int:
-    """Stand down every pending volunteer once the slots no longer need them."""
-    slots = await open_slots(session, incident)
-    pending = (
-        await session.execute(
-            select(Alert.aed_detour_m).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalars()
-    if not should_stand_down(slots, pending_detours=list(pending), settings=settings):
+    """Stand down every pending volunteer once the slots no longer need them.
+
+    The taken slots and the pending detours are read in one statement (this runs
+    under the incident's row lock on every reply, so each round trip saved is time
+    other replies to the incident do not wait).
+    """
+    taken_cpr, taken_aed, detours = (
+        await session.execute(_SLOTS_AND_PENDING, {"incident_id": incident.id})
+    ).one()
+    slots = _slots(incident, cpr_taken=taken_cpr, aed_taken=taken_aed)
+    if not should_stand_down(slots, pending_detours=list(detours or ()), settings=settings):
         return 0
     return await stand_down_pending(session, incident=incident, now=now)
 
