@@ -10,6 +10,7 @@ so it is serialised with replies to the same incident.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,19 +147,14 @@ async def close_incident(
             incident_id=incident.id,
             condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
         )
-        await queue_sms(
+        await _text_recipients(
             session,
-            [
-                OutboundSms(
-                    phone=phone,
-                    body=texts.closed_thanks_text(language, follow_up=settings.follow_up_text),
-                    purpose="thanks",
-                    volunteer_id=alert.volunteer_id,
-                    incident_id=incident.id,
-                    alert_id=alert.id,
-                )
-                for alert, phone, language in responders
-            ],
+            incident_id=incident.id,
+            recipients=responders,
+            purpose="thanks",
+            body=lambda alert, language: texts.closed_thanks_text(
+                language, follow_up=settings.follow_up_text
+            ),
             now=now,
         )
     await session.flush()
@@ -230,24 +226,17 @@ async def update_incident(
             incident_id=incident.id,
             condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
         )
-        await queue_sms(
+        await _text_recipients(
             session,
-            [
-                OutboundSms(
-                    phone=phone,
-                    body=texts.update_text(
-                        language,
-                        code=alert.code,
-                        address=incident.address,
-                        access_notes=incident.access_notes,
-                    ),
-                    purpose="update",
-                    volunteer_id=alert.volunteer_id,
-                    incident_id=incident.id,
-                    alert_id=alert.id,
-                )
-                for alert, phone, language in responders
-            ],
+            incident_id=incident.id,
+            recipients=responders,
+            purpose="update",
+            body=lambda alert, language: texts.update_text(
+                language,
+                code=alert.code,
+                address=incident.address,
+                access_notes=incident.access_notes,
+            ),
             now=now,
         )
     await session.flush()
@@ -282,6 +271,33 @@ async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now
     await _queue_cancellations(session, incident_id=incident.id, recipients=responders, now=now)
 
 
+async def _text_recipients(
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    recipients: list[tuple[Alert, str, str]],
+    purpose: str,
+    body: Callable[[Alert, str], str],
+    now: datetime,
+) -> None:
+    """Queue one text per recipient (alert, phone, language), worded by ``body``."""
+    await queue_sms(
+        session,
+        [
+            OutboundSms(
+                phone=phone,
+                body=body(alert, language),
+                purpose=purpose,
+                volunteer_id=alert.volunteer_id,
+                incident_id=incident_id,
+                alert_id=alert.id,
+            )
+            for alert, phone, language in recipients
+        ],
+        now=now,
+    )
+
+
 async def _queue_cancellations(
     session: AsyncSession,
     *,
@@ -289,20 +305,13 @@ async def _queue_cancellations(
     recipients: list[tuple[Alert, str, str]],
     now: datetime,
 ) -> None:
-    """Tell each recipient (alert, phone, language) that the alert is over: do not go."""
-    await queue_sms(
+    """Tell each recipient that the alert is over: do not go."""
+    await _text_recipients(
         session,
-        [
-            OutboundSms(
-                phone=phone,
-                body=texts.cancellation_text(language, code=alert.code),
-                purpose="cancellation",
-                volunteer_id=alert.volunteer_id,
-                incident_id=incident_id,
-                alert_id=alert.id,
-            )
-            for alert, phone, language in recipients
-        ],
+        incident_id=incident_id,
+        recipients=recipients,
+        purpose="cancellation",
+        body=lambda alert, language: texts.cancellation_text(language, code=alert.code),
         now=now,
     )
 
