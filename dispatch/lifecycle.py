@@ -49,6 +49,9 @@ async def _incident_for_centre(
     return incident
 
 
+HOLDS_A_ROLE = and_(Alert.response == "accepted", Alert.role.is_not(None))
+
+
 async def _recipients(
     session: AsyncSession, *, incident_id: uuid.UUID, condition: Any
 ) -> list[tuple[Alert, str, str]]:
@@ -142,11 +145,7 @@ async def close_incident(
     incident.closed_at = now
     incident.updated_at = now
     if not silent:
-        responders = await _recipients(
-            session,
-            incident_id=incident.id,
-            condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
-        )
+        responders = await _recipients(session, incident_id=incident.id, condition=HOLDS_A_ROLE)
         await _text_recipients(
             session,
             incident_id=incident.id,
@@ -221,11 +220,7 @@ async def update_incident(
         incident.status = "not_alerted"
         incident.not_alerted_reason = f"flag:{newly_excluding}"
     elif alerting and ("address" in changed or "access_notes" in changed):
-        responders = await _recipients(
-            session,
-            incident_id=incident.id,
-            condition=and_(Alert.response == "accepted", Alert.role.is_not(None)),
-        )
+        responders = await _recipients(session, incident_id=incident.id, condition=HOLDS_A_ROLE)
         await _text_recipients(
             session,
             incident_id=incident.id,
