@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,18 +112,34 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
         )
 
+    # Handled here, by class, rather than only in the catch-all below: Starlette runs the
+    # catch-all in its outermost middleware, which re-raises after answering, and uvicorn
+    # then closes the keep-alive connection under a client that is about to retry on it.
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unreachable(exc):
+            raise exc
+        return _database_unreachable(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if database_unreachable(exc):
-            log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
-            return problem_response(
-                503,
-                "Service unavailable",
-                "the database is unreachable; nothing was stored, retry",
-                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-            )
+            return _database_unreachable(request, exc)
         log.exception("unhandled error", path=request.url.path)
         return problem_response(500, "Internal error", "the error was logged")
+
+
+def _database_unreachable(request: Request, exc: BaseException) -> JSONResponse:
+    log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        503,
+        "Service unavailable",
+        "the database is unreachable; nothing was stored, retry",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
 
 
 DATABASE_RETRY_AFTER_S = 2

@@ -96,7 +96,16 @@ async def service(cluster: EmbeddedPostgres) -> AsyncIterator[Service]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        # Keep-alive outlives httpx's 5 s pool expiry, so the server never closes an idle
+        # connection just as the client reuses it (a race of the harness, not the service).
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=30,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -57,6 +57,36 @@ async def test_readyz_is_503_while_the_database_is_unreachable(tmp_path: object)
     assert response.json()["checks"]["database"]["ok"] is False
 
 
+async def test_database_outage_is_a_clean_503_that_keeps_the_connection(tmp_path: object) -> None:
+    """The 503 is answered without the exception escaping to the server.
+
+    An exception that escapes makes uvicorn close the keep-alive connection after the
+    answer, so a client retrying at once on it gets a transport error instead of the
+    503 it can act on. ``raise_app_exceptions=True`` fails this test if one escapes.
+    """
+    url = "postgresql+asyncpg://postgres@/nowhere?host=/nonexistent-socket-dir&port=5432"
+    settings = make_settings()
+    app = create_app(settings, database_url=url, run_worker=False)
+    engine = create_engine(url, pool_size=1)
+    app.state.runtime = Runtime(
+        settings=settings,
+        database_url=url,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get(
+                "/v1/incidents", headers={"Authorization": "Bearer rsp_whatever"}
+            )
+    finally:
+        await engine.dispose()
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"]
+
+
 async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/nothing-here")
     assert response.status_code == 404
