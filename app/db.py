@@ -53,7 +53,12 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "responder"}, "timeout": 10},
+        # No JIT: every statement here is OLTP, and a cost estimate over
+        # jit_above_cost (a KNN scan's is huge) would spend tens of ms compiling.
+        connect_args={
+            "server_settings": {"application_name": "responder", "jit": "off"},
+            "timeout": 10,
+        },
     )
     pool = engine.sync_engine.pool
     dialect = engine.sync_engine.dialect

@@ -45,6 +45,11 @@ NAMING_CONVENTION = {
 }
 
 POINT = Geography(geometry_type="POINT", srid=4326, spatial_index=False)
+# World Mercator (conformal on WGS84): the candidate search walks a GiST index on each
+# point projected to it, about three times faster than the geography index (the
+# reasoning and the error bound are in ``geo/search.py``).
+MERCATOR_SRID = 3395
+MERCATOR_KNN_INDEX = f"ST_Transform(geometry(location), {MERCATOR_SRID})"
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -171,7 +176,10 @@ class Place(Base):
     """A registered location (home, work); ``active_minutes`` NULL means always."""
 
     __tablename__ = "place"
-    __table_args__ = (Index("ix_place_location", "location", postgresql_using="gist"),)
+    __table_args__ = (
+        Index("ix_place_location", "location", postgresql_using="gist"),
+        Index("ix_place_location_mercator", text(MERCATOR_KNN_INDEX), postgresql_using="gist"),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     volunteer_id: Mapped[uuid.UUID] = mapped_column(
@@ -193,6 +201,11 @@ class LiveLocation(Base):
     __tablename__ = "live_location"
     __table_args__ = (
         Index("ix_live_location_location", "location", postgresql_using="gist"),
+        Index(
+            "ix_live_location_location_mercator",
+            text(MERCATOR_KNN_INDEX),
+            postgresql_using="gist",
+        ),
         CheckConstraint("accuracy_m >= 0", name="accuracy_positive"),
     )
 

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from geoalchemy2 import Geography
-from sqlalchemy import cast, func, select
+from sqlalchemy import cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import sync_url
@@ -182,11 +182,20 @@ async def time_in_rolled_back_sessions(
     factory: async_sessionmaker[AsyncSession],
     points: Sequence[tuple[float, float]],
     query: Callable[[AsyncSession, float, float], Awaitable[object]],
+    *,
+    transaction_open: bool = True,
 ) -> list[float]:
-    """Latency (ms) of ``query`` at each point, each in its own rolled-back transaction."""
+    """Latency (ms) of ``query`` at each point, each in its own rolled-back transaction.
+
+    With ``transaction_open`` the clock starts once the transaction has begun (pool
+    checkout and ``BEGIN`` done), as in the service, where selection runs inside the
+    incident's open transaction; without it they are part of the figure.
+    """
     latencies = []
     for lat, lon in points:
         async with factory() as session:
+            if transaction_open:
+                await session.execute(text("SELECT 1"))
             started = time.perf_counter()
             await query(session, lat, lon)
             latencies.append((time.perf_counter() - started) * 1000)

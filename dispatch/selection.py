@@ -7,10 +7,12 @@ not yet alerted on this incident. The current location is the live location whil
 usable (young enough and accurate enough), even when it is out of range; otherwise
 the nearest place whose schedule covers now in the place's own time zone.
 
-The statement is two nearest-first GiST scans (``live_location``, ``place``), each
-bounded by the radius's index box and stopped by ``LIMIT`` as soon as enough rows
-pass every filter; only their few survivors get an exact spheroid distance and the
-final sort. See ``docs/selection.md`` for the plan and timings.
+The statement is two nearest-first GiST scans (``live_location``, ``place``, on
+their points projected to World Mercator, see ``geo.search.mercator``), each bounded
+by a box that holds the spheroid disc, filtered by the exact spheroid radius test and
+stopped by ``LIMIT`` as soon as enough rows pass every filter; only their few
+survivors get an exact spheroid distance and the final sort. See ``docs/selection.md``
+for the plan and timings.
 
 Selection is serialised by a transaction-scoped advisory lock, so two incidents
 committed in the same instant never both alert one volunteer within the cooldown.
@@ -58,8 +60,12 @@ from dispatch.schedule import covers, minute_of_week, minute_of_week_sql
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
     NearestAed,
+    bound_mercator_point,
     bound_point,
     distance_m,
+    exactly_within,
+    mercator,
+    mercator_radius_m,
     nearest_aed,
     nearest_first,
     within_radius,
@@ -69,11 +75,14 @@ SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/sel
 
 # For the rest of the transaction: keep both scans nearest-first on GiST (a bitmap
 # scan of the whole radius box, or a parallel one, is what makes a dense centre
-# slow), and plan the prepared statement once per connection instead of per call.
+# slow), plan the prepared statement once per connection instead of per call, and
+# never JIT-compile it (the Mercator index's huge unbounded-scan cost estimate can
+# cross jit_above_cost: 45 ms of compiling for a 3 ms query).
 KNN_PLANNER_SETTINGS = (
     "SELECT set_config('enable_bitmapscan', 'off', true),"
     " set_config('max_parallel_workers_per_gather', '0', true),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+    " set_config('plan_cache_mode', 'force_generic_plan', true),"
+    " set_config('jit', 'off', true)"
 )
 
 ALERTED = "alerted"
@@ -176,12 +185,25 @@ def _policy(volunteer_id: Any, *, rerun: bool) -> list[ColumnElement[bool]]:
     return filters
 
 
+def _near(location: Any, centre: Any, radius: Any) -> ColumnElement[bool]:
+    """The Mercator index's box: a superset of the spheroid disc (``mercator_radius_m``)."""
+    near: ColumnElement[bool] = func.ST_DWithin(mercator(location), centre, radius)
+    return near
+
+
+def _nearest_first(location: Any, centre: Any) -> ColumnElement[float]:
+    """KNN key of the Mercator index: nearest-first to within 0.04 % of the distance."""
+    return nearest_first(mercator(location), centre)
+
+
 @lru_cache(maxsize=4)
 def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
     """Built once per shape: reusing the object reuses SQLAlchemy's compiled form and
     asyncpg's prepared statement; building this tree per call costs more than running it."""
     here = bound_point("lat", "lon")
+    here_mercator = bound_mercator_point("lat", "lon")
     radius = _param("radius", Float())
+    mercator_radius = _param("mercator_radius", Float())
     limit = _param("limit", Integer())
     now = _param("now", DateTime(timezone=True))
     usable = usable_live_location(
@@ -200,11 +222,12 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
         )
         .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
         .where(
-            within_radius(LiveLocation.location, here, radius),
+            _near(LiveLocation.location, here_mercator, mercator_radius),
+            exactly_within(LiveLocation.location, here, radius),
             usable,
             *_policy(LiveLocation.volunteer_id, rerun=rerun),
         )
-        .order_by(nearest_first(LiveLocation.location, here))
+        .order_by(_nearest_first(LiveLocation.location, here_mercator))
         .limit(limit)
     )
 
@@ -213,9 +236,9 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
         other.volunteer_id == Place.volunteer_id,
         other.id != Place.id,
         covers(other.active_minutes, minute_of_week_sql(now, other.timezone)),
-        within_radius(other.location, here, radius),
-        tuple_(nearest_first(other.location, here), other.id)
-        < tuple_(nearest_first(Place.location, here), Place.id),
+        exactly_within(other.location, here, radius),
+        tuple_(_nearest_first(other.location, here_mercator), other.id)
+        < tuple_(_nearest_first(Place.location, here_mercator), Place.id),
     )
     live_elsewhere = exists().where(LiveLocation.volunteer_id == Place.volunteer_id, usable)
     places = (
@@ -228,13 +251,14 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
         )
         .join(Volunteer, Volunteer.id == Place.volunteer_id)
         .where(
-            within_radius(Place.location, here, radius),
+            _near(Place.location, here_mercator, mercator_radius),
+            exactly_within(Place.location, here, radius),
             covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)),
             ~live_elsewhere,
             ~nearer_covering_place,
             *_policy(Place.volunteer_id, rerun=rerun),
         )
-        .order_by(nearest_first(Place.location, here))
+        .order_by(_nearest_first(Place.location, here_mercator))
         .limit(limit)
     )
 
@@ -287,6 +311,7 @@ def candidate_statement(
         "lat": point.lat,
         "lon": point.lon,
         "radius": settings.alert_radius_m,
+        "mercator_radius": mercator_radius_m(settings.alert_radius_m, point.lat),
         "limit": limit,
         "now": now,
         "today": now.astimezone(settings.zone).date(),

@@ -1,16 +1,17 @@
 """Radius, nearest-first and distance expressions, the nearest open AED, the service area.
 
-Two measures of distance coexist on purpose. ``<->`` on geography is spherical and
-index-assisted: it orders a GiST scan nearest-first, so a query reads only the rows
-it returns. ``ST_DWithin`` and ``ST_Distance`` on geography use the WGS84 spheroid:
-every yes/no decision about a radius, and every distance shown to a person, uses
-them. The sphere can be off by a few metres at 500 m, which must never decide who
-is alerted.
+Two measures of distance coexist on purpose. Ordering is index-assisted: ``<->`` on
+geography (spherical), or, on the candidate search's hot path, ``<->`` on the point
+projected to World Mercator (see ``mercator``), which a GiST index walks about three
+times faster. ``ST_DWithin`` and ``ST_Distance`` on geography use the WGS84
+spheroid: every yes/no decision about a radius, and every distance shown to a
+person, uses them. Neither ordering may ever decide who is alerted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,11 +21,11 @@ from typing import Any
 from shapely import prepared
 from shapely.geometry import Point, shape
 from shapely.ops import unary_union
-from sqlalchemy import Float, bindparam, cast, func, select
+from sqlalchemy import Float, Integer, bindparam, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Aed
+from app.models import MERCATOR_SRID, Aed
 from geo.points import GEOGRAPHY, LatLon, geography_point, latitude, longitude
 
 
@@ -39,6 +40,61 @@ def bound_point(lat_param: str, lon_param: str) -> ColumnElement[Any]:
         ),
         GEOGRAPHY,
     )
+
+
+# World Mercator (EPSG:3395) is conformal on the WGS84 ellipsoid, so a planar distance
+# in it is the true distance times one local scale factor, sec(lat) * sqrt(1 - e2 sin2(lat)).
+# Across a disc of radius r it varies by at most 2 tan(lat) r / R: 0.026 % at 59 deg N
+# and 0.04 % at 68 deg N for r = 500 m, i.e. 20 cm. Ordering by it is nearest-first
+# up to that (geography's spherical <-> errs by up to 0.3 %, 1.7 m at 500 m).
+# (Web Mercator, EPSG:3857, is not conformal on the ellipsoid: 0.2-0.7 % anisotropy.)
+# Inline, never a bind parameter: the planner matches the index expression literally.
+_MERCATOR = literal_column(str(MERCATOR_SRID), Integer())
+METRES_PER_DEGREE_MIN = 110_574.0  # the shortest degree of latitude (at the equator)
+
+
+def mercator(location: Any) -> ColumnElement[Any]:
+    """The planar point a GiST expression index is built on (``MERCATOR_KNN_INDEX``).
+
+    The same expression as the index, so that the planner matches it.
+    """
+    projected: ColumnElement[Any] = func.ST_Transform(func.geometry(location), _MERCATOR)
+    return projected
+
+
+def bound_mercator_point(lat_param: str, lon_param: str) -> ColumnElement[Any]:
+    """``bound_point`` projected like ``mercator``: the centre of a Mercator KNN scan."""
+    projected: ColumnElement[Any] = func.ST_Transform(
+        func.ST_SetSRID(
+            func.ST_MakePoint(
+                bindparam(lon_param, type_=Float()), bindparam(lat_param, type_=Float())
+            ),
+            4326,
+        ),
+        _MERCATOR,
+    )
+    return projected
+
+
+def mercator_radius_m(radius_m: float, lat: float) -> float:
+    """A Mercator radius whose disc holds the whole spheroid disc of ``radius_m``.
+
+    The scale factor is at most sec(lat) at the disc's latitude farthest from the
+    equator; 0.1 % on top covers rounding. Only a pre-filter for the index: the
+    spheroid test decides.
+    """
+    farthest = min(abs(lat) + radius_m / METRES_PER_DEGREE_MIN, 89.0)
+    return radius_m / math.cos(math.radians(farthest)) * 1.001
+
+
+def exactly_within(location: Any, centre: Any, radius_m: Any) -> ColumnElement[bool]:
+    """The spheroid radius test without its index hook.
+
+    For scans driven by the Mercator index: with ``ST_DWithin`` the planner could pick
+    the geography index for the box and sort instead of walking nearest-first.
+    """
+    within: ColumnElement[bool] = func._ST_DWithin(location, centre, radius_m, True)
+    return within
 
 
 def within_radius(location: Any, centre: Any, radius_m: float) -> ColumnElement[bool]:
