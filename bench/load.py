@@ -301,13 +301,30 @@ def _client(service: Service, concurrency: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=service.base_url, timeout=30, limits=limits)
 
 
-async def _alert_replies(database_url: str) -> list[tuple[str, str]]:
-    """(phone, code) of every alert so far, so that replies change real state."""
+INTERLEAVED = "interleaved"
+BY_INCIDENT = "by_incident"
+
+
+async def _alert_replies(database_url: str, order: str) -> list[tuple[str, str]]:
+    """(phone, code) of half the alerts so far, so that replies change real state.
+
+    ``interleaved``: the odd-ranked alerts of every incident, round robin over the
+    incidents (real traffic: an incident's replies trickle in over a minute or two,
+    so concurrent replies are mostly about different incidents). ``by_incident``:
+    the even-ranked ones, one incident after the other, so concurrent replies queue
+    on one incident's lock (the worst case; replies to one incident are serialised
+    by design). Disjoint halves, so both orders can run against the same alerts.
+    """
+    parity, ordering = (1, "rank, created_at") if order == INTERLEAVED else (0, "created_at")
     connection = await asyncpg.connect(sync_url(database_url))
     try:
         rows = await connection.fetch(
-            "SELECT v.phone, a.code FROM alert AS a JOIN volunteer AS v ON v.id = a.volunteer_id"
-            " ORDER BY a.created_at"
+            "SELECT phone, code FROM ("
+            " SELECT v.phone, a.code, a.created_at,"
+            " row_number() OVER (PARTITION BY a.incident_id ORDER BY a.created_at, a.id) AS rank"
+            " FROM alert AS a JOIN volunteer AS v ON v.id = a.volunteer_id) AS ranked"
+            f" WHERE rank % 2 = $1 ORDER BY {ordering}",
+            parity,
         )
     finally:
         await connection.close()
@@ -315,16 +332,16 @@ async def _alert_replies(database_url: str) -> list[tuple[str, str]]:
 
 
 async def measure_webhooks(
-    service: Service, database_url: str, *, requests: int, concurrency: int
+    service: Service, database_url: str, *, requests: int, concurrency: int, order: str
 ) -> dict[str, Any]:
     """Signed inbound SMS: replies to real alerts (1 in 5 YES, the rest NO), then HELP.
 
     Each request is what Twilio sends: form fields and ``X-Twilio-Signature`` over
-    the public URL, a fresh MessageSid each.
+    the public URL, a fresh MessageSid each. ``order``: see ``_alert_replies``.
     """
     validator = RequestValidator(AUTH_TOKEN)
     url = f"{service.base_url}/webhooks/twilio/sms"
-    replies = await _alert_replies(database_url)
+    replies = await _alert_replies(database_url, order)
     bodies: list[dict[str, str]] = []
     for number in range(requests):
         if number < len(replies):
@@ -354,6 +371,7 @@ async def measure_webhooks(
 
         latencies, statuses, seconds = await _drive(bodies, concurrency=concurrency, send=send)
     return {
+        "order": order,
         "requests": requests,
         "replies_to_alerts": min(requests, len(replies)),
         "concurrency": concurrency,

@@ -40,8 +40,10 @@ def test_benchmark_harness_measures_every_target_at_ten_thousand_volunteers(
     assert set(alert_path["http_statuses"]) == {"201"}
     assert alert_path["alerts_received"] == alert_path["alerts_expected"] > 0
     assert alert_path["incidents_fully_received"] == alert_path["incidents_alerted"] > 0
-    assert set(results["webhooks"]["http_statuses"]) == {"200"}
-    assert results["webhooks"]["requests_per_s"] > 0
+    for phase in ("webhooks", "webhooks_by_incident"):
+        assert set(results[phase]["http_statuses"]) == {"200"}, phase
+        assert results[phase]["requests_per_s"] > 0, phase
+        assert results[phase]["replies_to_alerts"] > 0, phase
     assert set(results["single_locations"]["http_statuses"]) == {"200"}
     assert results["single_locations"]["requests_per_s"] > 0
     assert set(results["bulk_locations"]["http_statuses"]) == {"200"}
