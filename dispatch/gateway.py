@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal, Protocol
 
 import aiohttp
+import structlog
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 TWILIO_API_BASE = "https://api.twilio.com"
 OPTED_OUT_CODE = 21610
@@ -85,6 +88,17 @@ def status_callback_url(public_base_url: str, request: SendRequest) -> str:
     return url
 
 
+RESEND_ON_CLOSED_CONNECTION = 1
+"""Immediate resends of a request whose connection closed before any answer.
+
+That is the keep-alive race: the provider closes a pooled connection that has been
+idle for its timeout just as we send on it, and never reads the request. Waiting
+``UNKNOWN_OUTCOME_GRACE`` (5 s) before the worker's retry, as for a real unknown
+outcome, delayed a whole incident's alerts by 5 s once per benchmark run. The price:
+if a provider did process a request and then dropped the connection without a byte
+of answer, the SMS goes out twice (the duplicate window in docs/dispatch.md)."""
+
+
 class TwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]
     """The twilio package's async HTTP interface on one pooled aiohttp session.
 
@@ -116,16 +130,28 @@ class TwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]
             headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
-        async with self._session.request(
-            method.upper(),
-            url,
-            params={key: str(value) for key, value in (params or {}).items()},
-            data=data,
-            headers=headers,
-            allow_redirects=allow_redirects,
-            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
-        ) as response:
-            return Response(response.status, await response.text(), response.headers)
+        for attempt in range(1, RESEND_ON_CLOSED_CONNECTION + 2):
+            try:
+                async with self._session.request(
+                    method.upper(),
+                    url,
+                    params={key: str(value) for key, value in (params or {}).items()},
+                    data=data,
+                    headers=headers,
+                    allow_redirects=allow_redirects,
+                    timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+                ) as response:
+                    return Response(response.status, await response.text(), response.headers)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise  # never connected: certainly not sent, the worker retries it
+                if attempt > RESEND_ON_CLOSED_CONNECTION:
+                    raise
+                log.info(
+                    "provider closed the connection without answering; resending at once",
+                    error=type(exc).__name__,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         if self._session is not None:

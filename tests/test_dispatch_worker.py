@@ -22,6 +22,7 @@ from dispatch.worker import DispatchWorker, claim_due
 from tests.factories import create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
     AUTH_FAILED,
+    DROPPED,
     MESSAGING_SERVICE_SID,
     OPTED_OUT,
     SERVER_ERROR,
@@ -242,6 +243,41 @@ async def test_timed_out_send_without_callback_is_sent_again(
     assert await worker.send_due() == 1
     await worker.gateway.close()
     assert (await harness.message_for(alert)).status == "sent"
+
+
+async def test_a_connection_closed_without_answer_is_resent_at_once(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    """The keep-alive race: no 5 s unknown-outcome grace, one SMS at the provider."""
+    [alert] = await harness.alerts()
+    fake_twilio.script(DROPPED)
+    worker = harness.worker()
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+
+    assert fake_twilio.arrivals == 2
+    [sent] = fake_twilio.messages()
+    message = await harness.message_for(alert)
+    assert (message.status, message.attempts, message.provider_sid) == ("sent", 1, sent.sid)
+
+
+async def test_a_second_close_without_answer_is_an_unknown_outcome(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    """Resent once only: then it waits for a status callback, as a timeout does."""
+    [alert] = await harness.alerts()
+    fake_twilio.script(DROPPED, DROPPED)
+    worker = harness.worker()
+    assert await worker.send_due() == 0
+    message = await harness.message_for(alert)
+    assert (message.status, message.attempts) == ("queued", 1)
+    assert message.next_attempt_at is not None
+    assert message.next_attempt_at - harness.clock.now() >= timedelta(seconds=5)
+    harness.clock.advance(timedelta(seconds=10))
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+    assert fake_twilio.arrivals == 3
+    assert len(fake_twilio.messages()) == 1
 
 
 async def test_alert_past_its_deadline_is_abandoned_without_sending(

@@ -38,12 +38,16 @@ _MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages
 @dataclass(frozen=True)
 class Behaviour:
     """What the next request gets: ``status``/``code`` for an error, ``hang_s`` to stall,
-    ``hold`` to stall until the test sets the event (the provider answers only then)."""
+    ``hold`` to stall until the test sets the event (the provider answers only then),
+    ``drop`` to close the connection without reading on or answering: what a server
+    closing an idle keep-alive connection does to a request that races the close. A
+    dropped request is not recorded (the provider never processed it)."""
 
     status: int = 201
     code: int | None = None
     hang_s: float = 0.0
     hold: threading.Event | None = None
+    drop: bool = False
 
 
 OK = Behaviour()
@@ -51,6 +55,7 @@ TOO_MANY = Behaviour(status=429, code=20429)
 SERVER_ERROR = Behaviour(status=500)
 OPTED_OUT = Behaviour(status=400, code=21610)
 AUTH_FAILED = Behaviour(status=401, code=20003)
+DROPPED = Behaviour(drop=True)
 
 
 def hang(seconds: float) -> Behaviour:
@@ -129,6 +134,9 @@ class FakeTwilio:
                 form = {key: values[-1] for key, values in parse_qs(raw).items()}
                 request = RecordedRequest("POST", self.path, dict(self.headers.items()), form)
                 behaviour = fake._next()
+                if behaviour.drop:
+                    self.close_connection = True
+                    return
                 match = _MESSAGES_PATH.match(self.path)
                 if match is None or match.group(1) != fake.account_sid:
                     behaviour = Behaviour(status=404, code=20404)
