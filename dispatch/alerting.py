@@ -169,7 +169,7 @@ async def create_incident(
             )
         return Created(incident=existing, created=False)
 
-    alerted = 0
+    alerts: list[Alert] = []
     if reason is None:
         await lock_selection(session)
         duplicate_of = await _alerting_duplicate(
@@ -196,7 +196,6 @@ async def create_incident(
                 now=now,
                 exclude_alerted=False,
             )
-            alerted = len(alerts)
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
     incident = (await session.execute(select(Incident).where(Incident.id == inserted))).scalar_one()
@@ -208,9 +207,10 @@ async def create_incident(
             "status": incident.status,
             "not_alerted_reason": incident.not_alerted_reason,
             "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
-            "alerted": alerted,
+            "alerted": len(alerts),
         },
     )
+    await _announce_queued(session, incident.id, alerts)
     return Created(incident=incident, created=True)
 
 
@@ -235,7 +235,7 @@ async def alert_more(
         )
     ).one()
     location = LatLon(point[0], point[1])
-    return await _alert_candidates(
+    alerts = await _alert_candidates(
         session,
         incident_id=incident.id,
         kind=incident.kind,
@@ -246,6 +246,8 @@ async def alert_more(
         now=now,
         exclude_alerted=True,
     )
+    await _announce_queued(session, incident.id, alerts)
+    return alerts
 
 
 async def _incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
@@ -393,6 +395,15 @@ async def _alert_candidates(
         ],
         now=now,
     )
+    return alerts
+
+
+async def _announce_queued(
+    session: AsyncSession, incident_id: uuid.UUID, alerts: list[Alert]
+) -> None:
+    """The ``alerts.queued`` event; for a new incident, after ``incident.created``."""
+    if not alerts:
+        return
     await record_event(
         session,
         incident_id=incident_id,
@@ -408,4 +419,3 @@ async def _alert_candidates(
             ]
         },
     )
-    return alerts

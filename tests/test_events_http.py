@@ -182,7 +182,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
         assert [alert["volunteer_id"] for alert in alerts.json()] == [str(volunteer.id)]
         # Committed before the 201; no worker runs, so nothing else is appended meanwhile.
         at_creation = await stored_events(other_factory, incident_id)
-        assert [kind for _, kind in at_creation] == ["alerts.queued", "incident.created"]
+        assert [kind for _, kind in at_creation] == ["incident.created", "alerts.queued"]
 
         path = f"/v1/incidents/{incident_id}/events"
         async with client.stream("GET", path, headers=dispatcher) as response:
@@ -196,7 +196,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
             assert reader.retry == [2000]
             assert [(event.id, event.event) for event in initial] == at_creation
             assert [event.id for event in initial] == sorted({event.id for event in initial})
-            queued, announced = initial
+            announced, queued = initial
             assert queued.data["type"] == "alerts.queued"
             assert [alert["id"] for alert in queued.data["alerts"]] == [alerts.json()[0]["id"]]
             assert queued.data["alerts"][0]["location_source"] == "place"
@@ -219,7 +219,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
                 )
             cancelled = await reader.next_event()
             assert cancelled.event == "incident.cancelled"
-            assert cancelled.id > announced.id
+            assert cancelled.id > queued.id
             assert cancelled.data["type"] == "incident.cancelled"
             assert cancelled.data["status"] == "cancelled"
             assert cancelled.data["reason"] == "ambulance on scene"
@@ -235,7 +235,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
         # 3. Reconnecting after the first event replays exactly the later ones, in order,
         #    byte for byte; a marker committed afterwards is the very next event, so
         #    nothing else (no duplicate, no earlier event) was replayed before it.
-        resume = {**dispatcher, "Last-Event-ID": str(queued.id)}
+        resume = {**dispatcher, "Last-Event-ID": str(announced.id)}
         async with client.stream("GET", path, headers=resume) as response:
             assert response.status_code == 200
             reader = SseReader(response)
