@@ -24,14 +24,20 @@ MERCATOR = "ST_Transform(geometry(location), 3395)"
 
 
 def upgrade() -> None:
+    # IF NOT EXISTS: a large deployment may build them CONCURRENTLY beforehand.
     op.create_index(
-        "ix_place_location_mercator", "place", [sa.text(MERCATOR)], postgresql_using="gist"
+        "ix_place_location_mercator",
+        "place",
+        [sa.text(MERCATOR)],
+        postgresql_using="gist",
+        if_not_exists=True,
     )
     op.create_index(
         "ix_live_location_location_mercator",
         "live_location",
         [sa.text(MERCATOR)],
         postgresql_using="gist",
+        if_not_exists=True,
     )
 
 
