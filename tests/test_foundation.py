@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -38,32 +40,9 @@ async def test_readyz_reports_postgresql_and_postgis_versions(client: httpx.Asyn
     assert database["postgis"].startswith("3.")
 
 
-async def test_readyz_is_503_while_the_database_is_unreachable(tmp_path: object) -> None:
-    url = "postgresql+asyncpg://postgres@/nowhere?host=/nonexistent-socket-dir&port=5432"
-    settings = make_settings()
-    app = create_app(settings, database_url=url, run_worker=False)
-    engine = create_engine(url, pool_size=1)
-    app.state.runtime = Runtime(
-        settings=settings,
-        database_url=url,
-        engine=engine,
-        session_factory=create_session_factory(engine),
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        response = await client.get("/readyz")
-    await engine.dispose()
-    assert response.status_code == 503
-    assert response.json()["checks"]["database"]["ok"] is False
-
-
-async def test_database_outage_is_a_clean_503_that_keeps_the_connection(tmp_path: object) -> None:
-    """The 503 is answered without the exception escaping to the server.
-
-    An exception that escapes makes uvicorn close the keep-alive connection after the
-    answer, so a client retrying at once on it gets a transport error instead of the
-    503 it can act on. ``raise_app_exceptions=True`` fails this test if one escapes.
-    """
+@contextlib.asynccontextmanager
+async def client_without_database() -> AsyncIterator[httpx.AsyncClient]:
+    """The app against a database that cannot be reached; app exceptions must not escape."""
     url = "postgresql+asyncpg://postgres@/nowhere?host=/nonexistent-socket-dir&port=5432"
     settings = make_settings()
     app = create_app(settings, database_url=url, run_worker=False)
@@ -77,11 +56,29 @@ async def test_database_outage_is_a_clean_503_that_keeps_the_connection(tmp_path
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get(
-                "/v1/incidents", headers={"Authorization": "Bearer rsp_whatever"}
-            )
+            yield client
     finally:
         await engine.dispose()
+
+
+async def test_readyz_is_503_while_the_database_is_unreachable() -> None:
+    async with client_without_database() as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"]["ok"] is False
+
+
+async def test_database_outage_is_a_clean_503_that_keeps_the_connection() -> None:
+    """The 503 is answered without the exception escaping to the server.
+
+    An exception that escapes makes uvicorn close the keep-alive connection after the
+    answer, so a client retrying at once on it gets a transport error instead of the
+    503 it can act on. ``raise_app_exceptions=True`` fails this test if one escapes.
+    """
+    async with client_without_database() as client:
+        response = await client.get(
+            "/v1/incidents", headers={"Authorization": "Bearer rsp_whatever"}
+        )
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"]
