@@ -88,12 +88,13 @@ def mercator_radius_m(radius_m: float, lat: float) -> float:
 
 
 def exactly_within(location: Any, centre: Any, radius_m: Any) -> ColumnElement[bool]:
-    """The spheroid radius test without its index hook.
+    """The spheroid radius test, as ``distance <= radius``, without an index hook.
 
     For scans driven by the Mercator index: with ``ST_DWithin`` the planner could pick
-    the geography index for the box and sort instead of walking nearest-first.
+    the geography index for the box and sort instead of walking nearest-first. Public
+    PostGIS only (not the internal ``_ST_DWithin``), so an upgrade cannot remove it.
     """
-    within: ColumnElement[bool] = func._ST_DWithin(location, centre, radius_m, True)
+    within: ColumnElement[bool] = distance_m(location, centre) <= radius_m
     return within
 
 
