@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import insert, text
+from sqlalchemy import Text, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import sync_url
@@ -30,13 +30,20 @@ EVENTS_CHANNEL = "responder_events"
 async def record_event(
     session: AsyncSession, *, incident_id: uuid.UUID, type: str, data: dict[str, Any]
 ) -> None:
-    """Append one event; listeners are notified when the transaction commits."""
-    await session.execute(
-        insert(IncidentEvent).values(incident_id=incident_id, type=type, data=data)
+    """Append one event; listeners are notified when the transaction commits.
+
+    One round trip: the insert and its ``pg_notify`` are one statement.
+    """
+    inserted = (
+        insert(IncidentEvent)
+        .values(incident_id=incident_id, type=type, data=data)
+        .returning(IncidentEvent.incident_id)
+        .cte("inserted")
     )
     await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": EVENTS_CHANNEL, "payload": str(incident_id)},
+        select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
+            inserted
+        )
     )
 
 
