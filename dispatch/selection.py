@@ -75,14 +75,12 @@ SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/sel
 
 # For the rest of the transaction: keep both scans nearest-first on GiST (a bitmap
 # scan of the whole radius box, or a parallel one, is what makes a dense centre
-# slow), plan the prepared statement once per connection instead of per call, and
-# never JIT-compile it (the Mercator index's huge unbounded-scan cost estimate can
-# cross jit_above_cost: 45 ms of compiling for a 3 ms query).
+# slow), and plan the prepared statement once per connection instead of per call.
+# (JIT is off for every connection of the service: ``app.db.create_engine``.)
 KNN_PLANNER_SETTINGS = (
     "SELECT set_config('enable_bitmapscan', 'off', true),"
     " set_config('max_parallel_workers_per_gather', '0', true),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true),"
-    " set_config('jit', 'off', true)"
+    " set_config('plan_cache_mode', 'force_generic_plan', true)"
 )
 
 ALERTED = "alerted"
