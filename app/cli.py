@@ -18,9 +18,9 @@ from typing import NoReturn, TypeVar
 import structlog
 from pydantic import ValidationError
 
+from app.core.settings import Settings, describe_settings_error, get_settings
 from app.embedded import EmbeddedError, EmbeddedPostgres
 from app.logging import configure_logging
-from app.settings import Settings, describe_settings_error, get_settings
 
 log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE_S = 5
@@ -46,7 +46,7 @@ def load_settings() -> Settings:
 async def _check_database(url: str) -> None:
     from sqlalchemy import text
 
-    from app.db import create_engine
+    from app.core.db import create_engine
 
     engine = create_engine(url, pool_size=1)
     try:
@@ -93,7 +93,7 @@ def database(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from app.main import create_app
+    from app.api.main import create_app
 
     with database(settings) as url:
         app = create_app(settings, database_url=url, run_worker=True)
@@ -132,7 +132,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
-    from app.db import create_engine, create_session_factory, unit_of_work
+    from app.core.db import create_engine, create_session_factory, unit_of_work
 
     async def runner() -> T:
         engine = create_engine(url, pool_size=1)
@@ -146,7 +146,7 @@ def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
 
 
 def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> None:
-    from app.auth import issue_key
+    from app.registry.keys import issue_key
 
     async def create(session: object) -> tuple[str, str]:
         plaintext, record = await issue_key(
@@ -166,7 +166,7 @@ def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_api_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
-    from app.auth import revoke_key
+    from app.registry.keys import revoke_key
 
     try:
         key_id = uuid.UUID(args.key_id)
@@ -186,11 +186,10 @@ def cmd_api_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
 async def _run_worker(url: str, settings: Settings) -> None:
     import signal
 
-    from app.clock import SystemClock
-    from app.db import create_engine, create_session_factory
-    from app.runtime import Runtime
+    from app.core.clock import SystemClock
+    from app.core.db import create_engine, create_session_factory
+    from app.runtime import Runtime, create_worker
     from dispatch.gateway import create_gateway
-    from dispatch.worker import create_worker
 
     engine = create_engine(url, pool_size=settings.db_pool_size)
     runtime = Runtime(
@@ -222,7 +221,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.clock import SystemClock
+    from app.core.clock import SystemClock
     from dispatch.demo import DemoSummary, load_demo
 
     async def load(session: AsyncSession) -> DemoSummary:
@@ -248,7 +247,7 @@ def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
     import phonenumbers
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.clock import SystemClock
+    from app.core.clock import SystemClock
     from dispatch.responses import InboundSms, handle_inbound_sms
 
     try:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clock import Clock, SystemClock
-from app.settings import Settings
-
-if TYPE_CHECKING:
-    from dispatch.events import EventHub
-    from dispatch.gateway import SmsGateway
-    from dispatch.worker import DispatchWorker
+from app.core.clock import Clock, SystemClock
+from app.core.settings import Settings
+from dispatch.events import EventHub
+from dispatch.gateway import SmsGateway
+from dispatch.lifecycle import run_timers
+from dispatch.worker import DispatchWorker
 
 
 class DetachedTasks:
@@ -65,3 +65,20 @@ class Runtime:
     # Set by the lifespan, which drains it; without one (an app driven without its
     # lifespan) after-response work runs as a plain BackgroundTask.
     detached: DetachedTasks | None = None
+
+
+def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
+    """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
+    settings = runtime.settings
+
+    async def timers(session: AsyncSession, now: datetime) -> None:
+        await run_timers(session, now=now, settings=settings)
+
+    return DispatchWorker(
+        session_factory=runtime.session_factory,
+        gateway=gateway,
+        settings=settings,
+        clock=runtime.clock,
+        database_url=runtime.database_url,
+        timers=timers,
+    )

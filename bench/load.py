@@ -29,8 +29,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator
 
-from app.auth import Role, issue_key
-from app.db import create_engine, create_session_factory, sync_url, unit_of_work
+from app.core.db import create_engine, create_session_factory, sync_url, unit_of_work
+from app.registry.keys import Role, issue_key
 
 ACCOUNT_SID = "AC" + "be7c4" * 6 + "00"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -167,7 +167,7 @@ async def issue_credentials(database_url: str, *, volunteer_tokens: int) -> Cred
 async def _active_volunteer_ids(session: AsyncSession, count: int) -> list[uuid.UUID]:
     from sqlalchemy import select
 
-    from app.models import Volunteer
+    from app.core.models import Volunteer
 
     result = await session.execute(
         select(Volunteer.id).where(Volunteer.status == "active").order_by(Volunteer.id).limit(count)

@@ -28,9 +28,9 @@ from typing import Any
 
 import asyncpg
 
-from app.db import create_engine, create_session_factory, sync_url
+from app.core.db import create_engine, create_session_factory, sync_url
+from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
-from app.settings import Settings
 from bench import load, seed, sql
 from geo.points import LatLon
 

@@ -37,9 +37,9 @@ from typing import Any
 
 import asyncpg
 
-from app.db import sync_url
+from app.core.db import sync_url
+from app.core.schedule import week_ranges
 from app.migrate import migrations_dir, upgrade
-from dispatch.schedule import week_ranges
 
 CENTRE_LAT = 59.3326
 CENTRE_LON = 18.0649
@@ -70,7 +70,7 @@ class SeedReport:
 
 
 def multirange_literal(windows: list[dict[str, Any]]) -> str:
-    """A schedule as the ``int4multirange`` literal that ``dispatch.schedule`` stores."""
+    """A schedule as the ``int4multirange`` literal that ``app.core.schedule`` stores."""
     spans = ",".join(f"[{r.lower},{r.upper})" for r in week_ranges(windows))
     return "{" + spans + "}"
 

@@ -37,7 +37,7 @@ import asyncpg
 import httpx
 from twilio.request_validator import RequestValidator
 
-from app.db import sync_url
+from app.core.db import sync_url
 from app.embedded import EmbeddedPostgres
 from bench import load, seed
 

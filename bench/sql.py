@@ -33,11 +33,11 @@ from geoalchemy2 import Geography
 from sqlalchemy import cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import sync_url
+from app.core.db import sync_url
+from app.core.models import Certification, Place, Volunteer
+from app.core.schedule import minute_of_week
 from app.embedded import find_bin_dir
-from app.models import Certification, Place, Volunteer
-from dispatch.eligibility import QUALIFYING_KINDS
-from dispatch.schedule import minute_of_week
+from app.registry.eligibility import QUALIFYING_KINDS
 
 FLOOR_SQL = """
 SELECT volunteer_id FROM place

@@ -25,18 +25,18 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
-from app.models import Aed, Alert, Incident
-from app.settings import Settings
+from app.core.errors import Conflict
+from app.core.models import Aed, Alert, Incident
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.settings import Settings
+from app.core.texts import alert_text
 from dispatch.events import record_event
-from dispatch.outbox import OutboundSms, queue_sms
 from dispatch.selection import (
     Candidate,
     lock_selection,
     nearest_available_aed,
     select_candidates,
 )
-from dispatch.texts import alert_text
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import NearestAed, load_service_area, nearest_first, within_radius
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Alert, GatewayHealth, Message, Volunteer
+from app.core.models import Alert, GatewayHealth, Message, Volunteer
 from dispatch.events import record_event
 
 STATUS_RANK = {

@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Aed, Certification, Place, Volunteer
-from app.settings import Settings
-from dispatch.schedule import week_ranges
+from app.core.models import Aed, Certification, Place, Volunteer
+from app.core.schedule import week_ranges
+from app.core.settings import Settings
 from geo.points import LatLon, geography_point
 
 CENTRE = LatLon(59.3326, 18.0649)

@@ -19,8 +19,8 @@ import structlog
 from sqlalchemy import Text, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import sync_url
-from app.models import IncidentEvent
+from app.core.db import sync_url
+from app.core.models import IncidentEvent
 
 log = structlog.get_logger(__name__)
 

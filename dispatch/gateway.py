@@ -23,7 +23,7 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -18,13 +18,14 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound
-from app.models import Alert, Incident, Volunteer
-from app.settings import Settings
-from dispatch import maintenance, texts
+from app.core import texts
+from app.core.errors import Conflict, NotFound
+from app.core.models import Alert, Incident, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.settings import Settings
+from dispatch import maintenance
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.events import record_event
-from dispatch.outbox import OutboundSms, queue_sms
 from dispatch.roles import lock_incident, stand_down_pending
 from geo.points import LatLon, geography_point
 

@@ -15,10 +15,10 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.models import Certification, LiveLocation, Volunteer
-from app.settings import Settings
-from dispatch.eligibility import QUALIFYING_KINDS
-from dispatch.outbox import OutboundSms, queue_sms
+from app.core.models import Certification, LiveLocation, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.settings import Settings
+from app.registry.eligibility import QUALIFYING_KINDS
 
 REMINDER_BATCH = 500
 KIND_NAMES = {

@@ -23,9 +23,9 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Aed, Alert, Incident, Message, Volunteer
-from app.settings import Settings
-from dispatch import texts
+from app.core import texts
+from app.core.models import Aed, Alert, Incident, Message, Volunteer
+from app.core.settings import Settings
 from dispatch.alerting import alert_more
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply

@@ -16,11 +16,11 @@ from typing import Literal
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Alert, Incident, Volunteer
-from app.settings import Settings
+from app.core.models import Alert, Incident, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.settings import Settings
+from app.core.texts import stand_down_text
 from dispatch.events import record_event
-from dispatch.outbox import OutboundSms, queue_sms
-from dispatch.texts import stand_down_text
 
 Role = Literal["cpr", "aed"]
 

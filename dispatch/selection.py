@@ -1,6 +1,6 @@
 """Who gets alerted: the candidate policy as one SQL statement, and its explanation.
 
-A volunteer is a candidate when eligible (``dispatch.eligibility``), their *current
+A volunteer is a candidate when eligible (``app.registry.eligibility``), their *current
 location* lies within the radius (spheroid), they were not alerted in the cooldown,
 are not busy as an accepted responder of another open incident, and (for a re-run)
 not yet alerted on this incident. The current location is the live location while
@@ -53,10 +53,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
-from app.settings import Settings
-from dispatch.eligibility import eligibility_conditions, is_eligible
-from dispatch.schedule import covers, minute_of_week, minute_of_week_sql
+from app.core.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
+from app.core.schedule import covers, minute_of_week, minute_of_week_sql
+from app.core.settings import Settings
+from app.registry.eligibility import eligibility_conditions, is_eligible
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
     NearestAed,
@@ -76,7 +76,7 @@ SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/sel
 # For the rest of the transaction: keep both scans nearest-first on GiST (a bitmap
 # scan of the whole radius box, or a parallel one, is what makes a dense centre
 # slow), and plan the prepared statement once per connection instead of per call.
-# (JIT is off for every connection of the service: ``app.db.create_engine``.)
+# (JIT is off for every connection of the service: ``app.core.db.create_engine``.)
 KNN_PLANNER_SETTINGS = (
     "SELECT set_config('enable_bitmapscan', 'off', true),"
     " set_config('max_parallel_workers_per_gather', '0', true),"

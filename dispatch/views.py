@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from sqlalchemy import Row, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound
-from app.models import Aed, Alert, Incident, Volunteer
+from app.core.errors import NotFound
+from app.core.models import Aed, Alert, Incident, Volunteer
 from geo.points import latitude, longitude
 
 

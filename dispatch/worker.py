@@ -40,15 +40,14 @@ from prometheus_client import Counter
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.clock import Clock
-from app.db import unit_of_work
-from app.models import Alert, Incident, Message
-from app.runtime import Runtime
-from app.settings import Settings
+from app.core.clock import Clock
+from app.core.db import unit_of_work
+from app.core.models import Alert, Incident, Message
+from app.core.outbox import OUTBOX_CHANNEL
+from app.core.settings import Settings
 from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result, opt_out
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
-from dispatch.outbox import OUTBOX_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -430,22 +429,3 @@ class DispatchWorker:
     def _notified(self, _payload: str) -> None:
         self.listening.set()
         self.wake()
-
-
-def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
-    """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
-    from dispatch.lifecycle import run_timers
-
-    settings = runtime.settings
-
-    async def timers(session: AsyncSession, now: datetime) -> None:
-        await run_timers(session, now=now, settings=settings)
-
-    return DispatchWorker(
-        session_factory=runtime.session_factory,
-        gateway=gateway,
-        settings=settings,
-        clock=runtime.clock,
-        database_url=runtime.database_url,
-        timers=timers,
-    )

@@ -25,7 +25,7 @@ from sqlalchemy import Float, Integer, bindparam, cast, func, literal_column, se
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import MERCATOR_SRID, Aed
+from app.core.models import MERCATOR_SRID, Aed
 from geo.points import GEOGRAPHY, LatLon, geography_point, latitude, longitude
 
 

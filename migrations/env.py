@@ -9,8 +9,8 @@ from geoalchemy2 import alembic_helpers
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.db import create_engine
-from app.models import Base
+from app.core.db import create_engine
+from app.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,7 +21,7 @@ def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     if url:
         return str(url)
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     configured = get_settings().database_url
     if not configured:

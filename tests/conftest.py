@@ -25,14 +25,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory
-from app.deps import get_session
+from app.api.deps import get_session
+from app.api.main import create_app
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory
+from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
-from app.main import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
-from app.settings import Settings
 from tests.factories import make_settings
 
 TEMPLATE = "responder_template"

@@ -9,11 +9,11 @@ from typing import Any
 from geographiclib.geodesic import Geodesic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Role, issue_key
-from app.models import Aed, Alert, Certification, Incident, LiveLocation, Place, Volunteer
-from app.settings import Settings
-from dispatch.outbox import OutboundSms, queue_sms
-from dispatch.schedule import week_ranges
+from app.core.models import Aed, Alert, Certification, Incident, LiveLocation, Place, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.schedule import week_ranges
+from app.core.settings import Settings
+from app.registry.keys import Role, issue_key
 from geo.points import LatLon, geography_point
 
 STOCKHOLM = LatLon(59.3326, 18.0649)

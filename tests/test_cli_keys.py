@@ -11,10 +11,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app.auth import Principal, authenticate, hash_key
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.errors import Unauthorized
-from app.models import ApiKey
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.errors import Unauthorized
+from app.core.models import ApiKey
+from app.registry.keys import Principal, authenticate, hash_key
 
 
 def responder(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.models import Alert
-from app.routers.incident_actions import incident_event_stream
+from app.api.routers.incident_actions import incident_event_stream
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Alert
 from dispatch.events import EventHub, record_event
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
 from dispatch.gateway import create_gateway
 from dispatch.worker import DispatchWorker
 from tests.factories import create_alert, create_incident, create_volunteer

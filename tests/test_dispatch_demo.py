@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Aed, Certification, Place
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Aed, Certification, Place
+from app.core.settings import Settings
 from dispatch.demo import load_demo
 
 

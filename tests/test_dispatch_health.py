@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
+from app.api.main import create_app
+from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.runtime import Runtime
 from dispatch.delivery import note_gateway_result
 from tests.factories import make_settings

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, IncidentEvent, Message
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, IncidentEvent, Message
+from app.core.settings import Settings
 from dispatch.lifecycle import run_timers
 from tests.factories import create_alert, create_incident, create_key, create_volunteer
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatch import texts
+from app.core import texts
 from tests.factories import make_settings
 
 LONG_ADDRESS = (

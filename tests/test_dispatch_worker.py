@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.models import Alert, GatewayHealth, IncidentEvent, Message, Volunteer
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Alert, GatewayHealth, IncidentEvent, Message, Volunteer
+from app.core.settings import Settings
 from dispatch.delivery import advance_message
 from dispatch.gateway import create_gateway
 from dispatch.worker import DispatchWorker, claim_due

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Certification, Volunteer
-from dispatch.eligibility import ineligibility_reason, is_eligible
+from app.core.models import Certification, Volunteer
+from app.registry.eligibility import ineligibility_reason, is_eligible
 from tests.factories import create_volunteer, make_settings
 
 # 23:30 UTC on 28 Feb is 00:30 on 1 March in Stockholm: "today" there is 1 March.

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
-from app.models import IncidentEvent, Volunteer
+from app.api.main import create_app
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import IncidentEvent, Volunteer
 from app.runtime import Runtime
 from dispatch.gateway import create_gateway
 from dispatch.worker import DispatchWorker

@@ -24,10 +24,10 @@ import uvicorn
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.clock import SystemClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
-from app.models import IncidentEvent
+from app.api.main import create_app
+from app.core.clock import SystemClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import IncidentEvent
 from dispatch.events import EVENTS_CHANNEL, record_event
 from dispatch.lifecycle import cancel_incident
 from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset

@@ -28,11 +28,11 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from app.db import create_engine, create_session_factory, unit_of_work
+from app.api.main import create_app
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Alert, Incident, Message
 from app.embedded import EmbeddedPostgres
-from app.main import create_app
 from app.migrate import upgrade
-from app.models import Alert, Incident, Message
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
 from tests.twilio_fake import FakeTwilio, twilio_settings

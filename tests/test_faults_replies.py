@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
-from app.models import Alert
+from app.api.main import create_app
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Alert
 from dispatch.gateway import create_gateway
 from dispatch.worker import DispatchWorker
 from tests.factories import STOCKHOLM, create_alert, create_incident, create_volunteer

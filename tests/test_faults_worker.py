@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.models import Message
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Message
 from tests.factories import STOCKHOLM, create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
     MESSAGING_SERVICE_SID,

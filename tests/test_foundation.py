@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.db import create_engine, create_session_factory
+from app.api.main import create_app
+from app.core.db import create_engine, create_session_factory
 from app.embedded import EmbeddedPostgres
-from app.main import create_app
 from app.migrate import downgrade, upgrade
 from app.runtime import Runtime
 from tests.factories import make_settings

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.settings import Settings
 from dispatch.selection import select_candidates
 from geo.points import LatLon
 from tests.factories import create_volunteer, geodesic_distance_m, offset

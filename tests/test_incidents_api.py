@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, Message
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, Message
 from tests.factories import STOCKHOLM, create_aed, create_key, create_volunteer, offset
 
 

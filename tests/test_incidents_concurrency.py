@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
-from app.models import Alert, Incident, Message, SelectionRecord
+from app.api.main import create_app
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Alert, Incident, Message, SelectionRecord
 from app.runtime import Runtime
 from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset
 

@@ -8,10 +8,10 @@ import uuid
 import httpx
 from sqlalchemy import select
 
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
-from app.models import Incident, SelectionRecord
+from app.api.main import create_app
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Incident, SelectionRecord
 from app.runtime import DetachedTasks
 from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, Message
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, Message
+from app.core.settings import Settings
 from dispatch.alerting import SCENE_FLAGS, NewIncident, create_incident
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset

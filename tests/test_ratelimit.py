@@ -12,15 +12,15 @@ import pytest
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import func, select
 
-from app.auth import Principal, Role, issue_key, revoke_key
-from app.clock import FrozenClock
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.deps import AdminDep, DispatcherDep, LocatorDep, VolunteerDep
-from app.errors import RateLimited
-from app.main import create_app
-from app.models import RateLimitBucket
-from app.ratelimit import RateLimiter, limit_unsigned_webhook, retry_after_s
-from app.settings import Settings
+from app.api.deps import AdminDep, DispatcherDep, LocatorDep, VolunteerDep
+from app.api.main import create_app
+from app.api.ratelimit import RateLimiter, limit_unsigned_webhook, retry_after_s
+from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.errors import RateLimited
+from app.core.models import RateLimitBucket
+from app.core.settings import Settings
+from app.registry.keys import Principal, Role, issue_key, revoke_key
 from tests.factories import create_key, create_volunteer, make_settings
 
 probe = APIRouter()

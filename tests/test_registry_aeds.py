@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Aed, Place
-from dispatch.schedule import covers
+from app.core.models import Aed, Place
+from app.core.schedule import covers
 from tests.factories import create_key, create_volunteer
 
 CENTRALEN = {

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Certification, Message
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Certification, Message
+from app.core.settings import Settings
 from dispatch.maintenance import queue_certification_reminders
 from tests.factories import create_key, create_volunteer
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import (
+from app.core.clock import FrozenClock
+from app.core.models import (
     Alert,
     ApiKey,
     AuditLog,

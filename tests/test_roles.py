@@ -1,7 +1,7 @@
 """The role matrix, walked over every route the application serves.
 
 Routes are discovered from ``app.routes`` and their roles from the dependency that
-``app.deps.require_role`` returns (its ``roles`` attribute), so routes added later
+``app.api.deps.require_role`` returns (its ``roles`` attribute), so routes added later
 are covered without touching this file. Each protected operation must answer 401
 without a key and with a wrong one, and 403 to every role it does not allow,
 before it looks at its path parameters or body.
@@ -20,9 +20,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Role
-from app.main import create_app
-from app.settings import Settings
+from app.api.main import create_app
+from app.core.settings import Settings
+from app.registry.keys import Role
 from tests.factories import create_key, create_volunteer, make_settings
 
 ROLES: tuple[Role, ...] = ("admin", "dispatcher", "locator", "volunteer")
@@ -115,8 +115,8 @@ async def test_a_revoked_key_is_refused_at_once(
 ) -> None:
     from sqlalchemy import update
 
-    from app.auth import hash_key
-    from app.models import ApiKey
+    from app.core.models import ApiKey
+    from app.registry.keys import hash_key
 
     headers = await create_key(session, role="admin")
     assert (await client.get("/v1/volunteers", headers=headers)).status_code == 200

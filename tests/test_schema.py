@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from geoalchemy2 import alembic_helpers
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import Base
+from app.core.models import Base
 
 
 async def test_migrations_match_the_models(connection: AsyncConnection) -> None:

@@ -33,9 +33,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from app.auth import Role
-from app.db import create_engine, create_session_factory, unit_of_work
-from app.main import create_app
+from app.api.main import create_app
+from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.registry.keys import Role
 from tests.factories import create_key, create_volunteer, make_settings
 
 MAX_EXAMPLES = 12

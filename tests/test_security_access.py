@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Role
-from app.clock import FrozenClock
+from app.core.clock import FrozenClock
+from app.registry.keys import Role
 from tests.factories import (
     STOCKHOLM,
     create_alert,

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Incident, Message, Volunteer
-from app.settings import Settings
+from app.core.models import Incident, Message, Volunteer
+from app.core.settings import Settings
 from tests.factories import STOCKHOLM, create_key, create_volunteer
 from tests.twilio_fake import FakeTwilio, twilio_settings
 

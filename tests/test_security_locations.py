@@ -8,9 +8,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import LiveLocation
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import LiveLocation
+from app.core.settings import Settings
 from dispatch.lifecycle import run_timers
 from tests.factories import STOCKHOLM, create_key, create_volunteer
 

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.clock import FrozenClock
-from app.db import create_session_factory
-from app.main import create_app
+from app.api.main import create_app
+from app.core.clock import FrozenClock
+from app.core.db import create_session_factory
 from dispatch.gateway import SmsGateway, create_gateway
 from dispatch.worker import DispatchWorker
 from tests.factories import STOCKHOLM, offset

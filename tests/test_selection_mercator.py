@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.settings import Settings
 from dispatch.selection import KNN_PLANNER_SETTINGS, candidate_statement
 from geo.points import LatLon
 from geo.search import mercator_radius_m

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, SelectionRecord
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, SelectionRecord
+from app.core.settings import Settings
 from dispatch.alerting import alert_more
 from dispatch.selection import record_selection
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, Volunteer
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, Volunteer
+from app.core.settings import Settings
 from dispatch.selection import select_candidates
 from geo.points import LatLon, geography_point
 from tests.factories import STOCKHOLM, add_place, create_volunteer, make_settings, offset

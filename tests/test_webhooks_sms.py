@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Incident, Message, Volunteer
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Incident, Message, Volunteer
+from app.core.settings import Settings
 from tests.factories import (
     STOCKHOLM,
     create_aed,

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import FrozenClock
-from app.models import Alert, Message, Volunteer
-from app.settings import Settings
+from app.core.clock import FrozenClock
+from app.core.models import Alert, Message, Volunteer
+from app.core.settings import Settings
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
 from tests.twilio_fake import (
     ACCOUNT_SID,

@@ -26,7 +26,7 @@ import jsonschema
 import yaml
 from twilio.request_validator import RequestValidator
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.factories import make_settings
 
 ACCOUNT_SID = "AC" + "a" * 32

@@ -17,13 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.errors import InvalidInput, NotFound
-from app.models import Aed
-from app.registry.audit import record_audit
-from app.registry.uploads import LineErrors, csv_rows, decode_utf8
-from app.schemas.aeds import AedCreate, AedOut, AedUpdate
-from app.schemas.common import (
+from app.api.schemas.aeds import AedCreate, AedOut, AedUpdate
+from app.api.schemas.common import (
     Coordinates,
     Cursor,
     Page,
@@ -32,8 +27,13 @@ from app.schemas.common import (
     page_of,
     schedule_json,
 )
-from app.schemas.volunteers import ImportLineError, ImportReport
-from dispatch.schedule import DAYS, week_ranges
+from app.api.schemas.volunteers import ImportLineError, ImportReport
+from app.core.errors import InvalidInput, NotFound
+from app.core.models import Aed
+from app.core.schedule import DAYS, week_ranges
+from app.registry.audit import record_audit
+from app.registry.keys import Principal
+from app.registry.uploads import LineErrors, csv_rows, decode_utf8
 from geo.points import geography_point, latitude, longitude
 
 CSV_HEADER = ("lat", "lon", "address", "description", "access", "status")

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.models import AuditLog
+from app.core.models import AuditLog
+from app.registry.keys import Principal
 
 
 async def record_audit(

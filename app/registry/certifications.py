@@ -14,13 +14,13 @@ from typing import Any, Literal
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.errors import Conflict, NotFound
-from app.models import Certification
+from app.api.schemas.certifications import CertificationCreate, CertificationOut
+from app.api.schemas.common import Cursor, Page, keyset, page_of
+from app.core.errors import Conflict, NotFound
+from app.core.models import Certification
 from app.registry.audit import record_audit
+from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
-from app.schemas.certifications import CertificationCreate, CertificationOut
-from app.schemas.common import Cursor, Page, keyset, page_of
 
 Decision = Literal["verify", "reject", "revoke"]
 TRANSITIONS: dict[Decision, tuple[str, str]] = {

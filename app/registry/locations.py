@@ -18,16 +18,16 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput
-from app.models import LiveLocation
-from app.registry.phones import lookup_phone
-from app.schemas.locations import (
+from app.api.schemas.locations import (
     BulkItemError,
     BulkLocationItem,
     BulkResult,
     LiveLocationOut,
     LocationFix,
 )
+from app.core.errors import InvalidInput
+from app.core.models import LiveLocation
+from app.registry.phones import lookup_phone
 from geo.points import latitude, longitude
 
 MAX_CLOCK_SKEW = timedelta(minutes=2)

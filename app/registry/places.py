@@ -1,7 +1,7 @@
 """Places: where a volunteer usually is (home, work), and when.
 
 The schedule is stored as the JSON the administrator sent and as the
-``int4multirange`` the candidate query tests (``dispatch.schedule``); no schedule
+``int4multirange`` the candidate query tests (``app.core.schedule``); no schedule
 means the place counts at all times.
 """
 
@@ -13,14 +13,14 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.errors import NotFound
-from app.models import Place
+from app.api.schemas.common import Coordinates, schedule_json
+from app.api.schemas.places import PlaceCreate, PlaceOut
+from app.core.errors import NotFound
+from app.core.models import Place
+from app.core.schedule import week_ranges
 from app.registry.audit import record_audit
+from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
-from app.schemas.common import Coordinates, schedule_json
-from app.schemas.places import PlaceCreate, PlaceOut
-from dispatch.schedule import week_ranges
 from geo.points import geography_point, latitude, longitude
 
 _COLUMNS = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 

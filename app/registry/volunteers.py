@@ -18,21 +18,21 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal, issue_key
-from app.errors import Conflict, InvalidInput, NotFound
-from app.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
-from app.registry.audit import record_audit
-from app.registry.phones import normalise_phone
-from app.registry.uploads import LineErrors, csv_rows, decode_utf8
-from app.schemas.common import Cursor, Page, keyset, page_of
-from app.schemas.volunteers import (
+from app.api.schemas.common import Cursor, Page, keyset, page_of
+from app.api.schemas.volunteers import (
     ImportLineError,
     ImportReport,
     VolunteerCreate,
     VolunteerOut,
     VolunteerUpdate,
 )
-from dispatch.eligibility import is_eligible
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.registry.audit import record_audit
+from app.registry.eligibility import is_eligible
+from app.registry.keys import Principal, issue_key
+from app.registry.phones import normalise_phone
+from app.registry.uploads import LineErrors, csv_rows, decode_utf8
 
 CSV_HEADER = ("name", "phone", "language", "email")
 IMPORT_CHUNK = 1000

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas.common import Coordinates, Schedule, StrictInput
+from app.api.schemas.common import Coordinates, Schedule, StrictInput
 
 AedStatus = Literal["active", "out_of_service"]
 Access = Literal["always"] | Schedule

@@ -20,14 +20,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import (
+from app.api.ratelimit import limit_failed_authentication
+from app.core.errors import (
     PayloadTooLarge,
     RateLimited,
     ResponderError,
     Unauthorized,
     UnsupportedMediaType,
 )
-from app.ratelimit import limit_failed_authentication
 
 log = structlog.get_logger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import LocatorDep, RuntimeDep, SessionDep
-from app.problems import error_responses
+from app.api.deps import LocatorDep, RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.locations import BulkLocations, BulkResult
 from app.registry.locations import record_locations
-from app.schemas.locations import BulkLocations, BulkResult
 
 router = APIRouter(prefix="/v1/locations", tags=["locations"])
 

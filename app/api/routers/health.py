@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.deps import RuntimeDep
+from app.api.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
 

@@ -7,14 +7,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.deps import AdminDep, RuntimeDep, SessionDep
-from app.problems import error_responses
-from app.registry import certifications, places, volunteers
-from app.registry.uploads import read_upload, upload_body
-from app.schemas.certifications import CertificationCreate, CertificationOut
-from app.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
-from app.schemas.places import PlaceCreate, PlaceOut
-from app.schemas.volunteers import (
+from app.api.deps import AdminDep, RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.certifications import CertificationCreate, CertificationOut
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.places import PlaceCreate, PlaceOut
+from app.api.schemas.volunteers import (
     ImportReport,
     SuspendRequest,
     TokenOut,
@@ -23,6 +21,8 @@ from app.schemas.volunteers import (
     VolunteerOut,
     VolunteerUpdate,
 )
+from app.registry import certifications, places, volunteers
+from app.registry.uploads import read_upload, upload_body
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 

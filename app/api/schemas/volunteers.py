@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from app.schemas.certifications import CertificationOut
-from app.schemas.common import StrictInput
-from app.schemas.places import PlaceOut
+from app.api.schemas.certifications import CertificationOut
+from app.api.schemas.common import StrictInput
+from app.api.schemas.places import PlaceOut
 
 Language = Literal["sv", "en"]
 VolunteerStatus = Literal["active", "suspended"]

@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from app.schemas.certifications import CertificationOut
-from app.schemas.common import StrictInput
-from app.schemas.locations import LiveLocationOut
+from app.api.schemas.certifications import CertificationOut
+from app.api.schemas.common import StrictInput
+from app.api.schemas.locations import LiveLocationOut
 
 
 class AvailabilityUpdate(StrictInput):

@@ -46,12 +46,12 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.requests import Request
 
-from app.auth import Role, hash_key
-from app.clock import Clock, SystemClock
-from app.db import async_url
-from app.errors import RateLimited
-from app.models import ApiKey, RateLimitBucket
-from app.settings import Settings
+from app.core.clock import Clock, SystemClock
+from app.core.db import async_url
+from app.core.errors import RateLimited
+from app.core.models import ApiKey, RateLimitBucket
+from app.core.settings import Settings
+from app.registry.keys import Role, hash_key
 
 log = structlog.get_logger(__name__)
 

@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import AdminDep, RuntimeDep, SessionDep
-from app.problems import error_responses
-from app.registry import certifications
-from app.schemas.certifications import (
+from app.api.deps import AdminDep, RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.certifications import (
     CertificationOut,
     CertificationStatus,
     DecisionRequest,
     RevokeRequest,
 )
-from app.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.registry import certifications
 
 router = APIRouter(prefix="/v1/certifications", tags=["certifications"])
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Certification, Volunteer
+from app.core.models import Certification, Volunteer
 
 QUALIFYING_KINDS = ("cpr", "cpr_aed", "healthcare_professional")
 

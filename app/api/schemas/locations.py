@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema, model_validator
 
-from app.schemas.common import Latitude, Longitude, StrictInput
+from app.api.schemas.common import Latitude, Longitude, StrictInput
 
 MAX_BULK_ITEMS = 10_000
 Accuracy = Annotated[float, Field(strict=True, ge=0, le=100_000, allow_inf_nan=False)]

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Message
+from app.core.models import Message
 
 OUTBOX_CHANNEL = "responder_outbox"
 

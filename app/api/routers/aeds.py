@@ -6,13 +6,13 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
-from app.deps import AdminDep, SessionDep
-from app.problems import error_responses
+from app.api.deps import AdminDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.aeds import AedCreate, AedOut, AedStatus, AedUpdate
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.volunteers import ImportReport
 from app.registry import aeds
 from app.registry.uploads import read_upload, upload_body
-from app.schemas.aeds import AedCreate, AedOut, AedStatus, AedUpdate
-from app.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
-from app.schemas.volunteers import ImportReport
 
 router = APIRouter(prefix="/v1/aeds", tags=["aeds"])
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas.common import Coordinates, Schedule, StrictInput, TimeZoneName
+from app.api.schemas.common import Coordinates, Schedule, StrictInput, TimeZoneName
 
 
 class PlaceCreate(StrictInput):

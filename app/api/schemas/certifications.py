@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, StringConstraints, ValidationInfo, field_validator
 
-from app.schemas.common import StrictInput
+from app.api.schemas.common import StrictInput
 
 CertificationKind = Literal["cpr", "cpr_aed", "first_aid", "healthcare_professional"]
 CertificationStatus = Literal["pending", "verified", "rejected", "revoked"]

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from app.deps import RuntimeDep, SessionDep
-from app.errors import Forbidden, PayloadTooLarge, ResponderError
-from app.problems import error_responses
-from app.ratelimit import limit_unsigned_webhook
+from app.api.deps import RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.ratelimit import limit_unsigned_webhook
+from app.core.errors import Forbidden, PayloadTooLarge, ResponderError
 from dispatch.delivery import PROVIDER_STATUS, advance_message
 from dispatch.responses import InboundSms, handle_inbound_sms
 

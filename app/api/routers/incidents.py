@@ -16,20 +16,20 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.db import unit_of_work
-from app.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
-from app.errors import NotFound
-from app.models import Incident
-from app.problems import error_responses
-from app.runtime import DetachedTasks, Runtime
-from app.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
-from app.schemas.incidents import (
+from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
+from app.api.schemas.incidents import (
     AlertView,
     IncidentCreate,
     IncidentView,
     SelectionExplanation,
 )
+from app.core.db import unit_of_work
+from app.core.errors import NotFound
+from app.core.models import Incident
+from app.registry.keys import Principal
+from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
 from dispatch.views import alert_views, incident_view, incident_views

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import Coordinates, StrictInput
+from app.api.schemas.common import Coordinates, StrictInput
 from dispatch.lifecycle import IncidentChanges
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]

@@ -6,13 +6,13 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from app.deps import RuntimeDep, SessionDep, VolunteerDep
-from app.errors import Unauthorized
-from app.problems import error_responses
+from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
+from app.api.problems import error_responses
+from app.api.schemas.locations import LocationFix, LocationResult
+from app.api.schemas.me import AvailabilityUpdate, MeOut
+from app.core.errors import Unauthorized
 from app.registry import certifications, locations, volunteers
 from app.runtime import Runtime
-from app.schemas.locations import LocationFix, LocationResult
-from app.schemas.me import AvailabilityUpdate, MeOut
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 

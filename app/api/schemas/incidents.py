@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas.common import Coordinates, StrictInput
-from app.settings import IncidentKind
+from app.api.schemas.common import Coordinates, StrictInput
+from app.core.settings import IncidentKind
 from dispatch.alerting import SCENE_FLAGS, NewIncident
 from dispatch.views import AlertView, IncidentView
 

@@ -25,12 +25,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth import Principal
-from app.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
-from app.errors import NotFound
-from app.models import Incident, IncidentEvent
-from app.problems import error_responses
-from app.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
+from app.api.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
+from app.api.problems import error_responses
+from app.api.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
+from app.core.errors import NotFound
+from app.core.models import Incident, IncidentEvent
+from app.registry.keys import Principal
 from dispatch.events import EventHub
 from dispatch.lifecycle import cancel_incident, close_incident, update_incident
 from dispatch.views import IncidentView, incident_view

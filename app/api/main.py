@@ -12,17 +12,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.clock import Clock, SystemClock
-from app.db import create_engine, create_session_factory
-from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from app.problems import (
+from app.api.problems import (
     Problem,
     RequestGuards,
     complete_operation_responses,
     install_problem_handlers,
 )
-from app.ratelimit import RateLimiter
-from app.routers import (
+from app.api.ratelimit import RateLimiter
+from app.api.routers import (
     aeds,
     certifications,
     health,
@@ -33,11 +30,13 @@ from app.routers import (
     volunteers,
     webhooks,
 )
-from app.runtime import DetachedTasks, Runtime
-from app.settings import Settings, get_settings
+from app.core.clock import Clock, SystemClock
+from app.core.db import create_engine, create_session_factory
+from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.core.settings import Settings, get_settings
+from app.runtime import DetachedTasks, Runtime, create_worker
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway
-from dispatch.worker import create_worker
 from geo.search import load_service_area
 
 

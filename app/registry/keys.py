@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
 from sqlalchemy.types import Interval
 
-from app.errors import Unauthorized
-from app.models import ApiKey
+from app.core.errors import Unauthorized
+from app.core.models import ApiKey
 
 Role = Literal["admin", "dispatcher", "locator", "volunteer"]
 KEY_PREFIX = "rsp_"

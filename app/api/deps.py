@@ -13,11 +13,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal, Role, authenticate
-from app.errors import Forbidden
-from app.ratelimit import rate_limiter_of
+from app.api.ratelimit import rate_limiter_of
+from app.core.errors import Forbidden
+from app.core.settings import Settings
+from app.registry.keys import Principal, Role, authenticate
 from app.runtime import Runtime
-from app.settings import Settings
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -21,8 +21,8 @@ from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Select, tuple_
 
-from app.errors import InvalidInput
-from dispatch.schedule import DAYS
+from app.core.errors import InvalidInput
+from app.core.schedule import DAYS
 from geo.points import LatLon
 
 T = TypeVar("T")
