@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.models import Alert, GatewayHealth, Message, Volunteer
-from dispatch.events import record_event
+from dispatch.events import lock_incident_of_alert, record_event
 
 STATUS_RANK = {
     "queued": 0,
@@ -106,6 +106,9 @@ async def advance_message(
 async def mirror_alert_delivery(
     session: AsyncSession, *, alert_id: uuid.UUID, status: str, now: datetime
 ) -> None:
+    # The incident first, then its alert: the order replies and cancels lock in, and
+    # the event below takes the incident's event counter (``dispatch.events``).
+    await lock_incident_of_alert(session, alert_id)
     incident_id = (
         await session.execute(
             update(Alert)

@@ -51,10 +51,10 @@ async def test_stream_replays_after_last_event_id_then_follows_changes_from_any_
     hub.start()
     other_process = create_engine(committed_db, pool_size=1)
     try:
-        stream = incident_event_stream(factory, incident_id=incident.id, after_id=0, hub=hub)
+        stream = incident_event_stream(factory, incident_id=incident.id, after_seq=0, hub=hub)
         first = await next_event(stream)
         stream = incident_event_stream(
-            factory, incident_id=incident.id, after_id=int(str(first["id"])), hub=hub
+            factory, incident_id=incident.id, after_seq=int(str(first["id"])), hub=hub
         )
         replayed = [await next_event(stream), await next_event(stream)]
         assert [event["n"] for event in replayed] == [1, 2]
