@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
+from app.api.schemas.events import event_stream_schema
 from app.api.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
 from app.core.errors import NotFound
 from app.core.models import Incident, IncidentEvent
@@ -172,7 +173,7 @@ async def incident_event_stream(
     response_class=Response,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": event_stream_schema()}},
             "description": "Server-sent events: one per alert or incident change, with ids",
         },
         **error_responses(401, 403, 404, 422),
