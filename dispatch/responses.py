@@ -70,7 +70,14 @@ _RECENT_ALERTS = (
     .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
     .order_by(Alert.created_at.desc())
 )
-_LOCK_ALERT = select(Alert).where(Alert.id == bindparam("alert_id")).with_for_update(key_share=True)
+# populate_existing: the alert was read (unlocked) to find it; the decision must be
+# taken on the row as locked, not on the object the session kept from that read.
+_LOCK_ALERT = (
+    select(Alert)
+    .where(Alert.id == bindparam("alert_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
+)
 _RECORD_ANSWER = (
     update(_message)
     .where(_message.c.id == bindparam("message_id"))
@@ -147,6 +154,9 @@ async def apply_reply(
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
         volunteer.opted_out = True
+        await release_roles(
+            session, volunteer_id=volunteer.id, reason="stop", now=now, settings=settings
+        )
         return Outcome(texts.opted_out_text(language))
     if reply.intent == "start":
         volunteer.opted_out = False
@@ -154,6 +164,9 @@ async def apply_reply(
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
         volunteer.paused_until = until
+        await release_roles(
+            session, volunteer_id=volunteer.id, reason="pause", now=now, settings=settings
+        )
         return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
     if reply.intent == "resume":
         volunteer.paused_until = None
@@ -252,6 +265,7 @@ async def _accept(
         alert.stood_down_at = now
     else:
         alert.role = role
+        alert.aed_id = incident.nearest_aed_id if role == "aed" else None
     await session.flush()
     await record_event(
         session,
@@ -303,6 +317,23 @@ async def _withdraw(
 ) -> str:
     if alert.response != "accepted":
         return texts.help_text(lang)
+    await _give_up_role(
+        session, incident=incident, alert=alert, reason="withdraw", now=now, settings=settings
+    )
+    return texts.withdrawn_text(lang)
+
+
+async def _give_up_role(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    alert: Alert,
+    reason: str,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """The responder is no longer coming: the slot reopens, and when nobody is left
+    pending the next nearest are alerted. Under the incident's lock."""
     role = alert.role
     alert.response = "withdrawn"
     alert.role = None
@@ -313,7 +344,7 @@ async def _withdraw(
         session,
         incident_id=incident.id,
         type="alert.withdrawn",
-        data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
+        data={"alert_id": str(alert.id), "role": role, "reason": reason, "at": now.isoformat()},
     )
     pending = (
         await session.execute(
@@ -326,7 +357,48 @@ async def _withdraw(
     ).scalar_one()
     if pending == 0:
         await alert_more(session, incident=incident, settings=settings, now=now)
-    return texts.withdrawn_text(lang)
+
+
+async def release_roles(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    reason: str,
+    now: datetime,
+    settings: Settings,
+) -> int:
+    """A responder who opts out (STOP), pauses or is erased while holding a role loses it.
+
+    Exactly as after WITHDRAW: the slot reopens and, when nobody is pending, the next
+    nearest are alerted; they get no SMS about it (they asked for none, or are gone).
+    The caller holds the volunteer's row; each incident is locked before its alert,
+    in incident-id order, the order every other writer uses.
+    """
+    holding = (
+        await session.execute(
+            select(Alert.id, Alert.incident_id)
+            .join(Incident, Incident.id == Alert.incident_id)
+            .where(
+                Alert.volunteer_id == volunteer_id,
+                Alert.response == "accepted",
+                Alert.role.is_not(None),
+                Alert.stood_down_at.is_(None),
+                Incident.status == "alerting",
+            )
+            .order_by(Alert.incident_id)
+        )
+    ).all()
+    released = 0
+    for alert_id, incident_id in holding:
+        incident = await lock_incident(session, incident_id)
+        alert = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).scalar_one()
+        if incident is None or not _open_row(alert, incident.status) or alert.role is None:
+            continue
+        await _give_up_role(
+            session, incident=incident, alert=alert, reason=reason, now=now, settings=settings
+        )
+        released += 1
+    return released
 
 
 async def _arrive(
@@ -359,8 +431,9 @@ async def instructions(
         )
     ).one()
     aed: Any = None
-    if alert.role == "aed" and incident.nearest_aed_id is not None:
-        aed = await session.get(Aed, incident.nearest_aed_id)
+    aed_id = alert.aed_id or incident.nearest_aed_id
+    if alert.role == "aed" and aed_id is not None:
+        aed = await session.get(Aed, aed_id)
     return texts.instructions_text(
         language,
         role=alert.role or "cpr",

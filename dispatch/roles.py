@@ -9,6 +9,7 @@ the decision, so two simultaneous YES never take one slot.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -80,8 +81,13 @@ async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incide
     ).scalar_one_or_none()
 
 
+# populate_existing: decisions under the lock read the locked row, not an object the
+# session kept from an earlier, unlocked read.
 _LOCK_INCIDENT = (
-    select(Incident).where(Incident.id == bindparam("incident_id")).with_for_update(key_share=True)
+    select(Incident)
+    .where(Incident.id == bindparam("incident_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
 )
 
 
@@ -137,16 +143,29 @@ async def stand_down_if_complete(
     return await stand_down_pending(session, incident=incident, now=now)
 
 
-async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: datetime) -> int:
-    """Tell every pending volunteer they need not go; those never reached get no SMS."""
+async def stand_down_pending(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    now: datetime,
+    only: list[uuid.UUID] | None = None,
+    text: Callable[..., str] = stand_down_text,
+) -> int:
+    """Tell every pending volunteer (or those of ``only``) they need not go, in ``text``.
+
+    Those never reached get no SMS.
+    """
+    condition = [
+        Alert.incident_id == incident.id,
+        Alert.response == "pending",
+        Alert.stood_down_at.is_(None),
+    ]
+    if only is not None:
+        condition.append(Alert.id.in_(only))
     rows = (
         await session.execute(
             update(Alert)
-            .where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
+            .where(*condition)
             .values(stood_down_at=now, updated_at=now)
             .returning(Alert.id, Alert.code, Alert.volunteer_id, Alert.delivery_status)
         )
@@ -160,7 +179,7 @@ async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: 
         [
             OutboundSms(
                 phone=volunteers[row.volunteer_id][0],
-                body=stand_down_text(volunteers[row.volunteer_id][1], code=row.code),
+                body=text(volunteers[row.volunteer_id][1], code=row.code),
                 purpose="stand_down",
                 volunteer_id=row.volunteer_id,
                 incident_id=incident.id,
