@@ -225,8 +225,8 @@ async def alert_more(
     after a location change and after a withdrawal that left nobody pending.
     ``MAX_ALERTED`` bounds the incident's alerts pending at once (not each run), so
     a re-run tops the pending up to the cap and never beyond it. Takes the
-    selection lock. The selection record is brought up to date after commit, or
-    when ``/explain`` finds it older than ``incident.selected_at``.
+    selection lock. The selection record is marked stale; ``/explain`` writes it
+    again, as of ``incident.selected_at``.
     """
     if incident.status != "alerting":
         return []
@@ -240,7 +240,9 @@ async def alert_more(
             )
         )
     ).scalar_one()
+    # The record no longer covers every run: /explain rewrites it from this time.
     incident.selected_at = now
+    incident.selection_recorded_at = None
     room = settings.max_alerted - pending
     if room <= 0:
         return []

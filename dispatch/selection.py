@@ -567,15 +567,19 @@ async def explain_selection(
     """Answer from the recorded selection; write the record first if it is missing.
 
     A missing record means the process died between the commit and the background
-    write; one older than ``incident.selected_at`` misses a re-run (a move, a
-    withdrawal). Either is written now, with that selection's own time, against
-    today's rows.
+    write, or that a re-run (a move, a withdrawal) alerted since it was written.
+    It is written now, with the latest selection's own time
+    (``incident.selected_at``), against today's rows.
     """
     if not selection_ran(incident):
         return Explanation(outcome=NO_SELECTION, distance_m=None, selection_ran=False)
-    selected_at = incident.selected_at or incident.created_at
-    if incident.selection_recorded_at is None or incident.selection_recorded_at < selected_at:
-        await record_selection(session, incident_id=incident.id, settings=settings, now=selected_at)
+    if incident.selection_recorded_at is None:
+        await record_selection(
+            session,
+            incident_id=incident.id,
+            settings=settings,
+            now=incident.selected_at or incident.created_at,
+        )
     row = (
         await session.execute(
             select(SelectionRecord.outcome, SelectionRecord.distance_m).where(

@@ -1,10 +1,14 @@
-"""The event stream never skips an event, whatever order its writers commit in.
+"""Two transactions on one incident, interleaved deterministically on two connections.
 
-Two transactions write events of one incident: a delivery receipt (which, before
-the fix, took no incident lock) and a volunteer's YES. The receipt's event is
-written first and left uncommitted; the YES runs meanwhile. Before the fix the YES
+The event stream never skips an event, whatever order its writers commit in: a
+delivery receipt (which, before the fix, took no incident lock) writes its event
+first and stays uncommitted while a volunteer's YES runs. Before the fix the YES
 committed at once, a reader saw it, resumed after its id, and never got the
 receipt's event, which committed later with a lower id.
+
+A reply decides on the alert as locked: a stand-down committed while the reply
+waited for the incident's lock is seen (before the fix, the alert object the reply
+had read before waiting was used, and a stood-down volunteer got a role).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.core.models import IncidentEvent
+from app.core.models import Alert, IncidentEvent
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
 from dispatch.responses import InboundSms, handle_inbound_sms
+from dispatch.roles import lock_incident, stand_down_pending
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
 
 WAIT_S = 10.0
@@ -72,10 +77,28 @@ async def blocked_or_done(
             await asyncio.sleep(0.01)
 
 
+def start_yes(
+    factory: async_sessionmaker[AsyncSession], phone: str, clock: FrozenClock
+) -> tuple[asyncio.Future[int], asyncio.Task[str]]:
+    """A YES from ``phone`` in its own transaction: its backend's pid, and its answer."""
+    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def yes() -> str:
+        async with unit_of_work(factory) as session:
+            pid.set_result((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            return await handle_inbound_sms(
+                session,
+                sms=InboundSms(f"SM{phone}", phone, "YES"),
+                now=clock.now(),
+                settings=make_settings(),
+            )
+
+    return pid, asyncio.create_task(yes())
+
+
 async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_event(
     factory: async_sessionmaker[AsyncSession], clock: FrozenClock
 ) -> None:
-    settings = make_settings()
     async with unit_of_work(factory) as session:
         incident = await create_incident(session, created_at=clock.now())
         receiver = await create_volunteer(session, language="en")
@@ -99,19 +122,7 @@ async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_e
         session=receipt, message_id=receipt_message, status="sent", now=clock.now()
     )
 
-    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    async def yes() -> str:
-        async with unit_of_work(factory) as session:
-            pid.set_result((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-            return await handle_inbound_sms(
-                session,
-                sms=InboundSms("SM" + "1" * 32, replier.phone or "", "YES"),
-                now=clock.now(),
-                settings=settings,
-            )
-
-    reply = asyncio.create_task(yes())
+    pid, reply = start_yes(factory, replier.phone or "", clock)
     try:
         await blocked_or_done(factory, await pid, reply)
         first_read = await read_after(factory, incident.id, seen)
@@ -127,3 +138,31 @@ async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_e
     everything = await read_after(factory, incident.id, 0)
     assert [event.seq for event in everything] == list(range(1, len(everything) + 1))
     assert [event.type for event in everything][-2:] == delivered
+
+
+async def test_a_stand_down_committed_while_a_yes_waits_for_the_lock_is_seen_by_the_yes(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        volunteer = await create_volunteer(session, language="en")
+        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+
+    standing_down = factory()
+    await standing_down.begin()
+    try:
+        locked = await lock_incident(standing_down, incident.id)
+        assert locked is not None
+        await stand_down_pending(standing_down, incident=locked, now=clock.now())
+        pid, reply = start_yes(factory, volunteer.phone or "", clock)
+        await blocked_or_done(factory, await pid, reply)
+        await standing_down.commit()
+    finally:
+        await standing_down.close()
+    answer = await asyncio.wait_for(reply, WAIT_S)
+
+    assert answer == "This alert has ended. Do not go. Thank you for answering."
+    async with factory() as session:
+        after = await session.get(Alert, alert.id)
+        assert after is not None
+        assert (after.response, after.role) == ("pending", None)
