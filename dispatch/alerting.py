@@ -231,15 +231,7 @@ async def alert_more(
     if incident.status != "alerting":
         return []
     await lock_selection(session)
-    pending = (
-        await session.execute(
-            select(func.count()).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalar_one()
+    pending = await count_pending(session, incident.id)
     # The record no longer covers every run: /explain rewrites it from this time.
     incident.selected_at = now
     incident.selection_recorded_at = None
@@ -268,6 +260,20 @@ async def alert_more(
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
+
+
+async def count_pending(session: AsyncSession, incident_id: uuid.UUID) -> int:
+    """Alerts of the incident still waiting for an answer (not stood down)."""
+    count: int = (
+        await session.execute(
+            select(func.count()).where(
+                Alert.incident_id == incident_id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalar_one()
+    return count
 
 
 async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:

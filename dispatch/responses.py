@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
-from dispatch.alerting import alert_more
+from dispatch.alerting import alert_more, count_pending
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
 from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
@@ -346,16 +346,7 @@ async def _give_up_role(
         type="alert.withdrawn",
         data={"alert_id": str(alert.id), "role": role, "reason": reason, "at": now.isoformat()},
     )
-    pending = (
-        await session.execute(
-            select(func.count()).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalar_one()
-    if pending == 0:
+    if await count_pending(session, incident.id) == 0:
         await alert_more(session, incident=incident, settings=settings, now=now)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.deps import get_session
 from app.api.main import create_app
@@ -139,3 +139,16 @@ def committed_db(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.url(name)
     finally:
         pg.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(committed_db, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that commit, on the ``committed_db``: one per transaction of the test."""
+    return create_session_factory(committed_engine)

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from geographiclib.geodesic import Geodesic
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import Aed, Alert, Certification, Incident, LiveLocation, Place, Volunteer
@@ -255,3 +256,14 @@ async def create_alert(
             now=now,
         )
     return alert
+
+
+async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunteer) -> Alert | None:
+    """The volunteer's alert on the incident as stored now, or None when not alerted."""
+    return (
+        await session.execute(
+            select(Alert)
+            .where(Alert.incident_id == incident.id, Alert.volunteer_id == volunteer.id)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()

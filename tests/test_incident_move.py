@@ -19,6 +19,7 @@ from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import Whereabouts
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_aed, create_volunteer, geodesic_distance_m, offset
+from tests.factories import alert_of as find_alert
 
 OLD = STOCKHOLM
 NEW = offset(OLD, bearing_deg=90, distance_m=2000)
@@ -36,13 +37,9 @@ async def texts_to(session: AsyncSession, volunteer: Volunteer, purpose: str) ->
 
 
 async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunteer) -> Alert:
-    return (
-        await session.execute(
-            select(Alert)
-            .where(Alert.incident_id == incident.id, Alert.volunteer_id == volunteer.id)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+    alert = await find_alert(session, incident, volunteer)
+    assert alert is not None
+    return alert
 
 
 async def test_a_move_of_two_kilometres_replans_the_aed_the_responders_and_the_pending(

@@ -14,14 +14,12 @@ had read before waiting was used, and a stood-down volunteer got a role).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
-from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.db import unit_of_work
 from app.core.models import Alert, IncidentEvent
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
@@ -30,18 +28,6 @@ from dispatch.roles import lock_incident, stand_down_pending
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
 
 WAIT_S = 10.0
-
-
-@pytest.fixture
-async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(committed_db, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_session_factory(committed_engine)
 
 
 async def read_after(

@@ -7,17 +7,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import FrozenClock
-from app.core.models import Alert, Incident, IncidentEvent, Volunteer
+from app.core.models import Incident, IncidentEvent, Volunteer
 from app.core.settings import Settings
-from dispatch.alerting import NewIncident, create_incident
+from dispatch.alerting import NewIncident, count_pending, create_incident
 from dispatch.lifecycle import IncidentChanges, update_incident
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import record_selection
-from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
+from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset
 
 
 def at(distance_m: float) -> Any:
@@ -65,27 +65,16 @@ async def volunteers_at(session: AsyncSession, *distances: float) -> list[Volunt
     return [await create_volunteer(session, near=at(d), language="en") for d in distances]
 
 
-async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunteer) -> Alert | None:
-    return (
-        await session.execute(
-            select(Alert)
-            .where(Alert.incident_id == incident.id, Alert.volunteer_id == volunteer.id)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-
-
-async def pending_count(session: AsyncSession, incident: Incident) -> int:
-    count: int = (
-        await session.execute(
-            select(func.count()).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalar_one()
-    return count
+async def assert_role_given_up(
+    session: AsyncSession, incident: Incident, responder: Volunteer, next_nearest: Volunteer
+) -> None:
+    """As after WITHDRAW: no role any more, and the next nearest alerted in the slot's place."""
+    given_up = await alert_of(session, incident, responder)
+    assert given_up is not None
+    assert (given_up.response, given_up.role) == ("withdrawn", None)
+    replacement = await alert_of(session, incident, next_nearest)
+    assert replacement is not None
+    assert replacement.response == "pending"
 
 
 async def test_explain_says_alerted_for_a_volunteer_alerted_by_a_withdrawal_rerun(
@@ -121,7 +110,7 @@ async def test_max_alerted_bounds_the_pending_alerts_of_an_incident_not_each_rer
     for distance in (50, 60, 70, 80, 90):
         await create_volunteer(session, near=at(distance), language="en")
     incident = await alerted_incident(session, settings, clock)
-    assert await pending_count(session, incident) == 2
+    assert await count_pending(session, incident.id) == 2
 
     await update_incident(
         session,
@@ -132,7 +121,7 @@ async def test_max_alerted_bounds_the_pending_alerts_of_an_incident_not_each_rer
         settings=settings,
     )
 
-    assert await pending_count(session, incident) == 2
+    assert await count_pending(session, incident.id) == 2
 
 
 async def test_a_move_that_stands_the_pending_down_can_still_alert_under_the_cap(
@@ -159,7 +148,7 @@ async def test_a_move_that_stands_the_pending_down_can_still_alert_under_the_cap
         settings=settings,
     )
 
-    assert await pending_count(session, incident) == 2
+    assert await count_pending(session, incident.id) == 2
     assert [await alert_of(session, incident, v) is not None for v in newcomers] == [
         True,
         True,
@@ -182,12 +171,7 @@ async def test_a_responder_who_opts_out_or_pauses_loses_the_role_and_the_slot_re
 
     await reply(session, settings, clock, responder, body)
 
-    given_up = await alert_of(session, incident, responder)
-    assert given_up is not None
-    assert (given_up.response, given_up.role) == ("withdrawn", None)
-    replacement = await alert_of(session, incident, next_nearest)
-    assert replacement is not None
-    assert replacement.response == "pending"
+    await assert_role_given_up(session, incident, responder, next_nearest)
     await reply(session, settings, clock, next_nearest, "YES")
     taken = await alert_of(session, incident, next_nearest)
     assert taken is not None
@@ -215,9 +199,4 @@ async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
     erased = await client.delete(f"/v1/volunteers/{responder.id}", headers=admin)
 
     assert erased.status_code == 204, erased.text
-    given_up = await alert_of(session, incident, responder)
-    assert given_up is not None
-    assert (given_up.response, given_up.role) == ("withdrawn", None)
-    replacement = await alert_of(session, incident, next_nearest)
-    assert replacement is not None
-    assert replacement.response == "pending"
+    await assert_role_given_up(session, incident, responder, next_nearest)

@@ -136,6 +136,18 @@ def _fit(compose: Callable[[dict[str, str]], str], fields: dict[str, str]) -> st
         limits[longest] -= 10
 
 
+def _scene_fields(
+    *, address: str, access_notes: str | None, aed_address: str | None, aed_description: str | None
+) -> dict[str, str]:
+    """The free text of where to go, folded into GSM-7, for ``_fit`` to shorten."""
+    return {
+        "where": to_gsm7(address)[:ADDRESS_MAX],
+        "notes": to_gsm7(access_notes or ""),
+        "aed": to_gsm7(aed_address or ""),
+        "detail": to_gsm7(aed_description or ""),
+    }
+
+
 def instructions_text(
     language: str,
     *,
@@ -154,13 +166,13 @@ def instructions_text(
     as far as needed to keep the SMS within two segments.
     """
     link = map_link(lat, lon)
-    fields = {
-        "where": to_gsm7(address)[:ADDRESS_MAX],
-        "notes": to_gsm7(access_notes or ""),
-        "aed": to_gsm7(aed_address or ""),
-        "detail": to_gsm7(aed_description or ""),
-        "hours": to_gsm7(aed_access or ""),
-    }
+    fields = _scene_fields(
+        address=address,
+        access_notes=access_notes,
+        aed_address=aed_address,
+        aed_description=aed_description,
+    )
+    fields["hours"] = to_gsm7(aed_access or "")
 
     def compose(part: dict[str, str]) -> str:
         notes = f" {part['notes']}." if part["notes"] else ""
@@ -286,12 +298,12 @@ def moved_text(
     are fetching to the new place. ``other_aed``: fetch this AED instead.
     """
     link = map_link(lat, lon)
-    fields = {
-        "where": to_gsm7(address)[:ADDRESS_MAX],
-        "notes": to_gsm7(access_notes or ""),
-        "aed": to_gsm7(aed_address or ""),
-        "detail": to_gsm7(aed_description or ""),
-    }
+    fields = _scene_fields(
+        address=address,
+        access_notes=access_notes,
+        aed_address=aed_address,
+        aed_description=aed_description,
+    )
 
     def compose(part: dict[str, str]) -> str:
         notes = f" {part['notes']}." if part["notes"] else ""
