@@ -8,6 +8,7 @@ old place is taken again for the new one:
   selection's current-location rule); those now outside the radius are stood down
   and told that the location changed and they need not go (a volunteer whose
   current location is unknown keeps their alert: nobody can say they are too far);
+  an alert SMS of theirs still queued is reworded with the new address and distance;
 - CPR responders on their way get the new address and a map link;
 - an AED runner keeps the AED they are fetching while the detour via it to the new
   place stays within ``AED_MAX_DETOUR_M``; otherwise they are sent to the new
@@ -25,18 +26,54 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Aed, Alert, Incident, Volunteer
+from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
-from app.core.texts import moved_stand_down_text, moved_text
+from app.core.texts import alert_text, moved_stand_down_text, moved_text
 from dispatch.events import record_event
 from dispatch.roles import stand_down_pending
 from dispatch.selection import Whereabouts, current_whereabouts, nearest_available_aed
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import distance_m
+
+
+async def _reword_queued_alert(
+    session: AsyncSession, *, incident: Incident, alert: Alert, language: str, settings: Settings
+) -> None:
+    """An alert SMS not yet claimed by a worker names the new address and distance.
+
+    Only a ``queued`` row that nobody holds (SKIP LOCKED: the worker's claim and
+    abandon pass lock queued rows, and the abandon pass may then wait for this
+    incident): a claimed one is sent as claimed, and its volunteer gets the new
+    address with their instructions when they answer.
+    """
+    unclaimed = (
+        select(Message.id)
+        .where(
+            Message.alert_id == alert.id,
+            Message.purpose == "alert",
+            Message.status == "queued",
+        )
+        .with_for_update(skip_locked=True)
+    )
+    await session.execute(
+        update(Message)
+        .where(Message.id.in_(unclaimed.scalar_subquery()))
+        .values(
+            body=alert_text(
+                language,
+                kind=incident.kind,
+                at=alert.created_at,
+                zone=settings.zone,
+                distance_m=alert.distance_m,
+                address=incident.address,
+                code=alert.code,
+            )
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -147,18 +184,23 @@ async def replan_after_move(
     )
 
     too_far: list[uuid.UUID] = []
+    languages = {row.Alert.id: row.language for row in rows}
     for alert in pending:
         where = whereabouts.get(alert.volunteer_id)
-        if where is None:
-            continue
-        if where.distance_m > incident.radius_m:
+        if where is not None and where.distance_m > incident.radius_m:
             too_far.append(alert.id)
             continue
-        alert.distance_m = where.distance_m
-        alert.aed_detour_m = (
-            where.detour_m(nearest_place.id, nearest_place.to_patient_m) if nearest_place else None
+        if where is not None:
+            alert.distance_m = where.distance_m
+            alert.aed_detour_m = (
+                where.detour_m(nearest_place.id, nearest_place.to_patient_m)
+                if nearest_place
+                else None
+            )
+            alert.updated_at = now
+        await _reword_queued_alert(
+            session, incident=incident, alert=alert, language=languages[alert.id], settings=settings
         )
-        alert.updated_at = now
 
     redirected: list[str] = []
     texts: list[OutboundSms] = []

@@ -16,7 +16,7 @@ from dispatch.delivery import advance_message
 from dispatch.lifecycle import IncidentChanges, update_incident
 from dispatch.replan import AedPlace, runner_route
 from dispatch.responses import InboundSms, handle_inbound_sms
-from dispatch.selection import Whereabouts
+from dispatch.selection import Whereabouts, explain_selection, record_selection
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_aed, create_volunteer, geodesic_distance_m, offset
 from tests.factories import alert_of as find_alert
@@ -40,6 +40,17 @@ async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunte
     alert = await find_alert(session, incident, volunteer)
     assert alert is not None
     return alert
+
+
+async def reply_as(
+    session: AsyncSession, settings: Settings, clock: FrozenClock, volunteer: Volunteer, body: str
+) -> str:
+    return await handle_inbound_sms(
+        session,
+        sms=InboundSms(f"SM{uuid.uuid4().hex}", volunteer.phone or "", body),
+        now=clock.now(),
+        settings=settings,
+    )
 
 
 async def test_a_move_of_two_kilometres_replans_the_aed_the_responders_and_the_pending(
@@ -87,12 +98,7 @@ async def test_a_move_of_two_kilometres_replans_the_aed_the_responders_and_the_p
         await advance_message(session, message_id=message_id, status="sent", now=clock.now())
 
     async def reply(volunteer: Volunteer, body: str) -> str:
-        return await handle_inbound_sms(
-            session,
-            sms=InboundSms(f"SM{uuid.uuid4().hex}", volunteer.phone or "", body),
-            now=clock.now(),
-            settings=settings,
-        )
+        return await reply_as(session, settings, clock, volunteer, body)
 
     await reply(cpr, "YES")
     await reply(runner, "YES")
@@ -152,6 +158,78 @@ async def test_a_move_of_two_kilometres_replans_the_aed_the_responders_and_the_p
         )
     ).scalars()
     assert "incident.replanned" in list(events)
+
+
+async def test_explain_says_alerted_for_a_volunteer_alerted_after_a_move(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.max_alerted = 1
+    queued = await create_volunteer(session, near=east_of_old(300), language="en")
+    newcomer = await create_volunteer(session, near=east_of_old(900), language="en")
+    created = await create_incident(
+        session,
+        centre="test",
+        request=NewIncident(
+            external_ref="CAD-SHORT", kind="cardiac_arrest", location=OLD, address="Gamla 1"
+        ),
+        settings=settings,
+        now=clock.now(),
+    )
+    incident = created.incident
+    await record_selection(session, incident_id=incident.id, settings=settings, now=clock.now())
+    await reply_as(session, settings, clock, queued, "NO")
+    assert (await explain(session, incident, newcomer, settings)) == "not_within_radius"
+
+    await update_incident(
+        session,
+        incident_id=incident.id,
+        centre="test",
+        changes=IncidentChanges(address="Nya 2", location=east_of_old(700)),
+        now=clock.now(),
+        settings=settings,
+    )
+
+    assert "200 m from you, Nya 2" in (await texts_to(session, newcomer, "alert"))[0]
+    assert (await explain(session, incident, newcomer, settings)) == "alerted"
+
+
+async def test_a_queued_alert_sms_names_the_new_address_and_distance(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    volunteer = await create_volunteer(session, near=east_of_old(300), language="en")
+    created = await create_incident(
+        session,
+        centre="test",
+        request=NewIncident(
+            external_ref="CAD-QUEUED", kind="cardiac_arrest", location=OLD, address="Gamla 1"
+        ),
+        settings=settings,
+        now=clock.now(),
+    )
+    (before,) = await texts_to(session, volunteer, "alert")
+    assert "300 m from you, Gamla 1" in before
+
+    await update_incident(
+        session,
+        incident_id=created.incident.id,
+        centre="test",
+        changes=IncidentChanges(address="Nya 2", location=east_of_old(200)),
+        now=clock.now(),
+        settings=settings,
+    )
+
+    (after,) = await texts_to(session, volunteer, "alert")
+    assert "100 m from you, Nya 2" in after
+
+
+async def explain(
+    session: AsyncSession, incident: Incident, volunteer: Volunteer, settings: Settings
+) -> str:
+    await session.refresh(incident)
+    answer = await explain_selection(
+        session, incident=incident, volunteer_id=volunteer.id, settings=settings
+    )
+    return answer.outcome
 
 
 def whereabouts(to_patient: float, **to_aed: float) -> Whereabouts:
