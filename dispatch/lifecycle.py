@@ -323,14 +323,26 @@ async def _queue_cancellations(
 
 
 async def expire_unanswered(session: AsyncSession, *, now: datetime, settings: Settings) -> int:
-    """Pending alerts older than the reply window become ``no_reply``."""
+    """Pending alerts older than the reply window become ``no_reply``.
+
+    Their incidents are locked first, in id order: the event recorded for each takes
+    its incident's lock, and a reply holding that lock may be waiting for one of
+    these alerts (incident before alerts, the order every writer of events uses).
+    """
+    expired = and_(
+        Alert.response == "pending",
+        Alert.created_at <= now - settings.alert_reply_window,
+    )
+    await session.execute(
+        select(Incident.id)
+        .where(Incident.id.in_(select(Alert.incident_id).where(expired)))
+        .order_by(Incident.id)
+        .with_for_update(key_share=True)
+    )
     rows = (
         await session.execute(
             update(Alert)
-            .where(
-                Alert.response == "pending",
-                Alert.created_at <= now - settings.alert_reply_window,
-            )
+            .where(expired)
             .values(response="no_reply", updated_at=now)
             .returning(Alert.id, Alert.incident_id)
         )

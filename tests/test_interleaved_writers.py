@@ -6,6 +6,10 @@ first and stays uncommitted while a volunteer's YES runs. Before the fix the YES
 committed at once, a reader saw it, resumed after its id, and never got the
 receipt's event, which committed later with a lower id.
 
+The timer pass locks an incident before its alerts, as a reply does: a stand-down
+holding the incident and a timer pass expiring its alerts both complete (before,
+the timer held the alerts and waited for the incident at its event: deadlock).
+
 A reply decides on the alert as locked: a stand-down committed while the reply
 waited for the incident's lock is seen (before the fix, the alert object the reply
 had read before waiting was used, and a stood-down volunteer got a role).
@@ -14,6 +18,8 @@ had read before waiting was used, and a stood-down volunteer got a role).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +29,7 @@ from app.core.db import unit_of_work
 from app.core.models import Alert, IncidentEvent
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
+from dispatch.lifecycle import expire_unanswered
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.roles import lock_incident, stand_down_pending
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
@@ -63,23 +70,36 @@ async def blocked_or_done(
             await asyncio.sleep(0.01)
 
 
+T = TypeVar("T")
+
+
+def start_in_transaction(
+    factory: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[T]]
+) -> tuple[asyncio.Future[int], asyncio.Task[T]]:
+    """``work`` in its own transaction, started now: its backend's pid, and its result."""
+    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def run() -> T:
+        async with unit_of_work(factory) as session:
+            pid.set_result((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            return await work(session)
+
+    return pid, asyncio.create_task(run())
+
+
 def start_yes(
     factory: async_sessionmaker[AsyncSession], phone: str, clock: FrozenClock
 ) -> tuple[asyncio.Future[int], asyncio.Task[str]]:
     """A YES from ``phone`` in its own transaction: its backend's pid, and its answer."""
-    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    async def yes() -> str:
-        async with unit_of_work(factory) as session:
-            pid.set_result((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-            return await handle_inbound_sms(
-                session,
-                sms=InboundSms(f"SM{phone}", phone, "YES"),
-                now=clock.now(),
-                settings=make_settings(),
-            )
-
-    return pid, asyncio.create_task(yes())
+    return start_in_transaction(
+        factory,
+        lambda session: handle_inbound_sms(
+            session,
+            sms=InboundSms(f"SM{phone}", phone, "YES"),
+            now=clock.now(),
+            settings=make_settings(),
+        ),
+    )
 
 
 async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_event(
@@ -152,3 +172,35 @@ async def test_a_stand_down_committed_while_a_yes_waits_for_the_lock_is_seen_by_
         after = await session.get(Alert, alert.id)
         assert after is not None
         assert (after.response, after.role) == ("pending", None)
+
+
+async def test_a_timer_pass_and_a_stand_down_on_one_incident_both_complete(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    settings = make_settings()
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        volunteer = await create_volunteer(session, language="en")
+        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+    clock.advance(settings.alert_reply_window)
+
+    standing_down = factory()
+    await standing_down.begin()
+    try:
+        locked = await lock_incident(standing_down, incident.id)
+        assert locked is not None
+        pid, timers = start_in_transaction(
+            factory, lambda session: expire_unanswered(session, now=clock.now(), settings=settings)
+        )
+        await blocked_or_done(factory, await pid, timers)
+        await stand_down_pending(standing_down, incident=locked, now=clock.now())
+        await standing_down.commit()
+    finally:
+        await standing_down.close()
+
+    assert await asyncio.wait_for(timers, WAIT_S) == 1
+    async with factory() as session:
+        after = await session.get(Alert, alert.id)
+        assert after is not None
+        assert after.stood_down_at is not None
+        assert after.response == "no_reply"
