@@ -15,7 +15,7 @@ from app.api.schemas.certifications import (
     DecisionRequest,
     RevokeRequest,
 )
-from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, page_of
 from app.registry import certifications
 
 router = APIRouter(prefix="/v1/certifications", tags=["certifications"])
@@ -38,7 +38,7 @@ async def list_certifications(
     """``status=pending`` is the review queue; ``expiring_within_days=N`` lists verified
     certifications expiring from today (``TIMEZONE``) to N days ahead."""
     today = runtime.clock.now().astimezone(runtime.settings.zone).date()
-    return await certifications.list_certifications(
+    page = await certifications.list_certifications(
         session,
         status=status,
         expiring_within_days=expiring_within_days,
@@ -47,6 +47,7 @@ async def list_certifications(
         cursor=cursor,
         limit=limit,
     )
+    return page_of(page, CertificationOut.model_validate)
 
 
 @router.post("/{certification_id}/verify", response_model=CertificationOut, responses=DECIDE)
@@ -66,7 +67,7 @@ async def verify_certification(
         actor=admin,
         now=runtime.clock.now(),
     )
-    return certifications.render(certification)
+    return CertificationOut.model_validate(certification)
 
 
 @router.post("/{certification_id}/reject", response_model=CertificationOut, responses=DECIDE)
@@ -86,7 +87,7 @@ async def reject_certification(
         actor=admin,
         now=runtime.clock.now(),
     )
-    return certifications.render(certification)
+    return CertificationOut.model_validate(certification)
 
 
 @router.post("/{certification_id}/revoke", response_model=CertificationOut, responses=DECIDE)
@@ -106,4 +107,4 @@ async def revoke_certification(
         actor=admin,
         now=runtime.clock.now(),
     )
-    return certifications.render(certification)
+    return CertificationOut.model_validate(certification)

@@ -28,12 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.api.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
 from app.api.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
+from app.api.schemas.incidents import IncidentView
 from app.core.errors import NotFound
 from app.core.models import Incident, IncidentEvent
 from app.registry.keys import Principal
 from dispatch.events import EventHub
 from dispatch.lifecycle import cancel_incident, close_incident, update_incident
-from dispatch.views import IncidentView, incident_view
+from dispatch.views import incident_view
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 
@@ -63,7 +64,7 @@ async def patch_incident(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
-    return await incident_view(session, incident_id=incident_id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 @router.post(
@@ -86,7 +87,7 @@ async def cancel(
         reason=body.reason if body else None,
         now=runtime.clock.now(),
     )
-    return await incident_view(session, incident_id=incident_id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 @router.post(
@@ -110,7 +111,7 @@ async def close(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
-    return await incident_view(session, incident_id=incident_id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 async def _ensure_visible(session: AsyncSession, incident_id: uuid.UUID, caller: Principal) -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
+from app.api.schemas.common import CursorQuery, LimitQuery, Page, page_of
 from app.api.schemas.incidents import (
     AlertView,
     IncidentCreate,
@@ -32,7 +32,8 @@ from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import alert_views, incident_view, incident_views
+from dispatch.views import alert_views, incident_view
+from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +117,7 @@ async def post_incident(
             background.add_task(_record_selection_after_commit, runtime, incident.id, now)
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
-    return await incident_view(session, incident_id=incident.id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident.id))
 
 
 @router.get(
@@ -132,30 +133,10 @@ async def list_incidents(
     status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
 ) -> Page[IncidentView]:
     """Newest first."""
-    statement = cast(Select[Any], select(Incident.created_at, Incident.id))
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    if status_filter is not None:
-        statement = statement.where(Incident.status == status_filter)
-    rows = (
-        await session.execute(
-            keyset(
-                statement,
-                created_at=Incident.created_at,
-                id_column=Incident.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    shown = rows[:limit]
-    views = await incident_views(session, incident_ids=[row.id for row in shown])
-    next_cursor = (
-        Cursor(created_at=shown[-1].created_at, id=shown[-1].id).encode()
-        if len(rows) > limit
-        else None
+    page = await list_visible_incidents(
+        session, caller=caller, status=status_filter, cursor=cursor, limit=limit
     )
-    return Page[IncidentView](items=views, next_cursor=next_cursor)
+    return page_of(page, IncidentView.model_validate)
 
 
 @router.get(
@@ -167,7 +148,7 @@ async def get_incident(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> IncidentView:
     await _visible_incident(session, incident_id, caller)
-    return await incident_view(session, incident_id=incident_id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 @router.get(
@@ -180,7 +161,10 @@ async def get_incident_alerts(
 ) -> list[AlertView]:
     """Every alert, nearest first; names and phones only of volunteers who accepted."""
     await _visible_incident(session, incident_id, caller)
-    return await alert_views(session, incident_id=incident_id)
+    return [
+        AlertView.model_validate(alert)
+        for alert in await alert_views(session, incident_id=incident_id)
+    ]
 
 
 @router.get(
