@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
 from app.core.models import Aed, Alert, Incident, Volunteer
-from app.core.paging import Paged, keyset, paged
+from app.core.paging import Paged, fetch_page
 from app.registry.keys import Principal
 from geo.points import LatLon, latitude, longitude
 
@@ -279,17 +279,6 @@ async def list_incidents(
         statement = statement.where(Incident.centre == caller.centre)
     if status is not None:
         statement = statement.where(Incident.status == status)
-    rows = (
-        await session.execute(
-            keyset(
-                statement,
-                created_at=Incident.created_at,
-                id_column=Incident.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    page = paged(rows, limit=limit)
+    page = await fetch_page(session, statement, model=Incident, cursor=cursor, limit=limit)
     views = await incident_views(session, incident_ids=[row.id for row in page.rows])
     return Paged(rows=views, next_cursor=page.next_cursor)

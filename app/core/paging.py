@@ -11,16 +11,18 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import InvalidInput
 
 RowT = TypeVar("RowT")
+OtherT = TypeVar("OtherT")
 PositionedT = TypeVar("PositionedT", bound="Positioned")
 
 
@@ -65,8 +67,30 @@ class Paged(Generic[RowT]):
     rows: Sequence[RowT]
     next_cursor: str | None
 
+    def map(self, convert: Callable[[RowT], OtherT]) -> Paged[OtherT]:
+        return Paged(rows=[convert(row) for row in self.rows], next_cursor=self.next_cursor)
 
-def keyset(
+
+async def fetch_page(
+    session: AsyncSession, statement: Select[Any], *, model: Any, cursor: str | None, limit: int
+) -> Paged[Any]:
+    """The page of ``statement`` after ``cursor``, newest ``model`` row first.
+
+    ``model`` is the ORM class whose ``created_at`` and ``id`` order the page. A
+    statement that selects that one entity pages ORM objects; one that selects
+    columns pages result rows (which must include ``created_at`` and ``id``).
+    """
+    ordered = _keyset(
+        statement, created_at=model.created_at, id_column=model.id, cursor=cursor, limit=limit
+    )
+    result = await session.execute(ordered)
+    selected = statement.column_descriptions
+    entities = len(selected) == 1 and selected[0]["expr"] is model
+    rows = result.scalars().all() if entities else result.all()
+    return _paged(rows, limit=limit)
+
+
+def _keyset(
     statement: Select[Any],
     *,
     created_at: Any,
@@ -83,8 +107,8 @@ def keyset(
     return statement.order_by(created_at.desc(), id_column.desc()).limit(limit + 1)
 
 
-def paged(rows: Sequence[PositionedT], *, limit: int) -> Paged[PositionedT]:
-    """Turn the ``limit + 1`` rows of :func:`keyset` into a page and its next cursor."""
+def _paged(rows: Sequence[PositionedT], *, limit: int) -> Paged[PositionedT]:
+    """Turn the ``limit + 1`` rows of :func:`_keyset` into a page and its next cursor."""
     shown = rows[:limit]
     more = len(rows) > limit
     next_cursor = Cursor(shown[-1].created_at, shown[-1].id).encode() if more and shown else None

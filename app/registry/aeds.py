@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import InvalidInput, NotFound
 from app.core.models import Aed
-from app.core.paging import Paged, keyset, paged
+from app.core.paging import Paged, fetch_page
 from app.core.schedule import DAYS, schedule_json, week_ranges
 from app.registry.audit import record_audit
 from app.registry.keys import Principal
@@ -139,14 +139,8 @@ async def list_aeds(
     statement: Select[Any] = select(*_COLUMNS)
     if status is not None:
         statement = statement.where(Aed.status == status)
-    rows = (
-        await session.execute(
-            keyset(
-                statement, created_at=Aed.created_at, id_column=Aed.id, cursor=cursor, limit=limit
-            )
-        )
-    ).all()
-    return paged([_stored(row) for row in rows], limit=limit)
+    page = await fetch_page(session, statement, model=Aed, cursor=cursor, limit=limit)
+    return page.map(_stored)
 
 
 async def update_aed(

@@ -29,7 +29,7 @@ from sqlalchemy.orm import aliased
 from app.core.errors import Conflict, NotFound
 from app.core.models import Certification, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
-from app.core.paging import Paged, keyset, paged
+from app.core.paging import Paged, fetch_page
 from app.core.settings import Settings
 from app.core.texts import certification_reminder_text
 from app.registry.audit import record_audit
@@ -157,18 +157,7 @@ async def list_certifications(
         )
     elif status is not None:
         statement = statement.where(Certification.status == status)
-    rows = (
-        await session.scalars(
-            keyset(
-                statement,
-                created_at=Certification.created_at,
-                id_column=Certification.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    return paged(rows, limit=limit)
+    return await fetch_page(session, statement, model=Certification, cursor=cursor, limit=limit)
 
 
 async def certifications_of(

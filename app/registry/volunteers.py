@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
-from app.core.paging import Paged, keyset, paged
+from app.core.paging import Paged, fetch_page
 from app.registry.audit import record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
@@ -144,18 +144,7 @@ async def list_volunteers(
         statement = statement.where(Volunteer.status == status)
     if phone is not None:
         statement = statement.where(Volunteer.phone == _phone(phone, region=region))
-    rows = (
-        await session.scalars(
-            keyset(
-                statement,
-                created_at=Volunteer.created_at,
-                id_column=Volunteer.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    return paged(rows, limit=limit)
+    return await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
 
 
 async def update_volunteer(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -50,44 +50,59 @@ async def list_certifications(
     return page_of(page, CertificationOut.model_validate)
 
 
-@router.post("/{certification_id}/verify", response_model=CertificationOut, responses=DECIDE)
-async def verify_certification(
-    certification_id: uuid.UUID,
+async def _decide(
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminDep,
-    body: DecisionRequest | None = None,
+    *,
+    certification_id: uuid.UUID,
+    decision: certifications.Decision,
+    reason: str | None,
 ) -> CertificationOut:
-    """pending → verified; anything else is a 409."""
     certification = await certifications.decide(
         session,
         certification_id=certification_id,
-        decision="verify",
-        reason=body.reason if body else None,
+        decision=decision,
+        reason=reason,
         actor=admin,
         now=runtime.clock.now(),
     )
     return CertificationOut.model_validate(certification)
 
 
-@router.post("/{certification_id}/reject", response_model=CertificationOut, responses=DECIDE)
-async def reject_certification(
-    certification_id: uuid.UUID,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    admin: AdminDep,
-    body: DecisionRequest | None = None,
-) -> CertificationOut:
-    """pending → rejected; anything else is a 409."""
-    certification = await certifications.decide(
-        session,
-        certification_id=certification_id,
-        decision="reject",
-        reason=body.reason if body else None,
-        actor=admin,
-        now=runtime.clock.now(),
+def _add_review_route(decision: Literal["verify", "reject"], outcome: str) -> None:
+    """Verify and reject are one rule (decide a pending certification, optional note)
+    under two paths, so that each decision keeps its own operation in the OpenAPI."""
+
+    async def review(
+        certification_id: uuid.UUID,
+        session: SessionDep,
+        runtime: RuntimeDep,
+        admin: AdminDep,
+        body: DecisionRequest | None = None,
+    ) -> CertificationOut:
+        return await _decide(
+            session,
+            runtime,
+            admin,
+            certification_id=certification_id,
+            decision=decision,
+            reason=body.reason if body else None,
+        )
+
+    router.add_api_route(
+        f"/{{certification_id}}/{decision}",
+        review,
+        methods=["POST"],
+        name=f"{decision}_certification",
+        response_model=CertificationOut,
+        responses=DECIDE,
+        description=f"pending → {outcome}; anything else is a 409.",
     )
-    return CertificationOut.model_validate(certification)
+
+
+_add_review_route("verify", "verified")
+_add_review_route("reject", "rejected")
 
 
 @router.post("/{certification_id}/revoke", response_model=CertificationOut, responses=DECIDE)
@@ -99,12 +114,11 @@ async def revoke_certification(
     admin: AdminDep,
 ) -> CertificationOut:
     """verified → revoked, with a reason; the volunteer stops being alertable at once."""
-    certification = await certifications.decide(
+    return await _decide(
         session,
+        runtime,
+        admin,
         certification_id=certification_id,
         decision="revoke",
         reason=body.reason,
-        actor=admin,
-        now=runtime.clock.now(),
     )
-    return CertificationOut.model_validate(certification)

@@ -54,8 +54,7 @@ class RevokeRequest(StrictInput):
 
 
 class CertificationOut(BaseModel):
-    """Built from the ORM row (``CertificationOut.model_validate(row)``)."""
-
+    # Read off the ORM row: ``CertificationOut.model_validate(row)``.
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID

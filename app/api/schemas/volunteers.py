@@ -57,8 +57,7 @@ class SuspendRequest(StrictInput):
 
 
 class VolunteerOut(BaseModel):
-    """Built from the ORM row (``VolunteerOut.model_validate(row)``)."""
-
+    # Read off the ORM row: ``VolunteerOut.model_validate(row)``.
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
