@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Row, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,6 +101,9 @@ class AlertSnapshot:
     stood_down_at: datetime | None
     cancelled_at: datetime | None
     created_at: datetime
+
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 def _count(condition: Any) -> Any:
@@ -274,11 +277,28 @@ async def list_incidents(
     limit: int,
 ) -> Paged[IncidentSnapshot]:
     """Newest first; a dispatcher sees only its own centre's incidents."""
-    statement = cast(Select[Any], select(Incident.created_at, Incident.id))
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
+    statement = _visible_to(cast(Select[Any], select(Incident.created_at, Incident.id)), caller)
     if status is not None:
         statement = statement.where(Incident.status == status)
     page = await fetch_page(session, statement, model=Incident, cursor=cursor, limit=limit)
     views = await incident_views(session, incident_ids=[row.id for row in page.rows])
     return Paged(rows=views, next_cursor=page.next_cursor)
+
+
+def _visible_to(statement: SelectT, caller: Principal) -> SelectT:
+    """A dispatcher sees only its own centre's incidents; an administrator sees all."""
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    return statement
+
+
+async def visible_incident(
+    session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
+) -> Incident:
+    """The incident, or ``NotFound`` when it does not exist or belongs to another
+    centre (so its existence is not revealed)."""
+    statement = _visible_to(select(Incident).where(Incident.id == incident_id), caller)
+    incident = (await session.execute(statement)).scalar_one_or_none()
+    if incident is None:
+        raise NotFound("no such incident")
+    return incident

@@ -54,7 +54,6 @@ async def _decide(
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminDep,
-    *,
     certification_id: uuid.UUID,
     decision: certifications.Decision,
     reason: str | None,
@@ -81,14 +80,8 @@ def _add_review_route(decision: Literal["verify", "reject"], outcome: str) -> No
         admin: AdminDep,
         body: DecisionRequest | None = None,
     ) -> CertificationOut:
-        return await _decide(
-            session,
-            runtime,
-            admin,
-            certification_id=certification_id,
-            decision=decision,
-            reason=body.reason if body else None,
-        )
+        reason = body.reason if body else None
+        return await _decide(session, runtime, admin, certification_id, decision, reason)
 
     router.add_api_route(
         f"/{{certification_id}}/{decision}",
@@ -114,11 +107,4 @@ async def revoke_certification(
     admin: AdminDep,
 ) -> CertificationOut:
     """verified → revoked, with a reason; the volunteer stops being alertable at once."""
-    return await _decide(
-        session,
-        runtime,
-        admin,
-        certification_id=certification_id,
-        decision="revoke",
-        reason=body.reason,
-    )
+    return await _decide(session, runtime, admin, certification_id, "revoke", body.reason)

@@ -13,8 +13,6 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -26,13 +24,10 @@ from app.api.schemas.incidents import (
     SelectionExplanation,
 )
 from app.core.db import unit_of_work
-from app.core.errors import NotFound
-from app.core.models import Incident
-from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import alert_views, incident_view
+from dispatch.views import alert_views, incident_view, visible_incident
 from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
@@ -43,18 +38,6 @@ IncidentStatus = Annotated[
     str | None,
     Query(pattern="^(alerting|not_alerted|cancelled|closed)$", description="only this status"),
 ]
-
-
-async def _visible_incident(
-    session: AsyncSession, incident_id: uuid.UUID, caller: Principal
-) -> Incident:
-    statement = select(Incident).where(Incident.id == incident_id)
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    incident = (await session.execute(statement)).scalar_one_or_none()
-    if incident is None:
-        raise NotFound("no such incident")
-    return incident
 
 
 async def _record_selection_after_commit(
@@ -147,7 +130,7 @@ async def list_incidents(
 async def get_incident(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> IncidentView:
-    await _visible_incident(session, incident_id, caller)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
     return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
@@ -160,7 +143,7 @@ async def get_incident_alerts(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> list[AlertView]:
     """Every alert, nearest first; names and phones only of volunteers who accepted."""
-    await _visible_incident(session, incident_id, caller)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
     return [
         AlertView.model_validate(alert)
         for alert in await alert_views(session, incident_id=incident_id)
@@ -180,7 +163,7 @@ async def explain(
     runtime: RuntimeDep,
 ) -> SelectionExplanation:
     """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
-    incident = await _visible_incident(session, incident_id, caller)
+    incident = await visible_incident(session, incident_id=incident_id, caller=caller)
     answer = await explain_selection(
         session, incident=incident, volunteer_id=volunteer_id, settings=runtime.settings
     )
