@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -199,4 +200,24 @@ async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
     erased = await client.delete(f"/v1/volunteers/{responder.id}", headers=admin)
 
     assert erased.status_code == 204, erased.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+async def test_a_responder_pausing_in_the_app_loses_the_role_and_the_slot_reopens(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.cpr_responders = 1
+    settings.max_alerted = 1
+    responder, next_nearest = await volunteers_at(session, 50, 60)
+    incident = await alerted_incident(session, settings, clock)
+    await reply(session, settings, clock, responder, "YES")
+    token = await create_key(session, role="volunteer", volunteer=responder)
+
+    paused = await client.put(
+        "/v1/me/availability",
+        json={"paused_until": (clock.now() + timedelta(hours=2)).isoformat()},
+        headers=token,
+    )
+
+    assert paused.status_code == 200, paused.text
     await assert_role_given_up(session, incident, responder, next_nearest)
