@@ -1,0 +1,43 @@
+"""The OpenAPI description of the event stream names exactly the events the code writes.
+
+Read from the source (``record_event(..., type="…")``), so an event type added
+without its payload schema in ``app/api/schemas/events.py`` fails here, even
+before a stream carrying it is checked by schemathesis.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from app.api.schemas.events import PAYLOADS, event_stream_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENT_TYPE = re.compile(r'type="([a-z_]+\.[a-z_]+)"')
+
+
+def written_event_types() -> set[str]:
+    return {
+        name
+        for package in ("app", "dispatch")
+        for path in (ROOT / package).rglob("*.py")
+        for name in EVENT_TYPE.findall(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_every_event_type_the_code_writes_is_described_and_none_other() -> None:
+    assert written_event_types() == set(PAYLOADS)
+
+
+def test_the_stream_schema_gives_every_type_its_own_payload_schema() -> None:
+    schema = event_stream_schema()
+    assert schema["properties"]["event"]["enum"] == list(PAYLOADS)
+    described = {
+        branch["properties"]["event"]["const"]: branch["properties"]["data"]
+        for branch in schema["oneOf"]
+    }
+    assert set(described) == set(PAYLOADS)
+    for event_type, data in described.items():
+        assert data["contentMediaType"] == "application/json"
+        assert data["contentSchema"]["properties"]["type"] == {"const": event_type}
+        assert "$ref" not in str(data["contentSchema"])
