@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import (
+    InternalErrors,
     Problem,
     RequestGuards,
     complete_operation_responses,
@@ -167,6 +168,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(InternalErrors)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
     return app
