@@ -158,6 +158,9 @@ def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
 def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> None:
     from app.registry.keys import issue_key
 
+    if args.role == "dispatcher" and not args.centre:
+        fail("a dispatcher key needs --centre (the dispatch centre whose incidents it shares)", 2)
+
     async def create(session: object) -> tuple[str, str]:
         plaintext, record = await issue_key(
             session,  # type: ignore[arg-type]
@@ -303,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="print a new key on standard output")
     create.add_argument("--role", required=True, choices=["admin", "dispatcher", "locator"])
     create.add_argument("--name", required=True)
-    create.add_argument("--centre", default=None, help="dispatch centre (default: the name)")
+    create.add_argument("--centre", default=None, help="dispatch centre (dispatcher keys)")
     create.set_defaults(handler=cmd_api_key_create)
     revoke = key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")

@@ -323,3 +323,27 @@ async def test_a_signed_status_callback_with_a_nul_in_its_message_sid_is_400(
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
     assert after.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("ip", "content", "extra_headers"),
+    [
+        ("203.0.113.101", b"Body=" + b"x" * 20_000, {}),
+        ("203.0.113.102", b"Body=x", {"Content-Length": str(10 * 1024 * 1024)}),
+        ("203.0.113.103", b"Body=\xff\xfe", {}),
+    ],
+    ids=["streamed-oversized", "declared-oversized", "not-utf8"],
+)
+async def test_unsigned_webhooks_refused_as_oversized_or_malformed_count_against_the_limit(
+    app: FastAPI, ip: str, content: bytes, extra_headers: dict[str, str]
+) -> None:
+    headers = {"X-Twilio-Signature": "forged", **extra_headers}
+    answers = []
+    async for client in client_at(app, ip):
+        for _ in range(7):
+            request = client.build_request("POST", SMS_PATH, content=content, headers=headers)
+            answers.append(await client.send(request))
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:5] in ([413] * 5, [400] * 5)
+    assert statuses[5:] == [429, 429]

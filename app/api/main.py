@@ -134,6 +134,9 @@ def create_app(
         version="1.0.0",
         summary="Alerts CPR-trained volunteers to a nearby cardiac arrest by SMS.",
         lifespan=lifespan,
+        # A redirect to the slash-less path would be built from the request's Host
+        # header, so anyone could make the service answer with a Location of theirs.
+        redirect_slashes=False,
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)

@@ -7,6 +7,7 @@ request id and answered with a bare 500 problem (``InternalErrors``).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -170,6 +171,11 @@ def database_unreachable(exc: BaseException) -> bool:
     return False
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""A client's own request id is kept only if it is short and plain: it is echoed in a
+header and written in every log record of the request."""
+
+
 class RequestGuards:
     """Pure ASGI middleware: request id, body size limit and content type.
 
@@ -191,8 +197,8 @@ class RequestGuards:
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 100 or not request_id.isprintable():
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -227,14 +233,16 @@ class RequestGuards:
 
     def _refuse_early(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
         declared = headers.get("content-length")
-        if declared is not None:
+        path: str = scope["path"]
+        # A webhook refuses its own oversized bodies, before its signature is checked,
+        # so that they count against the unsigned-webhook limit (app/api/routers/webhooks.py).
+        if declared is not None and not path.startswith(self.JSON_EXEMPT_PREFIXES):
             if not declared.isdigit():
                 return problem_response(400, "Bad request", "invalid Content-Length")
             if int(declared) > self.max_body_bytes:
                 exc = PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
                 return problem_response(413, exc.title, exc.detail)
         method = scope["method"]
-        path: str = scope["path"]
         has_body = declared not in (None, "0") or "transfer-encoding" in headers
         if (
             method in ("POST", "PUT", "PATCH")

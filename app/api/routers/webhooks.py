@@ -37,12 +37,29 @@ class BadWebhook(ResponderError):
 
 
 async def signed_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
-    """The form parameters of a request Twilio provably sent (403 otherwise)."""
+    """The form parameters of a request Twilio provably sent (403 otherwise).
+
+    Whatever is refused before its signature is proven (403, an oversized 413, a
+    malformed 400) counts against the client's unsigned-webhook limit: otherwise a
+    flood of big or broken bodies would never be limited.
+    """
+    try:
+        return await _verified_form(request, runtime)
+    except (Forbidden, PayloadTooLarge, BadWebhook):
+        await limit_unsigned_webhook(request)
+        raise
+
+
+async def _verified_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
     token = runtime.settings.twilio_auth_token
     signature = request.headers.get("x-twilio-signature")
     if token is None or not signature:
-        await limit_unsigned_webhook(request)
         raise Forbidden("missing or invalid X-Twilio-Signature")
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit():
+        raise BadWebhook("invalid Content-Length")
+    if int(declared) > WEBHOOK_MAX_BYTES:
+        raise PayloadTooLarge(f"webhook body exceeds {WEBHOOK_MAX_BYTES} bytes")
     raw = bytearray()
     async for chunk in request.stream():
         raw.extend(chunk)
@@ -57,7 +74,6 @@ async def signed_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
     if request.url.query:
         url += "?" + request.url.query
     if not RequestValidator(token.get_secret_value()).validate(url, params, signature):
-        await limit_unsigned_webhook(request)
         raise Forbidden("missing or invalid X-Twilio-Signature")
     return params
 
