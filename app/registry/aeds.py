@@ -155,7 +155,7 @@ def _parse_access(cell: str) -> Any:
     if not text or text.lower() == "always":
         return "always"
     if text.startswith("["):
-        return json.loads(text)
+        return _json(text)
     windows = []
     for part in text.lower().split(";"):
         match = _WINDOW.match(part)
@@ -172,6 +172,15 @@ def _parse_access(cell: str) -> Any:
             )
         windows.append({"days": days, "start": match["start"], "end": match["end"]})
     return windows
+
+
+def _json(text: str) -> Any:
+    """``json.loads``, with nesting past the parser's depth a ``ValueError`` like any
+    other malformed JSON (it raises ``RecursionError``, which would answer 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
@@ -215,7 +224,7 @@ def _csv_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]:
 
 def _geojson_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]:
     try:
-        document = json.loads(text)
+        document = _json(text)
     except ValueError as exc:
         raise InvalidInput("body", f"not GeoJSON: {exc}") from None
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
