@@ -135,8 +135,7 @@ class Cursor:
             if moment.tzinfo is None:
                 raise ValueError("naive timestamp")
             return cls(created_at=moment, id=uuid.UUID(row_id))
-        # RecursionError: a forged cursor nested past the JSON parser's depth.
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidInput("cursor", "not a cursor returned by this list") from exc
 
 
