@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -161,12 +162,12 @@ async def create_key(
     centre: str | None = None,
     volunteer: Volunteer | None = None,
 ) -> dict[str, str]:
-    """Authorization headers for a new key of the role."""
+    """Authorization headers for a new key of the role (a dispatcher's centre: its name)."""
     plaintext, _ = await issue_key(
         session,
         role=role,
         name=name,
-        centre=centre,
+        centre=centre or (name if role == "dispatcher" else None),
         volunteer_id=volunteer.id if volunteer else None,
     )
     return {"Authorization": f"Bearer {plaintext}"}
@@ -267,3 +268,22 @@ async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunte
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
+
+
+async def with_code(session: AsyncSession, volunteer_id: uuid.UUID, body: str) -> str:
+    """``YES`` as the alert SMS asks for it: with the code of the volunteer's latest alert.
+
+    (A code-less YES that would stand others down is asked for the code: the
+    sender trust model in docs/reliability.md.)
+    """
+    if body != "YES":
+        return body
+    code = (
+        await session.execute(
+            select(Alert.code)
+            .where(Alert.volunteer_id == volunteer_id)
+            .order_by(Alert.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one()
+    return f"YES {code}"

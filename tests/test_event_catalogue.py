@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
-from app.api.schemas.events import PAYLOADS, event_stream_schema
+from app.api.schemas.events import PAYLOADS, QueuedAlert, event_stream_schema
+from dispatch.views import BEYOND_BANDS, DISTANCE_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_TYPE = re.compile(r'type="([a-z_]+\.[a-z_]+)"')
@@ -41,3 +43,8 @@ def test_the_stream_schema_gives_every_type_its_own_payload_schema() -> None:
         assert data["contentMediaType"] == "application/json"
         assert data["contentSchema"]["properties"]["type"] == {"const": event_type}
         assert "$ref" not in str(data["contentSchema"])
+
+
+def test_queued_alerts_are_described_with_the_distance_bands_the_stream_uses() -> None:
+    described = set(get_args(QueuedAlert.model_fields["distance_band"].annotation))
+    assert described == {band for _, band in DISTANCE_BANDS} | {BEYOND_BANDS}

@@ -18,7 +18,14 @@ from dispatch.replan import AedPlace, runner_route
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import Whereabouts, explain_selection, record_selection
 from geo.points import LatLon
-from tests.factories import STOCKHOLM, create_aed, create_volunteer, geodesic_distance_m, offset
+from tests.factories import (
+    STOCKHOLM,
+    create_aed,
+    create_volunteer,
+    geodesic_distance_m,
+    offset,
+    with_code,
+)
 from tests.factories import alert_of as find_alert
 
 OLD = STOCKHOLM
@@ -47,7 +54,11 @@ async def reply_as(
 ) -> str:
     return await handle_inbound_sms(
         session,
-        sms=InboundSms(f"SM{uuid.uuid4().hex}", volunteer.phone or "", body),
+        sms=InboundSms(
+            f"SM{uuid.uuid4().hex}",
+            volunteer.phone or "",
+            await with_code(session, volunteer.id, body),
+        ),
         now=clock.now(),
         settings=settings,
     )

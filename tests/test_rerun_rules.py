@@ -18,7 +18,7 @@ from dispatch.alerting import NewIncident, count_pending, create_incident
 from dispatch.lifecycle import IncidentChanges, update_incident
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import record_selection
-from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset
+from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset, with_code
 
 
 def at(distance_m: float) -> Any:
@@ -56,7 +56,11 @@ async def reply(
 ) -> str:
     return await handle_inbound_sms(
         session,
-        sms=InboundSms(f"SM{uuid.uuid4().hex}", volunteer.phone or "", body),
+        sms=InboundSms(
+            f"SM{uuid.uuid4().hex}",
+            volunteer.phone or "",
+            await with_code(session, volunteer.id, body),
+        ),
         now=clock.now(),
         settings=settings,
     )

@@ -39,7 +39,7 @@ from app.api.main import create_app
 from app.api.schemas.events import PAYLOADS
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.core.models import Message
+from app.core.models import Message, Volunteer
 from app.registry.keys import Role
 from dispatch.alerting import NewIncident, create_incident
 from dispatch.delivery import advance_message
@@ -52,6 +52,7 @@ from tests.factories import (
     create_volunteer,
     make_settings,
     offset,
+    with_code,
 )
 
 MAX_EXAMPLES = 12
@@ -193,11 +194,14 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
     engine = create_engine(url, pool_size=1)
     factory = create_session_factory(engine)
 
-    async def reply(phone: str, body: str) -> None:
+    async def reply(volunteer: Volunteer, body: str) -> None:
+        phone = volunteer.phone or ""
         async with unit_of_work(factory) as session:
             await handle_inbound_sms(
                 session,
-                sms=InboundSms(f"SM{body}{phone}", phone, body),
+                sms=InboundSms(
+                    f"SM{body}{phone}", phone, await with_code(session, volunteer.id, body)
+                ),
                 now=clock.now(),
                 settings=settings,
             )
@@ -240,12 +244,11 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
         async with unit_of_work(factory) as session:
             assert message is not None
             await advance_message(session, message_id=message, status="sent", now=clock.now())
-        phones = [person.phone or "" for person in people]
-        await reply(phones[0], "YES")
-        await reply(phones[1], "NO")
-        await reply(phones[2], "YES")
-        await reply(phones[2], "ARRIVED")
-        await reply(phones[0], "WITHDRAW")
+        await reply(people[0], "YES")
+        await reply(people[1], "NO")
+        await reply(people[2], "YES")
+        await reply(people[2], "ARRIVED")
+        await reply(people[0], "WITHDRAW")
         async with unit_of_work(factory) as session:
             await update_incident(
                 session,

@@ -33,9 +33,10 @@ class IncidentCreated(EventPayload):
 
 
 class QueuedAlert(BaseModel):
+    """A band, not metres (``dispatch.views.DISTANCE_BANDS``): dispatchers read the stream."""
+
     id: str
-    distance_m: int
-    location_source: Literal["live", "place"]
+    distance_band: Literal["0-100", "100-250", "250-500", "500+"]
 
 
 class AlertsQueued(EventPayload):
