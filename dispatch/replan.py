@@ -166,9 +166,9 @@ async def replan_after_move(
     pending = [row.Alert for row in rows if row.Alert.response == "pending"]
     responders = [row for row in rows if row.Alert.role is not None]
     fetching_ids = {
-        alert_id
+        aed_id
         for row in responders
-        if row.Alert.role == "aed" and (alert_id := row.Alert.aed_id or previous_aed_id)
+        if row.Alert.role == "aed" and (aed_id := row.Alert.aed_id or previous_aed_id)
     }
     aeds = await _aeds_near(
         session, aed_ids=fetching_ids | ({nearest.id} if nearest else set()), point=point
