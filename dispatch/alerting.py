@@ -76,11 +76,14 @@ class Created:
     created: bool
 
 
-def in_quiet_hours(quiet_hours: str | None, *, now: datetime, settings: Settings) -> bool:
-    """``HH:MM-HH:MM`` in ``TIMEZONE``, start inclusive, end exclusive; may cross midnight."""
-    if not quiet_hours:
+def within_hours(window: str | None, *, now: datetime, settings: Settings) -> bool:
+    """``HH:MM-HH:MM`` in ``TIMEZONE``, start inclusive, end exclusive; may cross midnight.
+
+    No window (``None``) covers nothing: used for ``QUIET_HOURS`` and ``REMINDER_HOURS``.
+    """
+    if not window:
         return False
-    start_text, end_text = quiet_hours.split("-")
+    start_text, end_text = window.split("-")
     start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
     local = now.astimezone(settings.zone).time().replace(tzinfo=None)
     if start <= end:
@@ -103,7 +106,7 @@ def reason_before_selection(
         request.location
     ):
         return "outside_service_area"
-    if in_quiet_hours(settings.quiet_hours, now=now, settings=settings):
+    if within_hours(settings.quiet_hours, now=now, settings=settings):
         return "quiet_hours"
     return None
 

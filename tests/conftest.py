@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.deps import get_session
 from app.api.main import create_app
@@ -95,6 +95,15 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
     ) as session:
         yield session
+
+
+@pytest.fixture
+def session_factory(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's connection, each transaction a savepoint: for code that
+    opens its own transactions (the worker's timers), rolled back with the test."""
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
 
 
 @pytest.fixture

@@ -284,6 +284,14 @@ def unknown_sender_text() -> str:
     )
 
 
+def reply_not_recorded_text() -> str:
+    """Both languages: the reply could not be applied, and who sent it is not known yet."""
+    return (
+        "Responder: vi kunde inte registrera ditt svar. Svara igen. "
+        "We could not record your answer. Please reply again."
+    )
+
+
 def which_alert_text(language: str, *, codes: list[str], verb: str) -> str:
     listed = ", ".join(codes)
     sv_verb = {"YES": "JA", "NO": "NEJ", "WITHDRAW": "ÅNGRA", "ARRIVED": "FRAMME"}.get(verb, verb)
