@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import texts
@@ -335,7 +335,7 @@ async def expire_unanswered(
     One short transaction per incident, which locks the incident first, as a reply
     or a cancel does: the pass never holds one incident's alerts while it waits for
     another's, so it cannot deadlock with them, and a YES applied before the pass
-    reached its incident stands.
+    reached its incident stands. Incidents are visited oldest unanswered alert first.
     """
     cutoff = now - settings.alert_reply_window
     expired_pending = and_(Alert.response == "pending", Alert.created_at <= cutoff)
@@ -344,7 +344,7 @@ async def expire_unanswered(
         select(Alert.incident_id)
         .where(expired_pending)
         .group_by(Alert.incident_id)
-        .order_by(Alert.incident_id),
+        .order_by(func.min(Alert.created_at)),
     )
     count = 0
     for incident_id in incident_ids:

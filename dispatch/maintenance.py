@@ -19,8 +19,11 @@ from app.core.models import Certification, LiveLocation, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
 from app.registry.eligibility import QUALIFYING_KINDS
+from dispatch.alerting import within_hours
 
 REMINDER_BATCH = 500
+REMINDER_LIFETIME = timedelta(days=2)
+"""A reminder not sent by then (a long provider outage) is given up, visibly."""
 KIND_NAMES = {
     "en": {"cpr": "CPR", "cpr_aed": "CPR/AED", "healthcare_professional": "healthcare"},
     "sv": {"cpr": "HLR", "cpr_aed": "HLR/AED", "healthcare_professional": "vårdpersonal"},
@@ -61,8 +64,12 @@ async def queue_certification_reminders(
     window (today in the ``TIMEZONE`` included), not reminded before, whose holder
     is active, reachable (not opted out) and has not already renewed (no other
     verified certification of the same kind expiring later). Returns how many
-    were queued; at most ``REMINDER_BATCH`` per call.
+    were queued; at most ``REMINDER_BATCH`` per call, and none outside
+    ``REMINDER_HOURS`` (the worker also sends them only then): a renewal
+    reminder never wakes anyone.
     """
+    if not within_hours(settings.reminder_hours, now=now, settings=settings):
+        return 0
     today = now.astimezone(settings.zone).date()
     horizon = today + timedelta(days=settings.cert_reminder_days)
     renewal = aliased(Certification)
@@ -121,6 +128,7 @@ async def queue_certification_reminders(
                 ),
                 purpose="cert_reminder",
                 volunteer_id=volunteer_id,
+                deadline_at=now + REMINDER_LIFETIME,
             )
         )
     await queue_sms(session, messages, now=now)

@@ -43,13 +43,6 @@ WAIT_S = 90.0
 HOLD_TIMEOUT_S = 15.0
 
 
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
-
-
 class Workers:
     """``responder worker`` subprocesses against one database and the fake."""
 
