@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Exists, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -55,7 +55,7 @@ from sqlalchemy.orm import aliased
 from app.core.clock import Clock
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message
-from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL
+from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
 from app.core.settings import Settings
 from dispatch.alerting import within_hours
 from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result, opt_out
@@ -70,6 +70,18 @@ SMS_FAILED = Counter(
 )
 SMS_ABANDONED = Counter(
     "responder_sms_abandoned_total", "Queued SMS given up without being sent", ["reason"]
+)
+OUTBOX_DEPTH = Gauge(
+    "responder_outbox_depth", "Outbound SMS queued or being sent, by purpose", ["purpose"]
+)
+OLDEST_DUE_ALERT_AGE = Gauge(
+    "responder_outbox_oldest_due_alert_age_seconds",
+    "Age of the oldest alert SMS that is due and not yet handed to the provider (0: none)",
+)
+ALERT_ACCEPTED_AFTER = Histogram(
+    "responder_alert_sms_accepted_seconds",
+    "From the incident's transaction queueing an alert SMS to the provider accepting it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 
 POLL_INTERVAL_S = 2.0
@@ -102,6 +114,7 @@ class ClaimedSms:
     body: str
     attempts: int
     deadline_at: datetime
+    queued_at: datetime
 
     @property
     def bulk(self) -> bool:
@@ -302,6 +315,7 @@ async def _claim(
             body=row.body or "",
             attempts=row.attempts,
             deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
+            queued_at=row.created_at,
         )
         for row in rows
     ]
@@ -367,6 +381,33 @@ async def record_failure(
             updated_at=now,
         )
     )
+
+
+async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
+    """Set the queue gauges from the database (the queue is shared by every worker).
+
+    A due alert is queued and due, or a send whose lease or grace ran out: an
+    alert that some worker should be sending now.
+    """
+    rows = await session.execute(
+        select(Message.purpose, func.count())
+        .where(Message.direction == "out", Message.status.in_(("queued", "sending")))
+        .group_by(Message.purpose)
+    )
+    depth = dict(rows.tuples().all())
+    for purpose in set(PURPOSE_PRIORITY) | set(depth):
+        OUTBOX_DEPTH.labels(purpose).set(depth.get(purpose, 0))
+    oldest = (
+        await session.execute(
+            select(func.min(Message.created_at)).where(
+                Message.direction == "out",
+                Message.purpose == "alert",
+                Message.status.in_(("queued", "sending")),
+                Message.next_attempt_at <= now,
+            )
+        )
+    ).scalar_one_or_none()
+    OLDEST_DUE_ALERT_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)
 
 
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
@@ -482,8 +523,11 @@ class DispatchWorker:
             await self._note_health(failure)
             return failure
         SMS_SENT.labels(sms.purpose).inc()
+        accepted_at = self.clock.now()
+        if sms.purpose == "alert":
+            ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
-            await record_success(session, sms=sms, result=result, now=self.clock.now())
+            await record_success(session, sms=sms, result=result, now=accepted_at)
         await self._note_health(None)
         return None
 
@@ -509,12 +553,14 @@ class DispatchWorker:
             )
 
     async def run_timers(self) -> None:
-        """Abandon what is no longer worth sending, then the timed transitions."""
+        """Abandon what is no longer worth sending, the timed transitions, the gauges."""
         now = self.clock.now()
         async with unit_of_work(self.session_factory) as session:
             await abandon_unsendable(session, now=now)
         if self.timers is not None:
             await self.timers(self.session_factory, now)
+        async with self.session_factory() as session:
+            await measure_outbox(session, now=now)
 
     async def run(self) -> None:
         """Until :meth:`stop`: fill free slots whenever woken; timers beside it."""
