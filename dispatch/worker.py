@@ -394,7 +394,7 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
         .where(Message.direction == "out", Message.status.in_(("queued", "sending")))
         .group_by(Message.purpose)
     )
-    depth = dict(rows.tuples().all())
+    depth: dict[str, int] = dict(rows.all())
     for purpose in set(PURPOSE_PRIORITY) | set(depth):
         OUTBOX_DEPTH.labels(purpose).set(depth.get(purpose, 0))
     oldest = (
