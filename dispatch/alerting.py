@@ -19,7 +19,7 @@ import json
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
 from app.core.outbox import OutboundSms, queue_sms
+from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
 from dispatch.events import record_event
@@ -37,6 +38,7 @@ from dispatch.selection import (
     nearest_available_aed,
     select_candidates,
 )
+from dispatch.views import distance_band
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import NearestAed, load_service_area, nearest_first, within_radius
 
@@ -76,21 +78,6 @@ class Created:
     created: bool
 
 
-def within_hours(window: str | None, *, now: datetime, settings: Settings) -> bool:
-    """``HH:MM-HH:MM`` in ``TIMEZONE``, start inclusive, end exclusive; may cross midnight.
-
-    No window (``None``) covers nothing: used for ``QUIET_HOURS`` and ``REMINDER_HOURS``.
-    """
-    if not window:
-        return False
-    start_text, end_text = window.split("-")
-    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
-    local = now.astimezone(settings.zone).time().replace(tzinfo=None)
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end
-
-
 def reason_before_selection(
     request: NewIncident, *, settings: Settings, now: datetime
 ) -> str | None:
@@ -106,7 +93,7 @@ def reason_before_selection(
         request.location
     ):
         return "outside_service_area"
-    if within_hours(settings.quiet_hours, now=now, settings=settings):
+    if within_hours(settings.quiet_hours, now=now, zone=settings.zone):
         return "quiet_hours"
     return None
 
@@ -413,11 +400,8 @@ async def _announce_queued(
         type="alerts.queued",
         data={
             "alerts": [
-                {
-                    "id": str(alert.id),
-                    "distance_m": round(alert.distance_m),
-                    "location_source": alert.location_source,
-                }
+                # A band, not metres: dispatchers read this stream (dispatch/views.py).
+                {"id": str(alert.id), "distance_band": distance_band(alert.distance_m)}
                 for alert in alerts
             ]
         },

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.models import Alert, GatewayHealth, Message, Volunteer
+from app.core.models import Alert, GatewayHealth, Message
+from app.registry.volunteers import opt_out
 from dispatch.events import record_event
 
 STATUS_RANK = {
@@ -162,15 +163,6 @@ async def settle_alert_sms(
             .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
         )
     return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED}
-
-
-async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:
-    """The carrier says the recipient opted out (21610): no SMS until they send START."""
-    await session.execute(
-        update(Volunteer)
-        .where(Volunteer.id == volunteer_id, Volunteer.opted_out.is_(False))
-        .values(opted_out=True, updated_at=now)
-    )
 
 
 async def note_gateway_result(

@@ -26,7 +26,8 @@ from app.core.errors import Conflict, NotFound
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
-from dispatch import maintenance
+from app.registry.certifications import queue_certification_reminders
+from app.registry.locations import purge_live_locations
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
@@ -410,12 +411,11 @@ async def close_stale_incidents(
 async def run_timers(
     factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
 ) -> None:
-    """Every timed transition, each in short transactions of its own."""
+    """Every timed transition, each in short transactions of its own: the incidents'
+    own, then the registry's (the live-location purge, certification renewal reminders)."""
     await expire_unanswered(factory, now=now, settings=settings)
     await close_stale_incidents(factory, now=now, settings=settings)
     async with unit_of_work(factory) as session:
-        await maintenance.purge_live_locations(
-            session, now=now, retention=settings.live_location_retention
-        )
+        await purge_live_locations(session, now=now, retention=settings.live_location_retention)
     async with unit_of_work(factory) as session:
-        await maintenance.queue_certification_reminders(session, now=now, settings=settings)
+        await queue_certification_reminders(session, now=now, settings=settings)

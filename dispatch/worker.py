@@ -56,9 +56,10 @@ from app.core.clock import Clock
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
+from app.core.schedule import within_hours
 from app.core.settings import Settings
-from dispatch.alerting import within_hours
-from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result, opt_out
+from app.registry.volunteers import opt_out
+from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
 
@@ -462,7 +463,7 @@ class DispatchWorker:
             return []
         now = self.clock.now()
         bulk_limit = 0
-        if within_hours(self.settings.reminder_hours, now=now, settings=self.settings):
+        if within_hours(self.settings.reminder_hours, now=now, zone=self.settings.zone):
             bulk_limit = self.bulk_slots - sum(1 for sms in self._sending.values() if sms.bulk)
         async with unit_of_work(self.session_factory) as session:
             claimed = await claim_due(

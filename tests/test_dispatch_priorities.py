@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
-from dispatch.maintenance import queue_certification_reminders
+from app.registry.certifications import queue_certification_reminders
 from tests.factories import create_volunteer
 from tests.twilio_fake import Behaviour, FakeTwilio
 from tests.worker_harness import Harness, message_id_of, wait_listening

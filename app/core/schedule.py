@@ -9,6 +9,7 @@ single ``@>`` against the current minute of the week in that zone, evaluated in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,19 @@ from sqlalchemy.sql.elements import ColumnElement
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+
+
+def schedule_json(windows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The stored (and echoed) form; days de-duplicated, in week order."""
+    order = {day: index for index, day in enumerate(DAYS)}
+    return [
+        {
+            "days": sorted(set(window["days"]), key=order.__getitem__),
+            "start": window["start"],
+            "end": window["end"],
+        }
+        for window in windows
+    ]
 
 
 def _minutes(value: str) -> int:
@@ -77,3 +91,19 @@ def covers(ranges_column: Any, minute: ColumnElement[int] | int) -> ColumnElemen
     """True when the schedule is NULL (always) or contains the given minute."""
     covered: ColumnElement[bool] = ranges_column.is_(None) | ranges_column.contains(minute)
     return covered
+
+
+def within_hours(window: str | None, *, now: datetime, zone: ZoneInfo) -> bool:
+    """``now`` lies in the daily window ``HH:MM-HH:MM`` in ``zone``: start inclusive,
+    end exclusive; an end before the start crosses midnight. No window covers nothing.
+
+    Used for ``QUIET_HOURS`` (no alerts) and ``REMINDER_HOURS`` (renewal reminders).
+    """
+    if not window:
+        return False
+    start_text, end_text = window.split("-")
+    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
+    local = now.astimezone(zone).time().replace(tzinfo=None)
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
