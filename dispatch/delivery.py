@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.models import Alert, GatewayHealth, Message
 from app.registry.volunteers import opt_out
-from dispatch.events import lock_incident_of_alert, record_event
+from dispatch.events import lock_incident_of_message, record_event
 
 STATUS_RANK = {
     "queued": 0,
@@ -64,8 +64,14 @@ async def advance_message(
     """Move one outbound message forward; ``False`` when that would not be forward.
 
     A provider id we learn here is kept even when the status does not move (a
-    callback can overtake our own record of the send).
+    callback can overtake our own record of the send). Locks in the order every
+    writer of an incident uses: the volunteer (an opt-out, 21610), the incident of
+    an alert SMS (its event takes the incident's counter: ``dispatch.events``), then
+    the message, then the alert.
     """
+    if error_code == OPTED_OUT_CODE:
+        await _opt_out_recipient(session, message_id=message_id, now=now)
+    await lock_incident_of_message(session, message_id)
     if provider_sid is not None:
         await session.execute(
             update(Message)
@@ -97,19 +103,26 @@ async def advance_message(
     ).one_or_none()
     if row is None:
         return False
-    if error_code == OPTED_OUT_CODE and row.volunteer_id is not None:
-        await opt_out(session, volunteer_id=row.volunteer_id, now=now)
     if row.alert_id is not None and row.purpose == "alert":
         await mirror_alert_delivery(session, alert_id=row.alert_id, status=status, now=now)
     return True
 
 
+async def _opt_out_recipient(
+    session: AsyncSession, *, message_id: uuid.UUID, now: datetime
+) -> None:
+    """The carrier says the recipient opted out (21610), whatever the message's status."""
+    volunteer_id = (
+        await session.execute(select(Message.volunteer_id).where(Message.id == message_id))
+    ).scalar_one_or_none()
+    if volunteer_id is not None:
+        await opt_out(session, volunteer_id=volunteer_id, now=now)
+
+
 async def mirror_alert_delivery(
     session: AsyncSession, *, alert_id: uuid.UUID, status: str, now: datetime
 ) -> None:
-    # The incident first, then its alert: the order replies and cancels lock in, and
-    # the event below takes the incident's event counter (``dispatch.events``).
-    await lock_incident_of_alert(session, alert_id)
+    """Under the incident's lock (taken by :func:`advance_message`)."""
     incident_id = (
         await session.execute(
             update(Alert)
@@ -125,6 +138,47 @@ async def mirror_alert_delivery(
             type="alert.delivery",
             data={"alert_id": str(alert_id), "delivery_status": status, "at": now.isoformat()},
         )
+
+
+MAY_HAVE_REACHED = ("sending", "sent", "delivered", "undelivered")
+"""Alert SMS states in which the volunteer may have the alert: handed to the provider,
+or a request in flight or of unknown outcome."""
+
+
+async def settle_alert_sms(
+    session: AsyncSession, *, incident_id: uuid.UUID, alerts: ColumnElement[bool], now: datetime
+) -> set[uuid.UUID]:
+    """Of an incident's ``alerts`` about to be stood down or cancelled: those whose
+    volunteer may have the alert.
+
+    Decided from each alert SMS's own row, locked here (``FOR UPDATE``, before any
+    alert row, the order a worker's record takes too): a worker's claim of it either
+    committed first (then it is ``sending`` and counts as reached) or skips it and
+    finds it given up. An SMS still ``queued`` is given up here as ``not_needed``
+    in the same transaction, so no claim that started earlier can still send it.
+    """
+    rows = (
+        await session.execute(
+            select(Message.id, Message.alert_id, Message.status)
+            .join(Alert, Alert.id == Message.alert_id)
+            .where(
+                Alert.incident_id == incident_id,
+                alerts,
+                Message.direction == "out",
+                Message.purpose == "alert",
+            )
+            .order_by(Message.id)
+            .with_for_update(of=Message)
+        )
+    ).all()
+    unsent = [row.id for row in rows if row.status == "queued"]
+    if unsent:
+        await session.execute(
+            update(Message)
+            .where(Message.id.in_(unsent))
+            .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
+        )
+    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED}
 
 
 async def note_gateway_result(

@@ -15,9 +15,9 @@ sequence id cannot promise that: two transactions take ids in one order and may
 commit in the other, and a reader that saw the higher id skips the lower one.
 
 Lock order. Every writer of an incident's events takes the incident row before any
-alert row of it (replies, cancel, close and PATCH lock the incident first; delivery
-receipts lock it before mirroring onto the alert, ``lock_incident_of_alert``), so
-waiting on the event counter never closes a cycle.
+alert or alert SMS row of it (replies, cancel, close, PATCH and the timers lock the
+incident first; a delivery receipt locks it before the alert SMS it advances,
+``lock_incident_of_message``), so waiting on the event counter never closes a cycle.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import sync_url
-from app.core.models import Alert, Incident, IncidentEvent
+from app.core.models import Incident, IncidentEvent, Message
 
 log = structlog.get_logger(__name__)
 
@@ -84,18 +84,22 @@ def _record_event_statement() -> Any:
 _RECORD_EVENT = _record_event_statement()
 
 
-async def lock_incident_of_alert(session: AsyncSession, alert_id: uuid.UUID) -> None:
-    """Take the alert's incident row (FOR NO KEY UPDATE) before touching the alert.
+async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID) -> None:
+    """Take the incident of an alert SMS (FOR NO KEY UPDATE) before touching the SMS.
 
-    For writers that do not otherwise lock the incident (delivery receipts): the
-    event they record takes the incident's lock anyway, and taking it first keeps
-    the one lock order (incident, then its alerts) that replies and cancels use.
+    For writers that do not otherwise lock the incident (delivery receipts, the
+    worker's record of a send): the event they record takes the incident's lock
+    anyway, and taking it first keeps the one lock order (incident, then its alert
+    SMS and alerts) that replies and cancels use. Other messages: nothing to lock.
     """
     await session.execute(
         select(literal(1, Integer()))
         .select_from(Incident)
         .where(
-            Incident.id == select(Alert.incident_id).where(Alert.id == alert_id).scalar_subquery()
+            Incident.id
+            == select(Message.incident_id)
+            .where(Message.id == message_id, Message.purpose == "alert")
+            .scalar_subquery()
         )
         .with_for_update(key_share=True)
     )

@@ -16,14 +16,18 @@ from dispatch.views import BEYOND_BANDS, DISTANCE_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_TYPE = re.compile(r'type="([a-z_]+\.[a-z_]+)"')
+# dispatch.responses records ``alert.<response>`` through one helper, ``_respond``.
+RESPONSE_EVENT = re.compile(r'_respond\(\w+, "([a-z_]+)"')
 
 
 def written_event_types() -> set[str]:
-    return {
-        name
+    sources = [
+        path.read_text(encoding="utf-8")
         for package in ("app", "dispatch")
         for path in (ROOT / package).rglob("*.py")
-        for name in EVENT_TYPE.findall(path.read_text(encoding="utf-8"))
+    ]
+    return {name for source in sources for name in EVENT_TYPE.findall(source)} | {
+        f"alert.{response}" for source in sources for response in RESPONSE_EVENT.findall(source)
     }
 
 

@@ -6,9 +6,8 @@ first and stays uncommitted while a volunteer's YES runs. Before the fix the YES
 committed at once, a reader saw it, resumed after its id, and never got the
 receipt's event, which committed later with a lower id.
 
-The timer pass locks an incident before its alerts, as a reply does: a stand-down
-holding the incident and a timer pass expiring its alerts both complete (before,
-the timer held the alerts and waited for the incident at its event: deadlock).
+A receipt takes the incident before the alert SMS, as a reply standing volunteers
+down does: both complete (with the SMS row first, they deadlocked).
 
 A reply decides on the alert as locked: a stand-down committed while the reply
 waited for the incident's lock is seen (before the fix, the alert object the reply
@@ -29,7 +28,6 @@ from app.core.db import unit_of_work
 from app.core.models import Alert, IncidentEvent
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
-from dispatch.lifecycle import expire_unanswered
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.roles import lock_incident, stand_down_pending
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
@@ -174,33 +172,49 @@ async def test_a_stand_down_committed_while_a_yes_waits_for_the_lock_is_seen_by_
         assert (after.response, after.role) == ("pending", None)
 
 
-async def test_a_timer_pass_and_a_stand_down_on_one_incident_both_complete(
+async def test_a_receipt_and_a_stand_down_on_one_incident_both_complete(
     factory: async_sessionmaker[AsyncSession], clock: FrozenClock
 ) -> None:
-    settings = make_settings()
     async with unit_of_work(factory) as session:
         incident = await create_incident(session, created_at=clock.now())
         volunteer = await create_volunteer(session, language="en")
         alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
-    clock.advance(settings.alert_reply_window)
+        alert_sms = (
+            await session.execute(
+                # As a worker's claim leaves it: the request is on its way.
+                text(
+                    "UPDATE message SET status = 'sending' WHERE alert_id = :alert_id RETURNING id"
+                ),
+                {"alert_id": alert.id},
+            )
+        ).scalar_one()
 
     standing_down = factory()
     await standing_down.begin()
     try:
         locked = await lock_incident(standing_down, incident.id)
         assert locked is not None
-        pid, timers = start_in_transaction(
-            factory, lambda session: expire_unanswered(session, now=clock.now(), settings=settings)
+        pid, receipt = start_in_transaction(
+            factory,
+            lambda session: advance_message(
+                session, message_id=alert_sms, status="sent", now=clock.now()
+            ),
         )
-        await blocked_or_done(factory, await pid, timers)
-        await stand_down_pending(standing_down, incident=locked, now=clock.now())
+        await blocked_or_done(factory, await pid, receipt)
+        # Locks the alert SMS rows of the pending alerts: a receipt that held one while
+        # waiting for the incident would make this a deadlock.
+        assert await stand_down_pending(standing_down, incident=locked, now=clock.now()) == 1
         await standing_down.commit()
     finally:
         await standing_down.close()
 
-    assert await asyncio.wait_for(timers, WAIT_S) == 1
+    assert await asyncio.wait_for(receipt, WAIT_S) is True
     async with factory() as session:
         after = await session.get(Alert, alert.id)
         assert after is not None
-        assert after.stood_down_at is not None
-        assert after.response == "no_reply"
+        assert (after.delivery_status, after.stood_down_at is not None) == ("sent", True)
+        told = await session.execute(
+            text("SELECT count(*) FROM message WHERE alert_id = :id AND purpose = 'stand_down'"),
+            {"id": alert.id},
+        )
+        assert told.scalar_one() == 1
