@@ -25,6 +25,7 @@ from app.core.outbox import OutboundSms, queue_sms
 from app.core.schedule import week_ranges
 from app.core.settings import Settings
 from app.registry.keys import Role, issue_key
+from dispatch.responses import InboundSms, handle_inbound_sms
 from geo.points import LatLon, geography_point
 
 STOCKHOLM = LatLon(59.3326, 18.0649)
@@ -309,3 +310,19 @@ async def with_code(session: AsyncSession, volunteer_id: uuid.UUID, body: str) -
         )
     ).scalar_one()
     return f"YES {code}"
+
+
+async def reply_from(
+    session: AsyncSession, settings: Settings, now: datetime, volunteer: Volunteer, body: str
+) -> str:
+    """The volunteer texts ``body`` (a YES with their latest alert's code); the answer."""
+    return await handle_inbound_sms(
+        session,
+        sms=InboundSms(
+            f"SM{uuid.uuid4().hex}",
+            volunteer.phone or "",
+            await with_code(session, volunteer.id, body),
+        ),
+        now=now,
+        settings=settings,
+    )

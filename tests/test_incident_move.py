@@ -15,7 +15,6 @@ from dispatch.alerting import NewIncident, create_incident
 from dispatch.delivery import advance_message
 from dispatch.lifecycle import IncidentChanges, update_incident
 from dispatch.replan import AedPlace, runner_route
-from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import Whereabouts, explain_selection, record_selection
 from geo.points import LatLon
 from tests.factories import (
@@ -24,7 +23,7 @@ from tests.factories import (
     create_volunteer,
     geodesic_distance_m,
     offset,
-    with_code,
+    reply_from,
 )
 from tests.factories import alert_of as find_alert
 
@@ -52,16 +51,7 @@ async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunte
 async def reply_as(
     session: AsyncSession, settings: Settings, clock: FrozenClock, volunteer: Volunteer, body: str
 ) -> str:
-    return await handle_inbound_sms(
-        session,
-        sms=InboundSms(
-            f"SM{uuid.uuid4().hex}",
-            volunteer.phone or "",
-            await with_code(session, volunteer.id, body),
-        ),
-        now=clock.now(),
-        settings=settings,
-    )
+    return await reply_from(session, settings, clock.now(), volunteer, body)
 
 
 async def test_a_move_of_two_kilometres_replans_the_aed_the_responders_and_the_pending(

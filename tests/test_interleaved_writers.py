@@ -17,7 +17,9 @@ had read before waiting was used, and a stood-down volunteer got a role).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import text
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
-from app.core.models import Alert, IncidentEvent
+from app.core.models import Alert, Incident, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
 from dispatch.responses import InboundSms, handle_inbound_sms
@@ -100,6 +102,28 @@ def start_yes(
     )
 
 
+async def one_pending_alert(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> tuple[Incident, Volunteer, Alert]:
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        volunteer = await create_volunteer(session, language="en")
+        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+    return incident, volunteer, alert
+
+
+@contextlib.asynccontextmanager
+async def holding_incident(
+    factory: async_sessionmaker[AsyncSession], incident_id: uuid.UUID
+) -> AsyncIterator[tuple[AsyncSession, Incident]]:
+    """A transaction holding the incident's row lock, as a reply or a cancel does;
+    committed when the block ends."""
+    async with factory() as session, session.begin():
+        locked = await lock_incident(session, incident_id)
+        assert locked is not None
+        yield session, locked
+
+
 async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_event(
     factory: async_sessionmaker[AsyncSession], clock: FrozenClock
 ) -> None:
@@ -147,22 +171,12 @@ async def test_a_reader_resuming_after_the_later_commit_still_gets_the_earlier_e
 async def test_a_stand_down_committed_while_a_yes_waits_for_the_lock_is_seen_by_the_yes(
     factory: async_sessionmaker[AsyncSession], clock: FrozenClock
 ) -> None:
-    async with unit_of_work(factory) as session:
-        incident = await create_incident(session, created_at=clock.now())
-        volunteer = await create_volunteer(session, language="en")
-        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+    incident, volunteer, alert = await one_pending_alert(factory, clock)
 
-    standing_down = factory()
-    await standing_down.begin()
-    try:
-        locked = await lock_incident(standing_down, incident.id)
-        assert locked is not None
+    async with holding_incident(factory, incident.id) as (standing_down, locked):
         await stand_down_pending(standing_down, incident=locked, now=clock.now())
         pid, reply = start_yes(factory, volunteer.phone or "", clock)
         await blocked_or_done(factory, await pid, reply)
-        await standing_down.commit()
-    finally:
-        await standing_down.close()
     answer = await asyncio.wait_for(reply, WAIT_S)
 
     assert answer == "This alert has ended. Do not go. Thank you for answering."
@@ -175,10 +189,8 @@ async def test_a_stand_down_committed_while_a_yes_waits_for_the_lock_is_seen_by_
 async def test_a_receipt_and_a_stand_down_on_one_incident_both_complete(
     factory: async_sessionmaker[AsyncSession], clock: FrozenClock
 ) -> None:
+    incident, _, alert = await one_pending_alert(factory, clock)
     async with unit_of_work(factory) as session:
-        incident = await create_incident(session, created_at=clock.now())
-        volunteer = await create_volunteer(session, language="en")
-        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
         alert_sms = (
             await session.execute(
                 # As a worker's claim leaves it: the request is on its way.
@@ -189,11 +201,7 @@ async def test_a_receipt_and_a_stand_down_on_one_incident_both_complete(
             )
         ).scalar_one()
 
-    standing_down = factory()
-    await standing_down.begin()
-    try:
-        locked = await lock_incident(standing_down, incident.id)
-        assert locked is not None
+    async with holding_incident(factory, incident.id) as (standing_down, locked):
         pid, receipt = start_in_transaction(
             factory,
             lambda session: advance_message(
@@ -204,9 +212,6 @@ async def test_a_receipt_and_a_stand_down_on_one_incident_both_complete(
         # Locks the alert SMS rows of the pending alerts: a receipt that held one while
         # waiting for the incident would make this a deadlock.
         assert await stand_down_pending(standing_down, incident=locked, now=clock.now()) == 1
-        await standing_down.commit()
-    finally:
-        await standing_down.close()
 
     assert await asyncio.wait_for(receipt, WAIT_S) is True
     async with factory() as session:

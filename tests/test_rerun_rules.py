@@ -16,9 +16,8 @@ from app.core.models import Incident, IncidentEvent, Volunteer
 from app.core.settings import Settings
 from dispatch.alerting import NewIncident, count_pending, create_incident
 from dispatch.lifecycle import IncidentChanges, update_incident
-from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.selection import record_selection
-from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset, with_code
+from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset, reply_from
 
 
 def at(distance_m: float) -> Any:
@@ -48,22 +47,9 @@ async def alerted_incident(
 
 
 async def reply(
-    session: AsyncSession,
-    settings: Settings,
-    clock: FrozenClock,
-    volunteer: Volunteer,
-    body: str,
+    session: AsyncSession, settings: Settings, clock: FrozenClock, volunteer: Volunteer, body: str
 ) -> str:
-    return await handle_inbound_sms(
-        session,
-        sms=InboundSms(
-            f"SM{uuid.uuid4().hex}",
-            volunteer.phone or "",
-            await with_code(session, volunteer.id, body),
-        ),
-        now=clock.now(),
-        settings=settings,
-    )
+    return await reply_from(session, settings, clock.now(), volunteer, body)
 
 
 async def volunteers_at(session: AsyncSession, *distances: float) -> list[Volunteer]:
@@ -191,14 +177,24 @@ async def test_a_responder_who_opts_out_or_pauses_loses_the_role_and_the_slot_re
     assert list(reasons) == [body.split()[0].lower()]
 
 
-async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
-    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
-) -> None:
+async def one_responder_and_one_waiting(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> tuple[Incident, Volunteer, Volunteer]:
+    """One CPR slot, taken; the next nearest not yet alerted (the cap is one)."""
     settings.cpr_responders = 1
     settings.max_alerted = 1
     responder, next_nearest = await volunteers_at(session, 50, 60)
     incident = await alerted_incident(session, settings, clock)
     await reply(session, settings, clock, responder, "YES")
+    return incident, responder, next_nearest
+
+
+async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
     admin = await create_key(session, role="admin")
 
     erased = await client.delete(f"/v1/volunteers/{responder.id}", headers=admin)
@@ -210,11 +206,9 @@ async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
 async def test_a_responder_pausing_in_the_app_loses_the_role_and_the_slot_reopens(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
 ) -> None:
-    settings.cpr_responders = 1
-    settings.max_alerted = 1
-    responder, next_nearest = await volunteers_at(session, 50, 60)
-    incident = await alerted_incident(session, settings, clock)
-    await reply(session, settings, clock, responder, "YES")
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
     token = await create_key(session, role="volunteer", volunteer=responder)
 
     paused = await client.put(
