@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -189,10 +189,21 @@ async def set_status(
     reason: str | None,
     actor: Principal,
 ) -> Volunteer:
-    """Suspend or reinstate; repeating either is harmless (and audited once more)."""
+    """Suspend or reinstate; repeating either is harmless (and audited once more).
+
+    Suspension revokes the volunteer's app tokens at once: a suspended volunteer
+    must not change their availability or location. Reinstating does not revive
+    them (a suspension may be about a lost phone); issue a new token.
+    """
     volunteer = await lock_volunteer(session, volunteer_id)
     volunteer.status = status
     volunteer.suspended_reason = reason if status == "suspended" else None
+    if status == "suspended":
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.volunteer_id == volunteer_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
     await session.flush()
     await record_audit(
         session,
@@ -258,8 +269,15 @@ async def erase_volunteer(
 
 async def issue_volunteer_token(
     session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal
-) -> str:
-    await get_volunteer(session, volunteer_id)
+) -> tuple[str, ApiKey]:
+    """A new token (the plaintext, returned here and never again) and its record.
+
+    Earlier tokens stay valid (one per device) until revoked; list them with
+    ``volunteer_tokens``.
+    """
+    volunteer = await get_volunteer(session, volunteer_id)
+    if volunteer.status != "active":
+        raise Conflict(f"volunteer {volunteer_id} is {volunteer.status}")
     plaintext, record = await issue_key(
         session, role="volunteer", name=f"app token of {volunteer_id}", volunteer_id=volunteer_id
     )
@@ -271,7 +289,43 @@ async def issue_volunteer_token(
         target_id=volunteer_id,
         details={"key_id": str(record.id)},
     )
-    return plaintext
+    return plaintext, record
+
+
+async def volunteer_tokens(session: AsyncSession, *, volunteer_id: uuid.UUID) -> list[ApiKey]:
+    """Every app token of the volunteer, revoked ones too, newest first (no secret:
+    only the hash and a short prefix are stored)."""
+    await get_volunteer(session, volunteer_id)
+    return list(
+        await session.scalars(
+            select(ApiKey)
+            .where(ApiKey.volunteer_id == volunteer_id, ApiKey.role == "volunteer")
+            .order_by(ApiKey.created_at.desc(), ApiKey.id)
+        )
+    )
+
+
+async def revoke_volunteer_token(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, token_id: uuid.UUID, actor: Principal
+) -> None:
+    """Revoke one token of this volunteer, effective at its next request; repeating
+    it is harmless. Another volunteer's token, or none: ``NotFound``."""
+    revoked = await session.scalar(
+        update(ApiKey)
+        .where(ApiKey.id == token_id, ApiKey.volunteer_id == volunteer_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        .returning(ApiKey.id)
+    )
+    if revoked is None:
+        raise NotFound(f"no token {token_id} of volunteer {volunteer_id}")
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.token_revoke",
+        target_type="volunteer",
+        target_id=volunteer_id,
+        details={"key_id": str(token_id)},
+    )
 
 
 async def import_volunteers(

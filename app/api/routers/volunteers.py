@@ -15,6 +15,7 @@ from app.api.schemas.places import PlaceCreate, PlaceOut
 from app.api.schemas.volunteers import (
     ImportReport,
     SuspendRequest,
+    TokenInfo,
     TokenOut,
     VolunteerCreate,
     VolunteerDetail,
@@ -261,9 +262,39 @@ async def delete_place(
     "/{volunteer_id}/tokens",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenOut,
-    responses=error_responses(*AUTH, 404, 422),
+    responses=error_responses(*AUTH, 404, 409, 422),
 )
 async def issue_token(volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep) -> TokenOut:
-    """A companion-app token for this volunteer (role volunteer), shown once."""
-    token = await volunteers.issue_volunteer_token(session, volunteer_id=volunteer_id, actor=admin)
-    return TokenOut(token=token)
+    """A companion-app token for this active volunteer (role volunteer), shown once."""
+    token, record = await volunteers.issue_volunteer_token(
+        session, volunteer_id=volunteer_id, actor=admin
+    )
+    return TokenOut(id=record.id, token=token)
+
+
+@router.get(
+    "/{volunteer_id}/tokens",
+    response_model=list[TokenInfo],
+    responses=error_responses(*AUTH, 404, 422),
+)
+async def list_tokens(
+    volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep
+) -> list[TokenInfo]:
+    """Every app token of the volunteer, revoked ones too; never the secret."""
+    tokens = await volunteers.volunteer_tokens(session, volunteer_id=volunteer_id)
+    return [TokenInfo.model_validate(token) for token in tokens]
+
+
+@router.delete(
+    "/{volunteer_id}/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(*AUTH, 404, 422),
+)
+async def revoke_token(
+    volunteer_id: uuid.UUID, token_id: uuid.UUID, session: SessionDep, admin: AdminDep
+) -> None:
+    """Revoked at once: the token's next request is a 401. Repeating it is harmless."""
+    await volunteers.revoke_volunteer_token(
+        session, volunteer_id=volunteer_id, token_id=token_id, actor=admin
+    )

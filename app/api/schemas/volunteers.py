@@ -81,7 +81,20 @@ class VolunteerDetail(VolunteerOut):
 
 
 class TokenOut(BaseModel):
+    id: uuid.UUID = Field(description="for listing and revoking it later")
     token: str = Field(description="shown once; only its hash is stored")
+
+
+class TokenInfo(BaseModel):
+    """A volunteer's app token as stored: never the secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class ImportLineError(BaseModel):
