@@ -19,8 +19,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import texts
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
 from app.core.paging import Paged, fetch_page
 from app.registry.audit import record_audit
 from app.registry.eligibility import is_eligible
@@ -29,6 +31,8 @@ from app.registry.phones import normalise_phone
 from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, decode_utf8
 
 CSV_HEADER = ("name", "phone", "language", "email")
+CSV_OPTIONAL = ("consent", "contact_preference")
+CONTACT_PREFERENCES = ("sms", "voice", "sms_then_voice")
 IMPORT_CHUNK = 1000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -138,10 +142,16 @@ async def list_volunteers(
     region: str,
     cursor: str | None,
     limit: int,
+    consent: str | None = None,
 ) -> Paged[Volunteer]:
+    """``consent="missing"``: those without recorded consent (the coordinator's list
+    of people to reach); ``"recorded"``: those with it."""
     statement: Select[Any] = select(Volunteer).where(Volunteer.status != "erased")
     if status is not None:
         statement = statement.where(Volunteer.status == status)
+    if consent is not None:
+        recorded = Volunteer.consent_at.is_not(None)
+        statement = statement.where(recorded if consent == "recorded" else ~recorded)
     if phone is not None:
         statement = statement.where(Volunteer.phone == _phone(phone, region=region))
     return await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
@@ -331,21 +341,30 @@ async def revoke_volunteer_token(
 async def import_volunteers(
     session: AsyncSession, *, data: bytes, actor: Principal, now: datetime, region: str
 ) -> ImportOutcome:
-    """Register every valid line of a ``name,phone,language,email`` CSV file.
+    """Register every valid line of a ``name,phone,language,email`` CSV file, with the
+    optional columns ``consent`` and ``contact_preference``.
 
     Bad lines (invalid phone, unknown language, a number already registered or
     repeated in the file) are reported by line number; the others are inserted
-    with set-based statements. The importing administrator attests consent.
+    with set-based statements. The file says nothing about consent unless its
+    ``consent`` cell is ``yes`` (recorded outside the system): everyone else is
+    *consent to be collected*, asked by SMS, and not alerted until they reply YES.
     """
     errors = LineErrors()
     rows: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
-    for line, cells in csv_rows(decode_utf8(data), header=CSV_HEADER):
-        if len(cells) != len(CSV_HEADER):
-            errors.add(line, None, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
-            continue
-        name, raw_phone, language, email = (cell.strip() for cell in cells)
+    text = decode_utf8(data)
+    for line, cells in csv_rows(text, header=CSV_HEADER, optional=CSV_OPTIONAL, errors=errors):
+        name, raw_phone, language, email = (cells[column] for column in CSV_HEADER)
         language = language.lower() or "sv"
+        consent = cells.get("consent", "").lower()
+        preference = cells.get("contact_preference", "").lower() or "sms"
+        if consent not in ("", "yes"):
+            errors.add(line, "consent", "consent must be yes (recorded elsewhere) or empty")
+            continue
+        if preference not in CONTACT_PREFERENCES:
+            errors.add(line, "contact_preference", f"one of {', '.join(CONTACT_PREFERENCES)}")
+            continue
         if not name or len(name) > 200:
             errors.add(line, "name", "name is required (at most 200 characters)")
             continue
@@ -372,18 +391,36 @@ async def import_volunteers(
             "language": language,
             "status": "active",
             "opted_out": False,
-            "consent_at": now,
+            "consent_at": now if consent else None,
+            "consent_requested_at": None if consent else now,
+            "contact_preference": preference,
         }
     created: set[str] = set()
     values = list(rows.values())
     for start in range(0, len(values), IMPORT_CHUNK):
-        inserted = await session.scalars(
-            pg_insert(Volunteer)
-            .values(values[start : start + IMPORT_CHUNK])
-            .on_conflict_do_nothing(index_elements=[Volunteer.phone])
-            .returning(Volunteer.phone)
+        inserted = (
+            await session.execute(
+                pg_insert(Volunteer)
+                .values(values[start : start + IMPORT_CHUNK])
+                .on_conflict_do_nothing(index_elements=[Volunteer.phone])
+                .returning(Volunteer.id, Volunteer.phone, Volunteer.language, Volunteer.consent_at)
+            )
+        ).all()
+        created.update(row.phone for row in inserted)
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=row.phone,
+                    body=texts.consent_request_text(row.language),
+                    purpose="consent",
+                    volunteer_id=row.id,
+                )
+                for row in inserted
+                if row.consent_at is None
+            ],
+            now=now,
         )
-        created.update(phone for phone in inserted if phone is not None)
     for phone in rows.keys() - created:
         errors.add(lines[phone], "phone", f"{phone} is already registered")
     await record_audit(
@@ -392,11 +429,9 @@ async def import_volunteers(
         action="volunteer.import",
         target_type="volunteer",
         target_id=None,
-        details={"created": len(created), "rejected": len(errors.items)},
+        details={"created": len(created), "rejected": errors.count},
     )
-    return ImportOutcome(
-        created=len(created), errors=sorted(errors.items, key=lambda error: error.line)
-    )
+    return errors.outcome(created=len(created))
 
 
 async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:

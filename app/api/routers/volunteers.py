@@ -58,14 +58,17 @@ async def list_volunteers(
     admin: AdminDep,
     status: Literal["active", "suspended"] | None = None,
     phone: str | None = None,
+    consent: Literal["recorded", "missing"] | None = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[VolunteerOut]:
-    """Newest first; ``phone`` finds one volunteer by number (any accepted format)."""
+    """Newest first; ``phone`` finds one volunteer by number (any accepted format);
+    ``consent=missing`` lists those whose consent is still to be collected."""
     page = await volunteers.list_volunteers(
         session,
         status=status,
         phone=phone,
+        consent=consent,
         region=runtime.settings.default_region,
         cursor=cursor,
         limit=limit,
