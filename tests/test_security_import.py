@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import FrozenClock
@@ -162,3 +164,32 @@ async def test_an_aed_file_with_a_nul_refuses_only_that_line_or_feature(
     assert [(e["line"], e["field"]) for e in from_csv.json()["errors"]] == [(3, None)]
     assert [(e["line"], e["field"]) for e in from_geojson.json()["errors"]] == [(1, "properties")]
     assert set(await session.scalars(select(Aed.address))) == {"Centralstationen", "Hötorget"}
+
+
+async def test_an_export_neutralises_formulas_and_the_registry_keeps_them_as_given(
+    client: httpx.AsyncClient, admin: dict[str, str], session: AsyncSession
+) -> None:
+    names = ['=HYPERLINK("http://evil.example","x")', "+1 Anna", "-Bo", "@Cid", "Dan"]
+    lines = "".join(
+        f'"{name.replace(chr(34), chr(34) * 2)}",070123456{n},sv,\n' for n, name in enumerate(names)
+    )
+    await upload(client, admin, ("name,phone,language,email\n" + lines).encode())
+
+    exported = await client.get(
+        "/v1/volunteers/export", params={"consent": "missing"}, headers=admin
+    )
+
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0] == ["name", "phone", "language", "email", "consent", "contact_preference"]
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))]
+    assert sorted(row[0] for row in rows[1:]) == sorted(
+        "'" + name if name[0] in "=+-@" else name for name in names
+    )
+    assert set(await session.scalars(select(Volunteer.name))) >= set(names)
+    await session.execute(delete(Message))
+    await session.execute(delete(Volunteer))
+    again = (await upload(client, admin, exported.content)).json()
+    assert (again["created"], again["rejected"]) == (5, 0)

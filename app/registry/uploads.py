@@ -1,4 +1,5 @@
-"""Imported files (CSV, GeoJSON): strict UTF-8, an exact header, per-line reading.
+"""Imported and exported files (CSV, GeoJSON): strict UTF-8, an exact header,
+per-line reading; exported cells safe to open in a spreadsheet.
 
 A file that cannot be read at all (wrong encoding, wrong header, not GeoJSON) is
 refused whole with a 422 naming the line; a readable file is processed line by
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,28 @@ def decode_utf8(data: bytes) -> str:
 
 
 NUL_MESSAGE = "contains a NUL character"
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """The cell as a spreadsheet shows it, never as a formula it runs.
+
+    A cell beginning with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return)
+    is a formula to Excel and LibreOffice: ``=HYPERLINK(…)`` in a volunteer's name
+    would run on the coordinator's machine. Such cells get a leading apostrophe
+    (OWASP's advice); the registry keeps the value as it was given. Phone numbers
+    (``+46…``) are among them; the importer reads ``'+46…`` back as the number.
+    """
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
+def csv_text(header: tuple[str, ...], rows: Iterable[Sequence[str]]) -> str:
+    """A CSV file of ``rows`` under ``header``, every cell ``spreadsheet_safe``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
+    return out.getvalue()
 
 
 def holds_nul(value: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypedDict
@@ -28,7 +29,7 @@ from app.registry.audit import record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
 from app.registry.phones import normalise_phone
-from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, decode_utf8
+from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, csv_text, decode_utf8
 
 CSV_HEADER = ("name", "phone", "language", "email")
 CSV_OPTIONAL = ("consent", "contact_preference")
@@ -155,6 +156,28 @@ async def list_volunteers(
     if phone is not None:
         statement = statement.where(Volunteer.phone == _phone(phone, region=region))
     return await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
+
+
+EXPORT_HEADER = (*CSV_HEADER, *CSV_OPTIONAL)
+
+
+def export_csv(volunteers: Sequence[Volunteer]) -> str:
+    """Volunteers in the import's own format (so an edited export imports again),
+    every cell safe to open in a spreadsheet."""
+    return csv_text(
+        EXPORT_HEADER,
+        (
+            (
+                volunteer.name or "",
+                volunteer.phone or "",
+                volunteer.language,
+                volunteer.email or "",
+                "yes" if volunteer.consent_at else "",
+                volunteer.contact_preference,
+            )
+            for volunteer in volunteers
+        ),
+    )
 
 
 async def update_volunteer(

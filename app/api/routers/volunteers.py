@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import AdminDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -74,6 +74,44 @@ async def list_volunteers(
         limit=limit,
     )
     return page_of(page, VolunteerOut.model_validate)
+
+
+EXPORT_MAX = 10_000
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "The import's format; X-Next-Cursor names the next page, if any",
+        },
+        **error_responses(*AUTH, 422),
+    },
+)
+async def export_volunteers(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: AdminDep,
+    status: Literal["active", "suspended"] | None = None,
+    consent: Literal["recorded", "missing"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=EXPORT_MAX)] = EXPORT_MAX,
+    cursor: CursorQuery = None,
+) -> Response:
+    """Volunteers as CSV in the import's own columns, newest first, for a spreadsheet:
+    a cell that would run as a formula (``=``, ``+``, ``-``, ``@``) starts with ``'``."""
+    page = await volunteers.list_volunteers(
+        session,
+        status=status,
+        phone=None,
+        consent=consent,
+        region=runtime.settings.default_region,
+        cursor=cursor,
+        limit=limit,
+    )
+    headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None
+    return Response(volunteers.export_csv(page.rows), media_type="text/csv", headers=headers)
 
 
 @router.post(
