@@ -48,19 +48,30 @@ _UNTOUCHED_KEYS = frozenset({"timestamp", "level", "logger"})
 _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"rsp_[A-Za-z0-9_-]+"), "rsp_" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), REDACTED),
+    (re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"), REDACTED),
     # Eight or more digits, optionally after "+", with single spaces, dashes or brackets
     # between them: E.164 and national formats (070-123 45 67); not dates, uuids or ids.
     (re.compile(r"(?<![\w+.-])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ ()-]?\d){7,16}(?![\w-])"), REDACTED),
 )
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# A quote left open by a cut is masked to the end.
+_QUOTED = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)")
+MASKED_PREFIX_CHARS = 10 * MAX_VALUE_CHARS
 
 
 def redact_text(value: str) -> str:
+    """The text masked, then cut at ``MAX_VALUE_CHARS``.
+
+    Every pattern is bounded (no nested or open-ended repetition that could
+    backtrack), and runs over a bounded prefix that reaches well past the cut: a
+    megabyte-long value costs what ten thousand characters do, and a secret that
+    straddles the cut was masked before it.
+    """
+    length = len(value)
+    value = value[:MASKED_PREFIX_CHARS]
     for pattern, replacement in _MASKS:
         value = pattern.sub(replacement, value)
-    if len(value) > MAX_VALUE_CHARS:
-        value = f"{value[:MAX_VALUE_CHARS]}…[{len(value) - MAX_VALUE_CHARS} more chars]"
+    if length > MAX_VALUE_CHARS:
+        value = f"{value[:MAX_VALUE_CHARS]}…[cut; {length} chars in all]"
     return value
 
 
@@ -97,7 +108,7 @@ def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDi
 
 def exception_message(exc_value: str) -> str:
     """The first line, quoted values masked: enough to recognise the error, no data."""
-    first = exc_value.strip().split("\n", 1)[0]
+    first = exc_value.strip().split("\n", 1)[0][:MASKED_PREFIX_CHARS]
     masked = _QUOTED.sub("'…'", first)
     return masked[:MAX_EXCEPTION_MESSAGE_CHARS]
 
