@@ -117,6 +117,10 @@ class Volunteer(Base):
     __table_args__ = (
         CheckConstraint("language IN ('sv', 'en')", name="language_known"),
         CheckConstraint("status IN ('active', 'suspended', 'erased')", name="status_known"),
+        CheckConstraint(
+            "contact_preference IN ('sms', 'voice', 'sms_then_voice')",
+            name="contact_preference_known",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -128,6 +132,11 @@ class Volunteer(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Asked by SMS (CSV import without recorded consent); YES records ``consent_at``.
+    consent_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    contact_preference: Mapped[str] = mapped_column(
+        String(20), default="sms", server_default=text("'sms'")
+    )
     suspended_reason: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
