@@ -27,7 +27,8 @@ async def record_audit(
 ) -> None:
     await session.execute(
         insert(AuditLog).values(
-            actor_key_id=actor.key_id,
+            actor_key_id=actor.key_id if actor.kind == "api_key" else None,
+            actor_user_id=actor.key_id if actor.kind == "staff_user" else None,
             actor_name=actor.name,
             action=action,
             target_type=target_type,
