@@ -21,7 +21,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import pyotp
 from argon2 import PasswordHasher
@@ -77,7 +77,20 @@ def check_role_and_centre(role: str, centre: str | None) -> str | None:
     return centre if role == "dispatcher" else None
 
 
-def principal_of(user: StaffUser) -> Principal:
+class StaffIdentity(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def centre(self) -> str | None: ...
+
+
+def principal_of(user: StaffIdentity) -> Principal:
     """The user as the domain services see a caller: a coordinator has the admin powers."""
     return Principal(
         key_id=user.id,
@@ -314,12 +327,8 @@ def needs_second_factor(user: StaffUser) -> bool:
     return user.totp_enabled_at is not None
 
 
-def must_enrol_second_factor(user: StaffUser, settings: Settings) -> bool:
-    return (
-        settings.require_totp_for_coordinators
-        and user.role == "coordinator"
-        and user.totp_enabled_at is None
-    )
+def must_enrol_second_factor(*, role: str, totp_enabled: bool, settings: Settings) -> bool:
+    return settings.require_totp_for_coordinators and role == "coordinator" and not totp_enabled
 
 
 def _totp(secret: str) -> pyotp.TOTP:

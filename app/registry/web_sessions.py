@@ -28,11 +28,36 @@ TOUCH_GRAIN = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
+class SignedInUser:
+    """A snapshot of the person, valid after the request's transaction has ended."""
+
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    centre: str | None
+    language: str | None
+    totp_enabled: bool
+
+    @classmethod
+    def of(cls, user: StaffUser) -> SignedInUser:
+        return cls(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            role=user.role,
+            centre=user.centre,
+            language=user.language,
+            totp_enabled=user.totp_enabled_at is not None,
+        )
+
+
+@dataclass(frozen=True)
 class StaffSession:
     token_hash: str
     csrf_token: str
     second_factor_pending: bool
-    user: StaffUser
+    user: SignedInUser
 
 
 async def open_session(
@@ -92,7 +117,7 @@ async def find_session(
         token_hash=web_session.token_hash,
         csrf_token=web_session.csrf_token,
         second_factor_pending=web_session.second_factor_pending,
-        user=row.StaffUser,
+        user=SignedInUser.of(row.StaffUser),
     )
 
 

@@ -138,7 +138,9 @@ def require_staff(*roles: StaffRole) -> Callable[..., Awaitable[StaffSession]]:
         request.state.staff = found
         await check_csrf(request, found.csrf_token)
         settings = get_runtime(request).settings
-        if must_enrol_second_factor(found.user, settings):
+        if must_enrol_second_factor(
+            role=found.user.role, totp_enabled=found.user.totp_enabled, settings=settings
+        ):
             raise EnrolmentRequired()
         if roles and found.user.role not in roles:
             raise Forbidden("this page is for another role")

@@ -42,6 +42,9 @@ def field_messages() -> dict[str, str]:
         "string_too_short": _("Required."),
         "string_too_long": _("Too long."),
         "float_parsing": _("Enter a number."),
+        "float_type": _("Enter a number."),
+        "finite_number": _("Enter a number."),
+        "model_type": _("Required."),
         "int_parsing": _("Enter a whole number."),
         "greater_than_equal": _("Too small."),
         "less_than_equal": _("Too large."),
@@ -60,9 +63,12 @@ def errors_of(exc: ValidationError, *, aliases: dict[str, str] | None = None) ->
     for error in exc.errors():
         path = ".".join(str(part) for part in error.get("loc", ()))
         name = (aliases or {}).get(path, path.split(".")[0] if path else "form")
-        message = messages.get(error["type"]) or _(
-            str(error.get("msg", "")).removeprefix("Value error, ")
-        )
+        if error.get("input", "") is None:
+            message = messages["missing"]
+        else:
+            message = messages.get(error["type"]) or _(
+                str(error.get("msg", "")).removeprefix("Value error, ")
+            )
         errors.setdefault(name or "form", message)
     return errors
 
@@ -85,3 +91,14 @@ class FormErrors(Exception):
     @classmethod
     def of(cls, exc: InvalidInput) -> FormErrors:
         return cls({exc.field: _(exc.detail.removeprefix(f"{exc.field}: "))})
+
+
+def number(form: FormData, name: str) -> float | str | None:
+    """A typed number as a float; anything else as typed, for the schema to refuse."""
+    raw = text_field(form, name).replace(",", ".")
+    if raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return raw

@@ -1,5 +1,5 @@
 """One module per page group; ``ROUTERS`` is what the console installs."""
 
-from app.web.routes import account
+from app.web.routes import account, incidents
 
-ROUTERS = [account.router]
+ROUTERS = [account.router, incidents.router]

@@ -222,7 +222,10 @@ async def _account_page(
     context = {
         "role_names": role_names(),
         "totp_uri": totp_uri(user) if user.totp_enabled_at is None else "",
-        "required": must_enrol_second_factor(user, runtime.settings),
+        "account": user,
+        "required": must_enrol_second_factor(
+            role=user.role, totp_enabled=user.totp_enabled_at is not None, settings=runtime.settings
+        ),
         "errors": {},
         "notice": None,
     } | extra
