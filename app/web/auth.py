@@ -143,7 +143,7 @@ def require_staff(*roles: StaffRole) -> Callable[..., Awaitable[StaffSession]]:
         ):
             raise EnrolmentRequired()
         if roles and found.user.role not in roles:
-            raise Forbidden("this page is for another role")
+            raise Forbidden(_("This page is for another role."))
         return found
 
     staff.roles = frozenset(roles)  # type: ignore[attr-defined]

@@ -122,6 +122,6 @@ async def error_page(
     context = {
         "status": status,
         "message": messages.get(status, _("Something went wrong.")),
-        "detail": detail if status in (409, 413, 429) else None,
+        "detail": detail if status in (403, 409, 413, 429) else None,
     }
     return render(request, "error.html", context, status=status, headers=headers)
