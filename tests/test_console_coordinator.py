@@ -8,7 +8,7 @@ import httpx
 from playwright.async_api import Page, expect
 
 from tests.console_harness import WebServer, sign_in, snap
-from tests.factories import create_volunteer
+from tests.factories import STOCKHOLM, create_volunteer
 
 
 async def test_a_coordinator_creates_a_key_sees_it_once_and_revokes_it(
@@ -102,3 +102,37 @@ async def test_an_aed_import_shows_each_rejected_line(page: Page, web: WebServer
     await page.get_by_role("button", name="Import").click()
     await expect(page.get_by_text("1 AED imported.")).to_be_visible()
     await expect(page.get_by_role("row", name=re.compile("^3 "))).to_contain_text("location.lat")
+
+
+async def test_a_coordinator_finds_suspends_and_erases_a_volunteer(
+    page: Page, web: WebServer
+) -> None:
+    name = "<i>Olle</i> Registered"
+    volunteer = await web.run(
+        lambda session: create_volunteer(session, near=STOCKHOLM, name=name, language="en")
+    )
+    await sign_in(page, web, await web.staff(), path="/console/volunteers")
+    await page.get_by_label("Name or phone").fill("olle")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_role("link", name=name).click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    await expect(page.locator("main i")).to_have_count(0)
+    await snap(page, "coordinator-volunteer")
+
+    await page.get_by_label("Reason for suspending").fill("Complaint under review")
+    await page.get_by_role("button", name="Suspend").click()
+    await expect(page.get_by_text("Suspended: Complaint under review")).to_be_visible()
+    await page.get_by_role("button", name="Reinstate").click()
+    await expect(page.get_by_role("button", name="Suspend")).to_be_visible()
+
+    assert volunteer.phone is not None
+    confirm = page.get_by_label(re.compile("Type the phone number"))
+    await confirm.fill("+46 70 000 0000")
+    await page.get_by_role("button", name="Erase this volunteer").click()
+    await expect(page.locator("#e-confirm")).to_have_text("Type the phone number exactly as shown.")
+    await page.get_by_label(re.compile("Type the phone number")).fill(volunteer.phone)
+    await page.get_by_role("button", name="Erase this volunteer").click()
+    await expect(page.get_by_role("heading", name="Volunteers")).to_be_visible()
+    answer = await page.goto(web.url(f"/console/volunteers/{volunteer.id}"))
+    assert answer is not None
+    assert answer.status == 404

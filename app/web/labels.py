@@ -138,3 +138,22 @@ def access_text(access: Any) -> str:
     return "; ".join(
         f"{','.join(window['days'])} {window['start']}-{window['end']}" for window in access
     )
+
+
+def volunteer_filters() -> dict[str, str]:
+    return {
+        "": _("All"),
+        "eligible": _("Can be alerted"),
+        "pending": _("Certification waiting for review"),
+        "expiring": _("Certification expiring"),
+        "suspended": _("Suspended"),
+        "opted_out": _("Opted out of SMS"),
+        "paused": _("Paused"),
+    }
+
+
+def volunteer_status(volunteer: Any) -> str:
+    parts = [_("Suspended") if volunteer.status == "suspended" else _("Active")]
+    if volunteer.opted_out:
+        parts.append(_("opted out of SMS"))
+    return ", ".join(parts)

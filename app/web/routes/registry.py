@@ -7,7 +7,7 @@ Each form is turned into the API's input schema and handed to the same
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -18,14 +18,40 @@ from app.api.schemas.aeds import AedCreate, AedUpdate
 from app.api.schemas.certifications import DecisionRequest, RevokeRequest
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.registry.aeds import _parse_access, create_aed, get_aed, import_aeds, list_aeds, update_aed
-from app.registry.certifications import Decision, decide, list_certifications
-from app.registry.directory import volunteer_names
+from app.registry.certifications import (
+    Decision,
+    certifications_of,
+    decide,
+    list_certifications,
+)
+from app.registry.directory import (
+    VolunteerFilter,
+    latest_alerts,
+    search_volunteers,
+    volunteer_names,
+)
+from app.registry.phones import normalise_phone
+from app.registry.places import places_of
 from app.registry.staff import principal_of
 from app.registry.uploads import MAX_IMPORT_BYTES
+from app.registry.volunteers import (
+    erase_volunteer,
+    get_volunteer,
+    is_volunteer_eligible,
+    set_status,
+)
 from app.web.auth import CoordinatorDep, see_other
 from app.web.forms import FormErrors, form_data, number, text_field, upload_field, validate
 from app.web.i18n import _
-from app.web.labels import access_text, aed_statuses, certification_kinds, certification_statuses
+from app.web.labels import (
+    access_text,
+    aed_statuses,
+    certification_kinds,
+    certification_statuses,
+    role_names,
+    volunteer_filters,
+    volunteer_status,
+)
 from app.web.pages import CONSOLE, render
 from app.web.routes.account import safe_next
 
@@ -34,6 +60,8 @@ router = APIRouter(prefix=CONSOLE, include_in_schema=False)
 PAGE = 50
 DEFAULT_RENEWAL_DAYS = 30
 MAP_CENTRE = (59.3326, 18.0649)
+ALERTS_SHOWN = 20
+REASON_MAX = 1000
 COORDINATES = {"location.lat": "lat", "location.lon": "lon", "location": "lat"}
 
 
@@ -215,8 +243,13 @@ async def import_aed_file(request: Request, staff: CoordinatorDep, session: Sess
     form = await form_data(request)
     upload = upload_field(form, "file")
     if upload is None or not upload.filename:
+        if upload is not None:
+            await upload.close()
         return await _aeds_page(request, session, errors={"file": _("Choose a file.")}, status=422)
-    data = await upload.read(MAX_IMPORT_BYTES + 1)
+    try:
+        data = await upload.read(MAX_IMPORT_BYTES + 1)
+    finally:
+        await upload.close()
     if len(data) > MAX_IMPORT_BYTES:
         raise PayloadTooLarge(f"the file exceeds {MAX_IMPORT_BYTES} bytes")
     geojson = upload.filename.lower().endswith((".geojson", ".json"))
@@ -288,3 +321,157 @@ async def edit_aed(
         errors = FormErrors.of(invalid).errors
         return await _aed_page(request, session, aed_id, form=typed, errors=errors, status=422)
     return see_other(request, f"{CONSOLE}/aeds")
+
+
+def _volunteer_labels() -> dict[str, Any]:
+    return {
+        "volunteer_status": volunteer_status,
+        "filter_names": volunteer_filters(),
+        "access_text": access_text,
+        "roles": role_names(),
+    }
+
+
+@router.get("/volunteers")
+async def volunteers(
+    request: Request,
+    staff: CoordinatorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    q: str = Query(default="", max_length=200),
+    only: VolunteerFilter = "",
+    days: str = Query(default=str(DEFAULT_RENEWAL_DAYS), max_length=5),
+    cursor: str | None = Query(default=None, max_length=200),
+) -> Response:
+    """Search by name, or by number when what was typed is a phone number."""
+    now = runtime.clock.now()
+    errors: dict[str, str] = {}
+    within = int(days) if days.isdigit() else DEFAULT_RENEWAL_DAYS
+    if not days.isdigit():
+        errors["days"] = _("Enter a whole number.")
+    phone = None
+    text = q.strip()
+    if text and any(char.isdigit() for char in text):
+        try:
+            phone = normalise_phone(text, region=runtime.settings.default_region)
+            text = ""
+        except ValueError:
+            phone = None
+    rows, next_cursor = await search_volunteers(
+        session,
+        text=text or None,
+        phone=phone,
+        only=only,
+        expiring_within_days=within,
+        now=now,
+        today=now.astimezone(runtime.settings.zone).date(),
+        cursor=cursor,
+        limit=PAGE,
+    )
+    next_url = None
+    if next_cursor:
+        next_url = f"{CONSOLE}/volunteers?" + urlencode(
+            {"q": q, "only": only, "days": days, "cursor": next_cursor}
+        )
+    context = {
+        "volunteers": rows,
+        "filters": {"q": q, "only": only, "days": days},
+        "errors": errors,
+        "next_url": next_url,
+        **_volunteer_labels(),
+    }
+    return render(request, "volunteers.html", context, status=422 if errors else 200)
+
+
+async def _volunteer_page(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    volunteer_id: uuid.UUID,
+    *,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    volunteer = await get_volunteer(session, volunteer_id)
+    now = runtime.clock.now()
+    places = await places_of(session, volunteer_id)
+    context = {
+        "volunteer": volunteer,
+        "eligible": await is_volunteer_eligible(
+            session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
+        ),
+        "certifications": await certifications_of(session, volunteer_id),
+        "names": {volunteer.id: volunteer.name or ""},
+        "show_volunteer": False,
+        "back": request.url.path,
+        "places": places,
+        "markers": [
+            {
+                "lat": place.location.lat,
+                "lon": place.location.lon,
+                "label": place.label,
+                "kind": "place",
+            }
+            for place in places
+        ],
+        "alerts": await latest_alerts(session, volunteer_id=volunteer_id, limit=ALERTS_SHOWN),
+        "errors": errors or {},
+        **certification_labels(),
+        **_volunteer_labels(),
+    }
+    return render(request, "volunteer.html", context, status=status)
+
+
+@router.get("/volunteers/{volunteer_id}")
+async def volunteer(
+    request: Request,
+    volunteer_id: uuid.UUID,
+    staff: CoordinatorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    return await _volunteer_page(request, session, runtime, volunteer_id)
+
+
+@router.post("/volunteers/{volunteer_id}/erase")
+async def erase(
+    request: Request,
+    volunteer_id: uuid.UUID,
+    staff: CoordinatorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    """Only when the coordinator typed the volunteer's number: erasure cannot be undone."""
+    form = await form_data(request)
+    volunteer = await get_volunteer(session, volunteer_id)
+    if text_field(form, "confirm").replace(" ", "") != volunteer.phone:
+        errors = {"confirm": _("Type the phone number exactly as shown.")}
+        return await _volunteer_page(
+            request, session, runtime, volunteer_id, errors=errors, status=422
+        )
+    await erase_volunteer(
+        session, volunteer_id=volunteer_id, actor=principal_of(staff.user), now=runtime.clock.now()
+    )
+    return see_other(request, f"{CONSOLE}/volunteers")
+
+
+@router.post("/volunteers/{volunteer_id}/{change}")
+async def change_status(
+    request: Request,
+    volunteer_id: uuid.UUID,
+    change: Literal["suspend", "reinstate"],
+    staff: CoordinatorDep,
+    session: SessionDep,
+) -> Response:
+    form = await form_data(request)
+    reason = text_field(form, "reason") or None
+    if reason is not None and len(reason) > REASON_MAX:
+        return refusal(request, _("Too long."), f"{CONSOLE}/volunteers/{volunteer_id}", status=422)
+    await set_status(
+        session,
+        volunteer_id=volunteer_id,
+        status="suspended" if change == "suspend" else "active",
+        reason=reason if change == "suspend" else None,
+        actor=principal_of(staff.user),
+    )
+    return see_other(request, f"{CONSOLE}/volunteers/{volunteer_id}")
