@@ -111,6 +111,9 @@ async def anonymous_csrf(request: Request) -> str:
     return token
 
 
+anonymous_csrf.checks_csrf = True  # type: ignore[attr-defined]
+
+
 async def current_session(request: Request, session: SessionDep) -> StaffSession | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
@@ -147,6 +150,7 @@ def require_staff(*roles: StaffRole) -> Callable[..., Awaitable[StaffSession]]:
         return found
 
     staff.roles = frozenset(roles)  # type: ignore[attr-defined]
+    staff.checks_csrf = True  # type: ignore[attr-defined]
     return staff
 
 
@@ -161,6 +165,7 @@ def enrolling_staff() -> Callable[..., Awaitable[StaffSession]]:
         await check_csrf(request, found.csrf_token)
         return found
 
+    staff.checks_csrf = True  # type: ignore[attr-defined]
     return staff
 
 
