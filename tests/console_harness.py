@@ -11,7 +11,7 @@ Fixtures (in ``tests/conftest.py``):
   test asks for another language.
 
 Screenshots: ``snap(page, name)`` writes ``name.png`` into the folder named by
-``RESPONDER_SCREENSHOTS`` (``./dev screenshots`` sets it to ``docs/console``) and
+``CONSOLE_SCREENSHOTS`` (``./dev screenshots`` sets it to ``docs/console``) and
 does nothing otherwise, so a test run never dirties the work tree.
 """
 
@@ -223,7 +223,7 @@ async def sign_in(page: Page, web: WebServer, staff: Staff, *, path: str = "/con
 
 
 async def snap(page: Page, name: str) -> None:
-    folder = os.environ.get("RESPONDER_SCREENSHOTS")
+    folder = os.environ.get("CONSOLE_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

@@ -54,16 +54,18 @@ def page_context(request: Request) -> dict[str, Any]:
     staff = getattr(request.state, "staff", None)
     language = language_of(request)
     zone = settings.zone
+    # Dates and times as read in Europe (24-hour clock, day before month) in English too.
+    date_locale = "en_GB" if language == "en" else language
 
     def when(moment: datetime | None, style: str = "short") -> str:
         if moment is None:
             return ""
-        return format_datetime(moment.astimezone(zone), style, locale=language)
+        return format_datetime(moment.astimezone(zone), style, locale=date_locale)
 
     def clock(moment: datetime | None) -> str:
         if moment is None:
             return ""
-        return format_datetime(moment.astimezone(zone), "HH:mm:ss", locale=language)
+        return format_datetime(moment.astimezone(zone), "HH:mm:ss", locale=date_locale)
 
     return {
         "request": request,
