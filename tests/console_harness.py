@@ -41,6 +41,7 @@ from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.registry.staff import create_staff_user, set_password, start_totp_enrolment
+from app.web.console import install_console
 from tests.twilio_fake import FakeTwilio, twilio_settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -159,7 +160,13 @@ async def serve(
     port = free_port()
     settings = server_settings(fake, port, **overrides)
     clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
-    app = create_app(settings, database_url=database_url, run_worker=True, clock=clock)
+    app = create_app(
+        settings,
+        database_url=database_url,
+        run_worker=True,
+        clock=clock,
+        pages=install_console,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
