@@ -19,11 +19,11 @@ from app.api.schemas.certifications import DecisionRequest, RevokeRequest
 from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.registry.aeds import (
-    _parse_access,
     create_aed,
     get_aed,
     import_aeds,
     list_aeds,
+    parse_access,
     read_aed_file,
     update_aed,
 )
@@ -165,7 +165,7 @@ def _typed_aed(form: Any) -> dict[str, str]:
 def _aed_body(form: Any, typed: dict[str, str]) -> dict[str, Any]:
     """The API's AED body from the form; opening hours in the CSV import's syntax."""
     try:
-        access: Any = _parse_access(typed["access"])
+        access: Any = parse_access(typed["access"])
     except ValueError as exc:
         raise FormErrors({"access": _(str(exc))}) from None
     return {
