@@ -485,7 +485,17 @@ class DispatchWorker:
         return started
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
-        self._sending.pop(task, None)
+        sms = self._sending.pop(task, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The outcome could not be recorded (the database went away): the message
+            # stays ``sending`` and is retried when its lease runs out (the duplicate
+            # window of docs/reliability.md). Retrieved here, so asyncio does not log
+            # the task as lost.
+            log.warning(
+                "sms outcome not recorded",
+                message_id=str(sms.id) if sms else None,
+                error=type(error).__name__,
+            )
         self.wake()
 
     async def send_due(self) -> int:
