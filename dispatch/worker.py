@@ -103,6 +103,7 @@ ALERT_STILL_WANTED = and_(
     Alert.stood_down_at.is_(None),
 )
 """An alert SMS is worth sending only while this holds for its alert."""
+ANSWERED = ("accepted", "declined", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,11 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     visible. An alert that reaches a phone after its deadline is worse than none, so
     it is abandoned as ``failed`` (and the alert's delivery with it). An alert whose
     incident stopped alerting, or whose volunteer already answered or was stood
-    down, is dropped as ``not_needed`` and leaves the alert's delivery untouched.
-    Messages leased by a worker (a request in flight) are left to that worker.
+    down, is not sent again: still queued, it is dropped as ``not_needed`` (the
+    alert's delivery untouched); sent with an unknown outcome and since answered,
+    it is recorded ``sent`` (the reply proves it arrived); otherwise it waits for
+    a status callback until its deadline. Messages leased by a worker (a request in
+    flight) are left to that worker.
     """
     waiting = or_(Message.status == "queued", Message.next_attempt_at <= now)
     expired = (
@@ -160,7 +164,7 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
         count += 1
     not_needed = (
         await session.execute(
-            select(Message.id)
+            select(Message.id, Message.status, Alert.response)
             .join(Alert, Alert.id == Message.alert_id)
             .join(Incident, Incident.id == Alert.incident_id)
             .where(
@@ -172,15 +176,19 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             )
             .with_for_update(of=Message, skip_locked=True)
         )
-    ).scalars()
-    for message_id in not_needed:
-        await session.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status="failed", failure_reason="not_needed", updated_at=now)
-        )
-        SMS_ABANDONED.labels("not_needed").inc()
-        count += 1
+    ).all()
+    for message_id, status, response in not_needed:
+        if status == "queued":
+            await session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status="failed", failure_reason="not_needed", updated_at=now)
+            )
+            SMS_ABANDONED.labels("not_needed").inc()
+            count += 1
+        elif response in ANSWERED:
+            # An unknown outcome that the volunteer's own reply settled: it arrived.
+            await advance_message(session, message_id=message_id, status="sent", now=now)
     return count
 
 
