@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app.core.clock import Clock
-from app.core.db import unit_of_work
+from app.core.db import database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
 from app.core.schedule import within_hours
@@ -419,6 +419,14 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
     OLDEST_DUE_ALERT_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)
 
 
+def _pass_failed(event: str, error: BaseException) -> None:
+    """A lost database is expected and retried: one line. Anything else: the traceback."""
+    if database_unreachable(error):
+        log.warning(event, reason="database unreachable", error=type(error).__name__)
+    else:
+        log.error(event, exc_info=error)
+
+
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
 
 
@@ -460,10 +468,6 @@ class DispatchWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._sending)
-
     async def fill_slots(self) -> list[asyncio.Task[SendFailure | None]]:
         """Claim as many due messages as there are free slots and start sending each."""
         free = self.slots - len(self._sending)
@@ -491,7 +495,11 @@ class DispatchWorker:
         return started
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
+        """A slot is free. A send whose outcome could not be recorded (the database
+        went away) stays ``sending`` until its lease runs out: the duplicate window."""
         self._sending.pop(task, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _pass_failed("sms outcome not recorded", error)
         self.wake()
 
     async def send_due(self) -> int:
@@ -580,8 +588,8 @@ class DispatchWorker:
                 self._wake.clear()
                 try:
                     await self.fill_slots()
-                except Exception:  # noqa: BLE001 - the loop must survive a lost database
-                    log.exception("dispatch worker claim failed")
+                except Exception as error:  # noqa: BLE001 - the loop must survive a lost database
+                    _pass_failed("dispatch worker claim failed", error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), await self._idle_for())
         finally:
@@ -598,8 +606,8 @@ class DispatchWorker:
         while not self._stopping.is_set():
             try:
                 await self.run_timers()
-            except Exception:  # noqa: BLE001 - the loop must survive a lost database
-                log.exception("dispatch timer pass failed")
+            except Exception as error:  # noqa: BLE001 - the loop must survive a lost database
+                _pass_failed("dispatch timer pass failed", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.timer_interval_s)
 
