@@ -109,17 +109,19 @@ def texts_to(fake: FakeTwilio, person: Person) -> list[str]:
 async def fill_last_slot(session: AsyncSession, harness: Harness, incident: Incident) -> None:
     """The second volunteer's YES takes the only slot and stands the first down."""
     async with harness.factory() as lookup:
-        reached = (
+        volunteer_id, code = (
             await lookup.execute(
-                select(Alert).where(
+                select(Alert.volunteer_id, Alert.code).where(
                     Alert.incident_id == incident.id, Alert.delivery_status == "sent"
                 )
             )
-        ).scalar_one()
-        phone = (await lookup.get_one(Volunteer, reached.volunteer_id)).phone or ""
+        ).one()
+        phone = (await lookup.get_one(Volunteer, volunteer_id)).phone or ""
+    # With its code: a bare YES that would stand others down only asks for the code
+    # (the sender trust model in docs/reliability.md).
     await handle_inbound_sms(
         session,
-        sms=InboundSms(f"SM{uuid.uuid4().hex}", phone, f"YES {reached.code}"),
+        sms=InboundSms(f"SM{uuid.uuid4().hex}", phone, f"YES {code}"),
         now=harness.clock.now(),
         settings=harness.settings,
     )
