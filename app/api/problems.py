@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.ratelimit import limit_failed_authentication
+from app.core.db import database_unreachable
 from app.core.errors import (
     PayloadTooLarge,
     RateLimited,
@@ -159,38 +160,6 @@ def _database_unreachable(path: str, exc: BaseException) -> JSONResponse:
 
 
 DATABASE_RETRY_AFTER_S = 2
-
-
-_UNREACHABLE_DRIVER_ERRORS = (
-    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
-    asyncpg.exceptions.InterfaceError,
-    OSError,
-    TimeoutError,
-)
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """A lost or refused database connection (restart, failover), not a bug.
-
-    The request's transaction never committed, so the client may safely retry:
-    a dispatcher's CAD resends the same incident and gets it created once. The
-    driver's error may arrive bare or wrapped by SQLAlchemy, so the cause chain is
-    searched.
-    """
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, DBAPIError) and (
-            seen.connection_invalidated or isinstance(seen, OperationalError | InterfaceError)
-        ):
-            return True
-        if isinstance(seen, _UNREACHABLE_DRIVER_ERRORS):
-            return True
-        orig = getattr(seen, "orig", None)
-        seen = orig if isinstance(orig, BaseException) else seen.__cause__ or seen.__context__
-    return False
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
