@@ -238,6 +238,10 @@ async def apply_reply(
     if reply.intent == "resume":
         volunteer.paused_until = None
         return Outcome(texts.resumed_text(language))
+    if reply.intent == "accept" and volunteer.consent_requested_at and not volunteer.consent_at:
+        # Asked for consent (CSV import); never alerted before it, so YES is about that.
+        volunteer.consent_at = now
+        return Outcome(texts.consent_recorded_text(language))
     return await _answer_alert(
         session, volunteer=volunteer, reply=reply, now=now, settings=settings
     )

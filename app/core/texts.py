@@ -379,6 +379,26 @@ def confirm_with_code_text(language: str, *, code: str) -> str:
     )
 
 
+def consent_request_text(language: str) -> str:
+    return _pick(
+        language,
+        "Livräddarlarm: du har anmälts som frivillig livräddare. Svara JA om du vill få "
+        "larm om hjärtstopp nära dig. STOPP avslutar.",
+        "Responder: you have been signed up as a volunteer life-saver. Reply YES to get "
+        "alerts about cardiac arrests near you. STOP to unsubscribe.",
+    )
+
+
+def consent_recorded_text(language: str) -> str:
+    return _pick(
+        language,
+        "Tack! Ditt samtycke är registrerat. Du kan få larm så snart ditt utbildningsbevis "
+        "är godkänt.",
+        "Thank you: your consent is recorded. You can be alerted once your training "
+        "certificate is verified.",
+    )
+
+
 def which_alert_text(language: str, *, codes: list[str], verb: str) -> str:
     listed = ", ".join(codes)
     sv_verb = {"YES": "JA", "NO": "NEJ", "WITHDRAW": "ÅNGRA", "ARRIVED": "FRAMME"}.get(verb, verb)
