@@ -182,8 +182,11 @@ async def update_aed(
     return _stored(row)
 
 
-def _parse_access(cell: str) -> Any:
-    """``always``, a JSON list of windows, or ``mon-fri 06:00-22:00; sat 10:00-16:00``."""
+def parse_access(cell: str) -> Any:
+    """``always``, a JSON list of windows, or ``mon-fri 06:00-22:00; sat 10:00-16:00``.
+
+    The syntax of an import's CSV cell, and of the console's opening-hours field.
+    """
     text = cell.strip()
     if not text or text.lower() == "always":
         return "always"
@@ -226,7 +229,7 @@ def _csv_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any
             errors.add(line, "location", "lat and lon must be numbers")
             continue
         try:
-            parsed_access = _parse_access(access)
+            parsed_access = parse_access(access)
         except ValueError as exc:
             errors.add(line, "access", str(exc))
             continue

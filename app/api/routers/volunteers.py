@@ -24,6 +24,7 @@ from app.api.schemas.volunteers import (
 )
 from app.api.uploads import read_upload, upload_body
 from app.registry import certifications, places, volunteers
+from dispatch.responses import release_roles
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -193,9 +194,14 @@ async def update_volunteer(
 async def erase_volunteer(
     volunteer_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, admin: AdminDep
 ) -> None:
-    """Erase personal data; anonymous alert statistics remain. Then 404 for this id."""
-    await volunteers.erase_volunteer(
-        session, volunteer_id=volunteer_id, actor=admin, now=runtime.clock.now()
+    """Erase personal data; anonymous alert statistics remain. Then 404 for this id.
+
+    A role they held is given up as after WITHDRAW (the slot reopens).
+    """
+    now = runtime.clock.now()
+    await volunteers.erase_volunteer(session, volunteer_id=volunteer_id, actor=admin, now=now)
+    await release_roles(
+        session, volunteer_id=volunteer_id, reason="erased", now=now, settings=runtime.settings
     )
 
 
