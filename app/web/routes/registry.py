@@ -266,12 +266,9 @@ async def import_aed_file(request: Request, staff: CoordinatorDep, session: Sess
     try:
         async with session.begin_nested():
             entries = read_aed_file(data, geojson=geojson)
-            valid, refused = validate_aed_entries(entries.entries)
+            valid = validate_aed_entries(entries.entries, errors=entries.errors)
             report = await import_aeds(
-                session,
-                aeds=valid,
-                refused=[*entries.errors, *refused],
-                actor=principal_of(staff.user),
+                session, aeds=valid, refused=entries.errors, actor=principal_of(staff.user)
             )
     except InvalidInput as invalid:
         message = _("The file could not be read: %(problem)s") % {"problem": invalid.detail}
