@@ -321,3 +321,33 @@ def paused_text(language: str, *, until: datetime, zone: ZoneInfo) -> str:
 
 def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
+
+
+def signup_code_text(language: str, *, code: str, minutes: int) -> str:
+    """The code that completes a sign-up at ``/join``; never says more than it must."""
+    return _pick(
+        language,
+        f"Responder: din kod är {code}. Den gäller i {minutes} minuter. Ge den inte till någon.",
+        f"Responder: your code is {code}. It is valid for {minutes} minutes. "
+        "Do not give it to anyone.",
+    )
+
+
+def login_code_text(language: str, *, code: str, minutes: int) -> str:
+    """A login code: also what a registered number gets when someone tries ``/join`` with it."""
+    return _pick(
+        language,
+        f"Responder: din inloggningskod är {code}. Den gäller i {minutes} minuter. "
+        "Ge den inte till någon.",
+        f"Responder: your login code is {code}. It is valid for {minutes} minutes. "
+        "Do not give it to anyone.",
+    )
+
+
+def debrief_request_text(*, name: str, phone: str, at: datetime, zone: ZoneInfo) -> str:
+    """To the follow-up contact (staff, in English): a responder asks to be called."""
+    moment = at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"Responder: {_clip(name, 60)} ({phone}) responded to the alert of {moment} "
+        "and asks to be contacted."
+    )
