@@ -56,7 +56,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
 from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
-from app.registry.eligibility import eligibility_conditions, is_eligible
+from app.registry.eligibility import eligibility_conditions, is_eligible, usable_live_location
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
     NearestAed,
@@ -121,18 +121,6 @@ async def nearest_available_aed(
     )
     return await nearest_aed(
         session, point=point, radius_m=settings.aed_search_radius_m, available=available
-    )
-
-
-def usable_live_location(*, now: Any, max_age: Any, max_accuracy_m: Any) -> ColumnElement[bool]:
-    """A live position is the current location only while young and precise enough.
-
-    Written as "expires after now" so the planner cannot AND in the btree on
-    ``recorded_at`` (kept for the purge): the scan must stay nearest-first on GiST.
-    """
-    return and_(
-        LiveLocation.recorded_at + max_age > now,
-        LiveLocation.accuracy_m <= max_accuracy_m,
     )
 
 

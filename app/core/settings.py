@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
+    sms_number: str | None = Field(
+        default=None, description="the number volunteers text (START), shown on their page"
+    )
     public_base_url: str = "http://127.0.0.1:8000"
     send_concurrency: int = Field(default=32, ge=1, le=500)
     send_timeout_s: float = Field(default=10.0, gt=0)
@@ -166,7 +169,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown phone region {value!r}")
         return value.upper()
 
-    @field_validator("follow_up_phone")
+    @field_validator("follow_up_phone", "sms_number")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -221,6 +224,11 @@ class Settings(BaseSettings):
     @property
     def twilio_enabled(self) -> bool:
         return bool(self.twilio_account_sid)
+
+    @property
+    def reply_number(self) -> str | None:
+        """Where volunteers text START: ``SMS_NUMBER``, else the Twilio sender number."""
+        return self.sms_number or self.twilio_from
 
     @property
     def zone(self) -> ZoneInfo:

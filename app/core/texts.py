@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 KIND_NAMES = {
@@ -351,3 +351,54 @@ def debrief_request_text(*, name: str, phone: str, at: datetime, zone: ZoneInfo)
         f"Responder: {_clip(name, 60)} ({phone}) responded to the alert of {moment} "
         "and asks to be contacted."
     )
+
+
+def hindrance_text(
+    language: str,
+    code: str,
+    *,
+    zone: ZoneInfo,
+    until: datetime | None = None,
+    on: date | None = None,
+    reply_number: str | None = None,
+) -> str:
+    """Why a volunteer cannot be alerted now, in plain words on their own page."""
+    start_to = reply_number or _pick(
+        language, "numret som larmen kommer från", "the number our alerts come from"
+    )
+    moment = until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if until else ""
+    day = on.isoformat() if on else ""
+    words = {
+        "suspended": (
+            "Ditt konto är avstängt av samordnaren. Kontakta samordnaren.",
+            "Your account is suspended by the coordinator. Please contact them.",
+        ),
+        "opted_out": (
+            f"Du har avslutat SMS (STOPP). Operatören skickar inga SMS till dig förrän du "
+            f"skickar START till {start_to}.",
+            f"You have opted out of SMS (STOP). The operator blocks our texts until you "
+            f"text START to {start_to}.",
+        ),
+        "paused": (
+            f"Du har pausat larmen till {moment}.",
+            f"You have paused alerts until {moment}.",
+        ),
+        "certification_pending": (
+            "Ditt certifikat väntar på granskning av samordnaren.",
+            "Your certificate is waiting for the coordinator's review.",
+        ),
+        "certification_expired": (
+            f"Ditt certifikat gick ut {day}. Lägg till det nya.",
+            f"Your certificate expired on {day}. Please add your new one.",
+        ),
+        "no_certification": (
+            "Du har inget giltigt HLR-certifikat. Lägg till ett.",
+            "You have no valid CPR certificate. Please add one.",
+        ),
+        "no_location": (
+            "Du har ingen plats och ingen aktuell position. Lägg till en plats (hem, arbete).",
+            "You have no place and no current location. Please add a place (home, work).",
+        ),
+    }
+    sv, en = words[code]
+    return _pick(language, sv, en)

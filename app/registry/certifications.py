@@ -18,7 +18,9 @@ from app.api.schemas.certifications import CertificationCreate, CertificationOut
 from app.api.schemas.common import Cursor, Page, keyset, page_of
 from app.core.errors import Conflict, NotFound
 from app.core.models import Certification
-from app.registry.audit import record_audit
+from app.core.settings import Settings
+from app.registry.attachments import attach, check_attachment
+from app.registry.audit import Actor, VolunteerSelf, record_audit
 from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
 
@@ -39,7 +41,7 @@ async def add_certification(
     *,
     volunteer_id: uuid.UUID,
     data: CertificationCreate,
-    actor: Principal,
+    actor: Actor,
 ) -> Certification:
     await lock_volunteer(session, volunteer_id)
     certification = Certification(
@@ -62,6 +64,39 @@ async def add_certification(
         target_id=certification.id,
         details={"volunteer_id": str(volunteer_id), "kind": data.kind},
     )
+    return certification
+
+
+async def submit_certification(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    data: CertificationCreate,
+    attachment: bytes | None,
+    now: datetime,
+    settings: Settings,
+) -> Certification:
+    """A volunteer's own certificate, with an optional photo or PDF, for review (pending).
+
+    The attachment is checked before anything is written: a refused file leaves no
+    certification behind either.
+    """
+    media_type = (
+        None
+        if attachment is None
+        else check_attachment(attachment, max_bytes=settings.attachment_max_bytes)
+    )
+    certification = await add_certification(
+        session, volunteer_id=volunteer_id, data=data, actor=VolunteerSelf(volunteer_id)
+    )
+    if attachment is not None and media_type is not None:
+        await attach(
+            session,
+            certification_id=certification.id,
+            data=attachment,
+            media_type=media_type,
+            now=now,
+        )
     return certification
 
 

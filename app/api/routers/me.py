@@ -9,9 +9,10 @@ from fastapi import APIRouter, Response, status
 from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
 from app.api.problems import error_responses
 from app.api.schemas.locations import LocationFix, LocationResult
-from app.api.schemas.me import AvailabilityUpdate, MeOut
+from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut
+from app.core import texts
 from app.core.errors import Unauthorized
-from app.registry import certifications, locations, volunteers
+from app.registry import certifications, eligibility, locations, volunteers
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
@@ -28,6 +29,8 @@ def _own_id(volunteer_id: uuid.UUID | None) -> uuid.UUID:
 async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) -> MeOut:
     volunteer = await volunteers.get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
+    settings = runtime.settings
+    reasons = await eligibility.hindrances(session, volunteer_id, now=now, settings=settings)
     return MeOut(
         id=volunteer.id,
         name=volunteer.name,
@@ -39,6 +42,22 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
         eligible=await volunteers.is_volunteer_eligible(
             session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
         ),
+        not_alertable_because=[
+            HindranceOut(
+                code=reason.code,
+                text=texts.hindrance_text(
+                    volunteer.language,
+                    reason.code,
+                    zone=settings.zone,
+                    until=reason.until,
+                    on=reason.on,
+                    reply_number=settings.reply_number,
+                ),
+                until=reason.until,
+                on=reason.on,
+            )
+            for reason in reasons
+        ],
         certifications=await certifications.certifications_of(session, volunteer_id),
         location=await locations.current_location(session, volunteer_id),
     )

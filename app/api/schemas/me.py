@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
@@ -17,6 +17,23 @@ class AvailabilityUpdate(StrictInput):
     paused_until: AwareDatetime | None = Field(description="no alerts until then; null resumes")
 
 
+class HindranceOut(BaseModel):
+    """One reason I cannot be alerted now, with the words my page shows."""
+
+    code: Literal[
+        "suspended",
+        "opted_out",
+        "paused",
+        "certification_pending",
+        "certification_expired",
+        "no_certification",
+        "no_location",
+    ]
+    text: str
+    until: datetime | None = None
+    on: date | None = None
+
+
 class MeOut(BaseModel):
     id: uuid.UUID
     name: str | None
@@ -26,5 +43,8 @@ class MeOut(BaseModel):
     opted_out: bool
     paused_until: datetime | None
     eligible: bool
+    not_alertable_because: list[HindranceOut] = Field(
+        description="empty when I can be alerted now; else every reason, in my language"
+    )
     certifications: list[CertificationOut]
     location: LiveLocationOut | None
