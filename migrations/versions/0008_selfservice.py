@@ -104,12 +104,6 @@ def upgrade() -> None:
         sa.Column("target_id", sa.String(length=100), nullable=False),
         sa.Column("reader_name", sa.String(length=200), nullable=False),
         _timestamp("first_at"),
-        sa.ForeignKeyConstraint(
-            ["volunteer_id"],
-            ["volunteer.id"],
-            name=op.f("fk_access_log_volunteer_id_volunteer"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint(
             "day", "reader", "volunteer_id", "what", "target_id", name=op.f("pk_access_log")
         ),

@@ -28,6 +28,7 @@ from app.api.schemas.incidents import (
 from app.core.db import unit_of_work
 from app.core.errors import NotFound
 from app.core.models import Incident
+from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
@@ -54,6 +55,34 @@ async def _visible_incident(
     if incident is None:
         raise NotFound("no such incident")
     return incident
+
+
+async def _log_contact_reads(
+    session: AsyncSession,
+    runtime: Runtime,
+    caller: Principal,
+    contacts: list[tuple[uuid.UUID, uuid.UUID]],
+) -> None:
+    """Log that ``caller`` saw these (incident, volunteer) names and phone numbers."""
+    await record_reads(
+        session,
+        reader=caller,
+        reads=[
+            PersonalRead(volunteer_id, "contacts", incident_id)
+            for incident_id, volunteer_id in contacts
+        ],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
+
+
+def _responder_contacts(views: list[IncidentView]) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    return [
+        (view.id, responder.volunteer_id)
+        for view in views
+        for responder in view.responders
+        if responder.phone is not None
+    ]
 
 
 async def _record_selection_after_commit(
@@ -127,6 +156,7 @@ async def post_incident(
 async def list_incidents(
     caller: ReaderDep,
     session: SessionDep,
+    runtime: RuntimeDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
@@ -150,6 +180,7 @@ async def list_incidents(
     ).all()
     shown = rows[:limit]
     views = await incident_views(session, incident_ids=[row.id for row in shown])
+    await _log_contact_reads(session, runtime, caller, _responder_contacts(views))
     next_cursor = (
         Cursor(created_at=shown[-1].created_at, id=shown[-1].id).encode()
         if len(rows) > limit
@@ -164,10 +195,13 @@ async def list_incidents(
     responses=error_responses(401, 403, 404, 422),
 )
 async def get_incident(
-    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> IncidentView:
+    """The incident now; the first read of each responder's contact a day is logged."""
     await _visible_incident(session, incident_id, caller)
-    return await incident_view(session, incident_id=incident_id)
+    view = await incident_view(session, incident_id=incident_id)
+    await _log_contact_reads(session, runtime, caller, _responder_contacts([view]))
+    return view
 
 
 @router.get(
@@ -176,11 +210,14 @@ async def get_incident(
     responses=error_responses(401, 403, 404, 422),
 )
 async def get_incident_alerts(
-    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> list[AlertView]:
     """Every alert, nearest first; names and phones only of volunteers who accepted."""
     await _visible_incident(session, incident_id, caller)
-    return await alert_views(session, incident_id=incident_id)
+    views = await alert_views(session, incident_id=incident_id)
+    contacts = [(incident_id, view.volunteer_id) for view in views if view.phone is not None]
+    await _log_contact_reads(session, runtime, caller, contacts)
+    return views
 
 
 @router.get(
@@ -197,6 +234,13 @@ async def explain(
 ) -> SelectionExplanation:
     """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
     incident = await _visible_incident(session, incident_id, caller)
+    await record_reads(
+        session,
+        reader=caller,
+        reads=[PersonalRead(volunteer_id, "explain", incident_id)],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
     answer = await explain_selection(
         session, incident=incident, volunteer_id=volunteer_id, settings=runtime.settings
     )
