@@ -27,8 +27,16 @@ from app.api.schemas.volunteers import (
     VolunteerUpdate,
 )
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
-from app.registry.audit import record_audit
+from app.core.models import (
+    ApiKey,
+    Certification,
+    LiveLocation,
+    Message,
+    OneTimeCode,
+    Place,
+    Volunteer,
+)
+from app.registry.audit import Actor, record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
 from app.registry.phones import normalise_phone
@@ -213,16 +221,23 @@ async def set_status(
 
 
 async def erase_volunteer(
-    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal, now: datetime
+    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Actor, now: datetime
 ) -> None:
     """Remove everything that identifies the volunteer; keep an anonymous stub.
 
     Alerts and selection records keep pointing at the stub (statistics: how many
     were alerted, accepted, arrived), but no name, number, e-mail, place, position,
-    certificate reference, token or free text of theirs remains. Texts still queued
-    for them are abandoned rather than sent to a number we no longer hold.
+    certificate reference or attachment, token, login code or free text of theirs
+    remains. Texts still queued for them are abandoned rather than sent to a number
+    we no longer hold. The same erasure whether an administrator or the volunteer
+    (from their own page) asks.
     """
-    await lock_volunteer(session, volunteer_id)
+    volunteer = await lock_volunteer(session, volunteer_id)
+    await session.execute(
+        delete(OneTimeCode).where(
+            (OneTimeCode.volunteer_id == volunteer_id) | (OneTimeCode.phone == volunteer.phone)
+        )
+    )
     for table in (Place, LiveLocation, ApiKey, Certification):
         await session.execute(delete(table).where(table.volunteer_id == volunteer_id))
     await session.execute(

@@ -1,18 +1,21 @@
-"""The volunteer's own view, with a personal token: profile, location, availability."""
+"""The volunteer's own view, with a personal token: profile, location, availability,
+export, erasure and the report after an alert."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 
 from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
 from app.api.problems import error_responses
 from app.api.schemas.locations import LocationFix, LocationResult
-from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut
+from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut, ReportIn, ReportOut
 from app.core import texts
 from app.core.errors import Unauthorized
-from app.registry import certifications, eligibility, locations, volunteers
+from app.registry import certifications, eligibility, export, locations, reports, volunteers
+from app.registry.audit import VolunteerSelf
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
@@ -109,3 +112,51 @@ async def put_availability(
     volunteer.paused_until = body.paused_until
     await session.flush()
     return await _me(session, runtime, volunteer_id)
+
+
+@router.get("/export", responses=error_responses(*AUTH, 404))
+async def export_me(session: SessionDep, me: VolunteerDep) -> dict[str, Any]:
+    """Everything the service holds about me, including who read it and when."""
+    return await export.export_volunteer(session, _own_id(me.volunteer_id))
+
+
+@router.delete(
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(*AUTH, 404),
+)
+async def delete_me(session: SessionDep, runtime: RuntimeDep, me: VolunteerDep) -> None:
+    """Erase my account: the same erasure as an administrator's DELETE (this token too)."""
+    volunteer_id = _own_id(me.volunteer_id)
+    await volunteers.erase_volunteer(
+        session,
+        volunteer_id=volunteer_id,
+        actor=VolunteerSelf(volunteer_id),
+        now=runtime.clock.now(),
+    )
+
+
+@router.put(
+    "/alerts/{alert_id}/report",
+    response_model=ReportOut,
+    responses=error_responses(*AUTH, 404, 409, 413, 415, 422),
+)
+async def put_report(
+    alert_id: uuid.UUID, body: ReportIn, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
+) -> ReportOut:
+    """My report on an alert I accepted; asking to be contacted reaches the follow-up contact."""
+    report = await reports.submit_report(
+        session,
+        volunteer_id=_own_id(me.volunteer_id),
+        alert_id=alert_id,
+        answers=reports.ReportAnswers(
+            gave_cpr=body.gave_cpr,
+            aed_used=body.aed_used,
+            arrived_before_ems=body.arrived_before_ems,
+            wants_contact=body.wants_contact,
+        ),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return ReportOut.model_validate(report, from_attributes=True)

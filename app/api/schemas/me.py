@@ -48,3 +48,24 @@ class MeOut(BaseModel):
     )
     certifications: list[CertificationOut]
     location: LiveLocationOut | None
+
+
+class ReportIn(StrictInput):
+    """After an alert I accepted; leave out what I do not want to answer."""
+
+    gave_cpr: bool | None = None
+    aed_used: bool | None = None
+    arrived_before_ems: bool | None = None
+    wants_contact: bool = Field(
+        default=False, description="someone from the scheme should contact me to talk it over"
+    )
+
+
+class ReportOut(BaseModel):
+    alert_id: uuid.UUID
+    gave_cpr: bool | None
+    aed_used: bool | None
+    arrived_before_ems: bool | None
+    wants_contact: bool
+    submitted_at: datetime
+    updated_at: datetime
