@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,11 +24,14 @@ from app.core.errors import Conflict, NotFound
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
+from app.registry.retention import enforce_retention
 from dispatch import maintenance
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.events import record_event
 from dispatch.roles import lock_incident, stand_down_pending
 from geo.points import LatLon, geography_point
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -366,10 +370,13 @@ async def close_stale_incidents(session: AsyncSession, *, now: datetime, setting
 
 
 async def run_timers(session: AsyncSession, *, now: datetime, settings: Settings) -> None:
-    """Every timed transition, in one transaction of the worker."""
+    """Every timed transition and the retention purge, in one transaction of the worker."""
     await expire_unanswered(session, now=now, settings=settings)
     await close_stale_incidents(session, now=now, settings=settings)
     await maintenance.purge_live_locations(
         session, now=now, retention=settings.live_location_retention
     )
     await maintenance.queue_certification_reminders(session, now=now, settings=settings)
+    purged = await enforce_retention(session, now=now, settings=settings)
+    if any(purged.values()):
+        log.info("retention purge", **purged)

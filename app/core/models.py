@@ -514,7 +514,10 @@ class AccessLog(Base):
     """
 
     __tablename__ = "access_log"
-    __table_args__ = (Index("ix_access_log_volunteer_id", "volunteer_id"),)
+    __table_args__ = (
+        Index("ix_access_log_volunteer_id", "volunteer_id"),
+        Index("ix_access_log_first_at_brin", "first_at", postgresql_using="brin"),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     reader: Mapped[str] = mapped_column(String(100), primary_key=True)

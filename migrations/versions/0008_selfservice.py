@@ -109,6 +109,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_access_log_volunteer_id", "access_log", ["volunteer_id"])
+    op.create_index(
+        "ix_access_log_first_at_brin", "access_log", ["first_at"], postgresql_using="brin"
+    )
     op.create_table(
         "retention_run",
         sa.Column("rule", sa.String(length=50), nullable=False),
@@ -119,6 +122,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("retention_run")
+    op.drop_index("ix_access_log_first_at_brin", table_name="access_log")
     op.drop_index("ix_access_log_volunteer_id", table_name="access_log")
     op.drop_table("access_log")
     op.drop_table("alert_report")
