@@ -25,6 +25,7 @@ from app.core.models import IncidentEvent
 log = structlog.get_logger(__name__)
 
 EVENTS_CHANNEL = "responder_events"
+ANY_INCIDENT = "*"
 
 
 async def record_event(
@@ -116,22 +117,31 @@ class EventHub:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def subscribe(self, incident_id: uuid.UUID) -> asyncio.Event:
+    def subscribe(self, incident_id: uuid.UUID | None) -> asyncio.Event:
+        """Woken on each new event of the incident; ``None``: of any incident (a board)."""
         waiter = asyncio.Event()
-        self._subscribers.setdefault(str(incident_id), set()).add(waiter)
+        self._subscribers.setdefault(self._key(incident_id), set()).add(waiter)
         return waiter
 
-    def unsubscribe(self, incident_id: uuid.UUID, waiter: asyncio.Event) -> None:
-        waiters = self._subscribers.get(str(incident_id))
+    def unsubscribe(self, incident_id: uuid.UUID | None, waiter: asyncio.Event) -> None:
+        key = self._key(incident_id)
+        waiters = self._subscribers.get(key)
         if waiters is not None:
             waiters.discard(waiter)
             if not waiters:
-                del self._subscribers[str(incident_id)]
+                del self._subscribers[key]
+
+    @staticmethod
+    def _key(incident_id: uuid.UUID | None) -> str:
+        return ANY_INCIDENT if incident_id is None else str(incident_id)
 
     def _notified(self, payload: str) -> None:
         if payload == "":
             targets = [waiter for waiters in self._subscribers.values() for waiter in waiters]
         else:
-            targets = list(self._subscribers.get(payload, ()))
+            targets = [
+                *self._subscribers.get(payload, ()),
+                *self._subscribers.get(ANY_INCIDENT, ()),
+            ]
         for waiter in targets:
             waiter.set()

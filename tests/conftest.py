@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.api.deps import get_session
@@ -33,6 +34,7 @@ from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
 from app.runtime import Runtime
+from tests.console_harness import WebServer, browser_page, chromium, serve
 from tests.factories import make_settings
 
 TEMPLATE = "responder_template"
@@ -139,3 +141,24 @@ def committed_db(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.url(name)
     finally:
         pg.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, once per run (tests/console_harness.py)."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+async def web(pg: EmbeddedPostgres) -> AsyncIterator[WebServer]:
+    """The service under uvicorn with its worker, one per test module."""
+    async with serve(pg, template=TEMPLATE) as server:
+        yield server
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies), in English."""
+    async with browser_page(browser) as opened:
+        yield opened

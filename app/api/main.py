@@ -35,6 +35,8 @@ from app.core.db import create_engine, create_session_factory
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.runtime import DetachedTasks, Runtime, create_worker
+from app.web.console import install_console
+from app.web.pages import error_page
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway
 from geo.search import load_service_area
@@ -136,7 +138,7 @@ def create_app(
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
-    install_problem_handlers(app)
+    install_problem_handlers(app, error_page=error_page)
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(volunteers.router)
@@ -146,6 +148,7 @@ def create_app(
     app.include_router(locations.router)
     app.include_router(webhooks.router)
     app.include_router(incident_actions.router)
+    install_console(app, settings)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

@@ -8,13 +8,14 @@ request id and answered with a bare 500 problem.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -85,31 +86,52 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
     return problem_response(422, "Validation failed", detail, errors=fields)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+ErrorPage = Callable[[Request, int, str, str | None, dict[str, str] | None], Awaitable[Response]]
+"""Renders an error for a person (an HTML page) instead of problem+json."""
+
+
+def install_problem_handlers(
+    app: FastAPI, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+) -> None:
+    """problem+json for the API; under ``page_prefix``, ``error_page`` answers instead."""
+
+    async def respond(
+        request: Request,
+        status: int,
+        title: str,
+        detail: str | None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response:
+        if error_page is not None and request.url.path.startswith(page_prefix):
+            return await error_page(request, status, title, detail, headers)
+        return problem_response(status, title, detail, headers=headers, **extra)
+
     @app.exception_handler(ResponderError)
-    async def _domain(request: Request, exc: ResponderError) -> JSONResponse:
+    async def _domain(request: Request, exc: ResponderError) -> Response:
         if isinstance(exc, Unauthorized):
             try:
                 await limit_failed_authentication(request)
             except RateLimited as limited:
                 exc = limited
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return problem_response(
-            exc.status_code, exc.title, exc.detail, headers=headers, **exc.extra
-        )
+        return await respond(request, exc.status_code, exc.title, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if error_page is not None and request.url.path.startswith(page_prefix):
+            # A page's forms validate themselves; this is a malformed link (a bad id).
+            return await error_page(request, 404, "Not found", None, None)
         return _validation_problem(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, PayloadTooLarge):  # FastAPI wraps body-read errors in a 400
             return await _domain(request, exc.__cause__)
         titles = {404: "Not found", 405: "Method not allowed"}
         title = titles.get(exc.status_code, "Error")
-        return problem_response(
-            exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        return await respond(
+            request, exc.status_code, title, str(exc.detail), getattr(exc, "headers", None)
         )
 
     # Handled here, by class, rather than only in the catch-all below: Starlette runs the
@@ -119,17 +141,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
+    async def _database(request: Request, exc: Exception) -> Response:
         if not database_unreachable(exc):
             raise exc
         return _database_unreachable(request, exc)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         if database_unreachable(exc):
             return _database_unreachable(request, exc)
         log.exception("unhandled error", path=request.url.path)
-        return problem_response(500, "Internal error", "the error was logged")
+        return await respond(request, 500, "Internal error", "the error was logged")
 
 
 def _database_unreachable(request: Request, exc: BaseException) -> JSONResponse:

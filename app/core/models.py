@@ -115,6 +115,8 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The person behind a console action (the staff user's id in actor_key_id's place).
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
     actor_name: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(100))
     target_type: Mapped[str] = mapped_column(String(50))
@@ -447,7 +449,7 @@ class OneTimeCode(Base):
     entered (the volunteer exists only then); ``login`` names the volunteer, or no
     one when the number is unknown (no text is sent then, and the row answers
     exactly as a real one would, so the pages never reveal who is registered).
-    Only the newest code of a number counts.
+    Only the newest code of a number counts: a new one supersedes the others.
     """
 
     __tablename__ = "one_time_code"
@@ -468,6 +470,7 @@ class OneTimeCode(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CertificationAttachment(Base):
@@ -536,3 +539,79 @@ class RetentionRun(Base):
 
     rule: Mapped[str] = mapped_column(String(50), primary_key=True)
     purged_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StaffUser(Base):
+    """A person who works in the console: a coordinator, or a dispatcher of one centre.
+
+    ``password_hash`` is Argon2id; NULL until the person follows their one-time link
+    (``password_token_hash`` is the SHA-256 of that link's secret). ``totp_secret``
+    is set on enrolment and counts once ``totp_enabled_at`` is set;
+    ``totp_last_step`` refuses a second use of one code.
+    """
+
+    __tablename__ = "staff_user"
+    __table_args__ = (
+        CheckConstraint("role IN ('coordinator', 'dispatcher')", name="role_known"),
+        CheckConstraint("role <> 'dispatcher' OR centre IS NOT NULL", name="dispatcher_centre"),
+        CheckConstraint("language IS NULL OR language IN ('sv', 'en')", name="language_known"),
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    centre: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(2))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    password_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    password_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class WebSession(Base):
+    """A browser session, server-side: the cookie holds a secret, this row its SHA-256.
+
+    Revocable (``revoked_at``), with an idle timeout (``last_seen_at``) and an
+    absolute one (``expires_at``). ``second_factor_pending`` marks a session that
+    passed the password but not yet the TOTP code: it opens only the code page.
+    ``staff_user_id`` names the person; the volunteer pages add their own subject.
+    """
+
+    __tablename__ = "web_session"
+    __table_args__ = (Index("ix_web_session_staff_user_id", "staff_user_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staff_user.id", ondelete="CASCADE")
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    second_factor_pending: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailure(Base):
+    """One failed sign-in, by account and by address: the throttle counts these."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_email_failed_at", "email", "failed_at"),
+        Index("ix_login_failure_ip_failed_at", "ip", "failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

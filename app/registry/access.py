@@ -34,8 +34,12 @@ class PersonalRead:
 
 
 def reader_of(actor: Actor) -> str:
-    """A stable identity for the log: the key for API callers, else the actor's name."""
-    return f"key:{actor.key_id}" if actor.key_id is not None else actor.name[:100]
+    """A stable identity for the log: the API key or the console user, by id."""
+    if actor.kind == "api_key":
+        return f"key:{actor.key_id}"
+    if actor.kind == "staff_user":
+        return f"user:{actor.key_id}"
+    return actor.name[:100]
 
 
 async def record_reads(

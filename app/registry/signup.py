@@ -11,7 +11,8 @@ Guarantees:
 
 - codes are stored as a salted SHA-256 only (the salt is the row's random id); a
   code is valid for ``SIGNUP_CODE_TTL`` and ``SIGNUP_CODE_ATTEMPTS`` tries, and
-  only the newest code of a number counts;
+  only the newest code of a number counts (a new one supersedes the others, so
+  asking again never adds tries to an old code);
 - every wrong try is counted, under the row's lock, in a transaction that commits
   (checking returns an outcome rather than raising, so the count is never rolled
   back with an error);
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -154,6 +155,12 @@ async def request_code(
             )
         )
     ).one_or_none()
+    # Serialised per number: the count above holds that number's counter row.
+    await session.execute(
+        update(OneTimeCode)
+        .where(OneTimeCode.phone == number, OneTimeCode.superseded_at.is_(None))
+        .values(superseded_at=now)
+    )
     code = new_code()
     row = OneTimeCode(
         id=uuid.uuid4(),
@@ -206,8 +213,8 @@ async def check_code(
     row = (
         await session.execute(
             select(OneTimeCode)
-            .where(OneTimeCode.phone == number)
-            .order_by(OneTimeCode.created_at.desc(), OneTimeCode.id)
+            .where(OneTimeCode.phone == number, OneTimeCode.superseded_at.is_(None))
+            .order_by(OneTimeCode.created_at.desc())
             .limit(1)
             .with_for_update()
         )
