@@ -36,7 +36,7 @@ from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.runtime import DetachedTasks, Runtime, create_worker
 from app.web.console import install_console
-from app.web.pages import error_page
+from app.web.pages import error_page, is_page
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway
 from geo.search import load_service_area
@@ -138,7 +138,7 @@ def create_app(
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
-    install_problem_handlers(app, error_page=error_page)
+    install_problem_handlers(app, error_page=error_page, is_page=is_page)
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(volunteers.router)

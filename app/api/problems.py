@@ -91,9 +91,12 @@ ErrorPage = Callable[[Request, int, str, str | None, dict[str, str] | None], Awa
 
 
 def install_problem_handlers(
-    app: FastAPI, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+    app: FastAPI,
+    *,
+    error_page: ErrorPage | None = None,
+    is_page: Callable[[str], bool] = lambda path: path.startswith("/console"),
 ) -> None:
-    """problem+json for the API; under ``page_prefix``, ``error_page`` answers instead."""
+    """problem+json for the API; for a path where ``is_page``, ``error_page`` answers."""
 
     async def respond(
         request: Request,
@@ -103,7 +106,7 @@ def install_problem_handlers(
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> Response:
-        if error_page is not None and request.url.path.startswith(page_prefix):
+        if error_page is not None and is_page(request.url.path):
             return await error_page(request, status, title, detail, headers)
         return problem_response(status, title, detail, headers=headers, **extra)
 
@@ -119,7 +122,7 @@ def install_problem_handlers(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        if error_page is not None and request.url.path.startswith(page_prefix):
+        if error_page is not None and is_page(request.url.path):
             # A page's forms validate themselves; this is a malformed link (a bad id).
             return await error_page(request, 404, "Not found", None, None)
         return _validation_problem(request, exc)

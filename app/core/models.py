@@ -586,11 +586,19 @@ class WebSession(Base):
     """
 
     __tablename__ = "web_session"
-    __table_args__ = (Index("ix_web_session_staff_user_id", "staff_user_id"),)
+    __table_args__ = (
+        Index("ix_web_session_staff_user_id", "staff_user_id"),
+        Index("ix_web_session_volunteer_id", "volunteer_id"),
+        CheckConstraint("(staff_user_id IS NULL) <> (volunteer_id IS NULL)", name="one_subject"),
+    )
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     staff_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("staff_user.id", ondelete="CASCADE")
+    )
+    # A volunteer signed in to their own pages (``/me``) by an SMS code.
+    volunteer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE")
     )
     csrf_token: Mapped[str] = mapped_column(String(64))
     second_factor_pending: Mapped[bool] = mapped_column(

@@ -44,12 +44,11 @@ def _record(row: Any) -> dict[str, Any]:
     return {key: _plain(value) for key, value in row._mapping.items()}
 
 
-async def export_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> dict[str, Any]:
-    volunteer = await get_volunteer(session, volunteer_id)
-    certifications = await certifications_of(session, volunteer_id)
-    attached = await attachment_types(session, [item.id for item in certifications])
-    location = await current_location(session, volunteer_id)
-    alerts = await session.execute(
+async def alert_history(
+    session: AsyncSession, volunteer_id: uuid.UUID, *, limit: int | None = None
+) -> list[Any]:
+    """The volunteer's alerts, newest first, with response, times and their report."""
+    statement = (
         select(
             Alert.id,
             Alert.incident_id,
@@ -74,8 +73,17 @@ async def export_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> di
         .join(Incident, Incident.id == Alert.incident_id)
         .outerjoin(AlertReport, AlertReport.alert_id == Alert.id)
         .where(Alert.volunteer_id == volunteer_id)
-        .order_by(Alert.created_at, Alert.id)
+        .order_by(Alert.created_at.desc(), Alert.id)
+        .limit(limit)
     )
+    return list(await session.execute(statement))
+
+
+async def export_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> dict[str, Any]:
+    volunteer = await get_volunteer(session, volunteer_id)
+    certifications = await certifications_of(session, volunteer_id)
+    attached = await attachment_types(session, [item.id for item in certifications])
+    location = await current_location(session, volunteer_id)
     messages = await session.execute(
         select(Message.direction, Message.purpose, Message.body, Message.status, Message.created_at)
         .where(Message.volunteer_id == volunteer_id)
@@ -133,7 +141,7 @@ async def export_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> di
             item.model_dump(mode="json") | {"attachment": attached.get(item.id)}
             for item in certifications
         ],
-        "alerts": [_record(row) for row in alerts],
+        "alerts": [_record(row) for row in await alert_history(session, volunteer_id)],
         "messages": [_record(row) for row in messages],
         "app_tokens": [_record(row) for row in tokens],
         "changes": [_record(row) for row in changes],

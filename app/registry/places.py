@@ -18,8 +18,7 @@ from app.api.schemas.places import PlaceCreate, PlaceOut
 from app.core.errors import NotFound
 from app.core.models import Place
 from app.core.schedule import week_ranges
-from app.registry.audit import record_audit
-from app.registry.keys import Principal
+from app.registry.audit import Actor, record_audit
 from app.registry.volunteers import lock_volunteer
 from geo.points import geography_point, latitude, longitude
 
@@ -52,7 +51,7 @@ async def add_place(
     *,
     volunteer_id: uuid.UUID,
     data: PlaceCreate,
-    actor: Principal,
+    actor: Actor,
     default_timezone: str,
 ) -> PlaceOut:
     await lock_volunteer(session, volunteer_id)
@@ -93,7 +92,7 @@ async def places_of(session: AsyncSession, volunteer_id: uuid.UUID) -> list[Plac
 
 
 async def delete_place(
-    session: AsyncSession, *, volunteer_id: uuid.UUID, place_id: uuid.UUID, actor: Principal
+    session: AsyncSession, *, volunteer_id: uuid.UUID, place_id: uuid.UUID, actor: Actor
 ) -> None:
     await lock_volunteer(session, volunteer_id)
     deleted = await session.scalar(

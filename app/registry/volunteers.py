@@ -35,6 +35,7 @@ from app.core.models import (
     OneTimeCode,
     Place,
     Volunteer,
+    WebSession,
 )
 from app.registry.audit import Actor, record_audit
 from app.registry.eligibility import is_eligible
@@ -166,7 +167,7 @@ async def update_volunteer(
     *,
     volunteer_id: uuid.UUID,
     changes: VolunteerUpdate,
-    actor: Principal,
+    actor: Actor,
     region: str,
 ) -> Volunteer:
     volunteer = await lock_volunteer(session, volunteer_id)
@@ -227,7 +228,7 @@ async def erase_volunteer(
 
     Alerts and selection records keep pointing at the stub (statistics: how many
     were alerted, accepted, arrived), but no name, number, e-mail, place, position,
-    certificate reference or attachment, token, login code or free text of theirs
+    certificate reference or attachment, token, session, login code or free text of theirs
     remains. Texts still queued for them are abandoned rather than sent to a number
     we no longer hold. The same erasure whether an administrator or the volunteer
     (from their own page) asks.
@@ -238,7 +239,7 @@ async def erase_volunteer(
             (OneTimeCode.volunteer_id == volunteer_id) | (OneTimeCode.phone == volunteer.phone)
         )
     )
-    for table in (Place, LiveLocation, ApiKey, Certification):
+    for table in (Place, LiveLocation, ApiKey, Certification, WebSession):
         await session.execute(delete(table).where(table.volunteer_id == volunteer_id))
     await session.execute(
         update(Message)
@@ -368,3 +369,24 @@ async def import_volunteers(
             for line, field_name, message in sorted(errors.items, key=lambda item: item[0])
         ],
     )
+
+
+async def set_sms_opt_out(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, opted_out: bool, actor: Actor
+) -> Volunteer:
+    """The volunteer's own choice on their page, as STOP and START set it by SMS.
+
+    Opting back in here does not lift the provider's own block after a STOP: only
+    the volunteer's START text does that (their page says so).
+    """
+    volunteer = await lock_volunteer(session, volunteer_id)
+    volunteer.opted_out = opted_out
+    await session.flush()
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.opt_out" if opted_out else "volunteer.opt_in",
+        target_type="volunteer",
+        target_id=volunteer_id,
+    )
+    return volunteer

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import StaffUser, WebSession
+from app.core.models import StaffUser, Volunteer, WebSession
 from app.core.settings import Settings
 from app.registry.staff import hash_secret
 
@@ -135,4 +135,66 @@ async def revoke_session(session: AsyncSession, *, token: str, now: datetime) ->
         update(WebSession)
         .where(WebSession.token_hash == hash_secret(token), WebSession.revoked_at.is_(None))
         .values(revoked_at=now)
+    )
+
+
+@dataclass(frozen=True)
+class VolunteerSession:
+    """A volunteer signed in to their own pages."""
+
+    token_hash: str
+    csrf_token: str
+    volunteer_id: uuid.UUID
+    language: str
+
+
+async def open_volunteer_session(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime, settings: Settings
+) -> str:
+    """A session for a volunteer who entered their SMS code; the token is for the cookie.
+
+    The same table, timeouts and hashing as the console's; a volunteer's session
+    never opens a console page (those look sessions up through the staff user).
+    """
+    token = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            token_hash=hash_secret(token),
+            volunteer_id=volunteer_id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + settings.session_max_age,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def find_volunteer_session(
+    session: AsyncSession, *, token: str, now: datetime, settings: Settings
+) -> VolunteerSession | None:
+    row = (
+        await session.execute(
+            select(WebSession, Volunteer.id.label("volunteer_id"), Volunteer.language)
+            .join(Volunteer, Volunteer.id == WebSession.volunteer_id)
+            .where(
+                WebSession.token_hash == hash_secret(token),
+                WebSession.revoked_at.is_(None),
+                WebSession.expires_at > now,
+                WebSession.last_seen_at > now - settings.session_idle_timeout,
+                Volunteer.status != "erased",
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    web_session: WebSession = row.WebSession
+    if web_session.last_seen_at <= now - TOUCH_GRAIN:
+        await touch_session(session, token_hash=web_session.token_hash, now=now)
+    return VolunteerSession(
+        token_hash=web_session.token_hash,
+        csrf_token=web_session.csrf_token,
+        volunteer_id=row.volunteer_id,
+        language=row.language,
     )

@@ -26,6 +26,21 @@ def _timestamp(name: str, *, nullable: bool = False) -> sa.Column[object]:
 
 def upgrade() -> None:
     op.add_column("volunteer", sa.Column("consent_version", sa.String(length=50), nullable=True))
+    op.add_column("web_session", sa.Column("volunteer_id", sa.UUID(), nullable=True))
+    op.create_foreign_key(
+        op.f("fk_web_session_volunteer_id_volunteer"),
+        "web_session",
+        "volunteer",
+        ["volunteer_id"],
+        ["id"],
+        ondelete="CASCADE",
+    )
+    op.create_index("ix_web_session_volunteer_id", "web_session", ["volunteer_id"])
+    op.create_check_constraint(
+        op.f("ck_web_session_one_subject"),
+        "web_session",
+        "(staff_user_id IS NULL) <> (volunteer_id IS NULL)",
+    )
     op.add_column(
         "rate_limit_bucket",
         sa.Column("window_s", sa.Integer(), server_default=sa.text("60"), nullable=False),
@@ -133,4 +148,7 @@ def downgrade() -> None:
     for table in BRIN_TABLES:
         op.drop_index(f"ix_{table}_created_at_brin", table_name=table)
     op.drop_column("rate_limit_bucket", "window_s")
+    op.drop_constraint(op.f("ck_web_session_one_subject"), "web_session", type_="check")
+    op.drop_index("ix_web_session_volunteer_id", table_name="web_session")
+    op.drop_column("web_session", "volunteer_id")
     op.drop_column("volunteer", "consent_version")

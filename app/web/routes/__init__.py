@@ -1,5 +1,5 @@
 """One module per page group; ``ROUTERS`` is what the console installs."""
 
-from app.web.routes import account, admin, incidents
+from app.web.routes import account, admin, incidents, me
 
-ROUTERS = [account.router, incidents.router, admin.router]
+ROUTERS = [account.router, incidents.router, admin.router, me.router]
