@@ -169,6 +169,7 @@ async def test_a_new_code_replaces_a_locked_one(
     first = code_in((await texts_to(session, phone))[0])
     for _ in range(5):
         await enter(session, clock, settings, phone, wrong(first))
+    clock.advance(timedelta(minutes=1))
     await ask(session, clock, settings, phone)
     second = code_in((await texts_to(session, phone))[1])
 
