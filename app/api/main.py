@@ -171,5 +171,5 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics)
-    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes, error_page=error_page)
     return app

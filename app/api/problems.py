@@ -212,9 +212,18 @@ class RequestGuards:
     JSON_EXEMPT_SUFFIXES = ("/import",)
     JSON_EXEMPT_PREFIXES = ("/webhooks/",)
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        error_page: ErrorPage | None = None,
+        page_prefix: str = "/console",
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.error_page = error_page
+        self.page_prefix = page_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -238,8 +247,11 @@ class RequestGuards:
                 ]
             await send(message)
 
-        refusal = self._refuse_early(scope, headers)
+        refusal: Response | None = self._refuse_early(scope, headers)
         if refusal is not None:
+            if self.error_page is not None and scope["path"].startswith(self.page_prefix):
+                status = refusal.status_code
+                refusal = await self.error_page(Request(scope), status, "", None, None)
             await refusal(scope, receive, send_with_id)
             return
 

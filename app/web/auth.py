@@ -121,6 +121,9 @@ def anonymous_csrf_for(cookie: str, path: str) -> Callable[[Request], Awaitable[
 anonymous_csrf = anonymous_csrf_for(LOGIN_CSRF_COOKIE, CONSOLE)
 
 
+anonymous_csrf.checks_csrf = True  # type: ignore[attr-defined]
+
+
 async def current_session(request: Request, session: SessionDep) -> StaffSession | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
@@ -157,6 +160,7 @@ def require_staff(*roles: StaffRole) -> Callable[..., Awaitable[StaffSession]]:
         return found
 
     staff.roles = frozenset(roles)  # type: ignore[attr-defined]
+    staff.checks_csrf = True  # type: ignore[attr-defined]
     return staff
 
 
@@ -171,6 +175,7 @@ def enrolling_staff() -> Callable[..., Awaitable[StaffSession]]:
         await check_csrf(request, found.csrf_token)
         return found
 
+    staff.checks_csrf = True  # type: ignore[attr-defined]
     return staff
 
 

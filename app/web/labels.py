@@ -107,3 +107,53 @@ def event_text(event: IncidentEvent) -> str:
     if event.type == "incident.closed":
         return _("Incident closed")
     return event.type
+
+
+def certification_kinds() -> dict[str, str]:
+    return {
+        "cpr": _("CPR"),
+        "cpr_aed": _("CPR and AED"),
+        "first_aid": _("First aid"),
+        "healthcare_professional": _("Healthcare professional"),
+    }
+
+
+def certification_statuses() -> dict[str, str]:
+    return {
+        "pending": _("Waiting for review"),
+        "verified": _("Verified"),
+        "rejected": _("Rejected"),
+        "revoked": _("Revoked"),
+    }
+
+
+def aed_statuses() -> dict[str, str]:
+    return {"active": _("In service"), "out_of_service": _("Out of service")}
+
+
+def access_text(access: Any) -> str:
+    """Opening hours in the form's own syntax (``mon,tue 06:00-22:00; sat 10:00-16:00``)."""
+    if not isinstance(access, list):
+        return "always"
+    return "; ".join(
+        f"{','.join(window['days'])} {window['start']}-{window['end']}" for window in access
+    )
+
+
+def volunteer_filters() -> dict[str, str]:
+    return {
+        "": _("All"),
+        "eligible": _("Can be alerted"),
+        "pending": _("Certification waiting for review"),
+        "expiring": _("Certification expiring"),
+        "suspended": _("Suspended"),
+        "opted_out": _("Opted out of SMS"),
+        "paused": _("Paused"),
+    }
+
+
+def volunteer_status(volunteer: Any) -> str:
+    parts = [_("Suspended") if volunteer.status == "suspended" else _("Active")]
+    if volunteer.opted_out:
+        parts.append(_("opted out of SMS"))
+    return ", ".join(parts)
