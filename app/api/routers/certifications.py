@@ -137,6 +137,11 @@ async def get_attachment(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
+    return attachment_response(file)
+
+
+def attachment_response(file: attachments.AttachmentFile) -> Response:
+    """The file as a download that is never rendered, sniffed or cached (API and console)."""
     return Response(
         file.content,
         media_type=file.media_type,
