@@ -22,6 +22,7 @@ from app.core.models import (
     OneTimeCode,
     RetentionRun,
     SelectionRecord,
+    WebSession,
 )
 from app.core.settings import Settings
 from app.registry.access import PersonalRead, record_reads
@@ -29,6 +30,7 @@ from app.registry.certifications import decide, submit_certification
 from app.registry.keys import Principal
 from app.registry.retention import RULES, enforce_retention
 from app.registry.signup import request_code
+from app.registry.web_sessions import open_volunteer_session
 from dispatch.lifecycle import run_timers
 from geo.points import latitude, longitude
 from tests.factories import (
@@ -282,6 +284,22 @@ async def test_the_audit_log_and_the_access_log_are_purged_after_their_period(
     assert (await session.scalar(audits), await session.scalar(reads)) == (1, 1)
     await purge_at(session, settings, clock.now() + settings.audit_retention + DAY)
     assert (await session.scalar(audits), await session.scalar(reads)) == (0, 0)
+
+
+async def test_sessions_are_deleted_once_past_their_absolute_timeout(
+    session: AsyncSession, clock: FrozenClock, settings: Settings
+) -> None:
+    volunteer = await create_volunteer(session)
+    await open_volunteer_session(
+        session, volunteer_id=volunteer.id, now=clock.now(), settings=settings
+    )
+    found = (
+        select(func.count()).select_from(WebSession).where(WebSession.volunteer_id == volunteer.id)
+    )
+    await purge_at(session, settings, clock.now() + settings.session_max_age - timedelta(minutes=1))
+    assert await session.scalar(found) == 1
+    await purge_at(session, settings, clock.now() + settings.session_max_age + timedelta(hours=2))
+    assert await session.scalar(found) == 0
 
 
 async def test_a_shortened_period_purges_the_gap_at_the_next_pass(

@@ -39,6 +39,7 @@ from app.core.models import (
     OneTimeCode,
     RetentionRun,
     SelectionRecord,
+    WebSession,
 )
 from app.core.settings import Settings
 
@@ -160,6 +161,14 @@ async def _audit(session: AsyncSession, since: datetime, before: datetime) -> in
     return _count(changes) + _count(reads)
 
 
+async def _sessions(session: AsyncSession, since: datetime, before: datetime) -> int:
+    """Browser sessions (staff and volunteers), once past their absolute timeout."""
+    result = await session.execute(
+        delete(WebSession).where(WebSession.created_at >= since, WebSession.created_at < before)
+    )
+    return _count(result)
+
+
 RULES = (
     RetentionRule("message", lambda s: s.message_retention, DAILY, _message_contents),
     RetentionRule("code_text", lambda s: s.signup_code_ttl, AT_ONCE, _code_texts),
@@ -170,6 +179,7 @@ RULES = (
     ),
     RetentionRule("one_time_code", lambda s: s.signup_code_retention, HOURLY, _codes),
     RetentionRule("attachment", lambda s: s.attachment_retention, DAILY, _attachments),
+    RetentionRule("web_session", lambda s: s.session_max_age, HOURLY, _sessions),
     RetentionRule("audit", lambda s: s.audit_retention, DAILY, _audit),
 )
 
