@@ -1,9 +1,9 @@
 """What a dispatcher's screen shows beyond the incident view: the board, bands, the timeline.
 
 Alerted volunteers who do not hold a role are shown only as counts by distance band
-(0–100, 100–250, 250–500 m, beyond), never as positions or identities: a position
-of someone who stayed home is where they live. Responders holding a role are in
-``IncidentView.responders`` (a dispatcher may need to call them).
+(``dispatch.views.distance_band``: 0–100, 100–250, 250–500 m, beyond), never as
+positions or identities, as in the API. Responders holding a role are in
+``IncidentSnapshot.responders`` (a dispatcher may need to call them).
 """
 
 from __future__ import annotations
@@ -16,17 +16,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import NotFound
 from app.core.models import Aed, Alert, Incident, IncidentEvent
+from dispatch.views import BEYOND_BANDS, DISTANCE_BANDS
 from geo.points import LatLon, latitude, longitude
 
-# Upper bounds in metres; the last band has none.
-DISTANCE_BANDS: tuple[tuple[str, float | None], ...] = (
-    ("0-100", 100.0),
-    ("100-250", 250.0),
-    ("250-500", 500.0),
-    ("500+", None),
-)
+BANDS = (*(band for _upper, band in DISTANCE_BANDS), BEYOND_BANDS)
 OPEN_STATUS = "alerting"
 
 
@@ -36,23 +30,6 @@ class BandCount:
     alerted: int
     pending: int
     declined: int
-
-
-async def visible_incident(
-    session: AsyncSession, *, incident_id: uuid.UUID, centre: str | None
-) -> Incident:
-    """The incident if this centre may see it (``centre=None``: any); else ``NotFound``.
-
-    Another centre's incident is "not found", as in the API: its existence is not
-    revealed.
-    """
-    statement = select(Incident).where(Incident.id == incident_id)
-    if centre is not None:
-        statement = statement.where(Incident.centre == centre)
-    incident = (await session.execute(statement)).scalar_one_or_none()
-    if incident is None:
-        raise NotFound("no such incident")
-    return incident
 
 
 async def board_incident_ids(
@@ -78,10 +55,11 @@ async def board_incident_ids(
 
 
 def _band_of() -> Any:
-    whens = [
-        (Alert.distance_m < upper, label) for label, upper in DISTANCE_BANDS if upper is not None
-    ]
-    return case(*whens, else_=DISTANCE_BANDS[-1][0])
+    """``dispatch.views.distance_band`` in SQL: the same bands, upper bounds inclusive."""
+    return case(
+        *((Alert.distance_m <= upper, band) for upper, band in DISTANCE_BANDS),
+        else_=BEYOND_BANDS,
+    )
 
 
 async def distance_bands(session: AsyncSession, *, incident_id: uuid.UUID) -> list[BandCount]:
@@ -108,7 +86,7 @@ async def distance_bands(session: AsyncSession, *, incident_id: uuid.UUID) -> li
             pending=found[label].pending if label in found else 0,
             declined=found[label].declined if label in found else 0,
         )
-        for label, _upper in DISTANCE_BANDS
+        for label in BANDS
     ]
 
 

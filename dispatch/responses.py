@@ -26,10 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
+from app.registry.volunteers import opt_in, opt_out
 from dispatch.alerting import alert_more
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
-from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
+from dispatch.roles import (
+    accept_would_stand_down_others,
+    choose_role,
+    lock_incident,
+    open_slots,
+    stand_down_if_complete,
+)
 from geo.points import latitude, longitude
 
 BODY_STORE_LIMIT = 1600
@@ -146,10 +153,10 @@ async def apply_reply(
     if reply.intent == "unknown" or reply.intent == "help":
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
-        volunteer.opted_out = True
+        await opt_out(session, volunteer_id=volunteer.id, now=now)
         return Outcome(texts.opted_out_text(language))
     if reply.intent == "start":
-        volunteer.opted_out = False
+        await opt_in(session, volunteer_id=volunteer.id, now=now)
         return Outcome(texts.opted_in_text(language))
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
@@ -174,6 +181,9 @@ async def _answer_alert(
     alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
+    if await _needs_code(session, incident=incident, alert=alert, reply=reply, settings=settings):
+        answer = texts.confirm_with_code_text(language, code=alert.code)
+        return Outcome(answer, alert.id, incident.id)
     if reply.intent == "arrived":
         answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
     else:
@@ -182,6 +192,25 @@ async def _answer_alert(
             session, incident=incident, alert=alert, lang=language, now=now, settings=settings
         )
     return Outcome(answer, alert.id, incident.id)
+
+
+async def _needs_code(
+    session: AsyncSession, *, incident: Incident, alert: Alert, reply: Reply, settings: Settings
+) -> bool:
+    """A YES without the code may not stand other volunteers down (docs/reliability.md).
+
+    A sender's number can be spoofed on some carrier routes; the code was only ever
+    sent to the real phone. Without it, a forged YES could fill the last slot and
+    send everyone else home. Every other code-less reply errs towards more help.
+    """
+    return (
+        reply.intent == "accept"
+        and reply.code is None
+        and alert.response == "pending"
+        and await accept_would_stand_down_others(
+            session, incident=incident, alert=alert, settings=settings
+        )
+    )
 
 
 async def _target_alert(

@@ -1,4 +1,5 @@
-"""The incident read model: what a dispatch centre sees, for the API and the SSE stream.
+"""The incident read model: what a dispatch centre sees, as plain frozen dataclasses
+that the HTTP layer renders (``app.api.schemas.incidents``).
 
 Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 ``delivered``/``failed`` = delivery status now (``failed`` includes undelivered);
@@ -6,37 +7,43 @@ Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 ``declined``/``withdrawn``/``no_reply`` = responses now; ``arrived``/``stood_down``
 = outcomes reached. Names and phone numbers appear only for volunteers whose
 response is ``accepted``: a dispatcher needs to call a responder, not a bystander.
+
+Nor may a dispatcher locate anyone else: exact distances from three incidents pin
+down a home. For a volunteer who has not accepted, a dispatcher sees the alert's id
+and a distance band (``distance_band``), never the volunteer's id (which would link
+alerts across incidents), the exact distance, the AED detour or the location
+source. Administrators see exact values; the event stream, shared by both, carries
+bands only.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import Row, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
 from app.core.models import Aed, Alert, Incident, Volunteer
-from geo.points import latitude, longitude
+from app.core.paging import Paged, fetch_page
+from app.registry.keys import Principal
+from geo.points import LatLon, latitude, longitude
 
 
-class PointView(BaseModel):
-    lat: float
-    lon: float
-
-
-class NearestAedView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class NearestAed:
     id: uuid.UUID
     distance_m: int
     address: str
     description: str | None
 
 
-class Counts(BaseModel):
+@dataclass(frozen=True, slots=True)
+class AlertCounts:
     alerted: int = 0
     delivered: int = 0
     accepted: int = 0
@@ -48,7 +55,8 @@ class Counts(BaseModel):
     stood_down: int = 0
 
 
-class ResponderView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Responder:
     volunteer_id: uuid.UUID
     name: str | None
     phone: str | None
@@ -58,7 +66,8 @@ class ResponderView(BaseModel):
     arrived_at: datetime | None
 
 
-class IncidentView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class IncidentSnapshot:
     id: uuid.UUID
     external_ref: str
     kind: str
@@ -66,27 +75,41 @@ class IncidentView(BaseModel):
     not_alerted_reason: str | None
     duplicate_of: uuid.UUID | None
     radius_m: int
-    location: PointView
+    location: LatLon
     address: str
     access_notes: str | None
     flags: dict[str, bool]
     alert: bool
-    nearest_aed: NearestAedView | None
-    counts: Counts
-    responders: list[ResponderView]
+    nearest_aed: NearestAed | None
+    counts: AlertCounts
+    responders: list[Responder]
     created_at: datetime
     updated_at: datetime
     cancelled_at: datetime | None
     closed_at: datetime | None
 
 
-class AlertView(BaseModel):
+DISTANCE_BANDS = ((100, "0-100"), (250, "100-250"), (500, "250-500"))
+BEYOND_BANDS = "500+"
+
+
+def distance_band(distance_m: float) -> str:
+    """The band of metres a distance falls in (upper bounds inclusive)."""
+    for upper, band in DISTANCE_BANDS:
+        if distance_m <= upper:
+            return band
+    return BEYOND_BANDS
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSnapshot:
     id: uuid.UUID
-    volunteer_id: uuid.UUID
+    volunteer_id: uuid.UUID | None
     name: str | None
     phone: str | None
-    distance_m: int
-    location_source: str
+    distance_band: str
+    distance_m: int | None
+    location_source: str | None
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
@@ -98,6 +121,9 @@ class AlertView(BaseModel):
     stood_down_at: datetime | None
     cancelled_at: datetime | None
     created_at: datetime
+
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 def _count(condition: Any) -> Any:
@@ -119,7 +145,7 @@ _COUNTS = (
 
 async def incident_views(
     session: AsyncSession, *, incident_ids: Sequence[uuid.UUID]
-) -> list[IncidentView]:
+) -> list[IncidentSnapshot]:
     """Views of several incidents in three queries, in the order of ``incident_ids``."""
     if not incident_ids:
         return []
@@ -137,7 +163,7 @@ async def incident_views(
         )
     ).all()
     counts = {
-        row.incident_id: Counts(
+        row.incident_id: AlertCounts(
             **{key: value for key, value in row._mapping.items() if key != "incident_id"}
         )
         for row in (
@@ -148,7 +174,7 @@ async def incident_views(
             )
         ).all()
     }
-    responders: dict[uuid.UUID, list[ResponderView]] = {}
+    responders: dict[uuid.UUID, list[Responder]] = {}
     for row in (
         await session.execute(
             select(Alert, Volunteer.name, Volunteer.phone)
@@ -163,7 +189,7 @@ async def incident_views(
     ).all():
         alert: Alert = row.Alert
         responders.setdefault(alert.incident_id, []).append(
-            ResponderView(
+            Responder(
                 volunteer_id=alert.volunteer_id,
                 name=row.name,
                 phone=row.phone,
@@ -182,18 +208,18 @@ async def incident_views(
 
 
 def _incident_view(
-    row: Row[Any] | Any, counts: Counts | None, responders: list[ResponderView] | None
-) -> IncidentView:
+    row: Row[Any] | Any, counts: AlertCounts | None, responders: list[Responder] | None
+) -> IncidentSnapshot:
     incident: Incident = row.Incident
     nearest_aed = None
     if incident.nearest_aed_id is not None and incident.nearest_aed_distance_m is not None:
-        nearest_aed = NearestAedView(
+        nearest_aed = NearestAed(
             id=incident.nearest_aed_id,
             distance_m=round(incident.nearest_aed_distance_m),
             address=row.aed_address,
             description=row.aed_description,
         )
-    return IncidentView(
+    return IncidentSnapshot(
         id=incident.id,
         external_ref=incident.external_ref,
         kind=incident.kind,
@@ -201,13 +227,13 @@ def _incident_view(
         not_alerted_reason=incident.not_alerted_reason,
         duplicate_of=incident.duplicate_of,
         radius_m=round(incident.radius_m),
-        location=PointView(lat=row.lat, lon=row.lon),
+        location=LatLon(row.lat, row.lon),
         address=incident.address,
         access_notes=incident.access_notes,
         flags=incident.flags,
         alert=incident.alert_requested,
         nearest_aed=nearest_aed,
-        counts=counts or Counts(),
+        counts=counts or AlertCounts(),
         responders=responders or [],
         created_at=incident.created_at,
         updated_at=incident.updated_at,
@@ -216,7 +242,7 @@ def _incident_view(
     )
 
 
-async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentView:
+async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentSnapshot:
     """Raises ``NotFound`` when there is no such incident."""
     views = await incident_views(session, incident_ids=[incident_id])
     if not views:
@@ -224,8 +250,10 @@ async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> Inc
     return views[0]
 
 
-async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[AlertView]:
-    """Every alert of the incident, nearest first."""
+async def alert_views(
+    session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
+) -> list[AlertSnapshot]:
+    """Every alert of the incident, nearest first, as much as ``caller`` may see."""
     rows = (
         await session.execute(
             select(Alert, Volunteer.name, Volunteer.phone)
@@ -238,15 +266,19 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
     for row in rows:
         alert: Alert = row.Alert
         accepted = alert.response == "accepted"
+        exact = accepted or caller.role == "admin"
         views.append(
-            AlertView(
+            AlertSnapshot(
                 id=alert.id,
-                volunteer_id=alert.volunteer_id,
+                volunteer_id=alert.volunteer_id if exact else None,
                 name=row.name if accepted else None,
                 phone=row.phone if accepted else None,
-                distance_m=round(alert.distance_m),
-                location_source=alert.location_source,
-                aed_detour_m=None if alert.aed_detour_m is None else round(alert.aed_detour_m),
+                distance_band=distance_band(alert.distance_m),
+                distance_m=round(alert.distance_m) if exact else None,
+                location_source=alert.location_source if exact else None,
+                aed_detour_m=(
+                    None if alert.aed_detour_m is None or not exact else round(alert.aed_detour_m)
+                ),
                 delivery_status=alert.delivery_status,
                 delivery_updated_at=alert.delivery_updated_at,
                 response=alert.response,
@@ -260,3 +292,39 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
             )
         )
     return views
+
+
+async def list_incidents(
+    session: AsyncSession,
+    *,
+    caller: Principal,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Paged[IncidentSnapshot]:
+    """Newest first; a dispatcher sees only its own centre's incidents."""
+    statement = _visible_to(cast(Select[Any], select(Incident.created_at, Incident.id)), caller)
+    if status is not None:
+        statement = statement.where(Incident.status == status)
+    page = await fetch_page(session, statement, model=Incident, cursor=cursor, limit=limit)
+    views = await incident_views(session, incident_ids=[row.id for row in page.rows])
+    return Paged(rows=views, next_cursor=page.next_cursor)
+
+
+def _visible_to(statement: SelectT, caller: Principal) -> SelectT:
+    """A dispatcher sees only its own centre's incidents; an administrator sees all."""
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    return statement
+
+
+async def visible_incident(
+    session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
+) -> Incident:
+    """The incident, or ``NotFound`` when it does not exist or belongs to another
+    centre (so its existence is not revealed)."""
+    statement = _visible_to(select(Incident).where(Incident.id == incident_id), caller)
+    incident = (await session.execute(statement)).scalar_one_or_none()
+    if incident is None:
+        raise NotFound("no such incident")
+    return incident

@@ -34,6 +34,7 @@ from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
 from app.runtime import Runtime
+from app.web.console import install_console
 from tests.console_harness import WebServer, browser_page, chromium, serve
 from tests.factories import make_settings
 
@@ -108,7 +109,13 @@ def app(
     clock: FrozenClock,
 ) -> FastAPI:
     """The service bound to the test's session: everything it writes is rolled back."""
-    application = create_app(settings, database_url=database_url, run_worker=False, clock=clock)
+    application = create_app(
+        settings,
+        database_url=database_url,
+        run_worker=False,
+        clock=clock,
+        pages=install_console,
+    )
     application.state.runtime = Runtime(
         settings=settings,
         database_url=database_url,

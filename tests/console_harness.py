@@ -11,7 +11,7 @@ Fixtures (in ``tests/conftest.py``):
   test asks for another language.
 
 Screenshots: ``snap(page, name)`` writes ``name.png`` into the folder named by
-``RESPONDER_SCREENSHOTS`` (``./dev screenshots`` sets it to ``docs/console``) and
+``CONSOLE_SCREENSHOTS`` (``./dev screenshots`` sets it to ``docs/console``) and
 does nothing otherwise, so a test run never dirties the work tree.
 """
 
@@ -41,6 +41,7 @@ from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.registry.staff import create_staff_user, set_password, start_totp_enrolment
+from app.web.console import install_console
 from tests.twilio_fake import FakeTwilio, twilio_settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -159,7 +160,13 @@ async def serve(
     port = free_port()
     settings = server_settings(fake, port, **overrides)
     clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
-    app = create_app(settings, database_url=database_url, run_worker=True, clock=clock)
+    app = create_app(
+        settings,
+        database_url=database_url,
+        run_worker=True,
+        clock=clock,
+        pages=install_console,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -223,7 +230,7 @@ async def sign_in(page: Page, web: WebServer, staff: Staff, *, path: str = "/con
 
 
 async def snap(page: Page, name: str) -> None:
-    folder = os.environ.get("RESPONDER_SCREENSHOTS")
+    folder = os.environ.get("CONSOLE_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

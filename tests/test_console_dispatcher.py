@@ -14,7 +14,7 @@ from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.console_harness import Staff, WebServer, sign_in, snap
-from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
+from tests.factories import STOCKHOLM, create_aed, create_key, create_volunteer, offset
 
 
 async def _volunteers_near(web: WebServer, names: list[str]) -> list[str]:
@@ -79,6 +79,8 @@ async def test_the_board_and_the_incident_page_follow_replies_live(
     page: Page, web: WebServer
 ) -> None:
     anna, bo = await _volunteers_near(web, ["Anna Responder", "Bo Decliner"])
+    aed_at = offset(STOCKHOLM, bearing_deg=200, distance_m=150)
+    await web.run(lambda session: create_aed(session, at=aed_at, address="Klarabergsgatan 3"))
     await sign_in(page, web, await _dispatcher(web))
     await expect(page.get_by_role("heading", name="Incidents of north")).to_be_visible()
     await expect(page.get_by_text("No open incidents.")).to_be_visible()
@@ -102,6 +104,7 @@ async def test_the_board_and_the_incident_page_follow_replies_live(
     await expect(page.locator("#summary [data-count=accepted]")).to_have_text("1")
     await expect(page.get_by_text("A volunteer accepted: CPR")).to_be_visible()
     await expect(page.get_by_text("Bo Decliner")).to_have_count(0)
+    await expect(page.get_by_text(re.compile(r"Klarabergsgatan 3, 150 m"))).to_be_visible()
     await snap(page, "dispatcher-incident")
 
     await page.get_by_label("Reason for cancelling").fill("Patient is breathing")

@@ -54,9 +54,9 @@ async def test_a_sign_up_ends_on_my_page_which_says_what_is_missing(
     phone = next_phone()
     entered = await sign_up(client, session, phone)
     assert entered.status_code == 303
-    assert entered.headers["location"] == "/me"
+    assert entered.headers["location"] == "/me/"
 
-    mine = await client.get("/me")
+    mine = await client.get("/me/")
 
     assert mine.status_code == 200
     assert "No, you cannot be alerted now" in mine.text
@@ -116,7 +116,7 @@ async def test_a_form_without_its_csrf_token_is_refused(client: httpx.AsyncClien
 
 
 async def test_my_page_needs_a_session(client: httpx.AsyncClient) -> None:
-    answer = await client.get("/me")
+    answer = await client.get("/me/")
     assert (answer.status_code, answer.headers["location"]) == (303, "/me/login")
 
 
@@ -125,7 +125,7 @@ async def test_a_fake_pdf_is_refused_on_the_page_and_nothing_is_stored(
 ) -> None:
     phone = next_phone()
     await sign_up(client, session, phone)
-    mine = await client.get("/me")
+    mine = await client.get("/me/")
     refused = await client.post(
         "/me/certificates",
         data={

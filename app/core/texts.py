@@ -31,6 +31,10 @@ KIND_NAMES = {
         "other": "akut nödläge",
     },
 }
+CERTIFICATION_KIND_NAMES = {
+    "en": {"cpr": "CPR", "cpr_aed": "CPR/AED", "healthcare_professional": "healthcare"},
+    "sv": {"cpr": "HLR", "cpr_aed": "HLR/AED", "healthcare_professional": "vårdpersonal"},
+}
 ADDRESS_MAX = 80
 SEGMENT_GSM7 = (160, 153)
 SEGMENT_UCS2 = (70, 67)
@@ -284,6 +288,14 @@ def unknown_sender_text() -> str:
     )
 
 
+def confirm_with_code_text(language: str, *, code: str) -> str:
+    return _pick(
+        language,
+        f"Du är den sista som behövs. Bekräfta med koden från larmet: svara JA {code}.",
+        f"You are the last one needed. Confirm with the code from the alert: reply YES {code}.",
+    )
+
+
 def which_alert_text(language: str, *, codes: list[str], verb: str) -> str:
     listed = ", ".join(codes)
     sv_verb = {"YES": "JA", "NO": "NEJ", "WITHDRAW": "ÅNGRA", "ARRIVED": "FRAMME"}.get(verb, verb)
@@ -321,6 +333,19 @@ def paused_text(language: str, *, until: datetime, zone: ZoneInfo) -> str:
 
 def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
+
+
+def certification_reminder_text(language: str, *, kind: str, expires_on: str) -> str:
+    """One SMS segment: what expires, when, and that alerts stop without renewal."""
+    if language == "sv":
+        return (
+            f"Ditt {CERTIFICATION_KIND_NAMES['sv'][kind]}-certifikat går ut {expires_on}. "
+            "Förnya det för att fortsätta få larm som SMS-livräddare."
+        )
+    return (
+        f"Your {CERTIFICATION_KIND_NAMES['en'][kind]} certificate expires on {expires_on}. "
+        "Renew it to keep receiving volunteer alerts."
+    )
 
 
 def signup_code_text(language: str, *, code: str, minutes: int) -> str:

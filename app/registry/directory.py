@@ -15,8 +15,8 @@ from typing import Any, Literal
 from sqlalchemy import Select, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import Cursor, keyset
 from app.core.models import Alert, Certification, Incident, Volunteer
+from app.core.paging import fetch_page
 from app.registry.eligibility import is_eligible
 
 VolunteerFilter = Literal["", "eligible", "pending", "expiring", "suspended", "opted_out", "paused"]
@@ -96,20 +96,8 @@ async def search_volunteers(
         statement = statement.where(
             and_(Volunteer.paused_until.is_not(None), Volunteer.paused_until > now)
         )
-    rows = (
-        await session.scalars(
-            keyset(
-                statement,
-                created_at=Volunteer.created_at,
-                id_column=Volunteer.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, Cursor(rows[-1].created_at, rows[-1].id).encode() if more else None
+    page = await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
+    return page.rows, page.next_cursor
 
 
 async def latest_alerts(

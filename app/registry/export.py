@@ -9,6 +9,7 @@ whom, and who read their personal data and when (``access_log``).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date, datetime
 from typing import Any
@@ -31,12 +32,36 @@ from app.registry.locations import current_location
 from app.registry.places import places_of
 from app.registry.volunteers import get_volunteer
 
+CERTIFICATION_FIELDS = (
+    "id",
+    "kind",
+    "issued_on",
+    "expires_on",
+    "issuer",
+    "reference",
+    "status",
+    "status_reason",
+    "decided_by",
+    "decided_at",
+    "reminder_sent_at",
+    "created_at",
+)
+
 
 def _plain(value: Any) -> Any:
+    """JSON-ready: dates and ids as strings, dataclasses as objects, all the way down."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 
@@ -133,12 +158,11 @@ async def export_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> di
             "given_at": _plain(volunteer.consent_at),
             "version": volunteer.consent_version,
         },
-        "places": [
-            place.model_dump(mode="json") for place in await places_of(session, volunteer_id)
-        ],
-        "live_location": None if location is None else location.model_dump(mode="json"),
+        "places": _plain(await places_of(session, volunteer_id)),
+        "live_location": _plain(location),
         "certifications": [
-            item.model_dump(mode="json") | {"attachment": attached.get(item.id)}
+            {name: _plain(getattr(item, name)) for name in CERTIFICATION_FIELDS}
+            | {"attachment": attached.get(item.id)}
             for item in certifications
         ],
         "alerts": [_record(row) for row in await alert_history(session, volunteer_id)],

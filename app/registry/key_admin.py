@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import Cursor, keyset
 from app.core.errors import InvalidInput, NotFound
 from app.core.models import ApiKey
+from app.core.paging import fetch_page
 from app.registry.audit import record_audit
 from app.registry.keys import Principal, Role, issue_key, revoke_key
 
@@ -27,22 +27,8 @@ async def list_keys(
 ) -> tuple[list[ApiKey], str | None]:
     """Service keys (not volunteers' app tokens), newest first, and the next page's cursor."""
     statement: Select[Any] = select(ApiKey).where(ApiKey.role != "volunteer")
-    rows = list(
-        (
-            await session.scalars(
-                keyset(
-                    statement,
-                    created_at=ApiKey.created_at,
-                    id_column=ApiKey.id,
-                    cursor=cursor,
-                    limit=limit,
-                )
-            )
-        ).all()
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, Cursor(rows[-1].created_at, rows[-1].id).encode() if more else None
+    page = await fetch_page(session, statement, model=ApiKey, cursor=cursor, limit=limit)
+    return list(page.rows), page.next_cursor
 
 
 async def create_service_key(

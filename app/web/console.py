@@ -11,9 +11,10 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.problems import ErrorPage
 from app.core.settings import Settings
 from app.web.auth import EnrolmentRequired, SignInRequired, see_other, sign_in_redirect
-from app.web.pages import CONSOLE, is_page
+from app.web.pages import CONSOLE, error_page, is_page
 from app.web.routes import ROUTERS
 from app.web.volunteer_auth import VolunteerSignInRequired, to_login
 
@@ -68,7 +69,8 @@ def assets_dir(settings: Settings) -> Path:
     return settings.web_assets_dir or PROJECT_ASSETS
 
 
-def install_console(app: FastAPI, settings: Settings) -> None:
+def install_console(app: FastAPI, settings: Settings) -> ErrorPage:
+    """The console's routes, assets and handlers on ``app`` (``create_app(pages=...)``)."""
     for router in ROUTERS:
         app.include_router(router)
     app.mount(f"{CONSOLE}/static", StaticFiles(directory=STATIC), name="console-static")
@@ -97,3 +99,4 @@ def install_console(app: FastAPI, settings: Settings) -> None:
         return see_other(request, f"{CONSOLE}/account")
 
     app.add_middleware(ConsoleHeaders, tile_url=settings.map_tile_url)
+    return error_page

@@ -17,6 +17,7 @@ from babel.dates import format_datetime
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
+from app.api.problems import PAGE_PREFIXES
 from app.web.i18n import LANGUAGES, _, ngettext, preferred_language, use_language
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -26,13 +27,16 @@ JOIN = "/join"
 ME = "/me"
 
 
+ME_HOME = f"{ME}/"
+
+
 def is_volunteer_page(path: str) -> bool:
-    return path in (JOIN, ME) or path.startswith((f"{JOIN}/", f"{ME}/"))
+    return path.startswith((JOIN, ME_HOME))
 
 
 def is_page(path: str) -> bool:
     """A page for a person (HTML errors, strict headers), not the API (``/metrics``!)."""
-    return path == CONSOLE or path.startswith(f"{CONSOLE}/") or is_volunteer_page(path)
+    return path.startswith(PAGE_PREFIXES)
 
 
 @cache
@@ -75,16 +79,18 @@ def page_context(request: Request) -> dict[str, Any]:
     volunteer = getattr(request.state, "volunteer", None)
     language = language_of(request)
     zone = settings.zone
+    # Dates and times as read in Europe (24-hour clock, day before month) in English too.
+    date_locale = "en_GB" if language == "en" else language
 
     def when(moment: datetime | None, style: str = "short") -> str:
         if moment is None:
             return ""
-        return format_datetime(moment.astimezone(zone), style, locale=language)
+        return format_datetime(moment.astimezone(zone), style, locale=date_locale)
 
     def clock(moment: datetime | None) -> str:
         if moment is None:
             return ""
-        return format_datetime(moment.astimezone(zone), "HH:mm:ss", locale=language)
+        return format_datetime(moment.astimezone(zone), "HH:mm:ss", locale=date_locale)
 
     return {
         "request": request,

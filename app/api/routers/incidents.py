@@ -8,17 +8,17 @@ administrators only: distances reveal where people live.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
-from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
+from app.api.schemas.common import CursorQuery, LimitQuery, Page, page_of
 from app.api.schemas.incidents import (
     AlertView,
     IncidentCreate,
@@ -26,14 +26,13 @@ from app.api.schemas.incidents import (
     SelectionExplanation,
 )
 from app.core.db import unit_of_work
-from app.core.errors import NotFound
-from app.core.models import Incident
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import alert_views, incident_view, incident_views
+from dispatch.views import IncidentSnapshot, alert_views, incident_view, visible_incident
+from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
 
@@ -45,25 +44,13 @@ IncidentStatus = Annotated[
 ]
 
 
-async def _visible_incident(
-    session: AsyncSession, incident_id: uuid.UUID, caller: Principal
-) -> Incident:
-    statement = select(Incident).where(Incident.id == incident_id)
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    incident = (await session.execute(statement)).scalar_one_or_none()
-    if incident is None:
-        raise NotFound("no such incident")
-    return incident
-
-
 async def _log_contact_reads(
     session: AsyncSession,
     runtime: Runtime,
     caller: Principal,
     contacts: list[tuple[uuid.UUID, uuid.UUID]],
 ) -> None:
-    """Log that ``caller`` saw these (incident, volunteer) names and phone numbers."""
+    """Who looked: ``caller`` saw these (incident, volunteer) names and phone numbers."""
     await record_reads(
         session,
         reader=caller,
@@ -76,7 +63,9 @@ async def _log_contact_reads(
     )
 
 
-def _responder_contacts(views: list[IncidentView]) -> list[tuple[uuid.UUID, uuid.UUID]]:
+def _responder_contacts(
+    views: Sequence[IncidentSnapshot],
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
     return [
         (view.id, responder.volunteer_id)
         for view in views
@@ -145,7 +134,7 @@ async def post_incident(
             background.add_task(_record_selection_after_commit, runtime, incident.id, now)
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
-    return await incident_view(session, incident_id=incident.id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident.id))
 
 
 @router.get(
@@ -162,31 +151,11 @@ async def list_incidents(
     status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
 ) -> Page[IncidentView]:
     """Newest first."""
-    statement = cast(Select[Any], select(Incident.created_at, Incident.id))
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    if status_filter is not None:
-        statement = statement.where(Incident.status == status_filter)
-    rows = (
-        await session.execute(
-            keyset(
-                statement,
-                created_at=Incident.created_at,
-                id_column=Incident.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    shown = rows[:limit]
-    views = await incident_views(session, incident_ids=[row.id for row in shown])
-    await _log_contact_reads(session, runtime, caller, _responder_contacts(views))
-    next_cursor = (
-        Cursor(created_at=shown[-1].created_at, id=shown[-1].id).encode()
-        if len(rows) > limit
-        else None
+    page = await list_visible_incidents(
+        session, caller=caller, status=status_filter, cursor=cursor, limit=limit
     )
-    return Page[IncidentView](items=views, next_cursor=next_cursor)
+    await _log_contact_reads(session, runtime, caller, _responder_contacts(page.rows))
+    return page_of(page, IncidentView.model_validate)
 
 
 @router.get(
@@ -198,10 +167,10 @@ async def get_incident(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> IncidentView:
     """The incident now; the first read of each responder's contact a day is logged."""
-    await _visible_incident(session, incident_id, caller)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
     view = await incident_view(session, incident_id=incident_id)
     await _log_contact_reads(session, runtime, caller, _responder_contacts([view]))
-    return view
+    return IncidentView.model_validate(view)
 
 
 @router.get(
@@ -212,12 +181,18 @@ async def get_incident(
 async def get_incident_alerts(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> list[AlertView]:
-    """Every alert, nearest first; names and phones only of volunteers who accepted."""
-    await _visible_incident(session, incident_id, caller)
-    views = await alert_views(session, incident_id=incident_id)
-    contacts = [(incident_id, view.volunteer_id) for view in views if view.phone is not None]
+    """Every alert, nearest first; names and phones only of volunteers who accepted;
+    for a dispatcher, identity and exact distance only of those, a band for the rest.
+    The first read of each responder's contact a day is logged."""
+    await visible_incident(session, incident_id=incident_id, caller=caller)
+    alerts = await alert_views(session, incident_id=incident_id, caller=caller)
+    contacts = [
+        (incident_id, alert.volunteer_id)
+        for alert in alerts
+        if alert.phone is not None and alert.volunteer_id is not None
+    ]
     await _log_contact_reads(session, runtime, caller, contacts)
-    return views
+    return [AlertView.model_validate(alert) for alert in alerts]
 
 
 @router.get(
@@ -233,7 +208,7 @@ async def explain(
     runtime: RuntimeDep,
 ) -> SelectionExplanation:
     """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
-    incident = await _visible_incident(session, incident_id, caller)
+    incident = await visible_incident(session, incident_id=incident_id, caller=caller)
     await record_reads(
         session,
         reader=caller,

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
 from app.api.problems import error_responses
-from app.api.schemas.locations import LocationFix, LocationResult
+from app.api.schemas.certifications import CertificationOut
+from app.api.schemas.locations import LiveLocationOut, LocationFix, LocationResult
 from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut, ReportIn, ReportOut
 from app.core import texts
 from app.core.errors import Unauthorized
@@ -34,6 +35,7 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
     now = runtime.clock.now()
     settings = runtime.settings
     reasons = await eligibility.hindrances(session, volunteer_id, now=now, settings=settings)
+    location = await locations.current_location(session, volunteer_id)
     return MeOut(
         id=volunteer.id,
         name=volunteer.name,
@@ -61,8 +63,11 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
             )
             for reason in reasons
         ],
-        certifications=await certifications.certifications_of(session, volunteer_id),
-        location=await locations.current_location(session, volunteer_id),
+        certifications=[
+            CertificationOut.model_validate(certification)
+            for certification in await certifications.certifications_of(session, volunteer_id)
+        ],
+        location=None if location is None else LiveLocationOut.model_validate(location),
     )
 
 
@@ -82,7 +87,7 @@ async def put_location(
     written = await locations.record_location(
         session,
         volunteer_id=_own_id(me.volunteer_id),
-        fix=body,
+        fix=body.to_domain(),
         now=runtime.clock.now(),
         retention=runtime.settings.live_location_retention,
     )

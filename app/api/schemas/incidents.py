@@ -2,20 +2,21 @@
 
 The request is strict: unknown fields or flags, an unknown kind, a string where a
 number belongs, out-of-range or NaN coordinates are a 422 naming the field. The
-response models live in ``dispatch.views`` (the same shape feeds the SSE stream).
+responses render the read model of ``dispatch.views`` (``IncidentView.model_validate``
+of an ``IncidentSnapshot``), attribute by attribute.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.api.schemas.common import Coordinates, StrictInput
 from app.core.settings import IncidentKind
 from dispatch.alerting import SCENE_FLAGS, NewIncident
-from dispatch.views import AlertView, IncidentView
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -52,6 +53,95 @@ class IncidentCreate(StrictInput):
         )
 
 
+class ReadModel(BaseModel):
+    """A response read off a dispatch dataclass, attribute by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PointView(ReadModel):
+    lat: float
+    lon: float
+
+
+class NearestAedView(ReadModel):
+    id: uuid.UUID
+    distance_m: int
+    address: str
+    description: str | None
+
+
+class Counts(ReadModel):
+    alerted: int = 0
+    delivered: int = 0
+    accepted: int = 0
+    declined: int = 0
+    withdrawn: int = 0
+    no_reply: int = 0
+    failed: int = 0
+    arrived: int = 0
+    stood_down: int = 0
+
+
+class ResponderView(ReadModel):
+    volunteer_id: uuid.UUID
+    name: str | None
+    phone: str | None
+    role: str
+    distance_m: int
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+
+
+class IncidentView(ReadModel):
+    id: uuid.UUID
+    external_ref: str
+    kind: str
+    status: str
+    not_alerted_reason: str | None
+    duplicate_of: uuid.UUID | None
+    radius_m: int
+    location: PointView
+    address: str
+    access_notes: str | None
+    flags: dict[str, bool]
+    alert: bool
+    nearest_aed: NearestAedView | None
+    counts: Counts
+    responders: list[ResponderView]
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+    closed_at: datetime | None
+
+
+class AlertView(ReadModel):
+    """For a dispatcher, a volunteer who has not accepted is an alert id and a band."""
+
+    id: uuid.UUID
+    volunteer_id: uuid.UUID | None = Field(
+        description="null for a dispatcher unless the volunteer accepted"
+    )
+    name: str | None
+    phone: str | None
+    distance_band: Literal["0-100", "100-250", "250-500", "500+"] = Field(
+        description="metres from the incident, upper bounds inclusive"
+    )
+    distance_m: int | None = Field(description="null for a dispatcher unless accepted")
+    location_source: str | None
+    aed_detour_m: int | None
+    delivery_status: str
+    delivery_updated_at: datetime | None
+    response: str
+    responded_at: datetime | None
+    role: str | None
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+    stood_down_at: datetime | None
+    cancelled_at: datetime | None
+    created_at: datetime
+
+
 class SelectionExplanation(BaseModel):
     """Why one volunteer was or was not alerted, from the recorded selection.
 
@@ -67,6 +157,3 @@ class SelectionExplanation(BaseModel):
     distance_m: int | None
     selection_ran: bool
     not_alerted_reason: str | None
-
-
-__all__ = ["AlertView", "IncidentCreate", "IncidentView", "SceneFlags", "SelectionExplanation"]

@@ -37,15 +37,9 @@ from app.web.labels import (
 from app.web.live import event_stream, live_updates
 from app.web.pages import CONSOLE, render, render_html
 from dispatch.alerting import SCENE_FLAGS, create_incident
-from dispatch.board import (
-    aed_position,
-    board_incident_ids,
-    distance_bands,
-    events_after,
-    visible_incident,
-)
+from dispatch.board import aed_position, board_incident_ids, distance_bands, events_after
 from dispatch.lifecycle import cancel_incident, close_incident, update_incident
-from dispatch.views import IncidentView, incident_view, incident_views
+from dispatch.views import IncidentSnapshot, incident_view, incident_views, visible_incident
 
 router = APIRouter(prefix=f"{CONSOLE}/incidents", include_in_schema=False)
 
@@ -194,7 +188,7 @@ async def _incident_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    await visible_incident(session, incident_id=incident_id, centre=_centre(staff))
+    await visible_incident(session, incident_id=incident_id, caller=principal_of(staff.user))
     view = await incident_view(session, incident_id=incident_id)
     events = await events_after(session, incident_id=incident_id, after_id=0, limit=TIMELINE_BATCH)
     markers: list[dict[str, Any]] = [
@@ -248,14 +242,14 @@ async def incident_stream(
     runtime: RuntimeDep,
     after: int = 0,
 ) -> Response:
-    await visible_incident(session, incident_id=incident_id, centre=_centre(staff))
+    await visible_incident(session, incident_id=incident_id, caller=principal_of(staff.user))
     last_id = after
     if (resumed := request.headers.get("last-event-id", "")).isdigit():
         last_id = int(resumed)
 
     async def updates(session: AsyncSession) -> list[tuple[str, str, str, int | None]]:
         nonlocal last_id
-        view: IncidentView = await incident_view(session, incident_id=incident_id)
+        view: IncidentSnapshot = await incident_view(session, incident_id=incident_id)
         context = {
             "incident": view,
             "bands": await distance_bands(session, incident_id=incident_id),
@@ -292,7 +286,7 @@ async def _act(
     audit: str,
 ) -> Response:
     """Run one action, audited with the person; a refusal is shown with what was typed."""
-    await visible_incident(session, incident_id=incident_id, centre=_centre(staff))
+    await visible_incident(session, incident_id=incident_id, caller=principal_of(staff.user))
     try:
         async with session.begin_nested():
             await action()

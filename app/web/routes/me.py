@@ -43,7 +43,7 @@ from app.runtime import Runtime
 from app.web.auth import see_other
 from app.web.forms import FormErrors, form_data, number, text_field, upload_field, validate
 from app.web.i18n import _
-from app.web.pages import JOIN, ME, render
+from app.web.pages import JOIN, ME, ME_HOME, render
 from app.web.volunteer_auth import (
     ME_COOKIE,
     PagesCsrfDep,
@@ -205,7 +205,7 @@ async def enter_code(
     token = await open_volunteer_session(
         session, volunteer_id=check.volunteer_id, now=runtime.clock.now(), settings=runtime.settings
     )
-    response = see_other(request, ME)
+    response = see_other(request, ME_HOME)
     set_volunteer_cookie(response, runtime.settings, token)
     return response
 
@@ -268,6 +268,12 @@ async def _my_page(
 
 
 @router.get(ME)
+async def to_my_page(request: Request) -> Response:
+    """``/me`` is ``/me/``: the pages live under ``/me/`` (``/metrics`` is the API's)."""
+    return see_other(request, ME_HOME)
+
+
+@router.get(ME_HOME)
 async def my_page(
     request: Request, me: VolunteerSessionDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
@@ -280,7 +286,7 @@ async def _change(
     await volunteers.update_volunteer(
         session,
         volunteer_id=me.volunteer_id,
-        changes=changes,
+        changes=changes.to_changes(),
         actor=VolunteerSelf(me.volunteer_id),
         region=runtime.settings.default_region,
     )
@@ -300,7 +306,7 @@ async def pause(
         )
     until = runtime.clock.now() + timedelta(hours=hours)
     await _change(session, runtime, me, VolunteerUpdate(paused_until=until))
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/resume")
@@ -308,7 +314,7 @@ async def resume(
     request: Request, me: VolunteerSessionDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     await _change(session, runtime, me, VolunteerUpdate(paused_until=None))
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/language")
@@ -321,7 +327,7 @@ async def language(
     except FormErrors as exc:
         return await _my_page(request, session, runtime, me, errors=exc.errors, status=422)
     await _change(session, runtime, me, changes)
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/sms")
@@ -334,8 +340,9 @@ async def sms(
         volunteer_id=me.volunteer_id,
         opted_out=text_field(form, "choice") == "out",
         actor=VolunteerSelf(me.volunteer_id),
+        now=runtime.clock.now(),
     )
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/places")
@@ -374,11 +381,11 @@ async def add_place(
     await places.add_place(
         session,
         volunteer_id=me.volunteer_id,
-        data=data,
+        data=data.to_domain(),
         actor=VolunteerSelf(me.volunteer_id),
         default_timezone=runtime.settings.timezone,
     )
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/places/{{place_id}}/delete")
@@ -394,7 +401,7 @@ async def delete_place(
         place_id=place_id,
         actor=VolunteerSelf(me.volunteer_id),
     )
-    return see_other(request, ME)
+    return see_other(request, ME_HOME)
 
 
 @router.post(f"{ME}/certificates")
@@ -417,7 +424,7 @@ async def add_certificate(
         await certifications.submit_certification(
             session,
             volunteer_id=me.volunteer_id,
-            data=data,
+            data=data.to_domain(),
             attachment=attachment or None,
             now=runtime.clock.now(),
             settings=runtime.settings,
@@ -431,7 +438,7 @@ async def add_certificate(
             "attachment": _("The file is larger than %(mb)s MB.") % {"mb": limit // (1024 * 1024)}
         }
     else:
-        return see_other(request, ME)
+        return see_other(request, ME_HOME)
     return await _my_page(request, session, runtime, me, errors=errors, values=values, status=422)
 
 
@@ -458,7 +465,7 @@ async def report(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
-    return see_other(request, f"{ME}?reported={alert_id}")
+    return see_other(request, ME_HOME)
 
 
 @router.get(f"{ME}/export")

@@ -15,11 +15,20 @@ from fastapi.responses import Response
 
 from app.api.deps import RuntimeDep, SessionDep
 from app.api.routers.certifications import attachment_response
-from app.api.schemas.aeds import AedCreate, AedUpdate
+from app.api.schemas.aeds import AedCreate, AedUpdate, validate_aed_entries
 from app.api.schemas.certifications import DecisionRequest, RevokeRequest
+from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.registry.access import PersonalRead, record_reads
-from app.registry.aeds import _parse_access, create_aed, get_aed, import_aeds, list_aeds, update_aed
+from app.registry.aeds import (
+    _parse_access,
+    create_aed,
+    get_aed,
+    import_aeds,
+    list_aeds,
+    read_aed_file,
+    update_aed,
+)
 from app.registry.attachments import attachment_types, read_attachment
 from app.registry.certifications import (
     Decision,
@@ -36,7 +45,6 @@ from app.registry.directory import (
 from app.registry.phones import normalise_phone
 from app.registry.places import places_of
 from app.registry.staff import principal_of
-from app.registry.uploads import MAX_IMPORT_BYTES
 from app.registry.volunteers import (
     erase_volunteer,
     get_volunteer,
@@ -98,9 +106,9 @@ async def certifications(
             {"view": view, "days": days, "cursor": page.next_cursor}
         )
     context = {
-        "certifications": page.items,
-        "attachments": await attachment_types(session, [item.id for item in page.items]),
-        "names": await volunteer_names(session, (item.volunteer_id for item in page.items)),
+        "certifications": page.rows,
+        "attachments": await attachment_types(session, [row.id for row in page.rows]),
+        "names": await volunteer_names(session, (row.volunteer_id for row in page.rows)),
         "show_volunteer": True,
         "view": view,
         "days": days,
@@ -201,10 +209,10 @@ async def _aeds_page(
     page = await list_aeds(session, status=None, cursor=cursor, limit=PAGE)
     markers = [
         {"lat": aed.location.lat, "lon": aed.location.lon, "label": aed.address, "kind": "aed"}
-        for aed in page.items
+        for aed in page.rows
     ]
     context = {
-        "aeds": page.items,
+        "aeds": page.rows,
         "markers": markers,
         "centre_lat": MAP_CENTRE[0],
         "centre_lon": MAP_CENTRE[1],
@@ -246,7 +254,9 @@ async def add_aed(request: Request, staff: CoordinatorDep, session: SessionDep) 
     try:
         data = validate(AedCreate, _aed_body(form, typed), aliases=COORDINATES)
         async with session.begin_nested():
-            created = await create_aed(session, data=data, actor=principal_of(staff.user))
+            created = await create_aed(
+                session, data=data.to_domain(), actor=principal_of(staff.user)
+            )
     except FormErrors as invalid:
         return await _aeds_page(request, session, form=typed, errors=invalid.errors, status=422)
     except InvalidInput as invalid:
@@ -274,8 +284,13 @@ async def import_aed_file(request: Request, staff: CoordinatorDep, session: Sess
     geojson = upload.filename.lower().endswith((".geojson", ".json"))
     try:
         async with session.begin_nested():
+            entries = read_aed_file(data, geojson=geojson)
+            valid, refused = validate_aed_entries(entries.entries)
             report = await import_aeds(
-                session, data=data, geojson=geojson, actor=principal_of(staff.user)
+                session,
+                aeds=valid,
+                refused=[*entries.errors, *refused],
+                actor=principal_of(staff.user),
             )
     except InvalidInput as invalid:
         message = _("The file could not be read: %(problem)s") % {"problem": invalid.detail}
@@ -330,7 +345,7 @@ async def edit_aed(
         changes = validate(AedUpdate, _aed_body(form, typed), aliases=COORDINATES)
         async with session.begin_nested():
             await update_aed(
-                session, aed_id=aed_id, changes=changes, actor=principal_of(staff.user)
+                session, aed_id=aed_id, changes=changes.to_changes(), actor=principal_of(staff.user)
             )
     except FormErrors as invalid:
         return await _aed_page(

@@ -2,7 +2,7 @@
  * data-lat/data-lon/data-zoom (view), data-markers (JSON: [{lat, lon, label, kind, radius}]),
  * data-tiles/data-attribution (tile server), and for picking a point, data-pick-lat and
  * data-pick-lon (ids of the labelled inputs that a click fills in; typing in them moves
- * the pin too, so the map is never the only way). Without tiles the map stays blank but
+ * the pin too, so the map is never the only way; data-pick-shown shows the typed point at once). Without tiles the map stays blank but
  * markers, clicks and the radius still work. */
 (function () {
   "use strict";
@@ -57,7 +57,7 @@
     });
     latInput.addEventListener("input", fromInputs);
     lonInput.addEventListener("input", fromInputs);
-    fromInputs();
+    if (map.getContainer().dataset.pickShown !== undefined) { fromInputs(); }
   }
 
   document.querySelectorAll("[data-map]").forEach(init);
