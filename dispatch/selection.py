@@ -57,6 +57,7 @@ from app.core.models import Aed, Alert, Incident, LiveLocation, Place, Selection
 from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
 from app.registry.eligibility import eligibility_conditions, is_eligible, usable_live_location
+from app.registry.retention import purged_before
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
     NearestAed,
@@ -90,6 +91,7 @@ BUSY = "busy"
 OVER_CAP = "over_cap"
 NO_SELECTION = "no_selection"
 NOT_WITHIN_RADIUS = "not_within_radius"
+RECORD_PURGED = "record_purged"
 
 
 @dataclass(frozen=True)
@@ -484,9 +486,13 @@ async def explain_selection(
 
     A missing record means the process died between the commit and the background
     write: it is written now, with the selection's own time, against today's rows.
+    A record the retention job has purged (``SELECTION_RECORD_RETENTION``) is named
+    as such, never taken for "not within the radius" nor rebuilt.
     """
     if not selection_ran(incident):
         return Explanation(outcome=NO_SELECTION, distance_m=None, selection_ran=False)
+    if await purged_before(session, "selection_record", incident.created_at):
+        return Explanation(outcome=RECORD_PURGED, distance_m=None, selection_ran=True)
     if incident.selection_recorded_at is None:
         await record_selection(
             session, incident_id=incident.id, settings=settings, now=incident.created_at

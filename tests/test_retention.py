@@ -32,6 +32,7 @@ from app.registry.retention import RULES, enforce_retention
 from app.registry.signup import request_code
 from app.registry.web_sessions import open_volunteer_session
 from dispatch.lifecycle import run_timers
+from dispatch.selection import explain_selection
 from geo.points import latitude, longitude
 from tests.factories import (
     STOCKHOLM,
@@ -175,6 +176,21 @@ async def test_events_and_selection_records_are_deleted_after_their_period(
 
     await purge_at(session, settings, clock.now() + timedelta(days=31) + DAY)
     assert (await session.scalar(events), await session.scalar(records)) == (0, 0)
+
+
+async def test_explain_names_a_purged_selection_record(
+    session: AsyncSession, clock: FrozenClock, settings: Settings
+) -> None:
+    incident = await create_incident(session, created_at=clock.now())
+    incident.selection_recorded_at = clock.now()
+    volunteer = await create_volunteer(session)
+    await purge_at(session, settings, clock.now() + settings.selection_record_retention + DAY)
+
+    answer = await explain_selection(
+        session, incident=incident, volunteer_id=volunteer.id, settings=settings
+    )
+
+    assert answer.outcome == "record_purged"
 
 
 async def test_code_texts_lose_the_code_once_it_expired_and_codes_go_after_a_day(

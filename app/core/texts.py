@@ -335,16 +335,20 @@ def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
 
 
-def certification_reminder_text(language: str, *, kind: str, expires_on: str) -> str:
-    """One SMS segment: what expires, when, and that alerts stop without renewal."""
+def certification_reminder_text(
+    language: str, *, kind: str, expires_on: str, renew_link: str
+) -> str:
+    """What expires, when, that alerts stop without renewal, and where to add the new one
+    (the volunteer's own page, behind an SMS-code login): at most two segments."""
     if language == "sv":
         return (
             f"Ditt {CERTIFICATION_KIND_NAMES['sv'][kind]}-certifikat går ut {expires_on}. "
-            "Förnya det för att fortsätta få larm som SMS-livräddare."
+            "Förnya det för att fortsätta få larm som SMS-livräddare. "
+            f"Lägg till det nya här: {renew_link}"
         )
     return (
         f"Your {CERTIFICATION_KIND_NAMES['en'][kind]} certificate expires on {expires_on}. "
-        "Renew it to keep receiving volunteer alerts."
+        f"Renew it to keep receiving volunteer alerts. Add the new one here: {renew_link}"
     )
 
 

@@ -271,7 +271,10 @@ async def queue_certification_reminders(
             OutboundSms(
                 phone=holder.phone,
                 body=certification_reminder_text(
-                    holder.language, kind=kind, expires_on=expires_on.isoformat()
+                    holder.language,
+                    kind=kind,
+                    expires_on=expires_on.isoformat(),
+                    renew_link=f"{settings.console_origin}/me/#certificates",
                 ),
                 purpose="cert_reminder",
                 volunteer_id=volunteer_id,

@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.errors import NotFound
 from app.core.models import Certification, LiveLocation, Place, Volunteer
 from app.core.settings import Settings
+from app.core.texts import hindrance_text
 
 QUALIFYING_KINDS = ("cpr", "cpr_aed", "healthcare_professional")
 
@@ -92,6 +93,18 @@ class Hindrance:
     code: HindranceCode
     until: datetime | None = None
     on: date | None = None
+
+
+def describe(hindrance: Hindrance, *, language: str, settings: Settings) -> str:
+    """The hindrance in plain words, in the volunteer's language (``app/core/texts.py``)."""
+    return hindrance_text(
+        language,
+        hindrance.code,
+        zone=settings.zone,
+        until=hindrance.until,
+        on=hindrance.on,
+        reply_number=settings.reply_number,
+    )
 
 
 async def hindrances(

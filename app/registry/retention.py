@@ -210,3 +210,11 @@ async def enforce_retention(
             update(RetentionRun).where(RetentionRun.rule == rule.name).values(purged_before=before)
         )
     return purged
+
+
+async def purged_before(session: AsyncSession, rule: str, moment: datetime) -> bool:
+    """Whether ``rule`` has already purged what was created at ``moment``."""
+    watermark = await session.scalar(
+        select(RetentionRun.purged_before).where(RetentionRun.rule == rule)
+    )
+    return watermark is not None and moment < watermark

@@ -13,7 +13,6 @@ from app.api.problems import error_responses
 from app.api.schemas.certifications import CertificationOut
 from app.api.schemas.locations import LiveLocationOut, LocationFix, LocationResult
 from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut, ReportIn, ReportOut
-from app.core import texts
 from app.core.errors import Unauthorized
 from app.registry import certifications, eligibility, export, locations, reports, volunteers
 from app.registry.audit import VolunteerSelf
@@ -50,14 +49,7 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
         not_alertable_because=[
             HindranceOut(
                 code=reason.code,
-                text=texts.hindrance_text(
-                    volunteer.language,
-                    reason.code,
-                    zone=settings.zone,
-                    until=reason.until,
-                    on=reason.on,
-                    reply_number=settings.reply_number,
-                ),
+                text=eligibility.describe(reason, language=volunteer.language, settings=settings),
                 until=reason.until,
                 on=reason.on,
             )

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from app.api.schemas.certifications import CertificationOut
 from app.api.schemas.common import StrictInput
 from app.api.schemas.locations import LiveLocationOut
+from app.registry.eligibility import HindranceCode
 
 
 class AvailabilityUpdate(StrictInput):
@@ -20,15 +21,7 @@ class AvailabilityUpdate(StrictInput):
 class HindranceOut(BaseModel):
     """One reason I cannot be alerted now, with the words my page shows."""
 
-    code: Literal[
-        "suspended",
-        "opted_out",
-        "paused",
-        "certification_pending",
-        "certification_expired",
-        "no_certification",
-        "no_location",
-    ]
+    code: HindranceCode
     text: str
     until: datetime | None = None
     on: date | None = None

@@ -25,7 +25,6 @@ from app.api.schemas.certifications import CertificationCreate
 from app.api.schemas.me import ReportIn
 from app.api.schemas.places import PlaceCreate
 from app.api.schemas.volunteers import VolunteerCreate, VolunteerUpdate
-from app.core import texts
 from app.core.errors import InvalidInput, PayloadTooLarge, RateLimited
 from app.core.schedule import DAYS
 from app.registry import (
@@ -225,14 +224,7 @@ async def _me_context(
         "volunteer": volunteer,
         "paused": volunteer.paused_until is not None and volunteer.paused_until > now,
         "reasons": [
-            texts.hindrance_text(
-                volunteer.language,
-                reason.code,
-                zone=settings.zone,
-                until=reason.until,
-                on=reason.on,
-                reply_number=settings.reply_number,
-            )
+            eligibility.describe(reason, language=volunteer.language, settings=settings)
             for reason in reasons
         ],
         "reply_number": settings.reply_number,
