@@ -23,6 +23,7 @@ from tests.factories import STOCKHOLM, create_key, create_volunteer, next_phone,
 
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 SMS_NUMBER = "+46766860000"
+FOLLOW_UP = "+46101234567"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,11 @@ async def web(pg: EmbeddedPostgres) -> AsyncIterator[WebServer]:
     """One server for the module; every browser here is 127.0.0.1, so the per-IP
     limit of code requests is raised (its own tests are at the service level)."""
     async with serve(
-        pg, template=TEMPLATE, signup_codes_per_ip_per_hour=1000, sms_number=SMS_NUMBER
+        pg,
+        template=TEMPLATE,
+        signup_codes_per_ip_per_hour=1000,
+        sms_number=SMS_NUMBER,
+        follow_up_phone=FOLLOW_UP,
     ) as server:
         yield server
 
@@ -147,6 +152,26 @@ async def test_sign_up_certificate_verified_alerted_then_paused(
     await post_incident(web, at=(STOCKHOLM.lat, STOCKHOLM.lon), ref="CAD-SELF-1")
     alert = await asyncio.to_thread(_text_to, web, phone, containing="CPR ALERT", after=sent_before)
     assert "Drottninggatan 1" in alert
+    code = alert.split("YES ")[1].split()[0]
+    url = web.url("/webhooks/twilio/sms")
+    body, headers = web.fake.inbound_sms(url, from_phone=phone, body=f"YES {code}")
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(url, content=body, headers=headers)).status_code == 200
+
+    await page.reload()
+    await page.get_by_role("group", name="Did you give CPR?").get_by_label("Yes").check()
+    await page.get_by_label("I would like someone to contact me to talk about it").check()
+    await page.get_by_role("button", name="Send report").click()
+    await expect(
+        page.get_by_label("I would like someone to contact me to talk about it")
+    ).to_be_checked()
+    request = await asyncio.to_thread(_text_to, web, FOLLOW_UP, containing="asks to be contacted")
+    assert "Anna Svensson" in request
+    async with browser_page(browser) as console:
+        await sign_in(console, web, await web.staff(), path="/console/reports?contact=true")
+        row = console.get_by_role("row", name=re.compile("Anna Svensson"))
+        await expect(row).to_contain_text("Wants to be contacted")
+        await expect(row.get_by_role("link", name=phone)).to_have_attribute("href", f"tel:{phone}")
 
     await page.get_by_label("Pause for how many hours?").fill("8")
     await page.get_by_role("button", name="Pause").click()

@@ -3,7 +3,7 @@
 Responders can be shaken by what they saw (Denmark found 1–2 % severely affected),
 so a responder who asks to be contacted reaches the follow-up contact at once: an
 SMS to ``FOLLOW_UP_PHONE`` when one is configured, and always the coordinators'
-list (:func:`debrief_requests`). Submitting again updates the report; the request
+list (:func:`recent_reports`). Submitting again updates the report; the request
 goes out once, the first time it is asked for.
 """
 
@@ -36,14 +36,20 @@ class ReportAnswers:
 
 
 @dataclass(frozen=True)
-class DebriefRequest:
+class ReportRow:
+    """A report as coordinators see it, with who sent it and when they were alerted."""
+
     alert_id: uuid.UUID
     incident_id: uuid.UUID
     volunteer_id: uuid.UUID
     name: str | None
     phone: str | None
     alerted_at: datetime
-    asked_at: datetime
+    submitted_at: datetime
+    gave_cpr: bool | None
+    aed_used: bool | None
+    arrived_before_ems: bool | None
+    wants_contact: bool
 
 
 async def submit_report(
@@ -127,12 +133,14 @@ async def _ask_for_debrief(
     )
 
 
-async def debrief_requests(session: AsyncSession, *, limit: int = 100) -> list[DebriefRequest]:
-    """Responders who asked to be contacted, newest request first (for coordinators)."""
-    rows = await session.execute(
+async def recent_reports(
+    session: AsyncSession, *, wants_contact_only: bool = False, limit: int = 100
+) -> list[ReportRow]:
+    """Reports, newest first (for coordinators); ``wants_contact_only``: the debrief
+    requests, responders who asked to be contacted."""
+    statement = (
         select(
-            AlertReport.alert_id,
-            AlertReport.submitted_at,
+            AlertReport,
             Alert.incident_id,
             Alert.volunteer_id,
             Alert.created_at,
@@ -141,30 +149,24 @@ async def debrief_requests(session: AsyncSession, *, limit: int = 100) -> list[D
         )
         .join(Alert, Alert.id == AlertReport.alert_id)
         .join(Volunteer, Volunteer.id == Alert.volunteer_id)
-        .where(AlertReport.wants_contact.is_(True))
         .order_by(AlertReport.submitted_at.desc(), AlertReport.alert_id)
         .limit(limit)
     )
+    if wants_contact_only:
+        statement = statement.where(AlertReport.wants_contact.is_(True))
     return [
-        DebriefRequest(
-            alert_id=row.alert_id,
+        ReportRow(
+            alert_id=row.AlertReport.alert_id,
             incident_id=row.incident_id,
             volunteer_id=row.volunteer_id,
             name=row.name,
             phone=row.phone,
             alerted_at=row.created_at,
-            asked_at=row.submitted_at,
+            submitted_at=row.AlertReport.submitted_at,
+            gave_cpr=row.AlertReport.gave_cpr,
+            aed_used=row.AlertReport.aed_used,
+            arrived_before_ems=row.AlertReport.arrived_before_ems,
+            wants_contact=row.AlertReport.wants_contact,
         )
-        for row in rows
+        for row in await session.execute(statement)
     ]
-
-
-async def reports_of_incident(session: AsyncSession, incident_id: uuid.UUID) -> list[AlertReport]:
-    """Every responder's report on one incident (for coordinators)."""
-    rows = await session.scalars(
-        select(AlertReport)
-        .join(Alert, Alert.id == AlertReport.alert_id)
-        .where(Alert.incident_id == incident_id)
-        .order_by(AlertReport.submitted_at, AlertReport.alert_id)
-    )
-    return list(rows)
