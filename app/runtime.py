@@ -71,8 +71,8 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
     settings = runtime.settings
 
-    async def timers(session: AsyncSession, now: datetime) -> None:
-        await run_timers(session, now=now, settings=settings)
+    async def timers(factory: async_sessionmaker[AsyncSession], now: datetime) -> None:
+        await run_timers(factory, now=now, settings=settings)
 
     return DispatchWorker(
         session_factory=runtime.session_factory,

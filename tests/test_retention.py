@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.schemas.certifications import CertificationCreate
 from app.core.clock import FrozenClock
+from app.core.db import create_engine, create_session_factory
 from app.core.models import (
     AccessLog,
     Alert,
@@ -343,8 +344,14 @@ async def test_a_daily_rule_runs_once_a_day_whatever_the_tick(
 
 
 async def test_the_workers_timers_run_the_purge(
-    session: AsyncSession, clock: FrozenClock, settings: Settings
+    committed_db: str, clock: FrozenClock, settings: Settings
 ) -> None:
-    await run_timers(session, now=clock.now(), settings=settings)
-    rules = await session.scalars(select(RetentionRun.rule).order_by(RetentionRun.rule))
-    assert list(rules) == sorted(rule.name for rule in RULES)
+    engine = create_engine(committed_db, pool_size=2)
+    try:
+        factory = create_session_factory(engine)
+        await run_timers(factory, now=clock.now(), settings=settings)
+        async with factory() as session:
+            rules = await session.scalars(select(RetentionRun.rule).order_by(RetentionRun.rule))
+            assert list(rules) == sorted(rule.name for rule in RULES)
+    finally:
+        await engine.dispose()
