@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,6 +136,7 @@ async def create_incident(
                 aed_slots=settings.aed_responders if aed else 0,
                 nearest_aed_id=aed.id if aed else None,
                 nearest_aed_distance_m=aed.distance_m if aed else None,
+                selected_at=None if reason else now,
                 created_by=created_by,
                 created_at=now,
                 updated_at=now,
@@ -184,6 +185,7 @@ async def create_incident(
                 aed=aed,
                 settings=settings,
                 now=now,
+                limit=settings.max_alerted,
                 exclude_alerted=False,
             )
             if not alerts:
@@ -209,14 +211,23 @@ async def alert_more(
 ) -> list[Alert]:
     """Alert the next nearest eligible volunteers not yet alerted on this incident.
 
-    Same rules and the same cap per run as the first selection, at the incident's
-    current location; used after a location change and after a withdrawal that
-    left nobody pending. Takes the selection lock. Call
-    ``dispatch.selection.record_selection`` after commit to update the record.
+    Same rules as the first selection, at the incident's current location; used
+    after a location change and after a withdrawal that left nobody pending.
+    ``MAX_ALERTED`` bounds the incident's alerts pending at once (not each run), so
+    a re-run tops the pending up to the cap and never beyond it. Takes the
+    selection lock. The selection record is marked stale; ``/explain`` writes it
+    again, as of ``incident.selected_at``.
     """
     if incident.status != "alerting":
         return []
     await lock_selection(session)
+    pending = await count_pending(session, incident.id)
+    # The record no longer covers every run: /explain rewrites it from this time.
+    incident.selected_at = now
+    incident.selection_recorded_at = None
+    room = settings.max_alerted - pending
+    if room <= 0:
+        return []
     point = (
         await session.execute(
             select(latitude(Incident.location), longitude(Incident.location)).where(
@@ -231,16 +242,31 @@ async def alert_more(
         kind=incident.kind,
         address=incident.address,
         point=location,
-        aed=await _incident_aed(session, incident),
+        aed=await incident_aed(session, incident),
         settings=settings,
         now=now,
+        limit=room,
         exclude_alerted=True,
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
 
 
-async def _incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
+async def count_pending(session: AsyncSession, incident_id: uuid.UUID) -> int:
+    """Alerts of the incident still waiting for an answer (not stood down)."""
+    count: int = (
+        await session.execute(
+            select(func.count()).where(
+                Alert.incident_id == incident_id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalar_one()
+    return count
+
+
+async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
     """The AED the incident's roles refer to; a re-run keeps it even if another opened."""
     if incident.nearest_aed_id is None or incident.nearest_aed_distance_m is None:
         return None
@@ -329,6 +355,7 @@ async def _alert_candidates(
     aed: NearestAed | None,
     settings: Settings,
     now: datetime,
+    limit: int,
     exclude_alerted: bool,
 ) -> list[Alert]:
     candidates: list[Candidate] = await select_candidates(
@@ -336,7 +363,7 @@ async def _alert_candidates(
         point=point,
         settings=settings,
         now=now,
-        limit=settings.max_alerted,
+        limit=limit,
         aed=aed,
         incident_id=incident_id if exclude_alerted else None,
     )

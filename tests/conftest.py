@@ -178,6 +178,19 @@ def committed_db(pg: EmbeddedPostgres) -> Iterator[str]:
         pg.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(committed_db, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that commit, on the ``committed_db``: one per transaction of the test."""
+    return create_session_factory(committed_engine)
+
+
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium, once per run (tests/console_harness.py)."""

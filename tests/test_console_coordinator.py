@@ -114,6 +114,7 @@ async def test_a_coordinator_finds_suspends_and_erases_a_volunteer(
     await sign_in(page, web, await web.staff(), path="/console/volunteers")
     await page.get_by_label("Name or phone").fill("olle")
     await page.get_by_role("button", name="Search").click()
+    await expect(page).to_have_url(re.compile(r"/console/volunteers\?q=olle"))
     await page.get_by_role("link", name=name).click()
     await expect(page.get_by_role("heading", name=name)).to_be_visible()
     await expect(page.locator("main i")).to_have_count(0)

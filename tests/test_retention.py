@@ -146,6 +146,7 @@ async def test_events_and_selection_records_are_deleted_after_their_period(
     session.add(
         IncidentEvent(
             incident_id=incident.id,
+            seq=1,
             type="incident.created",
             data={"address": "x"},
             created_at=clock.now(),

@@ -131,6 +131,10 @@ class Volunteer(Base):
     __table_args__ = (
         CheckConstraint("language IN ('sv', 'en')", name="language_known"),
         CheckConstraint("status IN ('active', 'suspended', 'erased')", name="status_known"),
+        CheckConstraint(
+            "contact_preference IN ('sms', 'voice', 'sms_then_voice')",
+            name="contact_preference_known",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -143,6 +147,11 @@ class Volunteer(Base):
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_version: Mapped[str | None] = mapped_column(String(50))
+    # Asked by SMS (CSV import without recorded consent); YES records ``consent_at``.
+    consent_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    contact_preference: Mapped[str] = mapped_column(
+        String(20), default="sms", server_default=text("'sms'")
+    )
     suspended_reason: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
@@ -290,6 +299,10 @@ class Incident(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     selection_recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    selected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When selection last ran (creation, or a re-run after a move or a withdrawal)."""
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """The number of the incident's latest event; taken under the row lock (``record_event``)."""
 
 
 class Alert(Base):
@@ -323,6 +336,8 @@ class Alert(Base):
     distance_m: Mapped[float] = mapped_column(Float)
     location_source: Mapped[str] = mapped_column(String(10))
     aed_detour_m: Mapped[float | None] = mapped_column(Float)
+    aed_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("aed.id"))
+    """The AED an ``aed`` role holder was sent to fetch (it stays theirs after a move)."""
     delivery_status: Mapped[str] = mapped_column(String(20), default="queued")
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     response: Mapped[str] = mapped_column(String(20), default="pending")
@@ -406,12 +421,14 @@ class IncidentEvent(Base):
 
     __tablename__ = "incident_event"
     __table_args__ = (
-        Index("ix_incident_event_incident_id_id", "incident_id", "id"),
+        UniqueConstraint("incident_id", "seq", name="uq_incident_event_incident_seq"),
         _brin_on_created_at("incident_event"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    """1, 2, 3 … per incident, in commit order: the SSE event id (see ``dispatch.events``)."""
     type: Mapped[str] = mapped_column(String(50))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created_at()

@@ -33,6 +33,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthorized
 from app.core.models import LoginFailure, StaffUser, WebSession
+from app.core.paging import Paged, fetch_page
 from app.core.settings import Settings
 from app.registry.audit import record_audit
 from app.registry.keys import Principal
@@ -171,9 +172,11 @@ async def find_staff_user(session: AsyncSession, email: str) -> StaffUser:
     return user
 
 
-async def list_staff_users(session: AsyncSession) -> list[StaffUser]:
-    statement = select(StaffUser).order_by(StaffUser.name, StaffUser.id)
-    return list((await session.scalars(statement)).all())
+async def list_staff_users(
+    session: AsyncSession, *, cursor: str | None, limit: int
+) -> Paged[StaffUser]:
+    """Newest first."""
+    return await fetch_page(session, select(StaffUser), model=StaffUser, cursor=cursor, limit=limit)
 
 
 async def reissue_password_link(

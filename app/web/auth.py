@@ -187,11 +187,13 @@ AnonymousCsrfDep = Annotated[str, Depends(anonymous_csrf)]
 
 
 def see_other(request: Request, path: str) -> Response:
-    """After a form: 303 to the page to show; for htmx, a full-page redirect it follows."""
-    if request.headers.get("hx-request"):
-        return Response(status_code=204, headers={"HX-Redirect": path})
+    """After a form: 303 to the page to show (htmx follows it and swaps its part in)."""
     return RedirectResponse(path, status_code=303)
 
 
 def sign_in_redirect(request: Request, next_path: str) -> Response:
-    return see_other(request, f"{CONSOLE}/login?next={quote(next_path, safe='/')}")
+    """To the sign-in page; from an htmx request, as a whole-page navigation."""
+    path = f"{CONSOLE}/login?next={quote(next_path, safe='/')}"
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": path})
+    return see_other(request, path)

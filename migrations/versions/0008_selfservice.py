@@ -2,7 +2,7 @@
 the access log, retention watermarks, BRIN indexes for the retention job
 
 Revision ID: 0008
-Revises: 0004, 0007
+Revises: 0007
 Create Date: 2026-12-01 07:50:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0008"
-down_revision: str | tuple[str, ...] | None = ("0004", "0007")
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -145,7 +145,8 @@ class AlertView(ReadModel):
 class SelectionExplanation(BaseModel):
     """Why one volunteer was or was not alerted, from the recorded selection.
 
-    ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``opted_out``,
+    ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``no_consent``,
+    ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
     ``busy``, ``over_cap``, ``not_within_radius``, or ``record_purged`` (older than
     ``SELECTION_RECORD_RETENTION``); ``selection_ran`` is false when

@@ -108,12 +108,17 @@ async def _staff_page(
     runtime: RuntimeDep,
     *,
     link: PasswordLink | None = None,
+    cursor: str | None = None,
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
+    people = await list_staff_users(session, cursor=cursor, limit=PAGE)
     context = {
-        "people": await list_staff_users(session),
+        "people": people.rows,
+        "next_url": f"{CONSOLE}/staff?{urlencode({'cursor': people.next_cursor})}"
+        if people.next_cursor
+        else None,
         "staff_roles": role_names(),
         "form": form or {"name": "", "email": "", "role": "dispatcher", "centre": ""},
         "errors": errors or {},
@@ -128,9 +133,13 @@ async def _staff_page(
 
 @router.get("/staff")
 async def staff_users(
-    request: Request, staff: CoordinatorDep, session: SessionDep, runtime: RuntimeDep
+    request: Request,
+    staff: CoordinatorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    cursor: str | None = Query(default=None, max_length=200),
 ) -> Response:
-    return await _staff_page(request, session, runtime)
+    return await _staff_page(request, session, runtime, cursor=cursor)
 
 
 @router.post("/staff")

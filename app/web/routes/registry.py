@@ -21,11 +21,11 @@ from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.registry.access import PersonalRead, record_reads
 from app.registry.aeds import (
-    _parse_access,
     create_aed,
     get_aed,
     import_aeds,
     list_aeds,
+    parse_access,
     read_aed_file,
     update_aed,
 )
@@ -184,7 +184,7 @@ def _typed_aed(form: Any) -> dict[str, str]:
 def _aed_body(form: Any, typed: dict[str, str]) -> dict[str, Any]:
     """The API's AED body from the form; opening hours in the CSV import's syntax."""
     try:
-        access: Any = _parse_access(typed["access"])
+        access: Any = parse_access(typed["access"])
     except ValueError as exc:
         raise FormErrors({"access": _(str(exc))}) from None
     return {
@@ -285,12 +285,9 @@ async def import_aed_file(request: Request, staff: CoordinatorDep, session: Sess
     try:
         async with session.begin_nested():
             entries = read_aed_file(data, geojson=geojson)
-            valid, refused = validate_aed_entries(entries.entries)
+            valid = validate_aed_entries(entries.entries, errors=entries.errors)
             report = await import_aeds(
-                session,
-                aeds=valid,
-                refused=[*entries.errors, *refused],
-                actor=principal_of(staff.user),
+                session, aeds=valid, refused=entries.errors, actor=principal_of(staff.user)
             )
     except InvalidInput as invalid:
         message = _("The file could not be read: %(problem)s") % {"problem": invalid.detail}
