@@ -19,9 +19,9 @@ import json
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,11 +61,18 @@ class NewIncident:
     access_notes: str | None = None
     flags: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SCENE_FLAGS, False))
     alert: bool = True
+    ems_eta_s: int | None = None
 
     def request_hash(self) -> str:
-        """Canonical: key order, whitespace and omitted defaults do not change it."""
+        """Canonical: key order, whitespace and omitted defaults do not change it.
+
+        Without an ETA the hash is the one stored before ``ems_eta_s`` existed, so
+        a CAD replaying an older request still gets 200, not 409.
+        """
         body = asdict(self)
         body["flags"] = {name: bool(self.flags.get(name, False)) for name in SCENE_FLAGS}
+        if body["ems_eta_s"] is None:
+            del body["ems_eta_s"]
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -125,6 +132,7 @@ async def create_incident(
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
     aed = await nearest_available_aed(session, point=request.location, settings=settings, now=now)
+    ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
     inserted = (
         await session.execute(
             insert(Incident)
@@ -142,6 +150,8 @@ async def create_incident(
                 status="not_alerted" if reason else "alerting",
                 not_alerted_reason=reason,
                 radius_m=settings.alert_radius_m,
+                radius_changed_at=now,
+                ems_eta_at=ems_eta_at,
                 cpr_slots=settings.cpr_responders,
                 aed_slots=settings.aed_responders if aed else 0,
                 nearest_aed_id=aed.id if aed else None,
@@ -194,7 +204,8 @@ async def create_incident(
                 aed=aed,
                 settings=settings,
                 now=now,
-                exclude_alerted=False,
+                limit=settings.batch,
+                ems_eta_at=ems_eta_at,
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
@@ -215,18 +226,42 @@ async def create_incident(
 
 
 async def alert_more(
-    session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    settings: Settings,
+    now: datetime,
+    alerted_as: str = "rerun",
+    wanted: int | None = None,
 ) -> list[Alert]:
     """Alert the next nearest eligible volunteers not yet alerted on this incident.
 
-    Same rules and the same cap per run as the first selection, at the incident's
-    current location; used after a location change and after a withdrawal that
-    left nobody pending. Takes the selection lock. Call
-    ``dispatch.selection.record_selection`` after commit to update the record.
+    Same rules as the first selection, at the incident's current location and radius
+    (``radius_m``, widened or not), under one cap: never more than ``MAX_ALERTED``
+    alerts of the incident pending at once, whatever re-ran them. ``wanted`` asks
+    for fewer (a replacement tops up a batch). Used after a location change, a
+    withdrawal, a decline or silence (replacement) and a widening step; the
+    caller holds the incident's row lock, and this takes the selection lock after
+    it. Call ``dispatch.selection.record_selection`` after commit to update the
+    record.
     """
-    if incident.status != "alerting":
+    if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
     await lock_selection(session)
+    pending = (
+        await session.execute(
+            select(func.count()).where(
+                Alert.incident_id == incident.id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalar_one()
+    limit = settings.max_alerted - pending
+    if wanted is not None:
+        limit = min(limit, wanted)
+    if limit <= 0:
+        return []
     point = (
         await session.execute(
             select(latitude(Incident.location), longitude(Incident.location)).where(
@@ -244,7 +279,11 @@ async def alert_more(
         aed=await _incident_aed(session, incident),
         settings=settings,
         now=now,
-        exclude_alerted=True,
+        limit=limit,
+        rerun=True,
+        radius_m=incident.radius_m,
+        ems_eta_at=incident.ems_eta_at,
+        alerted_as=alerted_as,
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
@@ -339,16 +378,22 @@ async def _alert_candidates(
     aed: NearestAed | None,
     settings: Settings,
     now: datetime,
-    exclude_alerted: bool,
+    limit: int,
+    ems_eta_at: datetime | None,
+    rerun: bool = False,
+    radius_m: float | None = None,
+    alerted_as: str = "selection",
 ) -> list[Alert]:
     candidates: list[Candidate] = await select_candidates(
         session,
         point=point,
         settings=settings,
         now=now,
-        limit=settings.max_alerted,
+        limit=limit,
         aed=aed,
-        incident_id=incident_id if exclude_alerted else None,
+        incident_id=incident_id if rerun else None,
+        radius_m=radius_m,
+        ems_eta_at=ems_eta_at,
     )
     if not candidates:
         return []
@@ -361,6 +406,7 @@ async def _alert_candidates(
             distance_m=candidate.distance_m,
             location_source=candidate.location_source,
             aed_detour_m=candidate.aed_detour_m,
+            alerted_as=alerted_as,
             delivery_status="queued",
             response="pending",
             created_at=now,
@@ -414,6 +460,7 @@ async def _announce_queued(
                     "id": str(alert.id),
                     "distance_m": round(alert.distance_m),
                     "location_source": alert.location_source,
+                    "alerted_as": alert.alerted_as,
                 }
                 for alert in alerts
             ]

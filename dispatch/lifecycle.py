@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -39,6 +39,8 @@ class IncidentChanges:
     clear_access_notes: bool = False
     flags: dict[str, bool] | None = None
     location: LatLon | None = None
+    ems_eta_s: int | None = None
+    ems_arrived: bool = False
 
 
 async def _incident_for_centre(
@@ -211,6 +213,13 @@ async def update_incident(
     if changes.location is not None:
         incident.location = geography_point(changes.location)
         changed["location"] = {"lat": changes.location.lat, "lon": changes.location.lon}
+    if changes.ems_eta_s is not None:
+        incident.ems_eta_at = now + timedelta(seconds=changes.ems_eta_s)
+        changed["ems_eta_at"] = incident.ems_eta_at.isoformat()
+    ems_arrives = changes.ems_arrived and incident.ems_arrived_at is None
+    if ems_arrives:
+        incident.ems_arrived_at = now
+        changed["ems_arrived_at"] = now.isoformat()
     if not changed:
         return incident
     incident.updated_at = now
@@ -220,6 +229,8 @@ async def update_incident(
         await _stand_everyone_down(session, incident=incident, now=now)
         incident.status = "not_alerted"
         incident.not_alerted_reason = f"flag:{newly_excluding}"
+    elif alerting and ems_arrives:
+        await _hand_over_to_ems(session, incident=incident, now=now)
     elif alerting and ("address" in changed or "access_notes" in changed):
         responders = await _recipients(session, incident_id=incident.id, condition=HOLDS_A_ROLE)
         await _text_recipients(
@@ -242,7 +253,7 @@ async def update_incident(
         type="incident.updated",
         data={**changed, "status": incident.status, "at": now.isoformat()},
     )
-    if incident.status == "alerting" and changes.location is not None:
+    if incident.status == "alerting" and changes.location is not None and not ems_arrives:
         await alert_more(session, incident=incident, settings=settings, now=now)
     return incident
 
@@ -265,6 +276,27 @@ async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now
         .values(stood_down_at=now, updated_at=now)
     )
     await _queue_cancellations(session, incident_id=incident.id, recipients=responders, now=now)
+
+
+async def _hand_over_to_ems(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
+    """The ambulance is there: pending volunteers are stood down, responders still on
+    their way are told so; those who arrived stay and help the crew (no SMS)."""
+    await stand_down_pending(session, incident=incident, now=now)
+    on_their_way = and_(HOLDS_A_ROLE, Alert.arrived_at.is_(None), Alert.stood_down_at.is_(None))
+    responders = await _recipients(session, incident_id=incident.id, condition=on_their_way)
+    await session.execute(
+        update(Alert)
+        .where(Alert.incident_id == incident.id, on_their_way)
+        .values(stood_down_at=now, updated_at=now)
+    )
+    await _text_recipients(
+        session,
+        incident_id=incident.id,
+        recipients=responders,
+        purpose="stand_down",
+        body=lambda alert, language: texts.ems_arrived_text(language, code=alert.code),
+        now=now,
+    )
 
 
 async def _text_recipients(

@@ -27,9 +27,11 @@ from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
 from dispatch.alerting import alert_more
+from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
 from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
+from dispatch.strategies import replace_in_batch
 from geo.points import latitude, longitude
 
 BODY_STORE_LIMIT = 1600
@@ -241,8 +243,14 @@ async def _accept(
 ) -> str:
     if alert.response == "accepted" and alert.role is not None:
         return await instructions(session, incident=incident, alert=alert, language=lang)
+    via_aed_m = alert.distance_m + (alert.aed_detour_m or 0.0)
     role = choose_role(
-        await open_slots(session, incident), detour_m=alert.aed_detour_m, settings=settings
+        await open_slots(session, incident),
+        detour_m=alert.aed_detour_m,
+        settings=settings,
+        aed_before_ems=arrives_before_ems(
+            settings, route_m=via_aed_m, leaving_at=now, ems_eta_at=incident.ems_eta_at
+        ),
     )
     alert.response = "accepted"
     alert.responded_at = now
@@ -252,6 +260,9 @@ async def _accept(
         alert.stood_down_at = now
     else:
         alert.role = role
+        alert.estimated_arrival_at = estimated_arrival(
+            settings, route_m=route_m(alert), leaving_at=now
+        )
     await session.flush()
     await record_event(
         session,
@@ -289,6 +300,10 @@ async def _decline(
         data={"alert_id": str(alert.id), "at": now.isoformat()},
     )
     await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
+    if settings.alert_batch is not None:
+        await replace_in_batch(
+            session, incident=incident, settings=settings, now=now, replaced=[alert.id]
+        )
     return texts.declined_text(lang)
 
 
@@ -315,6 +330,11 @@ async def _withdraw(
         type="alert.withdrawn",
         data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
     )
+    if settings.alert_batch is not None:
+        await replace_in_batch(
+            session, incident=incident, settings=settings, now=now, replaced=[alert.id]
+        )
+        return texts.withdrawn_text(lang)
     pending = (
         await session.execute(
             select(func.count()).where(
@@ -368,10 +388,18 @@ async def instructions(
         access_notes=incident.access_notes,
         lat=point[0],
         lon=point[1],
+        route_m=route_m(alert),
         aed_address=aed.address if aed else None,
         aed_description=aed.description if aed else None,
         aed_access=_access_summary(aed.access) if aed else None,
     )
+
+
+def route_m(alert: Alert) -> float:
+    """How far the responder walks, straight-line: via the AED for the AED role."""
+    if alert.role == "aed":
+        return alert.distance_m + (alert.aed_detour_m or 0.0)
+    return alert.distance_m
 
 
 def _access_summary(access: Any) -> str | None:

@@ -4,7 +4,9 @@ Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 ``delivered``/``failed`` = delivery status now (``failed`` includes undelivered);
 ``accepted`` = responders holding a role now (arrived ones included);
 ``declined``/``withdrawn``/``no_reply`` = responses now; ``arrived``/``stood_down``
-= outcomes reached. Names and phone numbers appear only for volunteers whose
+= outcomes reached. ``radius_m`` is the current radius (widening grows it); a
+responder's ``estimated_arrival_at`` is when they accepted plus the estimated walk
+(``dispatch.ems``). Names and phone numbers appear only for volunteers whose
 response is ``accepted``: a dispatcher needs to call a responder, not a bystander.
 """
 
@@ -56,6 +58,7 @@ class ResponderView(BaseModel):
     distance_m: int
     accepted_at: datetime | None
     arrived_at: datetime | None
+    estimated_arrival_at: datetime | None
 
 
 class IncidentView(BaseModel):
@@ -66,6 +69,8 @@ class IncidentView(BaseModel):
     not_alerted_reason: str | None
     duplicate_of: uuid.UUID | None
     radius_m: int
+    ems_eta_at: datetime | None
+    ems_arrived_at: datetime | None
     location: PointView
     address: str
     access_notes: str | None
@@ -87,6 +92,7 @@ class AlertView(BaseModel):
     phone: str | None
     distance_m: int
     location_source: str
+    alerted_as: str
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
@@ -171,6 +177,7 @@ async def incident_views(
                 distance_m=round(alert.distance_m),
                 accepted_at=alert.accepted_at,
                 arrived_at=alert.arrived_at,
+                estimated_arrival_at=alert.estimated_arrival_at,
             )
         )
     by_id = {row.Incident.id: row for row in incidents}
@@ -201,6 +208,8 @@ def _incident_view(
         not_alerted_reason=incident.not_alerted_reason,
         duplicate_of=incident.duplicate_of,
         radius_m=round(incident.radius_m),
+        ems_eta_at=incident.ems_eta_at,
+        ems_arrived_at=incident.ems_arrived_at,
         location=PointView(lat=row.lat, lon=row.lon),
         address=incident.address,
         access_notes=incident.access_notes,
@@ -246,6 +255,7 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
                 phone=row.phone if accepted else None,
                 distance_m=round(alert.distance_m),
                 location_source=alert.location_source,
+                alerted_as=alert.alerted_as,
                 aed_detour_m=None if alert.aed_detour_m is None else round(alert.aed_detour_m),
                 delivery_status=alert.delivery_status,
                 delivery_updated_at=alert.delivery_updated_at,

@@ -69,6 +69,10 @@ UNKNOWN_OUTCOME_GRACE = timedelta(seconds=5)
 """After a timed-out send, how long a status callback has to reconcile it first."""
 
 
+IncidentSteps = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[object]]
+"""Timed steps taken per incident, each in its own short transaction (strategies)."""
+
+
 @dataclass(frozen=True)
 class ClaimedSms:
     id: uuid.UUID
@@ -286,6 +290,7 @@ class DispatchWorker:
         database_url: str | None = None,
         worker_id: str | None = None,
         timers: Callable[[AsyncSession, datetime], Awaitable[None]] | None = None,
+        incident_steps: IncidentSteps | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
         timer_interval_s: float = TIMER_INTERVAL_S,
     ) -> None:
@@ -296,6 +301,7 @@ class DispatchWorker:
         self.database_url = database_url
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.timers = timers
+        self.incident_steps = incident_steps
         self.poll_interval_s = poll_interval_s
         self.timer_interval_s = timer_interval_s
         self.lease = timedelta(seconds=settings.send_timeout_s) + LEASE_MARGIN
@@ -371,10 +377,11 @@ class DispatchWorker:
                 )
 
     async def run_timers(self) -> None:
-        if self.timers is None:
-            return
-        async with unit_of_work(self.session_factory) as session:
-            await self.timers(session, self.clock.now())
+        if self.timers is not None:
+            async with unit_of_work(self.session_factory) as session:
+                await self.timers(session, self.clock.now())
+        if self.incident_steps is not None:
+            await self.incident_steps(self.session_factory, self.clock.now())
 
     async def run(self) -> None:
         """Until :meth:`stop`: send whenever woken or every poll interval; timers between."""

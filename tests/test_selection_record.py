@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import FrozenClock
@@ -194,6 +194,10 @@ async def test_alert_more_alerts_the_next_nearest_and_upgrades_the_record(
     incident = await session.get(Incident, uuid.UUID(created["id"]))
     assert incident is not None
     await record_selection(session, incident_id=incident.id, settings=settings, now=clock.now())
+    # MAX_ALERTED bounds the alerts pending at once: the first two answered NO.
+    await session.execute(
+        update(Alert).where(Alert.incident_id == incident.id).values(response="declined")
+    )
 
     more = await alert_more(session, incident=incident, settings=settings, now=clock.now())
     await record_selection(session, incident_id=incident.id, settings=settings, now=clock.now())

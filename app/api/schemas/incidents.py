@@ -8,11 +8,12 @@ response models live in ``dispatch.views`` (the same shape feeds the SSE stream)
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.api.schemas.common import Coordinates, StrictInput
+from app.api.schemas.common import Coordinates, EmsEta, StrictInput
 from app.core.settings import IncidentKind
 from dispatch.alerting import SCENE_FLAGS, NewIncident
 from dispatch.views import AlertView, IncidentView
@@ -39,6 +40,7 @@ class IncidentCreate(StrictInput):
     access_notes: Annotated[str, Field(max_length=2000)] | None = None
     flags: SceneFlags = Field(default_factory=SceneFlags)
     alert: bool = True
+    ems_eta_s: EmsEta | None = None
 
     def to_request(self) -> NewIncident:
         return NewIncident(
@@ -49,6 +51,7 @@ class IncidentCreate(StrictInput):
             access_notes=self.access_notes,
             flags={name: getattr(self.flags, name) for name in SCENE_FLAGS},
             alert=self.alert,
+            ems_eta_s=self.ems_eta_s,
         )
 
 
@@ -57,8 +60,11 @@ class SelectionExplanation(BaseModel):
 
     ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
-    ``busy``, ``over_cap``, or ``not_within_radius``; ``selection_ran`` is false when
-    the incident was not alerted before selection (``not_alerted_reason`` says why).
+    ``busy``, ``slower_than_ems`` (would arrive after the ambulance), ``over_cap``, or
+    ``not_within_radius``; ``selection_ran`` is false when the incident was not
+    alerted before selection (``not_alerted_reason`` says why). For an alerted
+    volunteer, ``alerted_as`` says how (``selection``, ``rerun``, ``replacement``,
+    ``widening``) and ``alerted_at`` when.
     """
 
     incident_id: uuid.UUID
@@ -67,6 +73,8 @@ class SelectionExplanation(BaseModel):
     distance_m: int | None
     selection_ran: bool
     not_alerted_reason: str | None
+    alerted_as: str | None = None
+    alerted_at: datetime | None = None
 
 
 __all__ = ["AlertView", "IncidentCreate", "IncidentView", "SceneFlags", "SelectionExplanation"]
