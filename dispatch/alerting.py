@@ -248,16 +248,7 @@ async def alert_more(
     if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
     await lock_selection(session)
-    pending = (
-        await session.execute(
-            select(func.count()).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalar_one()
-    limit = settings.max_alerted - pending
+    limit = settings.max_alerted - await pending_count(session, incident.id)
     if wanted is not None:
         limit = min(limit, wanted)
     if limit <= 0:
@@ -287,6 +278,20 @@ async def alert_more(
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
+
+
+async def pending_count(session: AsyncSession, incident_id: uuid.UUID) -> int:
+    """Alerts of the incident still waiting for an answer (not stood down)."""
+    count: int = (
+        await session.execute(
+            select(func.count()).where(
+                Alert.incident_id == incident_id,
+                Alert.response == "pending",
+                Alert.stood_down_at.is_(None),
+            )
+        )
+    ).scalar_one()
+    return count
 
 
 async def _incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:

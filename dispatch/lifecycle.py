@@ -260,41 +260,52 @@ async def update_incident(
 
 async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
     """Pending volunteers are stood down; responders on their way are told not to go."""
-    await stand_down_pending(session, incident=incident, now=now)
-    responders = await _recipients(
+    await _stand_down_with_responders(
         session,
-        incident_id=incident.id,
-        condition=and_(Alert.response == "accepted", Alert.stood_down_at.is_(None)),
+        incident=incident,
+        responders=and_(Alert.response == "accepted", Alert.stood_down_at.is_(None)),
+        purpose="cancellation",
+        body=lambda alert, language: texts.cancellation_text(language, code=alert.code),
+        now=now,
     )
-    await session.execute(
-        update(Alert)
-        .where(
-            Alert.incident_id == incident.id,
-            Alert.response == "accepted",
-            Alert.stood_down_at.is_(None),
-        )
-        .values(stood_down_at=now, updated_at=now)
-    )
-    await _queue_cancellations(session, incident_id=incident.id, recipients=responders, now=now)
 
 
 async def _hand_over_to_ems(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
     """The ambulance is there: pending volunteers are stood down, responders still on
     their way are told so; those who arrived stay and help the crew (no SMS)."""
+    await _stand_down_with_responders(
+        session,
+        incident=incident,
+        responders=and_(HOLDS_A_ROLE, Alert.arrived_at.is_(None), Alert.stood_down_at.is_(None)),
+        purpose="stand_down",
+        body=lambda alert, language: texts.ems_arrived_text(language, code=alert.code),
+        now=now,
+    )
+
+
+async def _stand_down_with_responders(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    responders: Any,
+    purpose: str,
+    body: Callable[[Alert, str], str],
+    now: datetime,
+) -> None:
+    """Stand down the pending and the accepted alerts matching ``responders``, texting those."""
     await stand_down_pending(session, incident=incident, now=now)
-    on_their_way = and_(HOLDS_A_ROLE, Alert.arrived_at.is_(None), Alert.stood_down_at.is_(None))
-    responders = await _recipients(session, incident_id=incident.id, condition=on_their_way)
+    recipients = await _recipients(session, incident_id=incident.id, condition=responders)
     await session.execute(
         update(Alert)
-        .where(Alert.incident_id == incident.id, on_their_way)
+        .where(Alert.incident_id == incident.id, responders)
         .values(stood_down_at=now, updated_at=now)
     )
     await _text_recipients(
         session,
         incident_id=incident.id,
-        recipients=responders,
-        purpose="stand_down",
-        body=lambda alert, language: texts.ems_arrived_text(language, code=alert.code),
+        recipients=recipients,
+        purpose=purpose,
+        body=body,
         now=now,
     )
 

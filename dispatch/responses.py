@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
-from dispatch.alerting import alert_more
+from dispatch.alerting import alert_more, pending_count
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
@@ -335,16 +335,7 @@ async def _withdraw(
             session, incident=incident, settings=settings, now=now, replaced=[alert.id]
         )
         return texts.withdrawn_text(lang)
-    pending = (
-        await session.execute(
-            select(func.count()).where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
-        )
-    ).scalar_one()
-    if pending == 0:
+    if await pending_count(session, incident.id) == 0:
         await alert_more(session, incident=incident, settings=settings, now=now)
     return texts.withdrawn_text(lang)
 

@@ -7,6 +7,7 @@ what a second worker, or a worker restarted after a crash, would see.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,7 +23,9 @@ from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import Alert, Incident, IncidentEvent, Message, Volunteer
 from app.core.settings import Settings
+from app.runtime import Runtime, create_worker
 from dispatch.alerting import NewIncident, create_incident
+from dispatch.gateway import ConsoleGateway
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.roles import Slots, choose_role
 from dispatch.selection import explain_selection
@@ -370,6 +373,30 @@ async def test_a_step_held_by_another_worker_or_lost_in_a_crash_is_taken_exactly
 
     assert await run_strategy_steps(factory, now=clock.now(), settings=settings) == 1
     assert await run_strategy_steps(factory, now=clock.now(), settings=settings) == 0
+    assert len(await alerted(factory, incident_id)) == 2
+
+
+async def test_the_worker_takes_the_steps_on_its_timer_pass(
+    committed_db: str,
+    committed_engine: AsyncEngine,
+    factory: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+) -> None:
+    settings = make_settings(alert_batch=1, replace_after=timedelta(seconds=60))
+    await volunteers_at(factory, 50, 60)
+    incident_id = await new_incident(factory, settings, clock)
+    runtime = Runtime(
+        settings=settings,
+        database_url=committed_db,
+        engine=committed_engine,
+        session_factory=factory,
+        clock=clock,
+    )
+    worker = create_worker(runtime, ConsoleGateway(io.StringIO()))
+
+    clock.advance(timedelta(seconds=60))
+    await worker.run_timers()
+
     assert len(await alerted(factory, incident_id)) == 2
 
 
