@@ -103,6 +103,7 @@ class AlertView(BaseModel):
     arrived_at: datetime | None
     stood_down_at: datetime | None
     cancelled_at: datetime | None
+    replaced_at: datetime | None
     created_at: datetime
 
 
@@ -266,6 +267,7 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
                 arrived_at=alert.arrived_at,
                 stood_down_at=alert.stood_down_at,
                 cancelled_at=alert.cancelled_at,
+                replaced_at=alert.replaced_at,
                 created_at=alert.created_at,
             )
         )

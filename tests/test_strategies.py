@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.core.models import Alert, Incident, IncidentEvent, Message, Volunteer
+from app.core.models import (
+    Alert,
+    Incident,
+    IncidentEvent,
+    Message,
+    SelectionRecord,
+    Volunteer,
+)
 from app.core.settings import Settings
 from app.runtime import Runtime, create_worker
 from dispatch.alerting import NewIncident, create_incident
@@ -301,6 +308,36 @@ async def test_a_decline_is_replaced_at_once_by_the_next_nearest(
     assert fourth.id not in alerts
 
 
+async def test_explain_says_alerted_as_a_replacement_and_when(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.alert_batch = 1
+    dispatcher = await create_key(session, role="dispatcher", name="sos", centre="test")
+    admin = await create_key(session, role="admin", name="coordinator")
+    first = await create_volunteer(session, near=at(50))
+    second = await create_volunteer(session, near=at(60))
+    created = (await client.post("/v1/incidents", json=body(), headers=dispatcher)).json()
+    assert created["counts"]["alerted"] == 1
+    clock.advance(timedelta(seconds=20))
+    await handle_inbound_sms(
+        session,
+        sms=InboundSms(message_sid="SM-no", from_phone=first.phone or "", body="NEJ"),
+        now=clock.now(),
+        settings=settings,
+    )
+
+    explained = await client.get(
+        f"/v1/incidents/{created['id']}/explain",
+        params={"volunteer_id": str(second.id)},
+        headers=admin,
+    )
+
+    assert explained.status_code == 200, explained.text
+    answer = explained.json()
+    assert (answer["outcome"], answer["alerted_as"]) == ("alerted", "replacement")
+    assert answer["alerted_at"] == clock.now().isoformat().replace("+00:00", "Z")
+
+
 async def test_without_a_batch_a_decline_alerts_nobody(
     factory: async_sessionmaker[AsyncSession], settings: Settings, clock: FrozenClock
 ) -> None:
@@ -328,6 +365,16 @@ async def test_the_silent_are_replaced_after_replace_after_and_still_may_accept(
     assert set(alerts) == {first.id, second.id, third.id, fourth.id}
     assert alerts[first.id].replaced_at == clock.now()
     assert alerts[third.id].alerted_as == "replacement"
+    async with factory() as session:
+        recorded = (
+            await session.execute(
+                select(SelectionRecord.outcome, SelectionRecord.alerted_as).where(
+                    SelectionRecord.incident_id == incident_id,
+                    SelectionRecord.volunteer_id == third.id,
+                )
+            )
+        ).one()
+    assert tuple(recorded) == ("alerted", "replacement")
     answer = await reply(factory, first, "JA", settings=settings, clock=clock)
     assert "HLR" in answer
     assert (await alerted(factory, incident_id))[first.id].role == "cpr"
