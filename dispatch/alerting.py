@@ -248,7 +248,7 @@ async def alert_more(
     if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
     await lock_selection(session)
-    limit = settings.max_alerted - await pending_count(session, incident.id)
+    limit = settings.max_alerted - await count_pending(session, incident.id)
     if wanted is not None:
         limit = min(limit, wanted)
     if limit <= 0:
@@ -280,7 +280,7 @@ async def alert_more(
     return alerts
 
 
-async def pending_count(session: AsyncSession, incident_id: uuid.UUID) -> int:
+async def count_pending(session: AsyncSession, incident_id: uuid.UUID) -> int:
     """Alerts of the incident still waiting for an answer (not stood down)."""
     count: int = (
         await session.execute(

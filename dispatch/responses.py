@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
-from dispatch.alerting import alert_more, pending_count
+from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
@@ -335,7 +335,7 @@ async def _withdraw(
             session, incident=incident, settings=settings, now=now, replaced=[alert.id]
         )
         return texts.withdrawn_text(lang)
-    if await pending_count(session, incident.id) == 0:
+    if await count_pending(session, incident.id) == 0:
         await alert_more(session, incident=incident, settings=settings, now=now)
     return texts.withdrawn_text(lang)
 
