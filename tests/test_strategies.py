@@ -7,10 +7,11 @@ what a second worker, or a worker restarted after a crash, would see.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from app.core.models import (
 from app.core.settings import Settings
 from app.runtime import Runtime, create_worker
 from dispatch.alerting import NewIncident, create_incident
+from dispatch.ems import arrives_before_ems, ems_reach_m
 from dispatch.gateway import ConsoleGateway
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.roles import Slots, choose_role
@@ -194,6 +196,20 @@ async def test_ems_eta_must_be_whole_seconds_within_two_hours(
             assert response.status_code == 201, response.text
         else:
             assert response.status_code == 422, eta
+
+
+def test_arriving_exactly_at_eta_plus_margin_still_counts() -> None:
+    settings = make_settings()
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    eta = start + timedelta(seconds=120)
+    route = settings.walkable_m(120 + settings.ems_eta_margin_s)
+    assert arrives_before_ems(settings, route_m=route, leaving_at=start, ems_eta_at=eta)
+    assert not arrives_before_ems(
+        settings, route_m=route, leaving_at=start + timedelta(milliseconds=1), ems_eta_at=eta
+    )
+    assert ems_reach_m(settings, ems_eta_at=eta, now=start) == pytest.approx(route)
+    assert ems_reach_m(settings, ems_eta_at=start - timedelta(minutes=5), now=start) == 0
+    assert ems_reach_m(settings, ems_eta_at=None, now=start) is None
 
 
 def test_an_aed_runner_is_refused_when_the_detour_arrives_after_the_ambulance() -> None:
@@ -445,6 +461,23 @@ async def test_the_worker_takes_the_steps_on_its_timer_pass(
     await worker.run_timers()
 
     assert len(await alerted(factory, incident_id)) == 2
+
+
+async def test_two_workers_at_once_alert_each_replacement_once(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    settings = make_settings(alert_batch=2, replace_after=timedelta(seconds=60))
+    await volunteers_at(factory, 50, 60, 70, 80, 90)
+    incident_id = await new_incident(factory, settings, clock)
+    clock.advance(timedelta(seconds=60))
+
+    acted = await asyncio.gather(
+        run_strategy_steps(factory, now=clock.now(), settings=settings),
+        run_strategy_steps(factory, now=clock.now(), settings=settings),
+    )
+
+    assert sum(acted) == 1
+    assert len(await alerted(factory, incident_id)) == 4
 
 
 # --- widening -------------------------------------------------------------------
