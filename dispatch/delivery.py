@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.models import Alert, GatewayHealth, Message, Volunteer
+from app.core.models import Alert, GatewayHealth, Message
+from app.registry.volunteers import opt_out
 from dispatch.events import record_event
 
 STATUS_RANK = {
@@ -121,15 +122,6 @@ async def mirror_alert_delivery(
             type="alert.delivery",
             data={"alert_id": str(alert_id), "delivery_status": status, "at": now.isoformat()},
         )
-
-
-async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:
-    """The carrier says the recipient opted out (21610): no SMS until they send START."""
-    await session.execute(
-        update(Volunteer)
-        .where(Volunteer.id == volunteer_id, Volunteer.opted_out.is_(False))
-        .values(opted_out=True, updated_at=now)
-    )
 
 
 async def note_gateway_result(

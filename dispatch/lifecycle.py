@@ -23,7 +23,8 @@ from app.core.errors import Conflict, NotFound
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
-from dispatch import maintenance
+from app.registry.certifications import queue_certification_reminders
+from app.registry.locations import purge_live_locations
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.events import record_event
 from dispatch.roles import lock_incident, stand_down_pending
@@ -409,10 +410,9 @@ async def close_stale_incidents(session: AsyncSession, *, now: datetime, setting
 
 
 async def run_timers(session: AsyncSession, *, now: datetime, settings: Settings) -> None:
-    """Every timed transition, in one transaction of the worker."""
+    """Every timed transition, in one transaction of the worker: the incidents' own,
+    then the registry's (the live-location purge, certification renewal reminders)."""
     await expire_unanswered(session, now=now, settings=settings)
     await close_stale_incidents(session, now=now, settings=settings)
-    await maintenance.purge_live_locations(
-        session, now=now, retention=settings.live_location_retention
-    )
-    await maintenance.queue_certification_reminders(session, now=now, settings=settings)
+    await purge_live_locations(session, now=now, retention=settings.live_location_retention)
+    await queue_certification_reminders(session, now=now, settings=settings)

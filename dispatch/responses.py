@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
+from app.registry.volunteers import opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
@@ -148,10 +149,10 @@ async def apply_reply(
     if reply.intent == "unknown" or reply.intent == "help":
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
-        volunteer.opted_out = True
+        await opt_out(session, volunteer_id=volunteer.id, now=now)
         return Outcome(texts.opted_out_text(language))
     if reply.intent == "start":
-        volunteer.opted_out = False
+        await opt_in(session, volunteer_id=volunteer.id, now=now)
         return Outcome(texts.opted_in_text(language))
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)

@@ -1,4 +1,5 @@
-"""The incident read model: what a dispatch centre sees, for the API and the SSE stream.
+"""The incident read model: what a dispatch centre sees, as plain frozen dataclasses
+that the HTTP layer renders (``app.api.schemas.incidents``).
 
 Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 ``delivered``/``failed`` = delivery status now (``failed`` includes undelivered);
@@ -14,31 +15,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import Row, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
 from app.core.models import Aed, Alert, Incident, Volunteer
-from geo.points import latitude, longitude
+from app.core.paging import Paged, fetch_page
+from app.registry.keys import Principal
+from geo.points import LatLon, latitude, longitude
 
 
-class PointView(BaseModel):
-    lat: float
-    lon: float
-
-
-class NearestAedView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class NearestAed:
     id: uuid.UUID
     distance_m: int
     address: str
     description: str | None
 
 
-class Counts(BaseModel):
+@dataclass(frozen=True, slots=True)
+class AlertCounts:
     alerted: int = 0
     delivered: int = 0
     accepted: int = 0
@@ -50,7 +50,8 @@ class Counts(BaseModel):
     stood_down: int = 0
 
 
-class ResponderView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Responder:
     volunteer_id: uuid.UUID
     name: str | None
     phone: str | None
@@ -61,7 +62,8 @@ class ResponderView(BaseModel):
     estimated_arrival_at: datetime | None
 
 
-class IncidentView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class IncidentSnapshot:
     id: uuid.UUID
     external_ref: str
     kind: str
@@ -71,21 +73,22 @@ class IncidentView(BaseModel):
     radius_m: int
     ems_eta_at: datetime | None
     ems_arrived_at: datetime | None
-    location: PointView
+    location: LatLon
     address: str
     access_notes: str | None
     flags: dict[str, bool]
     alert: bool
-    nearest_aed: NearestAedView | None
-    counts: Counts
-    responders: list[ResponderView]
+    nearest_aed: NearestAed | None
+    counts: AlertCounts
+    responders: list[Responder]
     created_at: datetime
     updated_at: datetime
     cancelled_at: datetime | None
     closed_at: datetime | None
 
 
-class AlertView(BaseModel):
+@dataclass(frozen=True, slots=True)
+class AlertSnapshot:
     id: uuid.UUID
     volunteer_id: uuid.UUID
     name: str | None
@@ -107,6 +110,9 @@ class AlertView(BaseModel):
     created_at: datetime
 
 
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
 def _count(condition: Any) -> Any:
     return func.count().filter(condition)
 
@@ -126,7 +132,7 @@ _COUNTS = (
 
 async def incident_views(
     session: AsyncSession, *, incident_ids: Sequence[uuid.UUID]
-) -> list[IncidentView]:
+) -> list[IncidentSnapshot]:
     """Views of several incidents in three queries, in the order of ``incident_ids``."""
     if not incident_ids:
         return []
@@ -144,7 +150,7 @@ async def incident_views(
         )
     ).all()
     counts = {
-        row.incident_id: Counts(
+        row.incident_id: AlertCounts(
             **{key: value for key, value in row._mapping.items() if key != "incident_id"}
         )
         for row in (
@@ -155,7 +161,7 @@ async def incident_views(
             )
         ).all()
     }
-    responders: dict[uuid.UUID, list[ResponderView]] = {}
+    responders: dict[uuid.UUID, list[Responder]] = {}
     for row in (
         await session.execute(
             select(Alert, Volunteer.name, Volunteer.phone)
@@ -170,7 +176,7 @@ async def incident_views(
     ).all():
         alert: Alert = row.Alert
         responders.setdefault(alert.incident_id, []).append(
-            ResponderView(
+            Responder(
                 volunteer_id=alert.volunteer_id,
                 name=row.name,
                 phone=row.phone,
@@ -190,18 +196,18 @@ async def incident_views(
 
 
 def _incident_view(
-    row: Row[Any] | Any, counts: Counts | None, responders: list[ResponderView] | None
-) -> IncidentView:
+    row: Row[Any] | Any, counts: AlertCounts | None, responders: list[Responder] | None
+) -> IncidentSnapshot:
     incident: Incident = row.Incident
     nearest_aed = None
     if incident.nearest_aed_id is not None and incident.nearest_aed_distance_m is not None:
-        nearest_aed = NearestAedView(
+        nearest_aed = NearestAed(
             id=incident.nearest_aed_id,
             distance_m=round(incident.nearest_aed_distance_m),
             address=row.aed_address,
             description=row.aed_description,
         )
-    return IncidentView(
+    return IncidentSnapshot(
         id=incident.id,
         external_ref=incident.external_ref,
         kind=incident.kind,
@@ -211,13 +217,13 @@ def _incident_view(
         radius_m=round(incident.radius_m),
         ems_eta_at=incident.ems_eta_at,
         ems_arrived_at=incident.ems_arrived_at,
-        location=PointView(lat=row.lat, lon=row.lon),
+        location=LatLon(row.lat, row.lon),
         address=incident.address,
         access_notes=incident.access_notes,
         flags=incident.flags,
         alert=incident.alert_requested,
         nearest_aed=nearest_aed,
-        counts=counts or Counts(),
+        counts=counts or AlertCounts(),
         responders=responders or [],
         created_at=incident.created_at,
         updated_at=incident.updated_at,
@@ -226,7 +232,7 @@ def _incident_view(
     )
 
 
-async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentView:
+async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentSnapshot:
     """Raises ``NotFound`` when there is no such incident."""
     views = await incident_views(session, incident_ids=[incident_id])
     if not views:
@@ -234,7 +240,7 @@ async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> Inc
     return views[0]
 
 
-async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[AlertView]:
+async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[AlertSnapshot]:
     """Every alert of the incident, nearest first."""
     rows = (
         await session.execute(
@@ -249,7 +255,7 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
         alert: Alert = row.Alert
         accepted = alert.response == "accepted"
         views.append(
-            AlertView(
+            AlertSnapshot(
                 id=alert.id,
                 volunteer_id=alert.volunteer_id,
                 name=row.name if accepted else None,
@@ -272,3 +278,39 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
             )
         )
     return views
+
+
+async def list_incidents(
+    session: AsyncSession,
+    *,
+    caller: Principal,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Paged[IncidentSnapshot]:
+    """Newest first; a dispatcher sees only its own centre's incidents."""
+    statement = _visible_to(cast(Select[Any], select(Incident.created_at, Incident.id)), caller)
+    if status is not None:
+        statement = statement.where(Incident.status == status)
+    page = await fetch_page(session, statement, model=Incident, cursor=cursor, limit=limit)
+    views = await incident_views(session, incident_ids=[row.id for row in page.rows])
+    return Paged(rows=views, next_cursor=page.next_cursor)
+
+
+def _visible_to(statement: SelectT, caller: Principal) -> SelectT:
+    """A dispatcher sees only its own centre's incidents; an administrator sees all."""
+    if caller.role != "admin":
+        statement = statement.where(Incident.centre == caller.centre)
+    return statement
+
+
+async def visible_incident(
+    session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
+) -> Incident:
+    """The incident, or ``NotFound`` when it does not exist or belongs to another
+    centre (so its existence is not revealed)."""
+    statement = _visible_to(select(Incident).where(Incident.id == incident_id), caller)
+    incident = (await session.execute(statement)).scalar_one_or_none()
+    if incident is None:
+        raise NotFound("no such incident")
+    return incident

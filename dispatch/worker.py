@@ -45,7 +45,8 @@ from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import OUTBOX_CHANNEL
 from app.core.settings import Settings
-from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result, opt_out
+from app.registry.volunteers import opt_out
+from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
 

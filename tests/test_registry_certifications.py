@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import FrozenClock
 from app.core.models import Certification, Message
 from app.core.settings import Settings
-from dispatch.maintenance import queue_certification_reminders
+from app.registry.certifications import queue_certification_reminders
 from tests.factories import create_key, create_volunteer
 
 CPR = {

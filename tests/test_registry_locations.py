@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.locations import MAX_BULK_ITEMS, LocationFix
+from app.api.schemas.locations import MAX_BULK_ITEMS
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import LiveLocation, Volunteer
-from app.registry.locations import record_location
-from dispatch.maintenance import purge_live_locations
+from app.registry.locations import LocationFix, purge_live_locations, record_location
 from geo.points import latitude, longitude
 from tests.factories import STOCKHOLM, create_key, create_volunteer
 

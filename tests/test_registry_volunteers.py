@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.clock import FrozenClock
 from app.core.models import (
     Alert,
@@ -20,7 +21,6 @@ from app.core.models import (
     Place,
     Volunteer,
 )
-from app.registry.uploads import MAX_IMPORT_BYTES
 from tests.factories import (
     STOCKHOLM,
     create_alert,

@@ -9,6 +9,7 @@ single ``@>`` against the current minute of the week in that zone, evaluated in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,19 @@ from sqlalchemy.sql.elements import ColumnElement
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+
+
+def schedule_json(windows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The stored (and echoed) form; days de-duplicated, in week order."""
+    order = {day: index for index, day in enumerate(DAYS)}
+    return [
+        {
+            "days": sorted(set(window["days"]), key=order.__getitem__),
+            "start": window["start"],
+            "end": window["end"],
+        }
+        for window in windows
+    ]
 
 
 def _minutes(value: str) -> int:

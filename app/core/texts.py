@@ -31,6 +31,10 @@ KIND_NAMES = {
         "other": "akut nödläge",
     },
 }
+CERTIFICATION_KIND_NAMES = {
+    "en": {"cpr": "CPR", "cpr_aed": "CPR/AED", "healthcare_professional": "healthcare"},
+    "sv": {"cpr": "HLR", "cpr_aed": "HLR/AED", "healthcare_professional": "vårdpersonal"},
+}
 ADDRESS_MAX = 80
 SEGMENT_GSM7 = (160, 153)
 SEGMENT_UCS2 = (70, 67)
@@ -337,3 +341,16 @@ def paused_text(language: str, *, until: datetime, zone: ZoneInfo) -> str:
 
 def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
+
+
+def certification_reminder_text(language: str, *, kind: str, expires_on: str) -> str:
+    """One SMS segment: what expires, when, and that alerts stop without renewal."""
+    if language == "sv":
+        return (
+            f"Ditt {CERTIFICATION_KIND_NAMES['sv'][kind]}-certifikat går ut {expires_on}. "
+            "Förnya det för att fortsätta få larm som SMS-livräddare."
+        )
+    return (
+        f"Your {CERTIFICATION_KIND_NAMES['en'][kind]} certificate expires on {expires_on}. "
+        "Renew it to keep receiving volunteer alerts."
+    )

@@ -11,30 +11,22 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypedDict
 
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.aeds import AedCreate, AedOut, AedUpdate
-from app.api.schemas.common import (
-    Coordinates,
-    Cursor,
-    Page,
-    ScheduleWindow,
-    keyset,
-    page_of,
-    schedule_json,
-)
-from app.api.schemas.volunteers import ImportLineError, ImportReport
 from app.core.errors import InvalidInput, NotFound
 from app.core.models import Aed
-from app.core.schedule import DAYS, week_ranges
+from app.core.paging import Paged, fetch_page
+from app.core.schedule import DAYS, schedule_json, week_ranges
 from app.registry.audit import record_audit
 from app.registry.keys import Principal
-from app.registry.uploads import LineErrors, csv_rows, decode_utf8
-from geo.points import geography_point, latitude, longitude
+from app.registry.uploads import ImportOutcome, LineError, LineErrors, csv_rows, decode_utf8
+from geo.points import LatLon, geography_point, latitude, longitude
 
 CSV_HEADER = ("lat", "lon", "address", "description", "access", "status")
 IMPORT_CHUNK = 1000
@@ -52,13 +44,53 @@ _COLUMNS = (
     Aed.created_at,
     Aed.updated_at,
 )
-_aed_input = TypeAdapter(AedCreate)
+Access = Literal["always"] | list[dict[str, Any]]
+"""``"always"``, or weekly windows ``{"days", "start", "end"}`` in the ``TIMEZONE``."""
 
 
-def _render(row: Any) -> AedOut:
-    return AedOut(
+@dataclass(frozen=True, slots=True)
+class NewAed:
+    location: LatLon
+    address: str
+    description: str | None
+    access: Access
+    status: str
+
+
+class AedChanges(TypedDict, total=False):
+    """The fields to change; ``None`` is refused where the field is required."""
+
+    location: LatLon | None
+    address: str | None
+    description: str | None
+    access: Access | None
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAed:
+    id: uuid.UUID
+    location: LatLon
+    address: str
+    description: str | None
+    access: Access
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AedFile:
+    """A readable import file: its entries (still to validate) by line, and bad lines."""
+
+    entries: list[tuple[int, dict[str, Any]]]
+    errors: list[LineError]
+
+
+def _stored(row: Any) -> StoredAed:
+    return StoredAed(
         id=row.id,
-        location=Coordinates(lat=row.lat, lon=row.lon),
+        location=LatLon(row.lat, row.lon),
         address=row.address,
         description=row.description,
         access=row.access,
@@ -68,14 +100,14 @@ def _render(row: Any) -> AedOut:
     )
 
 
-def _access_columns(access: str | list[ScheduleWindow]) -> dict[str, Any]:
-    if access == "always" or isinstance(access, str):
+def _access_columns(access: Access) -> dict[str, Any]:
+    if isinstance(access, str):
         return {"access": "always", "open_minutes": None}
     windows = schedule_json(access)
     return {"access": windows, "open_minutes": week_ranges(windows)}
 
 
-def _row_values(data: AedCreate) -> dict[str, Any]:
+def _row_values(data: NewAed) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
         "location": f"SRID=4326;POINT({data.location.lon!r} {data.location.lat!r})",
@@ -86,54 +118,48 @@ def _row_values(data: AedCreate) -> dict[str, Any]:
     }
 
 
-async def create_aed(session: AsyncSession, *, data: AedCreate, actor: Principal) -> AedOut:
+async def create_aed(session: AsyncSession, *, data: NewAed, actor: Principal) -> StoredAed:
     row = (await session.execute(insert(Aed).values(_row_values(data)).returning(*_COLUMNS))).one()
     await record_audit(
         session, actor=actor, action="aed.create", target_type="aed", target_id=row.id
     )
-    return _render(row)
+    return _stored(row)
 
 
-async def get_aed(session: AsyncSession, aed_id: uuid.UUID) -> AedOut:
+async def get_aed(session: AsyncSession, aed_id: uuid.UUID) -> StoredAed:
     row = (await session.execute(select(*_COLUMNS).where(Aed.id == aed_id))).one_or_none()
     if row is None:
         raise NotFound(f"no AED {aed_id}")
-    return _render(row)
+    return _stored(row)
 
 
 async def list_aeds(
     session: AsyncSession, *, status: str | None, cursor: str | None, limit: int
-) -> Page[AedOut]:
+) -> Paged[StoredAed]:
     statement: Select[Any] = select(*_COLUMNS)
     if status is not None:
         statement = statement.where(Aed.status == status)
-    rows = (
-        await session.execute(
-            keyset(
-                statement, created_at=Aed.created_at, id_column=Aed.id, cursor=cursor, limit=limit
-            )
-        )
-    ).all()
-    return page_of(
-        rows, limit=limit, position=lambda row: Cursor(row.created_at, row.id), render=_render
-    )
+    page = await fetch_page(session, statement, model=Aed, cursor=cursor, limit=limit)
+    return page.map(_stored)
 
 
 async def update_aed(
-    session: AsyncSession, *, aed_id: uuid.UUID, changes: AedUpdate, actor: Principal
-) -> AedOut:
-    given = changes.model_fields_set
+    session: AsyncSession, *, aed_id: uuid.UUID, changes: AedChanges, actor: Principal
+) -> StoredAed:
+    given = set(changes)
     for required in ("location", "address", "access", "status"):
-        if required in given and getattr(changes, required) is None:
+        if required in given and changes.get(required) is None:
             raise InvalidInput(required, "may not be null")
     values: dict[str, Any] = {}
-    if changes.location is not None:
-        values["location"] = geography_point(changes.location.to_latlon())
-    if changes.access is not None:
-        values.update(_access_columns(changes.access))
+    location = changes.get("location")
+    if location is not None:
+        values["location"] = geography_point(location)
+    access = changes.get("access")
+    if access is not None:
+        values.update(_access_columns(access))
     for name in ("address", "description", "status"):
         if name in given:
-            values[name] = getattr(changes, name)
+            values[name] = changes.get(name)
     statement = update(Aed).where(Aed.id == aed_id).returning(*_COLUMNS)
     row = (await session.execute(statement.values(values or {"id": Aed.id}))).one_or_none()
     if row is None:
@@ -146,7 +172,7 @@ async def update_aed(
         target_id=aed_id,
         details={"fields": sorted(given)},
     )
-    return _render(row)
+    return _stored(row)
 
 
 def _parse_access(cell: str) -> Any:
@@ -174,15 +200,8 @@ def _parse_access(cell: str) -> Any:
     return windows
 
 
-def _first_error(exc: ValidationError) -> tuple[str | None, str]:
-    error = exc.errors()[0]
-    # Drop union-member tags such as "literal['always']" from the location.
-    field = ".".join(str(part) for part in error["loc"] if "[" not in str(part)) or None
-    return field, error["msg"]
-
-
-def _csv_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]:
-    items: list[tuple[int, AedCreate]] = []
+def _csv_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any]]]:
+    entries: list[tuple[int, dict[str, Any]]] = []
     for line, cells in csv_rows(text, header=CSV_HEADER):
         if len(cells) != len(CSV_HEADER):
             errors.add(line, None, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
@@ -198,22 +217,18 @@ def _csv_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]:
         except ValueError as exc:
             errors.add(line, "access", str(exc))
             continue
-        _validate_into(
-            items,
-            errors,
-            line,
-            {
-                "location": coordinates,
-                "address": address,
-                "description": description or None,
-                "access": parsed_access,
-                "status": status or "active",
-            },
-        )
-    return items
+        entry = {
+            "location": coordinates,
+            "address": address,
+            "description": description or None,
+            "access": parsed_access,
+            "status": status or "active",
+        }
+        entries.append((line, entry))
+    return entries
 
 
-def _geojson_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]:
+def _geojson_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any]]]:
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -223,7 +238,7 @@ def _geojson_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]
     features = document.get("features")
     if not isinstance(features, list):
         raise InvalidInput("features", "expected a list of features")
-    items: list[tuple[int, AedCreate]] = []
+    entries: list[tuple[int, dict[str, Any]]] = []
     for index, feature in enumerate(features):
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
@@ -240,52 +255,39 @@ def _geojson_items(text: str, errors: LineErrors) -> list[tuple[int, AedCreate]]
             errors.add(index, "properties", "expected an object")
             continue
         lon, lat = coordinates[0], coordinates[1]
-        _validate_into(
-            items,
-            errors,
-            index,
-            {
-                "location": {"lat": lat, "lon": lon},
-                "address": properties.get("address"),
-                "description": properties.get("description"),
-                "access": properties.get("access", "always"),
-                "status": properties.get("status", "active"),
-            },
-        )
-    return items
+        entry = {
+            "location": {"lat": lat, "lon": lon},
+            "address": properties.get("address"),
+            "description": properties.get("description"),
+            "access": properties.get("access", "always"),
+            "status": properties.get("status", "active"),
+        }
+        entries.append((index, entry))
+    return entries
 
 
-def _validate_into(
-    items: list[tuple[int, AedCreate]], errors: LineErrors, line: int, raw: dict[str, Any]
-) -> None:
-    try:
-        items.append((line, _aed_input.validate_python(raw)))
-    except ValidationError as exc:
-        errors.add(line, *_first_error(exc))
+def read_aed_file(data: bytes, *, geojson: bool) -> AedFile:
+    """The entries of a CSV or GeoJSON import, each still to be validated as an AED
+    (by the same schema as a single AED), and the lines that are not even entries."""
+    errors = LineErrors()
+    text = decode_utf8(data)
+    entries = _geojson_entries(text, errors) if geojson else _csv_entries(text, errors)
+    return AedFile(entries=entries, errors=errors.items)
 
 
 async def import_aeds(
-    session: AsyncSession, *, data: bytes, geojson: bool, actor: Principal
-) -> ImportReport:
-    """Insert every valid AED of the file; ``line`` is the CSV line or the feature index."""
-    errors = LineErrors()
-    text = decode_utf8(data)
-    items = _geojson_items(text, errors) if geojson else _csv_items(text, errors)
-    for start in range(0, len(items), IMPORT_CHUNK):
-        chunk = items[start : start + IMPORT_CHUNK]
-        await session.execute(insert(Aed), [_row_values(item) for _, item in chunk])
+    session: AsyncSession, *, aeds: Sequence[NewAed], refused: Sequence[LineError], actor: Principal
+) -> ImportOutcome:
+    """Insert every valid AED of a file; ``refused`` are its other lines (or features)."""
+    for start in range(0, len(aeds), IMPORT_CHUNK):
+        chunk = aeds[start : start + IMPORT_CHUNK]
+        await session.execute(insert(Aed), [_row_values(aed) for aed in chunk])
     await record_audit(
         session,
         actor=actor,
         action="aed.import",
         target_type="aed",
         target_id=None,
-        details={"created": len(items), "rejected": len(errors.items)},
+        details={"created": len(aeds), "rejected": len(refused)},
     )
-    return ImportReport(
-        created=len(items),
-        errors=[
-            ImportLineError(line=line, field=field_name, message=message)
-            for line, field_name, message in errors.items
-        ],
-    )
+    return ImportOutcome(created=len(aeds), errors=sorted(refused, key=lambda error: error.line))

@@ -3,22 +3,37 @@
 Each decision is one conditional UPDATE on the current status, so two
 administrators deciding at once cannot both win: the second gets a 409 naming the
 status it found.
+
+Expiry is handled here and nowhere else: a certification counts while
+``expires_on`` is today or later (the eligibility rule, ``app.registry.eligibility``,
+reads it), and ``CERT_REMINDER_DAYS`` before that its holder gets one renewal SMS
+(:func:`queue_certification_reminders`, run by the dispatch worker's timers). The
+reminder is safe from any number of workers at once: each certification is claimed
+by a conditional UPDATE of ``reminder_sent_at`` (rows locked by another worker are
+skipped), so it is reminded once, and only once its text is queued in the same
+transaction.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.api.schemas.certifications import CertificationCreate, CertificationOut
-from app.api.schemas.common import Cursor, Page, keyset, page_of
 from app.core.errors import Conflict, NotFound
-from app.core.models import Certification
+from app.core.models import Certification, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
+from app.core.paging import Paged, fetch_page
+from app.core.settings import Settings
+from app.core.texts import certification_reminder_text
 from app.registry.audit import record_audit
+from app.registry.eligibility import QUALIFYING_KINDS
 from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
 
@@ -28,17 +43,25 @@ TRANSITIONS: dict[Decision, tuple[str, str]] = {
     "reject": ("pending", "rejected"),
     "revoke": ("verified", "revoked"),
 }
+REMINDER_BATCH = 500
 
 
-def render(certification: Certification) -> CertificationOut:
-    return CertificationOut.model_validate(certification, from_attributes=True)
+@dataclass(frozen=True, slots=True)
+class NewCertification:
+    """A certificate as the volunteer presents it, before anyone has checked it."""
+
+    kind: str
+    issued_on: date
+    expires_on: date
+    issuer: str
+    reference: str | None
 
 
 async def add_certification(
     session: AsyncSession,
     *,
     volunteer_id: uuid.UUID,
-    data: CertificationCreate,
+    data: NewCertification,
     actor: Principal,
 ) -> Certification:
     await lock_volunteer(session, volunteer_id)
@@ -117,7 +140,7 @@ async def list_certifications(
     today: date,
     cursor: str | None,
     limit: int,
-) -> Page[CertificationOut]:
+) -> Paged[Certification]:
     """The review queue (``status=pending``) and renewals (``expiring_within_days``).
 
     Renewals are verified certifications expiring between today and today + N
@@ -134,28 +157,91 @@ async def list_certifications(
         )
     elif status is not None:
         statement = statement.where(Certification.status == status)
-    rows = (
-        await session.scalars(
-            keyset(
-                statement,
-                created_at=Certification.created_at,
-                id_column=Certification.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    return page_of(
-        rows, limit=limit, position=lambda row: Cursor(row.created_at, row.id), render=render
-    )
+    return await fetch_page(session, statement, model=Certification, cursor=cursor, limit=limit)
 
 
 async def certifications_of(
     session: AsyncSession, volunteer_id: uuid.UUID
-) -> list[CertificationOut]:
-    rows = await session.scalars(
-        select(Certification)
-        .where(Certification.volunteer_id == volunteer_id)
-        .order_by(Certification.expires_on.desc(), Certification.id)
+) -> Sequence[Certification]:
+    return (
+        await session.scalars(
+            select(Certification)
+            .where(Certification.volunteer_id == volunteer_id)
+            .order_by(Certification.expires_on.desc(), Certification.id)
+        )
+    ).all()
+
+
+async def queue_certification_reminders(
+    session: AsyncSession, *, now: datetime, settings: Settings
+) -> int:
+    """Queue one renewal SMS per certification ``CERT_REMINDER_DAYS`` before expiry.
+
+    Reminded: verified certifications of a qualifying kind expiring within the
+    window (today in the ``TIMEZONE`` included), not reminded before, whose holder
+    is active, reachable (not opted out) and has not already renewed (no other
+    verified certification of the same kind expiring later). Returns how many
+    were queued; at most ``REMINDER_BATCH`` per call.
+    """
+    today = now.astimezone(settings.zone).date()
+    horizon = today + timedelta(days=settings.cert_reminder_days)
+    renewal = aliased(Certification)
+    due = (
+        select(Certification.id)
+        .join(Volunteer, Volunteer.id == Certification.volunteer_id)
+        .where(
+            Certification.status == "verified",
+            Certification.kind.in_(QUALIFYING_KINDS),
+            Certification.reminder_sent_at.is_(None),
+            Certification.expires_on >= today,
+            Certification.expires_on <= horizon,
+            Volunteer.status == "active",
+            Volunteer.opted_out.is_(False),
+            Volunteer.phone.is_not(None),
+            ~exists().where(
+                and_(
+                    renewal.volunteer_id == Certification.volunteer_id,
+                    renewal.kind == Certification.kind,
+                    renewal.status == "verified",
+                    renewal.expires_on > Certification.expires_on,
+                )
+            ),
+        )
+        .order_by(Certification.expires_on, Certification.id)
+        .limit(REMINDER_BATCH)
+        .with_for_update(of=Certification, skip_locked=True)
     )
-    return [render(row) for row in rows]
+    claimed = (
+        await session.execute(
+            update(Certification)
+            .where(Certification.id.in_(due.scalar_subquery()))
+            .where(Certification.reminder_sent_at.is_(None))
+            .values(reminder_sent_at=now)
+            .returning(Certification.volunteer_id, Certification.kind, Certification.expires_on)
+        )
+    ).all()
+    if not claimed:
+        return 0
+    holders = {
+        row.id: row
+        for row in await session.execute(
+            select(Volunteer.id, Volunteer.phone, Volunteer.language).where(
+                Volunteer.id.in_({volunteer_id for volunteer_id, _, _ in claimed})
+            )
+        )
+    }
+    messages = []
+    for volunteer_id, kind, expires_on in claimed:
+        holder = holders[volunteer_id]
+        messages.append(
+            OutboundSms(
+                phone=holder.phone,
+                body=certification_reminder_text(
+                    holder.language, kind=kind, expires_on=expires_on.isoformat()
+                ),
+                purpose="cert_reminder",
+                volunteer_id=volunteer_id,
+            )
+        )
+    await queue_sms(session, messages, now=now)
+    return len(messages)

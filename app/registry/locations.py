@@ -5,26 +5,21 @@ replaces a stored one with an older ``recorded_at``; the decision is made by the
 ``ON CONFLICT … WHERE`` of the upsert itself, atomically. A bulk request resolves
 volunteer ids and phone numbers and writes every accepted fix in one statement
 over arrays. Fixes from the future (beyond ``MAX_CLOCK_SKEW``) are refused; fixes
-older than the retention would be purged at once and are answered ``stale``.
+older than the retention would be purged at once and are answered ``stale``; the
+purge itself (:func:`purge_live_locations`) runs with the dispatch worker's timers.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.locations import (
-    BulkItemError,
-    BulkLocationItem,
-    BulkResult,
-    LiveLocationOut,
-    LocationFix,
-)
 from app.core.errors import InvalidInput
 from app.core.models import LiveLocation
 from app.registry.phones import lookup_phone
@@ -86,7 +81,51 @@ LEFT JOIN written w ON w.volunteer_id = n.volunteer_id
 WHERE w.volunteer_id IS NULL
 """
 )
-_bulk_item = TypeAdapter(BulkLocationItem)
+
+
+@dataclass(frozen=True, slots=True)
+class LocationFix:
+    """Where a device measured itself, how precisely (68 % radius, metres), and when."""
+
+    lat: float
+    lon: float
+    accuracy_m: float
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFix:
+    """One item of the positioning feed: a fix naming its volunteer by id or by phone."""
+
+    index: int
+    fix: LocationFix
+    volunteer_id: uuid.UUID | None
+    phone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    index: int
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOutcome:
+    """How many fixes were stored; by index, the stale ones and the refused ones."""
+
+    accepted: int
+    stale: list[int] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentLocation:
+    lat: float
+    lon: float
+    accuracy_m: float
+    recorded_at: datetime
+    source: str
 
 
 def _check_age(recorded_at: datetime, *, now: datetime) -> None:
@@ -125,47 +164,43 @@ async def record_location(
 async def record_locations(
     session: AsyncSession,
     *,
-    items: list[Any],
+    items: Sequence[FeedFix],
     now: datetime,
     retention: timedelta,
     region: str,
     source: str = "feed",
-) -> BulkResult:
-    """Validate each item on its own, then write all valid ones in one statement."""
-    errors: list[BulkItemError] = []
+) -> FeedOutcome:
+    """Judge each (well-formed) item on its own, then write all valid ones in one statement."""
+    errors: list[ItemError] = []
     stale: list[int] = []
     columns: dict[str, list[Any]] = {
         name: [] for name in ("idx", "ids", "phones", "lats", "lons", "accuracies", "recorded")
     }
+    by_index = {item.index: item for item in items}
     oldest = now - retention
-    for index, raw in enumerate(items):
+    for item in items:
+        fix = item.fix
         try:
-            item = _bulk_item.validate_python(raw)
-            _check_age(item.recorded_at, now=now)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"]) or None
-            errors.append(BulkItemError(index=index, field=field, message=error["msg"]))
-            continue
+            _check_age(fix.recorded_at, now=now)
         except InvalidInput as exc:
-            errors.append(BulkItemError(index=index, field=exc.field, message="is in the future"))
+            errors.append(ItemError(index=item.index, field=exc.field, message="is in the future"))
             continue
         phone = None
         if item.phone is not None:
             phone = lookup_phone(item.phone, region=region)
             if phone is None:
-                errors.append(BulkItemError(index=index, field="phone", message="not a number"))
+                errors.append(ItemError(index=item.index, field="phone", message="not a number"))
                 continue
-        if item.recorded_at < oldest:
-            stale.append(index)
+        if fix.recorded_at < oldest:
+            stale.append(item.index)
             continue
-        columns["idx"].append(index)
+        columns["idx"].append(item.index)
         columns["ids"].append(item.volunteer_id)
         columns["phones"].append(phone)
-        columns["lats"].append(item.lat)
-        columns["lons"].append(item.lon)
-        columns["accuracies"].append(item.accuracy_m)
-        columns["recorded"].append(item.recorded_at)
+        columns["lats"].append(fix.lat)
+        columns["lons"].append(fix.lon)
+        columns["accuracies"].append(fix.accuracy_m)
+        columns["recorded"].append(fix.recorded_at)
     accepted = len(columns["idx"])
     if accepted:
         rows = (
@@ -175,16 +210,16 @@ async def record_locations(
             accepted -= 1
             if unknown:
                 errors.append(
-                    BulkItemError(
+                    ItemError(
                         index=index,
-                        field="phone" if items[index].get("phone") else "volunteer_id",
+                        field="phone" if by_index[index].phone else "volunteer_id",
                         message="no such volunteer",
                     )
                 )
             else:
                 stale.append(index)
     errors.sort(key=lambda error: error.index)
-    return BulkResult(accepted=accepted, stale=sorted(stale), errors=errors)
+    return FeedOutcome(accepted=accepted, stale=sorted(stale), errors=errors)
 
 
 async def forget_location(session: AsyncSession, *, volunteer_id: uuid.UUID) -> None:
@@ -193,7 +228,7 @@ async def forget_location(session: AsyncSession, *, volunteer_id: uuid.UUID) -> 
 
 async def current_location(
     session: AsyncSession, volunteer_id: uuid.UUID
-) -> LiveLocationOut | None:
+) -> CurrentLocation | None:
     row = (
         await session.execute(
             select(
@@ -205,4 +240,16 @@ async def current_location(
             ).where(LiveLocation.volunteer_id == volunteer_id)
         )
     ).one_or_none()
-    return None if row is None else LiveLocationOut.model_validate(row, from_attributes=True)
+    return None if row is None else CurrentLocation(**row._asdict())
+
+
+async def purge_live_locations(
+    session: AsyncSession, *, now: datetime, retention: timedelta
+) -> int:
+    """Delete every live location recorded more than ``retention`` ago; how many went."""
+    result = await session.execute(
+        delete(LiveLocation)
+        .where(LiveLocation.recorded_at < now - retention)
+        .returning(LiveLocation.volunteer_id)
+    )
+    return len(result.all())

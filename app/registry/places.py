@@ -8,20 +8,20 @@ means the place counts at all times.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import Coordinates, schedule_json
-from app.api.schemas.places import PlaceCreate, PlaceOut
 from app.core.errors import NotFound
 from app.core.models import Place
-from app.core.schedule import week_ranges
+from app.core.schedule import schedule_json, week_ranges
 from app.registry.audit import record_audit
 from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
-from geo.points import geography_point, latitude, longitude
+from geo.points import LatLon, geography_point, latitude, longitude
 
 _COLUMNS = (
     Place.id,
@@ -35,12 +35,33 @@ _COLUMNS = (
 )
 
 
-def _render(row: Any) -> PlaceOut:
-    return PlaceOut(
+@dataclass(frozen=True, slots=True)
+class NewPlace:
+    """``schedule``: weekly windows ``{"days", "start", "end"}``; ``None`` means always."""
+
+    label: str
+    location: LatLon
+    timezone: str | None
+    schedule: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlace:
+    id: uuid.UUID
+    volunteer_id: uuid.UUID
+    label: str
+    location: LatLon
+    timezone: str
+    schedule: list[dict[str, Any]] | None
+    created_at: datetime
+
+
+def _stored(row: Any) -> StoredPlace:
+    return StoredPlace(
         id=row.id,
         volunteer_id=row.volunteer_id,
         label=row.label,
-        location=Coordinates(lat=row.lat, lon=row.lon),
+        location=LatLon(row.lat, row.lon),
         timezone=row.timezone,
         schedule=row.schedule,
         created_at=row.created_at,
@@ -51,10 +72,10 @@ async def add_place(
     session: AsyncSession,
     *,
     volunteer_id: uuid.UUID,
-    data: PlaceCreate,
+    data: NewPlace,
     actor: Principal,
     default_timezone: str,
-) -> PlaceOut:
+) -> StoredPlace:
     await lock_volunteer(session, volunteer_id)
     schedule = schedule_json(data.schedule) if data.schedule else None
     row = (
@@ -64,7 +85,7 @@ async def add_place(
                 id=uuid.uuid4(),
                 volunteer_id=volunteer_id,
                 label=data.label,
-                location=geography_point(data.location.to_latlon()),
+                location=geography_point(data.location),
                 timezone=data.timezone or default_timezone,
                 schedule=schedule,
                 active_minutes=week_ranges(schedule) if schedule else None,
@@ -80,16 +101,16 @@ async def add_place(
         target_id=row.id,
         details={"volunteer_id": str(volunteer_id)},
     )
-    return _render(row)
+    return _stored(row)
 
 
-async def places_of(session: AsyncSession, volunteer_id: uuid.UUID) -> list[PlaceOut]:
+async def places_of(session: AsyncSession, volunteer_id: uuid.UUID) -> list[StoredPlace]:
     rows = await session.execute(
         select(*_COLUMNS)
         .where(Place.volunteer_id == volunteer_id)
         .order_by(Place.created_at, Place.id)
     )
-    return [_render(row) for row in rows]
+    return [_stored(row) for row in rows]
 
 
 async def delete_place(

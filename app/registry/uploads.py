@@ -1,8 +1,10 @@
-"""Uploaded files (CSV, GeoJSON): strict UTF-8, an exact header, per-line reading.
+"""Imported files (CSV, GeoJSON): strict UTF-8, an exact header, per-line reading.
 
 A file that cannot be read at all (wrong encoding, wrong header, not GeoJSON) is
 refused whole with a 422 naming the line; a readable file is processed line by
-line and each bad line is reported without refusing the good ones.
+line and each bad line is reported without refusing the good ones. Reading the
+upload off the HTTP request (media type, size cap) is the HTTP layer's
+(``app.api.uploads``); this module starts from its bytes.
 """
 
 from __future__ import annotations
@@ -12,21 +14,34 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from app.core.errors import InvalidInput
 
-from app.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-MAX_IMPORT_BYTES = 2 * 1024 * 1024
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """One refused line (or GeoJSON feature index) of an import, and why."""
+
+    line: int
+    field: str | None
+    message: str
 
 
 @dataclass
 class LineErrors:
     """Per-line problems of one import, in file order."""
 
-    items: list[tuple[int, str | None, str]] = field(default_factory=list)
+    items: list[LineError] = field(default_factory=list)
 
     def add(self, line: int, field_name: str | None, message: str) -> None:
-        self.items.append((line, field_name, message))
+        self.items.append(LineError(line, field_name, message))
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    """How many entries an import created, and every line it refused, by line."""
+
+    created: int
+    errors: list[LineError]
 
 
 def decode_utf8(data: bytes) -> str:
@@ -57,28 +72,3 @@ def csv_rows(text: str, *, header: tuple[str, ...]) -> Iterator[tuple[int, list[
             yield start, row
     except csv.Error as exc:
         raise InvalidInput(f"line {reader.line_num}", f"not CSV: {exc}") from None
-
-
-async def read_upload(request: Request, *, media_types: tuple[str, ...]) -> tuple[str, bytes]:
-    """The raw upload of an import, its media type checked and its size capped."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in media_types:
-        raise UnsupportedMediaType(f"send the file as {' or '.join(media_types)}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise PayloadTooLarge(f"an import is at most {MAX_IMPORT_BYTES} bytes")
-        chunks.append(chunk)
-    return media, b"".join(chunks)
-
-
-def upload_body(*media_types: str) -> dict[str, object]:
-    """``openapi_extra`` for a raw-file request body (not JSON)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {media: {"schema": {"type": "string"}} for media in media_types},
-        }
-    }

@@ -10,33 +10,47 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import Cursor, Page, keyset, page_of
-from app.api.schemas.volunteers import (
-    ImportLineError,
-    ImportReport,
-    VolunteerCreate,
-    VolunteerOut,
-    VolunteerUpdate,
-)
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.core.paging import Paged, fetch_page
 from app.registry.audit import record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
 from app.registry.phones import normalise_phone
-from app.registry.uploads import LineErrors, csv_rows, decode_utf8
+from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, decode_utf8
 
 CSV_HEADER = ("name", "phone", "language", "email")
 IMPORT_CHUNK = 1000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class NewVolunteer:
+    """A registration the volunteer consented to; ``phone`` in any format of the region."""
+
+    name: str
+    phone: str
+    language: str
+    email: str | None
+
+
+class VolunteerChanges(TypedDict, total=False):
+    """The fields to change; a field absent is left alone, ``None`` clears it."""
+
+    name: str | None
+    phone: str | None
+    language: str | None
+    email: str | None
+    paused_until: datetime | None
 
 
 def _phone(raw: str, *, region: str, field: str = "phone") -> str:
@@ -44,10 +58,6 @@ def _phone(raw: str, *, region: str, field: str = "phone") -> str:
         return normalise_phone(raw, region=region)
     except ValueError as exc:
         raise InvalidInput(field, str(exc)) from None
-
-
-def render(volunteer: Volunteer) -> VolunteerOut:
-    return VolunteerOut.model_validate(volunteer, from_attributes=True)
 
 
 async def get_volunteer(session: AsyncSession, volunteer_id: uuid.UUID) -> Volunteer:
@@ -85,7 +95,7 @@ async def is_volunteer_eligible(
 async def create_volunteer(
     session: AsyncSession,
     *,
-    data: VolunteerCreate,
+    data: NewVolunteer,
     actor: Principal,
     now: datetime,
     region: str,
@@ -128,41 +138,25 @@ async def list_volunteers(
     region: str,
     cursor: str | None,
     limit: int,
-) -> Page[VolunteerOut]:
+) -> Paged[Volunteer]:
     statement: Select[Any] = select(Volunteer).where(Volunteer.status != "erased")
     if status is not None:
         statement = statement.where(Volunteer.status == status)
     if phone is not None:
         statement = statement.where(Volunteer.phone == _phone(phone, region=region))
-    rows = (
-        await session.scalars(
-            keyset(
-                statement,
-                created_at=Volunteer.created_at,
-                id_column=Volunteer.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    return page_of(
-        rows,
-        limit=limit,
-        position=lambda row: Cursor(row.created_at, row.id),
-        render=render,
-    )
+    return await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
 
 
 async def update_volunteer(
     session: AsyncSession,
     *,
     volunteer_id: uuid.UUID,
-    changes: VolunteerUpdate,
+    changes: VolunteerChanges,
     actor: Principal,
     region: str,
 ) -> Volunteer:
     volunteer = await lock_volunteer(session, volunteer_id)
-    values = changes.model_dump(exclude_unset=True)
+    values: dict[str, Any] = dict(changes)
     for required in ("name", "phone", "language"):
         if required in values and values[required] is None:
             raise InvalidInput(required, "may not be null")
@@ -282,7 +276,7 @@ async def issue_volunteer_token(
 
 async def import_volunteers(
     session: AsyncSession, *, data: bytes, actor: Principal, now: datetime, region: str
-) -> ImportReport:
+) -> ImportOutcome:
     """Register every valid line of a ``name,phone,language,email`` CSV file.
 
     Bad lines (invalid phone, unknown language, a number already registered or
@@ -346,10 +340,27 @@ async def import_volunteers(
         target_id=None,
         details={"created": len(created), "rejected": len(errors.items)},
     )
-    return ImportReport(
-        created=len(created),
-        errors=[
-            ImportLineError(line=line, field=field_name, message=message)
-            for line, field_name, message in sorted(errors.items, key=lambda item: item[0])
-        ],
+    return ImportOutcome(
+        created=len(created), errors=sorted(errors.items, key=lambda error: error.line)
+    )
+
+
+async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:
+    """No SMS to the volunteer until they send START: they replied STOP, or the carrier
+    says they opted out there (error 21610)."""
+    await _set_opted_out(session, volunteer_id=volunteer_id, opted_out=True, now=now)
+
+
+async def opt_in(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:
+    """The volunteer replied START: texts (and alerts) reach them again."""
+    await _set_opted_out(session, volunteer_id=volunteer_id, opted_out=False, now=now)
+
+
+async def _set_opted_out(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, opted_out: bool, now: datetime
+) -> None:
+    await session.execute(
+        update(Volunteer)
+        .where(Volunteer.id == volunteer_id, Volunteer.opted_out.is_not(opted_out))
+        .values(opted_out=opted_out, updated_at=now)
     )

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request, status
 
 from app.api.deps import AdminDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.aeds import AedCreate, AedOut, AedStatus, AedUpdate
-from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.aeds import AedCreate, AedOut, AedStatus, AedUpdate, validate_aed_entries
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, page_of
 from app.api.schemas.volunteers import ImportReport
+from app.api.uploads import read_upload, upload_body
 from app.registry import aeds
-from app.registry.uploads import read_upload, upload_body
 
 router = APIRouter(prefix="/v1/aeds", tags=["aeds"])
 
@@ -27,7 +27,7 @@ IMPORT_TYPES = ("text/csv", "application/geo+json", "application/json")
     responses=error_responses(*AUTH, 413, 415, 422),
 )
 async def create_aed(body: AedCreate, session: SessionDep, admin: AdminDep) -> AedOut:
-    return await aeds.create_aed(session, data=body, actor=admin)
+    return AedOut.of(await aeds.create_aed(session, data=body.to_domain(), actor=admin))
 
 
 @router.get("", response_model=Page[AedOut], responses=error_responses(*AUTH, 422))
@@ -38,7 +38,8 @@ async def list_aeds(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[AedOut]:
-    return await aeds.list_aeds(session, status=status, cursor=cursor, limit=limit)
+    page = await aeds.list_aeds(session, status=status, cursor=cursor, limit=limit)
+    return page_of(page, AedOut.of)
 
 
 @router.post(
@@ -54,12 +55,17 @@ async def import_aeds(request: Request, session: SessionDep, admin: AdminDep) ->
     ``mon-fri 06:00-22:00; sat 10:00-16:00``. Valid entries are kept, each invalid
     one is reported (CSV: line number; GeoJSON: feature index from 0)."""
     media, data = await read_upload(request, media_types=IMPORT_TYPES)
-    return await aeds.import_aeds(session, data=data, geojson=media != "text/csv", actor=admin)
+    upload = aeds.read_aed_file(data, geojson=media != "text/csv")
+    valid, refused = validate_aed_entries(upload.entries)
+    outcome = await aeds.import_aeds(
+        session, aeds=valid, refused=[*upload.errors, *refused], actor=admin
+    )
+    return ImportReport.of(outcome)
 
 
 @router.get("/{aed_id}", response_model=AedOut, responses=error_responses(*AUTH, 404, 422))
 async def get_aed(aed_id: uuid.UUID, session: SessionDep, admin: AdminDep) -> AedOut:
-    return await aeds.get_aed(session, aed_id)
+    return AedOut.of(await aeds.get_aed(session, aed_id))
 
 
 @router.patch(
@@ -69,4 +75,5 @@ async def update_aed(
     aed_id: uuid.UUID, body: AedUpdate, session: SessionDep, admin: AdminDep
 ) -> AedOut:
     """Fields present are changed, e.g. ``{"status": "out_of_service"}``."""
-    return await aeds.update_aed(session, aed_id=aed_id, changes=body, actor=admin)
+    aed = await aeds.update_aed(session, aed_id=aed_id, changes=body.to_changes(), actor=admin)
+    return AedOut.of(aed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -15,7 +15,7 @@ from app.api.schemas.certifications import (
     DecisionRequest,
     RevokeRequest,
 )
-from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, page_of
 from app.registry import certifications
 
 router = APIRouter(prefix="/v1/certifications", tags=["certifications"])
@@ -38,7 +38,7 @@ async def list_certifications(
     """``status=pending`` is the review queue; ``expiring_within_days=N`` lists verified
     certifications expiring from today (``TIMEZONE``) to N days ahead."""
     today = runtime.clock.now().astimezone(runtime.settings.zone).date()
-    return await certifications.list_certifications(
+    page = await certifications.list_certifications(
         session,
         status=status,
         expiring_within_days=expiring_within_days,
@@ -47,46 +47,55 @@ async def list_certifications(
         cursor=cursor,
         limit=limit,
     )
+    return page_of(page, CertificationOut.model_validate)
 
 
-@router.post("/{certification_id}/verify", response_model=CertificationOut, responses=DECIDE)
-async def verify_certification(
-    certification_id: uuid.UUID,
+async def _decide(
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminDep,
-    body: DecisionRequest | None = None,
-) -> CertificationOut:
-    """pending → verified; anything else is a 409."""
-    certification = await certifications.decide(
-        session,
-        certification_id=certification_id,
-        decision="verify",
-        reason=body.reason if body else None,
-        actor=admin,
-        now=runtime.clock.now(),
-    )
-    return certifications.render(certification)
-
-
-@router.post("/{certification_id}/reject", response_model=CertificationOut, responses=DECIDE)
-async def reject_certification(
     certification_id: uuid.UUID,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    admin: AdminDep,
-    body: DecisionRequest | None = None,
+    decision: certifications.Decision,
+    reason: str | None,
 ) -> CertificationOut:
-    """pending → rejected; anything else is a 409."""
     certification = await certifications.decide(
         session,
         certification_id=certification_id,
-        decision="reject",
-        reason=body.reason if body else None,
+        decision=decision,
+        reason=reason,
         actor=admin,
         now=runtime.clock.now(),
     )
-    return certifications.render(certification)
+    return CertificationOut.model_validate(certification)
+
+
+def _add_review_route(decision: Literal["verify", "reject"], outcome: str) -> None:
+    """Verify and reject are one rule (decide a pending certification, optional note)
+    under two paths, so that each decision keeps its own operation in the OpenAPI."""
+
+    async def review(
+        certification_id: uuid.UUID,
+        session: SessionDep,
+        runtime: RuntimeDep,
+        admin: AdminDep,
+        body: DecisionRequest | None = None,
+    ) -> CertificationOut:
+        reason = body.reason if body else None
+        return await _decide(session, runtime, admin, certification_id, decision, reason)
+
+    router.add_api_route(
+        f"/{{certification_id}}/{decision}",
+        review,
+        methods=["POST"],
+        name=f"{decision}_certification",
+        response_model=CertificationOut,
+        responses=DECIDE,
+        description=f"pending → {outcome}; anything else is a 409.",
+    )
+
+
+_add_review_route("verify", "verified")
+_add_review_route("reject", "rejected")
 
 
 @router.post("/{certification_id}/revoke", response_model=CertificationOut, responses=DECIDE)
@@ -98,12 +107,4 @@ async def revoke_certification(
     admin: AdminDep,
 ) -> CertificationOut:
     """verified → revoked, with a reason; the volunteer stops being alertable at once."""
-    certification = await certifications.decide(
-        session,
-        certification_id=certification_id,
-        decision="revoke",
-        reason=body.reason,
-        actor=admin,
-        now=runtime.clock.now(),
-    )
-    return certifications.render(certification)
+    return await _decide(session, runtime, admin, certification_id, "revoke", body.reason)

@@ -28,24 +28,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.api.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
 from app.api.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
-from app.core.errors import NotFound
-from app.core.models import Incident, IncidentEvent
-from app.registry.keys import Principal
+from app.api.schemas.incidents import IncidentView
+from app.core.models import IncidentEvent
 from dispatch.events import EventHub
 from dispatch.lifecycle import cancel_incident, close_incident, update_incident
-from dispatch.views import IncidentView, incident_view
+from dispatch.views import incident_view, visible_incident
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 
 KEEPALIVE_S = 15.0
 FALLBACK_POLL_S = 2.0
 REPLAY_BATCH = 500
+ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422)
+
+
+async def _current_view(session: AsyncSession, incident_id: uuid.UUID) -> IncidentView:
+    """Every action answers with the incident as it is after the action."""
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 @router.patch(
     "/{incident_id}",
     response_model=IncidentView,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+    responses=ACTION_ERRORS,
 )
 async def patch_incident(
     incident_id: uuid.UUID,
@@ -63,13 +68,13 @@ async def patch_incident(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
-    return await incident_view(session, incident_id=incident_id)
+    return await _current_view(session, incident_id)
 
 
 @router.post(
     "/{incident_id}/cancel",
     response_model=IncidentView,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+    responses=ACTION_ERRORS,
 )
 async def cancel(
     incident_id: uuid.UUID,
@@ -86,13 +91,13 @@ async def cancel(
         reason=body.reason if body else None,
         now=runtime.clock.now(),
     )
-    return await incident_view(session, incident_id=incident_id)
+    return await _current_view(session, incident_id)
 
 
 @router.post(
     "/{incident_id}/close",
     response_model=IncidentView,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+    responses=ACTION_ERRORS,
 )
 async def close(
     incident_id: uuid.UUID,
@@ -110,15 +115,7 @@ async def close(
         now=runtime.clock.now(),
         settings=runtime.settings,
     )
-    return await incident_view(session, incident_id=incident_id)
-
-
-async def _ensure_visible(session: AsyncSession, incident_id: uuid.UUID, caller: Principal) -> None:
-    statement = select(Incident.id).where(Incident.id == incident_id)
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    if (await session.execute(statement)).scalar_one_or_none() is None:
-        raise NotFound("no such incident")
+    return await _current_view(session, incident_id)
 
 
 def format_event(event: IncidentEvent) -> str:
@@ -197,7 +194,7 @@ async def incident_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Every change as it happens; send ``Last-Event-ID`` to replay what was missed."""
-    await _ensure_visible(session, incident_id, caller)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
     after_id = 0
     if last_event_id is not None:
         with contextlib.suppress(ValueError):

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
-from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.common import Cursor, CursorQuery, LimitQuery, Page, keyset
+from app.api.schemas.common import CursorQuery, LimitQuery, Page, page_of
 from app.api.schemas.incidents import (
     AlertView,
     IncidentCreate,
@@ -26,13 +24,11 @@ from app.api.schemas.incidents import (
     SelectionExplanation,
 )
 from app.core.db import unit_of_work
-from app.core.errors import NotFound
-from app.core.models import Incident
-from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import alert_views, incident_view, incident_views
+from dispatch.views import alert_views, incident_view, visible_incident
+from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
 
@@ -42,18 +38,6 @@ IncidentStatus = Annotated[
     str | None,
     Query(pattern="^(alerting|not_alerted|cancelled|closed)$", description="only this status"),
 ]
-
-
-async def _visible_incident(
-    session: AsyncSession, incident_id: uuid.UUID, caller: Principal
-) -> Incident:
-    statement = select(Incident).where(Incident.id == incident_id)
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    incident = (await session.execute(statement)).scalar_one_or_none()
-    if incident is None:
-        raise NotFound("no such incident")
-    return incident
 
 
 async def _record_selection_after_commit(
@@ -116,7 +100,7 @@ async def post_incident(
             background.add_task(_record_selection_after_commit, runtime, incident.id, now)
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
-    return await incident_view(session, incident_id=incident.id)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident.id))
 
 
 @router.get(
@@ -132,30 +116,10 @@ async def list_incidents(
     status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
 ) -> Page[IncidentView]:
     """Newest first."""
-    statement = cast(Select[Any], select(Incident.created_at, Incident.id))
-    if caller.role != "admin":
-        statement = statement.where(Incident.centre == caller.centre)
-    if status_filter is not None:
-        statement = statement.where(Incident.status == status_filter)
-    rows = (
-        await session.execute(
-            keyset(
-                statement,
-                created_at=Incident.created_at,
-                id_column=Incident.id,
-                cursor=cursor,
-                limit=limit,
-            )
-        )
-    ).all()
-    shown = rows[:limit]
-    views = await incident_views(session, incident_ids=[row.id for row in shown])
-    next_cursor = (
-        Cursor(created_at=shown[-1].created_at, id=shown[-1].id).encode()
-        if len(rows) > limit
-        else None
+    page = await list_visible_incidents(
+        session, caller=caller, status=status_filter, cursor=cursor, limit=limit
     )
-    return Page[IncidentView](items=views, next_cursor=next_cursor)
+    return page_of(page, IncidentView.model_validate)
 
 
 @router.get(
@@ -166,8 +130,8 @@ async def list_incidents(
 async def get_incident(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> IncidentView:
-    await _visible_incident(session, incident_id, caller)
-    return await incident_view(session, incident_id=incident_id)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
+    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
 
 
 @router.get(
@@ -179,8 +143,11 @@ async def get_incident_alerts(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> list[AlertView]:
     """Every alert, nearest first; names and phones only of volunteers who accepted."""
-    await _visible_incident(session, incident_id, caller)
-    return await alert_views(session, incident_id=incident_id)
+    await visible_incident(session, incident_id=incident_id, caller=caller)
+    return [
+        AlertView.model_validate(alert)
+        for alert in await alert_views(session, incident_id=incident_id)
+    ]
 
 
 @router.get(
@@ -196,7 +163,7 @@ async def explain(
     runtime: RuntimeDep,
 ) -> SelectionExplanation:
     """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
-    incident = await _visible_incident(session, incident_id, caller)
+    incident = await visible_incident(session, incident_id=incident_id, caller=caller)
     answer = await explain_selection(
         session, incident=incident, volunteer_id=volunteer_id, settings=runtime.settings
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import LocatorDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.locations import BulkLocations, BulkResult
+from app.api.schemas.locations import BulkLocations, BulkResult, bulk_result, validate_feed
 from app.registry.locations import record_locations
 
 router = APIRouter(prefix="/v1/locations", tags=["locations"])
@@ -27,10 +27,12 @@ async def post_locations(
     volunteer in this request, or older than the retention; ``errors`` lists
     invalid items and unknown volunteers. One bad item never refuses the others.
     """
-    return await record_locations(
+    valid, invalid = validate_feed(body.locations)
+    outcome = await record_locations(
         session,
-        items=body.locations,
+        items=valid,
         now=runtime.clock.now(),
         retention=runtime.settings.live_location_retention,
         region=runtime.settings.default_region,
     )
+    return bulk_result(outcome, invalid)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
 from app.api.problems import error_responses
-from app.api.schemas.locations import LocationFix, LocationResult
+from app.api.schemas.certifications import CertificationOut
+from app.api.schemas.locations import LiveLocationOut, LocationFix, LocationResult
 from app.api.schemas.me import AvailabilityUpdate, MeOut
 from app.core.errors import Unauthorized
 from app.registry import certifications, locations, volunteers
@@ -28,6 +29,7 @@ def _own_id(volunteer_id: uuid.UUID | None) -> uuid.UUID:
 async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) -> MeOut:
     volunteer = await volunteers.get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
+    location = await locations.current_location(session, volunteer_id)
     return MeOut(
         id=volunteer.id,
         name=volunteer.name,
@@ -39,8 +41,11 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
         eligible=await volunteers.is_volunteer_eligible(
             session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
         ),
-        certifications=await certifications.certifications_of(session, volunteer_id),
-        location=await locations.current_location(session, volunteer_id),
+        certifications=[
+            CertificationOut.model_validate(certification)
+            for certification in await certifications.certifications_of(session, volunteer_id)
+        ],
+        location=None if location is None else LiveLocationOut.model_validate(location),
     )
 
 
@@ -60,7 +65,7 @@ async def put_location(
     written = await locations.record_location(
         session,
         volunteer_id=_own_id(me.volunteer_id),
-        fix=body,
+        fix=body.to_domain(),
         now=runtime.clock.now(),
         retention=runtime.settings.live_location_retention,
     )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response, status
 from app.api.deps import AdminDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
 from app.api.schemas.certifications import CertificationCreate, CertificationOut
-from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, page_of
 from app.api.schemas.places import PlaceCreate, PlaceOut
 from app.api.schemas.volunteers import (
     ImportReport,
@@ -21,8 +21,8 @@ from app.api.schemas.volunteers import (
     VolunteerOut,
     VolunteerUpdate,
 )
+from app.api.uploads import read_upload, upload_body
 from app.registry import certifications, places, volunteers
-from app.registry.uploads import read_upload, upload_body
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -42,12 +42,12 @@ async def register_volunteer(
     """Register a volunteer; consent is recorded now. A phone already registered: 409."""
     volunteer = await volunteers.create_volunteer(
         session,
-        data=body,
+        data=body.to_domain(),
         actor=admin,
         now=runtime.clock.now(),
         region=runtime.settings.default_region,
     )
-    return volunteers.render(volunteer)
+    return VolunteerOut.model_validate(volunteer)
 
 
 @router.get("", response_model=Page[VolunteerOut], responses=error_responses(*AUTH, 422))
@@ -61,7 +61,7 @@ async def list_volunteers(
     cursor: CursorQuery = None,
 ) -> Page[VolunteerOut]:
     """Newest first; ``phone`` finds one volunteer by number (any accepted format)."""
-    return await volunteers.list_volunteers(
+    page = await volunteers.list_volunteers(
         session,
         status=status,
         phone=phone,
@@ -69,6 +69,7 @@ async def list_volunteers(
         cursor=cursor,
         limit=limit,
     )
+    return page_of(page, VolunteerOut.model_validate)
 
 
 @router.post(
@@ -87,13 +88,14 @@ async def import_volunteers(
     413.
     """
     _, data = await read_upload(request, media_types=CSV_TYPES)
-    return await volunteers.import_volunteers(
+    outcome = await volunteers.import_volunteers(
         session,
         data=data,
         actor=admin,
         now=runtime.clock.now(),
         region=runtime.settings.default_region,
     )
+    return ImportReport.of(outcome)
 
 
 @router.get(
@@ -106,12 +108,15 @@ async def get_volunteer(
     volunteer = await volunteers.get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
     return VolunteerDetail(
-        **volunteers.render(volunteer).model_dump(),
+        **VolunteerOut.model_validate(volunteer).model_dump(),
         eligible=await volunteers.is_volunteer_eligible(
             session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
         ),
-        certifications=await certifications.certifications_of(session, volunteer_id),
-        places=await places.places_of(session, volunteer_id),
+        certifications=[
+            CertificationOut.model_validate(certification)
+            for certification in await certifications.certifications_of(session, volunteer_id)
+        ],
+        places=[PlaceOut.of(place) for place in await places.places_of(session, volunteer_id)],
     )
 
 
@@ -130,11 +135,11 @@ async def update_volunteer(
     volunteer = await volunteers.update_volunteer(
         session,
         volunteer_id=volunteer_id,
-        changes=body,
+        changes=body.to_changes(),
         actor=admin,
         region=runtime.settings.default_region,
     )
-    return volunteers.render(volunteer)
+    return VolunteerOut.model_validate(volunteer)
 
 
 @router.delete(
@@ -171,7 +176,7 @@ async def suspend_volunteer(
         reason=body.reason if body else None,
         actor=admin,
     )
-    return volunteers.render(volunteer)
+    return VolunteerOut.model_validate(volunteer)
 
 
 @router.post(
@@ -185,7 +190,7 @@ async def reinstate_volunteer(
     volunteer = await volunteers.set_status(
         session, volunteer_id=volunteer_id, status="active", reason=None, actor=admin
     )
-    return volunteers.render(volunteer)
+    return VolunteerOut.model_validate(volunteer)
 
 
 @router.post(
@@ -199,9 +204,9 @@ async def add_certification(
 ) -> CertificationOut:
     """Recorded as pending until an administrator verifies it."""
     certification = await certifications.add_certification(
-        session, volunteer_id=volunteer_id, data=body, actor=admin
+        session, volunteer_id=volunteer_id, data=body.to_domain(), actor=admin
     )
-    return certifications.render(certification)
+    return CertificationOut.model_validate(certification)
 
 
 @router.get(
@@ -213,7 +218,7 @@ async def list_places(
     volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep
 ) -> list[PlaceOut]:
     await volunteers.get_volunteer(session, volunteer_id)
-    return await places.places_of(session, volunteer_id)
+    return [PlaceOut.of(place) for place in await places.places_of(session, volunteer_id)]
 
 
 @router.post(
@@ -230,13 +235,14 @@ async def add_place(
     admin: AdminDep,
 ) -> PlaceOut:
     """No schedule means always; the schedule is read in the place's time zone."""
-    return await places.add_place(
+    place = await places.add_place(
         session,
         volunteer_id=volunteer_id,
-        data=body,
+        data=body.to_domain(),
         actor=admin,
         default_timezone=runtime.settings.timezone,
     )
+    return PlaceOut.of(place)
 
 
 @router.delete(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
-from app.api.schemas.common import Coordinates, Schedule, StrictInput
+from app.api.schemas.common import Coordinates, Schedule, ScheduleWindow, StrictInput
+from app.registry.aeds import AedChanges, NewAed, StoredAed
+from app.registry.uploads import LineError
 
 AedStatus = Literal["active", "out_of_service"]
 Access = Literal["always"] | Schedule
@@ -25,6 +27,19 @@ class AedCreate(StrictInput):
     )
     status: AedStatus = "active"
 
+    def to_domain(self) -> NewAed:
+        return NewAed(
+            location=self.location.to_latlon(),
+            address=self.address,
+            description=self.description,
+            access=_access(self.access),
+            status=self.status,
+        )
+
+
+def _access(access: Literal["always"] | list[ScheduleWindow]) -> Literal["always"] | list[Any]:
+    return access if isinstance(access, str) else [window.model_dump() for window in access]
+
 
 class AedUpdate(StrictInput):
     """Fields present are changed."""
@@ -34,6 +49,14 @@ class AedUpdate(StrictInput):
     description: Description | None = None
     access: Access | None = None
     status: AedStatus | None = None
+
+    def to_changes(self) -> AedChanges:
+        changes = cast(AedChanges, {name: getattr(self, name) for name in self.model_fields_set})
+        if self.location is not None:
+            changes["location"] = self.location.to_latlon()
+        if self.access is not None:
+            changes["access"] = _access(self.access)
+        return changes
 
 
 class AedOut(BaseModel):
@@ -45,3 +68,40 @@ class AedOut(BaseModel):
     status: AedStatus
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def of(cls, aed: StoredAed) -> AedOut:
+        return cls(
+            id=aed.id,
+            location=Coordinates.from_latlon(aed.location),
+            address=aed.address,
+            description=aed.description,
+            access=aed.access,
+            status=aed.status,
+            created_at=aed.created_at,
+            updated_at=aed.updated_at,
+        )
+
+
+_aed_input = TypeAdapter(AedCreate)
+
+
+def _first_error(exc: ValidationError) -> tuple[str | None, str]:
+    error = exc.errors()[0]
+    # Drop union-member tags such as "literal['always']" from the location.
+    field = ".".join(str(part) for part in error["loc"] if "[" not in str(part)) or None
+    return field, error["msg"]
+
+
+def validate_aed_entries(
+    entries: list[tuple[int, dict[str, Any]]],
+) -> tuple[list[NewAed], list[LineError]]:
+    """Each entry of an import file judged by the same schema as one AED sent alone."""
+    valid: list[NewAed] = []
+    refused: list[LineError] = []
+    for line, raw in entries:
+        try:
+            valid.append(_aed_input.validate_python(raw).to_domain())
+        except ValidationError as exc:
+            refused.append(LineError(line, *_first_error(exc)))
+    return valid, refused

@@ -6,9 +6,10 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
 
 from app.api.schemas.common import StrictInput
+from app.registry.certifications import NewCertification
 
 CertificationKind = Literal["cpr", "cpr_aed", "first_aid", "healthcare_professional"]
 CertificationStatus = Literal["pending", "verified", "rejected", "revoked"]
@@ -32,6 +33,15 @@ class CertificationCreate(StrictInput):
             raise ValueError("expires_on is before issued_on")
         return value
 
+    def to_domain(self) -> NewCertification:
+        return NewCertification(
+            kind=self.kind,
+            issued_on=self.issued_on,
+            expires_on=self.expires_on,
+            issuer=self.issuer,
+            reference=self.reference,
+        )
+
 
 class DecisionRequest(StrictInput):
     """Optional note on verify or reject."""
@@ -44,6 +54,9 @@ class RevokeRequest(StrictInput):
 
 
 class CertificationOut(BaseModel):
+    # Read off the ORM row: ``CertificationOut.model_validate(row)``.
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     volunteer_id: uuid.UUID
     kind: CertificationKind

@@ -2,7 +2,8 @@
 
 The request is strict: unknown fields or flags, an unknown kind, a string where a
 number belongs, out-of-range or NaN coordinates are a 422 naming the field. The
-response models live in ``dispatch.views`` (the same shape feeds the SSE stream).
+responses render the read model of ``dispatch.views`` (``IncidentView.model_validate``
+of an ``IncidentSnapshot``), attribute by attribute.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.api.schemas.common import Coordinates, EmsEta, StrictInput
 from app.core.settings import IncidentKind
 from dispatch.alerting import SCENE_FLAGS, NewIncident
-from dispatch.views import AlertView, IncidentView
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -55,6 +55,93 @@ class IncidentCreate(StrictInput):
         )
 
 
+class ReadModel(BaseModel):
+    """A response read off a dispatch dataclass, attribute by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PointView(ReadModel):
+    lat: float
+    lon: float
+
+
+class NearestAedView(ReadModel):
+    id: uuid.UUID
+    distance_m: int
+    address: str
+    description: str | None
+
+
+class Counts(ReadModel):
+    alerted: int = 0
+    delivered: int = 0
+    accepted: int = 0
+    declined: int = 0
+    withdrawn: int = 0
+    no_reply: int = 0
+    failed: int = 0
+    arrived: int = 0
+    stood_down: int = 0
+
+
+class ResponderView(ReadModel):
+    volunteer_id: uuid.UUID
+    name: str | None
+    phone: str | None
+    role: str
+    distance_m: int
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+    estimated_arrival_at: datetime | None
+
+
+class IncidentView(ReadModel):
+    id: uuid.UUID
+    external_ref: str
+    kind: str
+    status: str
+    not_alerted_reason: str | None
+    duplicate_of: uuid.UUID | None
+    radius_m: int
+    ems_eta_at: datetime | None
+    ems_arrived_at: datetime | None
+    location: PointView
+    address: str
+    access_notes: str | None
+    flags: dict[str, bool]
+    alert: bool
+    nearest_aed: NearestAedView | None
+    counts: Counts
+    responders: list[ResponderView]
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+    closed_at: datetime | None
+
+
+class AlertView(ReadModel):
+    id: uuid.UUID
+    volunteer_id: uuid.UUID
+    name: str | None
+    phone: str | None
+    distance_m: int
+    location_source: str
+    alerted_as: str
+    aed_detour_m: int | None
+    delivery_status: str
+    delivery_updated_at: datetime | None
+    response: str
+    responded_at: datetime | None
+    role: str | None
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+    stood_down_at: datetime | None
+    cancelled_at: datetime | None
+    replaced_at: datetime | None
+    created_at: datetime
+
+
 class SelectionExplanation(BaseModel):
     """Why one volunteer was or was not alerted, from the recorded selection.
 
@@ -75,6 +162,3 @@ class SelectionExplanation(BaseModel):
     not_alerted_reason: str | None
     alerted_as: str | None = None
     alerted_at: datetime | None = None
-
-
-__all__ = ["AlertView", "IncidentCreate", "IncidentView", "SceneFlags", "SelectionExplanation"]

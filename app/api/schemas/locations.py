@@ -6,9 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.api.schemas.common import Latitude, Longitude, StrictInput
+from app.registry import locations
 
 MAX_BULK_ITEMS = 10_000
 Accuracy = Annotated[float, Field(strict=True, ge=0, le=100_000, allow_inf_nan=False)]
@@ -19,6 +29,11 @@ class LocationFix(StrictInput):
     lon: Longitude
     accuracy_m: Accuracy = Field(description="radius of the 68 % confidence circle, metres")
     recorded_at: AwareDatetime = Field(description="when the device measured it")
+
+    def to_domain(self) -> locations.LocationFix:
+        return locations.LocationFix(
+            lat=self.lat, lon=self.lon, accuracy_m=self.accuracy_m, recorded_at=self.recorded_at
+        )
 
 
 class BulkLocationItem(LocationFix):
@@ -32,6 +47,14 @@ class BulkLocationItem(LocationFix):
         if (self.volunteer_id is None) == (self.phone is None):
             raise ValueError("give exactly one of volunteer_id and phone")
         return self
+
+    def to_feed_fix(self, index: int) -> locations.FeedFix:
+        return locations.FeedFix(
+            index=index,
+            fix=self.to_domain(),
+            volunteer_id=self.volunteer_id,
+            phone=self.phone,
+        )
 
 
 class BulkLocations(StrictInput):
@@ -71,7 +94,36 @@ class BulkResult(BaseModel):
     errors: list[BulkItemError]
 
 
+_bulk_item = TypeAdapter(BulkLocationItem)
+
+
+def validate_feed(items: list[Any]) -> tuple[list[locations.FeedFix], list[BulkItemError]]:
+    """Each item validated on its own: the well-formed ones, and an error for each other."""
+    valid: list[locations.FeedFix] = []
+    errors: list[BulkItemError] = []
+    for index, raw in enumerate(items):
+        try:
+            valid.append(_bulk_item.validate_python(raw).to_feed_fix(index))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"]) or None
+            errors.append(BulkItemError(index=index, field=field, message=error["msg"]))
+    return valid, errors
+
+
+def bulk_result(outcome: locations.FeedOutcome, invalid: list[BulkItemError]) -> BulkResult:
+    """The registry's outcome, with the items refused before it, in request order."""
+    errors = invalid + [
+        BulkItemError(index=error.index, field=error.field, message=error.message)
+        for error in outcome.errors
+    ]
+    errors.sort(key=lambda error: error.index)
+    return BulkResult(accepted=outcome.accepted, stale=outcome.stale, errors=errors)
+
+
 class LiveLocationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     lat: float
     lon: float
     accuracy_m: float

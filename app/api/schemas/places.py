@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.api.schemas.common import Coordinates, Schedule, StrictInput, TimeZoneName
+from app.api.schemas.common import (
+    Coordinates,
+    Schedule,
+    StrictInput,
+    TimeZoneName,
+    schedule_windows,
+)
+from app.registry.places import NewPlace, StoredPlace
 
 
 class PlaceCreate(StrictInput):
@@ -19,6 +26,14 @@ class PlaceCreate(StrictInput):
     )
     schedule: Schedule | None = Field(default=None, description="none = always")
 
+    def to_domain(self) -> NewPlace:
+        return NewPlace(
+            label=self.label,
+            location=self.location.to_latlon(),
+            timezone=self.timezone,
+            schedule=schedule_windows(self.schedule) if self.schedule else None,
+        )
+
 
 class PlaceOut(BaseModel):
     id: uuid.UUID
@@ -28,3 +43,15 @@ class PlaceOut(BaseModel):
     timezone: str
     schedule: list[dict[str, Any]] | None
     created_at: datetime
+
+    @classmethod
+    def of(cls, place: StoredPlace) -> PlaceOut:
+        return cls(
+            id=place.id,
+            volunteer_id=place.volunteer_id,
+            label=place.label,
+            location=Coordinates.from_latlon(place.location),
+            timezone=place.timezone,
+            schedule=place.schedule,
+            created_at=place.created_at,
+        )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.api.schemas.certifications import CertificationOut
 from app.api.schemas.common import StrictInput
 from app.api.schemas.places import PlaceOut
+from app.registry.uploads import ImportOutcome
+from app.registry.volunteers import NewVolunteer, VolunteerChanges
 
 Language = Literal["sv", "en"]
 VolunteerStatus = Literal["active", "suspended"]
@@ -31,6 +33,11 @@ class VolunteerCreate(StrictInput):
         description="the volunteer agreed to be alerted by SMS; registration needs it"
     )
 
+    def to_domain(self) -> NewVolunteer:
+        return NewVolunteer(
+            name=self.name, phone=self.phone, language=self.language, email=self.email
+        )
+
 
 class VolunteerUpdate(StrictInput):
     """Fields present are changed; status changes go through suspend/reinstate."""
@@ -41,12 +48,18 @@ class VolunteerUpdate(StrictInput):
     email: Email | None = None
     paused_until: AwareDatetime | None = None
 
+    def to_changes(self) -> VolunteerChanges:
+        return cast(VolunteerChanges, self.model_dump(exclude_unset=True))
+
 
 class SuspendRequest(StrictInput):
     reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
 
 class VolunteerOut(BaseModel):
+    # Read off the ORM row: ``VolunteerOut.model_validate(row)``.
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     name: str | None
     phone: str | None
@@ -80,3 +93,13 @@ class ImportLineError(BaseModel):
 class ImportReport(BaseModel):
     created: int
     errors: list[ImportLineError]
+
+    @classmethod
+    def of(cls, outcome: ImportOutcome) -> ImportReport:
+        return cls(
+            created=outcome.created,
+            errors=[
+                ImportLineError(line=error.line, field=error.field, message=error.message)
+                for error in outcome.errors
+            ],
+        )
