@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -105,17 +105,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop_signal, _raise_stopped)
         try:
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                # Event streams stay open until the client leaves; a stop must not wait on them.
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-            )
+            uvicorn.run(app, host=host, port=port, **server_options(settings))
         except ServiceStopped:
             log.info("service stopped")
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``serve`` (and for the tests that run it as served).
+
+    Proxy headers (``X-Forwarded-For``, ``X-Forwarded-Proto``) are believed only from
+    the addresses in ``FORWARDED_ALLOW_IPS``; uvicorn's own default believes them
+    from 127.0.0.1, which lets any local process choose its client address and so
+    its rate-limit bucket.
+    """
+    return {
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or "",
+        # Event streams stay open until the client leaves; a stop must not wait on them.
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
+    }
 
 
 class ServiceStopped(Exception):
@@ -147,6 +157,9 @@ def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
 
 def cmd_api_key_create(args: argparse.Namespace, settings: Settings) -> None:
     from app.registry.keys import issue_key
+
+    if args.role == "dispatcher" and not args.centre:
+        fail("a dispatcher key needs --centre (the dispatch centre whose incidents it shares)", 2)
 
     async def create(session: object) -> tuple[str, str]:
         plaintext, record = await issue_key(
@@ -293,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="print a new key on standard output")
     create.add_argument("--role", required=True, choices=["admin", "dispatcher", "locator"])
     create.add_argument("--name", required=True)
-    create.add_argument("--centre", default=None, help="dispatch centre (default: the name)")
+    create.add_argument("--centre", default=None, help="dispatch centre (dispatcher keys)")
     create.set_defaults(handler=cmd_api_key_create)
     revoke = key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")

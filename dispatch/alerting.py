@@ -37,6 +37,7 @@ from dispatch.selection import (
     nearest_available_aed,
     select_candidates,
 )
+from dispatch.views import distance_band
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import NearestAed, load_service_area, nearest_first, within_radius
 
@@ -461,10 +462,10 @@ async def _announce_queued(
         type="alerts.queued",
         data={
             "alerts": [
+                # A band, not metres: dispatchers read this stream (dispatch/views.py).
                 {
                     "id": str(alert.id),
-                    "distance_m": round(alert.distance_m),
-                    "location_source": alert.location_source,
+                    "distance_band": distance_band(alert.distance_m),
                     "alerted_as": alert.alerted_as,
                 }
                 for alert in alerts

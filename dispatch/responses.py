@@ -31,7 +31,13 @@ from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
-from dispatch.roles import choose_role, lock_incident, open_slots, stand_down_if_complete
+from dispatch.roles import (
+    accept_would_stand_down_others,
+    choose_role,
+    lock_incident,
+    open_slots,
+    stand_down_if_complete,
+)
 from dispatch.strategies import replace_in_batch
 from geo.points import latitude, longitude
 
@@ -177,6 +183,9 @@ async def _answer_alert(
     alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
+    if await _needs_code(session, incident=incident, alert=alert, reply=reply, settings=settings):
+        answer = texts.confirm_with_code_text(language, code=alert.code)
+        return Outcome(answer, alert.id, incident.id)
     if reply.intent == "arrived":
         answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
     else:
@@ -185,6 +194,25 @@ async def _answer_alert(
             session, incident=incident, alert=alert, lang=language, now=now, settings=settings
         )
     return Outcome(answer, alert.id, incident.id)
+
+
+async def _needs_code(
+    session: AsyncSession, *, incident: Incident, alert: Alert, reply: Reply, settings: Settings
+) -> bool:
+    """A YES without the code may not stand other volunteers down (docs/reliability.md).
+
+    A sender's number can be spoofed on some carrier routes; the code was only ever
+    sent to the real phone. Without it, a forged YES could fill the last slot and
+    send everyone else home. Every other code-less reply errs towards more help.
+    """
+    return (
+        reply.intent == "accept"
+        and reply.code is None
+        and alert.response == "pending"
+        and await accept_would_stand_down_others(
+            session, incident=incident, alert=alert, settings=settings
+        )
+    )
 
 
 async def _target_alert(

@@ -127,6 +127,43 @@ _SLOTS_AND_PENDING = select(
 ).where(Alert.incident_id == bindparam("incident_id"))
 
 
+def accept_stands_down_others(
+    slots: Slots,
+    *,
+    detour_m: float | None,
+    others_pending: list[float | None],
+    settings: Settings,
+) -> bool:
+    """Whether this volunteer's accept, taking the role it would take, ends the alert
+    for at least one other volunteer still pending."""
+    role = choose_role(slots, detour_m=detour_m, settings=settings)
+    if role is None or not others_pending:
+        return False
+    after = Slots(
+        cpr_open=slots.cpr_open - (role == "cpr"),
+        aed_open=slots.aed_open - (role == "aed"),
+        cpr_taken=slots.cpr_taken + (role == "cpr"),
+    )
+    return should_stand_down(after, pending_detours=others_pending, settings=settings)
+
+
+async def accept_would_stand_down_others(
+    session: AsyncSession, *, incident: Incident, alert: Alert, settings: Settings
+) -> bool:
+    """``accept_stands_down_others`` for a pending alert, under the incident's lock."""
+    taken_cpr, taken_aed, detours = (
+        await session.execute(_SLOTS_AND_PENDING, {"incident_id": incident.id})
+    ).one()
+    others = list(detours or ())
+    others.remove(alert.aed_detour_m)  # this alert is pending: its own detour is listed
+    return accept_stands_down_others(
+        _slots(incident, cpr_taken=taken_cpr, aed_taken=taken_aed),
+        detour_m=alert.aed_detour_m,
+        others_pending=others,
+        settings=settings,
+    )
+
+
 async def stand_down_if_complete(
     session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
 ) -> int:

@@ -9,6 +9,13 @@ Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 responder's ``estimated_arrival_at`` is when they accepted plus the estimated walk
 (``dispatch.ems``). Names and phone numbers appear only for volunteers whose
 response is ``accepted``: a dispatcher needs to call a responder, not a bystander.
+
+Nor may a dispatcher locate anyone else: exact distances from three incidents pin
+down a home. For a volunteer who has not accepted, a dispatcher sees the alert's id
+and a distance band (``distance_band``), never the volunteer's id (which would link
+alerts across incidents), the exact distance, the AED detour or the location
+source. Administrators see exact values; the event stream, shared by both, carries
+bands only.
 """
 
 from __future__ import annotations
@@ -87,14 +94,27 @@ class IncidentSnapshot:
     closed_at: datetime | None
 
 
+DISTANCE_BANDS = ((100, "0-100"), (250, "100-250"), (500, "250-500"))
+BEYOND_BANDS = "500+"
+
+
+def distance_band(distance_m: float) -> str:
+    """The band of metres a distance falls in (upper bounds inclusive)."""
+    for upper, band in DISTANCE_BANDS:
+        if distance_m <= upper:
+            return band
+    return BEYOND_BANDS
+
+
 @dataclass(frozen=True, slots=True)
 class AlertSnapshot:
     id: uuid.UUID
-    volunteer_id: uuid.UUID
+    volunteer_id: uuid.UUID | None
     name: str | None
     phone: str | None
-    distance_m: int
-    location_source: str
+    distance_band: str
+    distance_m: int | None
+    location_source: str | None
     alerted_as: str
     aed_detour_m: int | None
     delivery_status: str
@@ -240,8 +260,10 @@ async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> Inc
     return views[0]
 
 
-async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[AlertSnapshot]:
-    """Every alert of the incident, nearest first."""
+async def alert_views(
+    session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
+) -> list[AlertSnapshot]:
+    """Every alert of the incident, nearest first, as much as ``caller`` may see."""
     rows = (
         await session.execute(
             select(Alert, Volunteer.name, Volunteer.phone)
@@ -254,16 +276,20 @@ async def alert_views(session: AsyncSession, *, incident_id: uuid.UUID) -> list[
     for row in rows:
         alert: Alert = row.Alert
         accepted = alert.response == "accepted"
+        exact = accepted or caller.role == "admin"
         views.append(
             AlertSnapshot(
                 id=alert.id,
-                volunteer_id=alert.volunteer_id,
+                volunteer_id=alert.volunteer_id if exact else None,
                 name=row.name if accepted else None,
                 phone=row.phone if accepted else None,
-                distance_m=round(alert.distance_m),
-                location_source=alert.location_source,
+                distance_band=distance_band(alert.distance_m),
+                distance_m=round(alert.distance_m) if exact else None,
+                location_source=alert.location_source if exact else None,
                 alerted_as=alert.alerted_as,
-                aed_detour_m=None if alert.aed_detour_m is None else round(alert.aed_detour_m),
+                aed_detour_m=(
+                    None if alert.aed_detour_m is None or not exact else round(alert.aed_detour_m)
+                ),
                 delivery_status=alert.delivery_status,
                 delivery_updated_at=alert.delivery_updated_at,
                 response=alert.response,

@@ -160,12 +160,12 @@ async def create_key(
     centre: str | None = None,
     volunteer: Volunteer | None = None,
 ) -> dict[str, str]:
-    """Authorization headers for a new key of the role."""
+    """Authorization headers for a new key of the role (a dispatcher's centre: its name)."""
     plaintext, _ = await issue_key(
         session,
         role=role,
         name=name,
-        centre=centre,
+        centre=centre or (name if role == "dispatcher" else None),
         volunteer_id=volunteer.id if volunteer else None,
     )
     return {"Authorization": f"Bearer {plaintext}"}

@@ -69,25 +69,33 @@ async def test_create_prints_the_key_alone_and_stores_only_its_hash(committed_db
     assert (principal.role, principal.name, principal.centre) == ("admin", "ops", None)
 
 
-async def test_a_dispatcher_key_belongs_to_its_centre(committed_db: str) -> None:
-    named = responder(
+async def test_a_dispatcher_key_belongs_to_the_centre_it_names(committed_db: str) -> None:
+    def dispatcher_key(name: str) -> subprocess.CompletedProcess[str]:
+        return responder(
+            committed_db,
+            *("api-key", "create", "--role", "dispatcher", "--name", name),
+            *("--centre", "SOS Uppsala"),
+        )
+
+    first, second = dispatcher_key("cad-1"), dispatcher_key("cad-2")
+
+    assert (await login(committed_db, first.stdout.strip())).centre == "SOS Uppsala"
+    assert (await login(committed_db, second.stdout.strip())).centre == "SOS Uppsala"
+    assert "centre=SOS Uppsala" in second.stderr
+
+
+async def test_a_dispatcher_key_without_a_centre_is_refused_and_nothing_stored(
+    committed_db: str,
+) -> None:
+    """It used to join the centre named like the key, and so that centre's incidents."""
+    result = responder(
         committed_db, "api-key", "create", "--role", "dispatcher", "--name", "SOS Uppsala"
     )
-    explicit = responder(
-        committed_db,
-        "api-key",
-        "create",
-        "--role",
-        "dispatcher",
-        "--name",
-        "cad-2",
-        "--centre",
-        "SOS Uppsala",
-    )
-    first = await login(committed_db, named.stdout.strip())
-    second = await login(committed_db, explicit.stdout.strip())
-    assert first.centre == second.centre == "SOS Uppsala"
-    assert "centre=SOS Uppsala" in explicit.stderr
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--centre" in result.stderr
+    assert await stored_keys(committed_db) == []
 
 
 async def test_revoke_takes_effect_at_once(committed_db: str) -> None:

@@ -86,7 +86,9 @@ async def test_two_simultaneous_yes_never_take_one_slot(
         async with unit_of_work(factory) as session:
             return await handle_inbound_sms(
                 session,
-                sms=InboundSms(f"SM{index:032d}", people[index].phone or "", "YES"),
+                sms=InboundSms(
+                    f"SM{index:032d}", people[index].phone or "", f"YES {alerts[index].code}"
+                ),
                 now=clock.now(),
                 settings=settings,
             )

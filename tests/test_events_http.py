@@ -159,7 +159,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
 ) -> None:
     async with unit_of_work(other_factory) as session:
         dispatcher = await create_key(session, role="dispatcher", name=CENTRE, centre=CENTRE)
-        volunteer = await create_volunteer(
+        await create_volunteer(
             session, near=offset(STOCKHOLM, bearing_deg=90, distance_m=150), language="en"
         )
 
@@ -179,7 +179,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
         assert created.json()["counts"]["alerted"] == 1
         alerts = await client.get(f"/v1/incidents/{incident_id}/alerts", headers=dispatcher)
         assert alerts.status_code == 200, alerts.text
-        assert [alert["volunteer_id"] for alert in alerts.json()] == [str(volunteer.id)]
+        assert [alert["distance_band"] for alert in alerts.json()] == ["100-250"]
         # Committed before the 201; no worker runs, so nothing else is appended meanwhile.
         at_creation = await stored_events(other_factory, incident_id)
         assert [kind for _, kind in at_creation] == ["incident.created", "alerts.queued"]
@@ -199,7 +199,11 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
             announced, queued = initial
             assert queued.data["type"] == "alerts.queued"
             assert [alert["id"] for alert in queued.data["alerts"]] == [alerts.json()[0]["id"]]
-            assert queued.data["alerts"][0]["location_source"] == "place"
+            assert queued.data["alerts"][0] == {
+                "id": alerts.json()[0]["id"],
+                "distance_band": "100-250",
+                "alerted_as": "selection",
+            }
             assert announced.data["type"] == "incident.created"
             assert announced.data["status"] == "alerting"
             assert announced.data["alerted"] == 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.api.main import create_app
 from app.core.db import create_engine, create_session_factory
@@ -27,17 +29,41 @@ async def test_healthz_answers_ok(client: httpx.AsyncClient) -> None:
 
 
 async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
-    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
-    assert response.headers["x-request-id"] == "abc-123"
+    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123_4.5:6"})
+    assert response.headers["x-request-id"] == "abc-123_4.5:6"
 
 
-async def test_readyz_reports_postgresql_and_postgis_versions(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("offered", ["a" * 65, "<script>", "två", "a b", "x\ty"])
+async def test_a_long_or_odd_request_id_is_replaced_by_one_of_ours(
+    client: httpx.AsyncClient, offered: str
+) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": offered.encode()})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+async def test_readyz_checks_postgresql_and_postgis_without_naming_versions(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    database = response.json()["checks"]["database"]
-    assert database["ok"] is True
+    assert response.json()["checks"]["database"] == {"ok": True}
+
+
+async def test_readyz_names_the_versions_when_the_setting_asks(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    app.state.runtime.settings = make_settings(readyz_versions=True)
+    database = (await client.get("/readyz")).json()["checks"]["database"]
     assert database["postgresql"].startswith("15")
     assert database["postgis"].startswith("3.")
+
+
+async def test_a_trailing_slash_is_not_found_and_never_redirected_to_the_callers_host(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/incidents/", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
 
 
 @contextlib.asynccontextmanager

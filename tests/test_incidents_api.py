@@ -43,7 +43,10 @@ async def count(session: AsyncSession, model: Any) -> int:
 
 
 async def test_incident_alerts_volunteers_nearest_first_and_queues_their_sms(
-    client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str]
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    dispatcher: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     far = await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=90, distance_m=400))
     near = await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=120))
@@ -58,7 +61,7 @@ async def test_incident_alerts_volunteers_nearest_first_and_queues_their_sms(
     assert incident["radius_m"] == 500
     assert incident["counts"]["alerted"] == 2
     assert response.headers["location"] == f"/v1/incidents/{incident['id']}"
-    alerts = (await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=dispatcher)).json()
+    alerts = (await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=admin)).json()
     assert [alert["volunteer_id"] for alert in alerts] == [str(near.id), str(far.id)]
     assert [alert["distance_m"] for alert in alerts] == [120, 400]
     assert all(alert["name"] is None and alert["phone"] is None for alert in alerts)
@@ -197,7 +200,10 @@ async def test_no_aed_within_the_search_radius_gives_none(
 
 
 async def test_alerts_record_location_source_and_aed_detour(
-    client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str]
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    dispatcher: dict[str, str],
+    admin: dict[str, str],
 ) -> None:
     await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=200))
     beside_aed = await create_volunteer(
@@ -211,7 +217,7 @@ async def test_alerts_record_location_source_and_aed_detour(
     alerts = {
         alert["volunteer_id"]: alert
         for alert in (
-            await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=dispatcher)
+            await client.get(f"/v1/incidents/{incident['id']}/alerts", headers=admin)
         ).json()
     }
 

@@ -144,3 +144,54 @@ async def test_another_centre_cannot_see_the_incident_or_its_responders(
 
     for path in (f"/v1/incidents/{incident_id}", f"/v1/incidents/{incident_id}/alerts"):
         assert (await client.get(path, headers=other)).status_code == 404
+
+
+async def test_a_dispatcher_cannot_locate_volunteers_who_did_not_accept(
+    client: httpx.AsyncClient, session: AsyncSession, clock: FrozenClock
+) -> None:
+    """Exact distances from three incidents pin down a home; a band does not."""
+    incident = await create_incident(session, created_at=clock.now(), centre="test")
+    placed = {}
+    for response, distance in (("pending", 87.4), ("declined", 240.0), ("accepted", 313.6)):
+        volunteer = await create_volunteer(session, near=STOCKHOLM)
+        alert = await create_alert(
+            session,
+            incident=incident,
+            volunteer=volunteer,
+            now=clock.now(),
+            distance_m=distance,
+            aed_detour_m=55.0,
+        )
+        alert.response = response
+        if response == "accepted":
+            alert.role, alert.accepted_at = "cpr", clock.now()
+        placed[response] = volunteer.id
+    await session.flush()
+    dispatcher = await create_key(session, role="dispatcher", centre="test")
+    admin = await create_key(session, role="admin")
+    path = f"/v1/incidents/{incident.id}/alerts"
+
+    seen = {
+        alert["response"]: alert for alert in (await client.get(path, headers=dispatcher)).json()
+    }
+    exact = {alert["response"]: alert for alert in (await client.get(path, headers=admin)).json()}
+
+    fields = ("volunteer_id", "distance_band", "distance_m", "aed_detour_m", "location_source")
+    hidden = (None, None, None, None)
+    assert tuple(seen["pending"][field] for field in fields) == (None, "0-100", *hidden[1:])
+    assert tuple(seen["declined"][field] for field in fields) == (None, "100-250", *hidden[1:])
+    assert tuple(seen["accepted"][field] for field in fields) == (
+        str(placed["accepted"]),
+        "250-500",
+        314,
+        55,
+        "place",
+    )
+    assert [exact[response]["distance_m"] for response in ("pending", "declined")] == [87, 240]
+    assert exact["pending"]["volunteer_id"] == str(placed["pending"])
+    bodies = [
+        (await client.get(url, headers=dispatcher)).text
+        for url in (path, f"/v1/incidents/{incident.id}", "/v1/incidents")
+    ]
+    for volunteer_id in (placed["pending"], placed["declined"]):
+        assert not [body for body in bodies if str(volunteer_id) in body]

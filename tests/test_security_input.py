@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlencode
 
@@ -242,3 +243,107 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_read(
 
     assert declared.status_code == 413
     assert undeclared.status_code == 413
+
+
+@pytest.fixture
+async def strict_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Fails the test if any exception escapes the app (uvicorn would reset the connection)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("sender", "text", "sid"),
+    [
+        ("+4670\x001234567", "HELP", "SM" + "4" * 32),
+        (None, "HELP", "SM\x00" + "4" * 30),
+    ],
+    ids=["nul-in-from", "nul-in-message-sid"],
+)
+async def test_a_signed_sms_with_a_nul_in_its_number_or_id_gets_help_and_stores_nothing(
+    strict_client: httpx.AsyncClient,
+    session: AsyncSession,
+    fake_twilio: FakeTwilio,
+    settings: Settings,
+    sender: str | None,
+    text: str,
+    sid: str,
+) -> None:
+    volunteer = await create_volunteer(session, near=STOCKHOLM)
+    body, headers = signed_sms(
+        fake_twilio, settings, sender=sender or volunteer.phone or "", body=text, sid=sid
+    )
+
+    answer = await strict_client.post(SMS_PATH, content=body, headers=headers)
+    after = await strict_client.get("/healthz")
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/xml")
+    assert "<Message>" in answer.text
+    assert after.status_code == 200
+    assert await inbound_count(session) == 0
+
+
+async def test_a_nul_in_a_signed_sms_text_reads_as_a_space(
+    strict_client: httpx.AsyncClient,
+    session: AsyncSession,
+    fake_twilio: FakeTwilio,
+    settings: Settings,
+) -> None:
+    volunteer = await create_volunteer(session, near=STOCKHOLM)
+    body, headers = signed_sms(
+        fake_twilio, settings, sender=volunteer.phone or "", body="PAUSE\x002", sid="SM" + "5" * 32
+    )
+
+    answer = await strict_client.post(SMS_PATH, content=body, headers=headers)
+
+    assert answer.status_code == 200
+    stored = (
+        await session.execute(select(Message.body).where(Message.direction == "in"))
+    ).scalar_one()
+    assert stored == "PAUSE 2"
+    await session.refresh(volunteer)
+    assert volunteer.paused_until is not None
+
+
+async def test_a_signed_status_callback_with_a_nul_in_its_message_sid_is_400(
+    strict_client: httpx.AsyncClient, fake_twilio: FakeTwilio, settings: Settings
+) -> None:
+    url = f"{settings.public_base_url}/webhooks/twilio/status?message_id={uuid.uuid4()}"
+    params = {"MessageSid": "SM\x00" + "6" * 30, "MessageStatus": "delivered"}
+
+    answer = await strict_client.post(
+        url.removeprefix(settings.public_base_url),
+        content=urlencode(params).encode(),
+        headers=fake_twilio.sign(url, params),
+    )
+    after = await strict_client.get("/healthz")
+
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert after.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("ip", "content", "extra_headers"),
+    [
+        ("203.0.113.101", b"Body=" + b"x" * 20_000, {}),
+        ("203.0.113.102", b"Body=x", {"Content-Length": str(10 * 1024 * 1024)}),
+        ("203.0.113.103", b"Body=\xff\xfe", {}),
+    ],
+    ids=["streamed-oversized", "declared-oversized", "not-utf8"],
+)
+async def test_unsigned_webhooks_refused_as_oversized_or_malformed_count_against_the_limit(
+    app: FastAPI, ip: str, content: bytes, extra_headers: dict[str, str]
+) -> None:
+    headers = {"X-Twilio-Signature": "forged", **extra_headers}
+    answers = []
+    async for client in client_at(app, ip):
+        for _ in range(7):
+            request = client.build_request("POST", SMS_PATH, content=content, headers=headers)
+            answers.append(await client.send(request))
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:5] in ([413] * 5, [400] * 5)
+    assert statuses[5:] == [429, 429]

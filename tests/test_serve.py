@@ -74,7 +74,7 @@ def test_serve_stops_its_cluster_on_a_signal_and_finds_its_data_again(data_dir: 
     first = _start(data_dir, port)
     try:
         ready = _wait_ready(first, port)
-        assert ready.json()["checks"]["database"]["postgis"].startswith("3.")
+        assert ready.json()["checks"]["database"]["ok"] is True
         created = subprocess.run(
             [
                 sys.executable,

@@ -219,7 +219,7 @@ async def test_slots_fill_in_order_of_arrival_then_the_rest_are_stood_down(
 
     first = await reply(client, people[0], "YES")
     second = await reply(client, people[1], "YES")
-    third = await reply(client, people[2], "YES")
+    third = await reply(client, people[2], f"YES {alerts[2].code}")  # the last slot: coded
 
     roles = []
     for alert in alerts:
@@ -260,7 +260,7 @@ async def test_withdraw_reopens_the_slot_and_arrived_is_recorded(
     a2.delivery_status = "delivered"
     await session.flush()
 
-    await reply(client, first, "YES")
+    await reply(client, first, f"YES {a1.code}")
     await session.refresh(a2)
     assert a2.stood_down_at is not None, "the only slot is full"
 

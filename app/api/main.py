@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import (
+    InternalErrors,
     Problem,
     RequestGuards,
     complete_operation_responses,
@@ -133,6 +134,9 @@ def create_app(
         version="1.0.0",
         summary="Alerts CPR-trained volunteers to a nearby cardiac arrest by SMS.",
         lifespan=lifespan,
+        # A redirect to the slash-less path would be built from the request's Host
+        # header, so anyone could make the service answer with a Location of theirs.
+        redirect_slashes=False,
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
@@ -167,6 +171,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(InternalErrors)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
     return app

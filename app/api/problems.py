@@ -1,12 +1,13 @@
 """Every error a client can see, rendered once as ``application/problem+json``.
 
 Also the guards that run before a route: request id, body size and content type.
-No stack trace ever reaches a client; unexpected errors are logged with the
-request id and answered with a bare 500 problem.
+No stack trace ever reaches a client; unexpected errors are logged once with the
+request id and answered with a bare 500 problem (``InternalErrors``).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -122,18 +123,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if not database_unreachable(exc):
             raise exc
-        return _database_unreachable(request, exc)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if database_unreachable(exc):
-            return _database_unreachable(request, exc)
-        log.exception("unhandled error", path=request.url.path)
-        return problem_response(500, "Internal error", "the error was logged")
+        return _database_unreachable(request.url.path, exc)
 
 
-def _database_unreachable(request: Request, exc: BaseException) -> JSONResponse:
-    log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
+def _database_unreachable(path: str, exc: BaseException) -> JSONResponse:
+    log.warning("database unreachable", path=path, error=type(exc).__name__)
     return problem_response(
         503,
         "Service unavailable",
@@ -177,6 +171,11 @@ def database_unreachable(exc: BaseException) -> bool:
     return False
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""A client's own request id is kept only if it is short and plain: it is echoed in a
+header and written in every log record of the request."""
+
+
 class RequestGuards:
     """Pure ASGI middleware: request id, body size limit and content type.
 
@@ -198,8 +197,8 @@ class RequestGuards:
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 100 or not request_id.isprintable():
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -234,14 +233,16 @@ class RequestGuards:
 
     def _refuse_early(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
         declared = headers.get("content-length")
-        if declared is not None:
+        path: str = scope["path"]
+        # A webhook refuses its own oversized bodies, before its signature is checked,
+        # so that they count against the unsigned-webhook limit (app/api/routers/webhooks.py).
+        if declared is not None and not path.startswith(self.JSON_EXEMPT_PREFIXES):
             if not declared.isdigit():
                 return problem_response(400, "Bad request", "invalid Content-Length")
             if int(declared) > self.max_body_bytes:
                 exc = PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
                 return problem_response(413, exc.title, exc.detail)
         method = scope["method"]
-        path: str = scope["path"]
         has_body = declared not in (None, "0") or "transfer-encoding" in headers
         if (
             method in ("POST", "PUT", "PATCH")
@@ -254,6 +255,48 @@ class RequestGuards:
                 exc415 = UnsupportedMediaType("send the body as application/json")
                 return problem_response(415, exc415.title, exc415.detail)
         return None
+
+
+class InternalErrors:
+    """Pure ASGI middleware, innermost: an unexpected error becomes a bare 500, logged once.
+
+    Starlette's own catch-all (``ServerErrorMiddleware``, outermost) answers and then
+    re-raises, so uvicorn logs the error a second time and closes the keep-alive
+    connection under a client that is about to send its next request on it. Here the
+    exception ends: one brief record with the request id (``app/logging.py`` keeps
+    it free of data), a 500 problem naming the request id, the connection kept.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
+            if database_unreachable(exc):
+                response = _database_unreachable(scope["path"], exc)
+            else:
+                log.error(
+                    "unhandled error", method=scope["method"], path=scope["path"], exc_info=exc
+                )
+                request_id = structlog.contextvars.get_contextvars().get("request_id")
+                response = problem_response(
+                    500, "Internal error", "the error was logged", request_id=request_id
+                )
+            if not started:  # a streamed answer already under way can only be cut off
+                await response(scope, receive, send)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

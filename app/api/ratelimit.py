@@ -138,6 +138,7 @@ class RateLimiter:
             max_overflow=size,
             pool_recycle=1800,
             isolation_level="AUTOCOMMIT",
+            hide_parameters=True,  # bucket keys name client IPs
             connect_args={"server_settings": {"application_name": "responder"}, "timeout": 10},
         )
 

@@ -53,6 +53,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        # An error's message must not carry the statement's values (names, phones, SMS
+        # texts) into a log record.
+        hide_parameters=True,
         # No JIT: every statement here is OLTP, and a cost estimate over
         # jit_above_cost (a KNN scan's is huge) would spend tens of ms compiling.
         connect_args={

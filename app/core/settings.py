@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    readyz_versions: bool = Field(
+        default=False, description="/readyz names the PostgreSQL and PostGIS versions"
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="comma-separated proxy addresses whose X-Forwarded-* headers are "
+        "believed; empty = none (the peer address is the client)",
+    )
 
     # Requests per minute, shared by all processes (app/ratelimit.py, docs/reliability.md).
     # Dispatcher keys and correctly signed webhooks are never limited.

@@ -304,6 +304,14 @@ def unknown_sender_text() -> str:
     )
 
 
+def confirm_with_code_text(language: str, *, code: str) -> str:
+    return _pick(
+        language,
+        f"Du är den sista som behövs. Bekräfta med koden från larmet: svara JA {code}.",
+        f"You are the last one needed. Confirm with the code from the alert: reply YES {code}.",
+    )
+
+
 def which_alert_text(language: str, *, codes: list[str], verb: str) -> str:
     listed = ", ".join(codes)
     sv_verb = {"YES": "JA", "NO": "NEJ", "WITHDRAW": "ÅNGRA", "ARRIVED": "FRAMME"}.get(verb, verb)

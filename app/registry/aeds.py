@@ -181,7 +181,7 @@ def _parse_access(cell: str) -> Any:
     if not text or text.lower() == "always":
         return "always"
     if text.startswith("["):
-        return json.loads(text)
+        return _json(text)
     windows = []
     for part in text.lower().split(";"):
         match = _WINDOW.match(part)
@@ -198,6 +198,15 @@ def _parse_access(cell: str) -> Any:
             )
         windows.append({"days": days, "start": match["start"], "end": match["end"]})
     return windows
+
+
+def _json(text: str) -> Any:
+    """``json.loads``, with nesting past the parser's depth a ``ValueError`` like any
+    other malformed JSON (it raises ``RecursionError``, which would answer 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _csv_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any]]]:
@@ -230,7 +239,7 @@ def _csv_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any
 
 def _geojson_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any]]]:
     try:
-        document = json.loads(text)
+        document = _json(text)
     except ValueError as exc:
         raise InvalidInput("body", f"not GeoJSON: {exc}") from None
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":

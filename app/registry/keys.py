@@ -85,11 +85,12 @@ async def issue_key(
 ) -> tuple[str, ApiKey]:
     """Create a key; the plaintext is returned here and never again.
 
-    A dispatcher key always names its dispatch centre (default: the key's name);
-    keys of one centre share its incidents, so rotating a key never re-creates one.
+    A dispatcher key always names its dispatch centre, explicitly: keys of one centre
+    share its incidents (rotating a key never re-creates one), so a default taken
+    from the key's name would silently join whichever centre is named like it.
     """
     if role == "dispatcher" and not centre:
-        centre = name
+        raise ValueError("a dispatcher key needs its dispatch centre")
     plaintext = new_key()
     record = ApiKey(
         name=name,

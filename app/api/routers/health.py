@@ -34,12 +34,16 @@ async def healthz() -> Liveness:
 
 
 async def _database_check(runtime: RuntimeDep) -> dict[str, Any]:
+    """Both answer (PostGIS too). Versions only when ``READYZ_VERSIONS`` asks for them:
+    /readyz is open to anyone, and a version tells an attacker which advisories apply."""
     async with runtime.engine.connect() as connection:
         row = (
             await connection.execute(
                 text("SELECT current_setting('server_version') AS pg, postgis_lib_version() AS gis")
             )
         ).one()
+    if not runtime.settings.readyz_versions:
+        return {"ok": True}
     return {"ok": True, "postgresql": row.pg, "postgis": row.gis}
 
 

@@ -142,11 +142,12 @@ async def get_incident(
 async def get_incident_alerts(
     incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
 ) -> list[AlertView]:
-    """Every alert, nearest first; names and phones only of volunteers who accepted."""
+    """Every alert, nearest first; names and phones only of volunteers who accepted;
+    for a dispatcher, identity and exact distance only of those, a band for the rest."""
     await visible_incident(session, incident_id=incident_id, caller=caller)
     return [
         AlertView.model_validate(alert)
-        for alert in await alert_views(session, incident_id=incident_id)
+        for alert in await alert_views(session, incident_id=incident_id, caller=caller)
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -121,12 +121,19 @@ class IncidentView(ReadModel):
 
 
 class AlertView(ReadModel):
+    """For a dispatcher, a volunteer who has not accepted is an alert id and a band."""
+
     id: uuid.UUID
-    volunteer_id: uuid.UUID
+    volunteer_id: uuid.UUID | None = Field(
+        description="null for a dispatcher unless the volunteer accepted"
+    )
     name: str | None
     phone: str | None
-    distance_m: int
-    location_source: str
+    distance_band: Literal["0-100", "100-250", "250-500", "500+"] = Field(
+        description="metres from the incident, upper bounds inclusive"
+    )
+    distance_m: int | None = Field(description="null for a dispatcher unless accepted")
+    location_source: str | None
     alerted_as: str
     aed_detour_m: int | None
     delivery_status: str
