@@ -248,6 +248,8 @@ async def alert_more(
     """
     if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
+    if wanted is not None and wanted <= 0:
+        return []  # before the deployment-wide selection lock: nothing to select
     await lock_selection(session)
     limit = settings.max_alerted - await count_pending(session, incident.id)
     if wanted is not None:
