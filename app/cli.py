@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 from pydantic import ValidationError
@@ -217,13 +218,36 @@ async def _run_worker(url: str, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
+    metrics = serve_worker_metrics(settings)
     log.info("dispatch worker started", worker_id=worker.worker_id, gateway=gateway.name)
     try:
         await worker.run()
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         await gateway.close()
         await engine.dispose()
         log.info("dispatch worker stopped", worker_id=worker.worker_id)
+
+
+def serve_worker_metrics(settings: Settings) -> WSGIServer | None:
+    """``/metrics`` of a stand-alone worker on ``WORKER_METRICS_PORT`` (prometheus_client's
+    own threaded server: the worker has no HTTP stack of its own).
+
+    A port that is taken (another worker on this host) costs this worker its
+    metrics, never its sending: it logs the reason and goes on.
+    """
+    from prometheus_client import start_http_server
+
+    if settings.worker_metrics_port == 0:
+        return None
+    try:
+        server, _ = start_http_server(settings.worker_metrics_port, addr=settings.host)
+    except OSError as exc:
+        log.error("worker metrics not served", port=settings.worker_metrics_port, reason=str(exc))
+        return None
+    log.info("worker metrics", url=f"http://{settings.host}:{settings.worker_metrics_port}/metrics")
+    return server
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:

@@ -19,7 +19,6 @@ from app.core.settings import Settings
 from dispatch.events import EventHub
 from dispatch.gateway import SmsGateway
 from dispatch.lifecycle import run_timers
-from dispatch.strategies import run_strategy_steps
 from dispatch.worker import DispatchWorker
 
 
@@ -72,13 +71,8 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
     settings = runtime.settings
 
-    async def timers(session: AsyncSession, now: datetime) -> None:
-        await run_timers(session, now=now, settings=settings)
-
-    async def incident_steps(
-        session_factory: async_sessionmaker[AsyncSession], now: datetime
-    ) -> None:
-        await run_strategy_steps(session_factory, now=now, settings=settings)
+    async def timers(factory: async_sessionmaker[AsyncSession], now: datetime) -> None:
+        await run_timers(factory, now=now, settings=settings)
 
     return DispatchWorker(
         session_factory=runtime.session_factory,
@@ -87,5 +81,4 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
         clock=runtime.clock,
         database_url=runtime.database_url,
         timers=timers,
-        incident_steps=incident_steps,
     )

@@ -19,7 +19,7 @@ import json
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
 from app.core.outbox import OutboundSms, queue_sms
+from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
 from dispatch.events import record_event
@@ -84,18 +85,6 @@ class Created:
     created: bool
 
 
-def in_quiet_hours(quiet_hours: str | None, *, now: datetime, settings: Settings) -> bool:
-    """``HH:MM-HH:MM`` in ``TIMEZONE``, start inclusive, end exclusive; may cross midnight."""
-    if not quiet_hours:
-        return False
-    start_text, end_text = quiet_hours.split("-")
-    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
-    local = now.astimezone(settings.zone).time().replace(tzinfo=None)
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end
-
-
 def reason_before_selection(
     request: NewIncident, *, settings: Settings, now: datetime
 ) -> str | None:
@@ -111,7 +100,7 @@ def reason_before_selection(
         request.location
     ):
         return "outside_service_area"
-    if in_quiet_hours(settings.quiet_hours, now=now, settings=settings):
+    if within_hours(settings.quiet_hours, now=now, zone=settings.zone):
         return "quiet_hours"
     return None
 

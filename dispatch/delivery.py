@@ -124,6 +124,47 @@ async def mirror_alert_delivery(
         )
 
 
+MAY_HAVE_REACHED = ("sending", "sent", "delivered", "undelivered")
+"""Alert SMS states in which the volunteer may have the alert: handed to the provider,
+or a request in flight or of unknown outcome."""
+
+
+async def settle_alert_sms(
+    session: AsyncSession, *, incident_id: uuid.UUID, alerts: ColumnElement[bool], now: datetime
+) -> set[uuid.UUID]:
+    """Of an incident's ``alerts`` about to be stood down or cancelled: those whose
+    volunteer may have the alert.
+
+    Decided from each alert SMS's own row, locked here (``FOR UPDATE``, before any
+    alert row, the order a worker's record takes too): a worker's claim of it either
+    committed first (then it is ``sending`` and counts as reached) or skips it and
+    finds it given up. An SMS still ``queued`` is given up here as ``not_needed``
+    in the same transaction, so no claim that started earlier can still send it.
+    """
+    rows = (
+        await session.execute(
+            select(Message.id, Message.alert_id, Message.status)
+            .join(Alert, Alert.id == Message.alert_id)
+            .where(
+                Alert.incident_id == incident_id,
+                alerts,
+                Message.direction == "out",
+                Message.purpose == "alert",
+            )
+            .order_by(Message.id)
+            .with_for_update(of=Message)
+        )
+    ).all()
+    unsent = [row.id for row in rows if row.status == "queued"]
+    if unsent:
+        await session.execute(
+            update(Message)
+            .where(Message.id.in_(unsent))
+            .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
+        )
+    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED}
+
+
 async def note_gateway_result(
     session: AsyncSession,
     *,

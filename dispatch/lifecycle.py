@@ -4,7 +4,9 @@ The timed transitions (unanswered alerts become ``no_reply`` after
 ``ALERT_REPLY_WINDOW``; an incident still alerting after ``INCIDENT_MAX_AGE`` is
 closed, silently) are run by the dispatch worker through :func:`run_timers` with
 the injected clock, never by a request. Every change locks the incident row first,
-so it is serialised with replies to the same incident.
+so it is serialised with replies to the same incident, and the timers take one
+incident per transaction, so they never hold one incident's rows while waiting
+for another's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import texts
+from app.core.db import unit_of_work
 from app.core.errors import Conflict, NotFound
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
@@ -26,8 +29,10 @@ from app.core.settings import Settings
 from app.registry.certifications import queue_certification_reminders
 from app.registry.locations import purge_live_locations
 from dispatch.alerting import SCENE_FLAGS, alert_more
+from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
 from dispatch.roles import lock_incident, stand_down_pending
+from dispatch.strategies import run_strategy_steps
 from geo.points import LatLon, geography_point
 
 
@@ -81,10 +86,12 @@ async def cancel_incident(
     reason: str | None,
     now: datetime,
 ) -> Incident:
-    """Every open alert the volunteer received gets a cancellation SMS.
+    """Every open alert the volunteer may have received gets a cancellation SMS.
 
-    Alerts still queued are dropped by the worker instead (their incident is no
-    longer alerting), so nobody gets a cancellation for an alert they never saw.
+    "May have received" is the alert SMS's own send state, read under its lock
+    (``settle_alert_sms``); an alert SMS still queued is given up in this
+    transaction, so nobody gets a cancellation for an alert they never saw, and
+    nobody gets an alert without its cancellation.
     Cancelling twice changes nothing; a closed incident cannot be cancelled (409).
     """
     incident = await _incident_for_centre(session, incident_id=incident_id, centre=centre)
@@ -99,6 +106,7 @@ async def cancel_incident(
     incident.updated_at = now
     if was_alerting:
         is_open = and_(Alert.response.in_(("pending", "accepted")), Alert.stood_down_at.is_(None))
+        reached = await settle_alert_sms(session, incident_id=incident.id, alerts=is_open, now=now)
         recipients = await _recipients(session, incident_id=incident.id, condition=is_open)
         await session.execute(
             update(Alert)
@@ -111,7 +119,7 @@ async def cancel_incident(
             recipients=[
                 (alert, phone, language)
                 for alert, phone, language in recipients
-                if alert.delivery_status not in ("queued", "failed") or alert.response == "accepted"
+                if alert.id in reached or alert.response == "accepted"
             ],
             now=now,
         )
@@ -356,63 +364,104 @@ async def _queue_cancellations(
     )
 
 
-async def expire_unanswered(session: AsyncSession, *, now: datetime, settings: Settings) -> int:
-    """Pending alerts older than the reply window become ``no_reply``."""
-    rows = (
-        await session.execute(
-            update(Alert)
-            .where(
-                Alert.response == "pending",
-                Alert.created_at <= now - settings.alert_reply_window,
-            )
-            .values(response="no_reply", updated_at=now)
-            .returning(Alert.id, Alert.incident_id)
-        )
-    ).all()
-    by_incident: dict[uuid.UUID, list[str]] = {}
-    for alert_id, incident_id in rows:
-        by_incident.setdefault(incident_id, []).append(str(alert_id))
-    for incident_id, alert_ids in by_incident.items():
-        await record_event(
-            session,
-            incident_id=incident_id,
-            type="alerts.no_reply",
-            data={"alert_ids": alert_ids, "at": now.isoformat()},
-        )
-    return len(rows)
+async def _incident_ids(
+    factory: async_sessionmaker[AsyncSession], statement: Select[uuid.UUID]
+) -> list[uuid.UUID]:
+    """The incidents a timer will visit, read without a lock (each is locked in turn)."""
+    async with factory() as session:
+        return list((await session.execute(statement)).scalars())
 
 
-async def close_stale_incidents(session: AsyncSession, *, now: datetime, settings: Settings) -> int:
-    """Incidents still alerting after ``INCIDENT_MAX_AGE`` are closed without any SMS."""
-    stale = (
-        await session.execute(
-            select(Incident.id)
-            .where(
-                Incident.status == "alerting",
-                Incident.created_at <= now - settings.incident_max_age,
-            )
-            .with_for_update(skip_locked=True)
-        )
-    ).scalars()
+async def expire_unanswered(
+    factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
+) -> int:
+    """Pending alerts older than the reply window become ``no_reply``.
+
+    One short transaction per incident, which locks the incident first, as a reply
+    or a cancel does: the pass never holds one incident's alerts while it waits for
+    another's, so it cannot deadlock with them, and a YES applied before the pass
+    reached its incident stands. Incidents are visited oldest unanswered alert first.
+    """
+    cutoff = now - settings.alert_reply_window
+    expired_pending = and_(Alert.response == "pending", Alert.created_at <= cutoff)
+    incident_ids = await _incident_ids(
+        factory,
+        select(Alert.incident_id)
+        .where(expired_pending)
+        .group_by(Alert.incident_id)
+        .order_by(func.min(Alert.created_at)),
+    )
     count = 0
-    for incident_id in list(stale):
-        await close_incident(
-            session,
-            incident_id=incident_id,
-            centre=None,
-            outcome="closed automatically",
-            now=now,
-            settings=settings,
-            silent=True,
-        )
-        count += 1
+    for incident_id in incident_ids:
+        async with unit_of_work(factory) as session:
+            await lock_incident(session, incident_id)
+            expired = await session.execute(
+                update(Alert)
+                .where(Alert.incident_id == incident_id, expired_pending)
+                .values(response="no_reply", updated_at=now)
+                .returning(Alert.id)
+            )
+            alert_ids = list(expired.scalars())
+            if alert_ids:
+                await record_event(
+                    session,
+                    incident_id=incident_id,
+                    type="alerts.no_reply",
+                    data={
+                        "alert_ids": [str(alert_id) for alert_id in alert_ids],
+                        "at": now.isoformat(),
+                    },
+                )
+            count += len(alert_ids)
     return count
 
 
-async def run_timers(session: AsyncSession, *, now: datetime, settings: Settings) -> None:
-    """Every timed transition, in one transaction of the worker: the incidents' own,
-    then the registry's (the live-location purge, certification renewal reminders)."""
-    await expire_unanswered(session, now=now, settings=settings)
-    await close_stale_incidents(session, now=now, settings=settings)
-    await purge_live_locations(session, now=now, retention=settings.live_location_retention)
-    await queue_certification_reminders(session, now=now, settings=settings)
+async def close_stale_incidents(
+    factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
+) -> int:
+    """Incidents still alerting after ``INCIDENT_MAX_AGE`` are closed without any SMS.
+
+    Each in its own transaction; one that a dispatcher cancelled or closed meanwhile
+    is left as it is.
+    """
+    stale = await _incident_ids(
+        factory,
+        select(Incident.id)
+        .where(
+            Incident.status == "alerting",
+            Incident.created_at <= now - settings.incident_max_age,
+        )
+        .order_by(Incident.id),
+    )
+    count = 0
+    for incident_id in stale:
+        async with unit_of_work(factory) as session:
+            incident = await lock_incident(session, incident_id)
+            if incident is None or incident.status != "alerting":
+                continue
+            await close_incident(
+                session,
+                incident_id=incident_id,
+                centre=None,
+                outcome="closed automatically",
+                now=now,
+                settings=settings,
+                silent=True,
+            )
+            count += 1
+    return count
+
+
+async def run_timers(
+    factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
+) -> None:
+    """Every timed transition, each in short transactions of its own: the incidents'
+    own (then their strategy steps: replacing the silent, widening), then the
+    registry's (the live-location purge, certification renewal reminders)."""
+    await expire_unanswered(factory, now=now, settings=settings)
+    await close_stale_incidents(factory, now=now, settings=settings)
+    await run_strategy_steps(factory, now=now, settings=settings)
+    async with unit_of_work(factory) as session:
+        await purge_live_locations(session, now=now, retention=settings.live_location_retention)
+    async with unit_of_work(factory) as session:
+        await queue_certification_reminders(session, now=now, settings=settings)

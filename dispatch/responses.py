@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
@@ -40,6 +42,8 @@ from dispatch.roles import (
 )
 from dispatch.strategies import replace_in_batch
 from geo.points import latitude, longitude
+
+log = structlog.get_logger(__name__)
 
 BODY_STORE_LIMIT = 1600
 RECENT_ALERT_WINDOW = timedelta(hours=12)
@@ -99,25 +103,81 @@ class InboundSms:
     body: str
 
 
+REPLY_ATTEMPTS = 3
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+"""Serialization failure and deadlock: the database rolled the attempt back whole,
+so trying it again is safe and, once the other transaction ended, succeeds."""
+
+
 async def handle_inbound_sms(
-    session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
+    session: AsyncSession,
+    *,
+    sms: InboundSms,
+    now: datetime,
+    settings: Settings,
+    attempts: int = REPLY_ATTEMPTS,
 ) -> str:
-    """Store the SMS, apply it, and return the answer to send back (stored with it)."""
-    sid = sms.message_sid[:64]
-    inserted = (
+    """Store the SMS, apply it, and return the answer to send back (stored with it).
+
+    Each attempt runs in a savepoint (nothing else is held by the caller's
+    transaction); a deadlock or serialization failure rolls back to it and the
+    reply is tried again, up to ``attempts`` times. A reply that still cannot be
+    applied is stored with, and answered by, a text asking the volunteer to reply
+    again: never an error that Twilio would not retry and nobody would see.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with session.begin_nested():
+                return await _apply_inbound(session, sms=sms, now=now, settings=settings)
+        except DBAPIError as error:
+            sqlstate = getattr(error.orig, "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES:
+                raise
+            log.warning("reply not applied; retrying", sqlstate=sqlstate, attempt=attempt)
+    answer = texts.reply_not_recorded_text()
+    async with session.begin_nested():
+        inserted = await _insert_inbound(session, sms=sms, now=now)
+        if inserted is not None:
+            await session.execute(
+                _RECORD_ANSWER,
+                {
+                    "message_id": inserted,
+                    "answer": answer,
+                    "answer_volunteer_id": None,
+                    "answer_alert_id": None,
+                    "answer_incident_id": None,
+                },
+            )
+    return answer
+
+
+async def _insert_inbound(
+    session: AsyncSession, *, sms: InboundSms, now: datetime
+) -> uuid.UUID | None:
+    """The new inbound row's id; ``None`` when this MessageSid was stored before."""
+    inserted: uuid.UUID | None = (
         await session.execute(
             _INSERT_INBOUND,
             {
                 "new_id": uuid.uuid4(),
                 "new_phone": sms.from_phone[:20],
                 "new_body": sms.body[:BODY_STORE_LIMIT],
-                "new_sid": sid,
+                "new_sid": sms.message_sid[:64],
                 "new_now": now,
             },
         )
     ).scalar_one_or_none()
+    return inserted
+
+
+async def _apply_inbound(
+    session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
+) -> str:
+    inserted = await _insert_inbound(session, sms=sms, now=now)
     if inserted is None:
-        stored = (await session.execute(_STORED_ANSWER, {"sid": sid})).scalar_one_or_none()
+        stored = (
+            await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
+        ).scalar_one_or_none()
         return stored or texts.help_text("sv")
     volunteer = (await session.execute(_SENDER, {"phone": sms.from_phone})).scalar_one_or_none()
     if volunteer is None:
@@ -189,10 +249,8 @@ async def _answer_alert(
     if reply.intent == "arrived":
         answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
     else:
-        change = {"accept": _accept, "decline": _decline, "withdraw": _withdraw}[reply.intent]
-        answer = await change(
-            session, incident=incident, alert=alert, lang=language, now=now, settings=settings
-        )
+        respond = {"accept": _accept, "decline": _decline, "withdraw": _withdraw}[reply.intent]
+        answer = await respond(_Answering(session, incident, alert, language, now, settings))
     return Outcome(answer, alert.id, incident.id)
 
 
@@ -261,112 +319,101 @@ def _open_row(alert: Alert, incident_status: str) -> bool:
     )
 
 
-async def _accept(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    alert: Alert,
-    lang: str,
-    now: datetime,
-    settings: Settings,
-) -> str:
+@dataclass(frozen=True)
+class _Answering:
+    """What every change of a response works on: the locked incident and alert."""
+
+    session: AsyncSession
+    incident: Incident
+    alert: Alert
+    lang: str
+    now: datetime
+    settings: Settings
+
+
+async def _respond(change: _Answering, response: str, **data: Any) -> None:
+    """Set the response, flush, and record the ``alert.<response>`` event with ``data``."""
+    alert = change.alert
+    alert.response = response
+    alert.responded_at = change.now
+    alert.updated_at = change.now
+    await change.session.flush()
+    await record_event(
+        change.session,
+        incident_id=change.incident.id,
+        type=f"alert.{response}",
+        data={"alert_id": str(alert.id), **data, "at": change.now.isoformat()},
+    )
+
+
+async def _accept(change: _Answering) -> str:
+    session, incident, alert = change.session, change.incident, change.alert
     if alert.response == "accepted" and alert.role is not None:
-        return await instructions(session, incident=incident, alert=alert, language=lang)
+        return await instructions(session, incident=incident, alert=alert, language=change.lang)
     via_aed_m = alert.distance_m + (alert.aed_detour_m or 0.0)
     role = choose_role(
         await open_slots(session, incident),
         detour_m=alert.aed_detour_m,
-        settings=settings,
+        settings=change.settings,
         aed_before_ems=arrives_before_ems(
-            settings, route_m=via_aed_m, leaving_at=now, ems_eta_at=incident.ems_eta_at
+            change.settings,
+            route_m=via_aed_m,
+            leaving_at=change.now,
+            ems_eta_at=incident.ems_eta_at,
         ),
     )
-    alert.response = "accepted"
-    alert.responded_at = now
-    alert.accepted_at = now
-    alert.updated_at = now
+    alert.accepted_at = change.now
     if role is None:
-        alert.stood_down_at = now
+        alert.stood_down_at = change.now
     else:
         alert.role = role
         alert.estimated_arrival_at = estimated_arrival(
-            settings, route_m=route_m(alert), leaving_at=now
+            change.settings, route_m=route_m(alert), leaving_at=change.now
         )
-    await session.flush()
-    await record_event(
-        session,
-        incident_id=incident.id,
-        type="alert.accepted",
-        data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
-    )
+    await _respond(change, "accepted", role=role)
     if role is None:
-        return texts.not_needed_text(lang)
-    await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
-    return await instructions(session, incident=incident, alert=alert, language=lang)
-
-
-async def _decline(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    alert: Alert,
-    lang: str,
-    now: datetime,
-    settings: Settings,
-) -> str:
-    if alert.response == "accepted":
-        return await _withdraw(
-            session, incident=incident, alert=alert, lang=lang, now=now, settings=settings
-        )
-    alert.response = "declined"
-    alert.responded_at = now
-    alert.updated_at = now
-    await session.flush()
-    await record_event(
-        session,
-        incident_id=incident.id,
-        type="alert.declined",
-        data={"alert_id": str(alert.id), "at": now.isoformat()},
+        return texts.not_needed_text(change.lang)
+    await stand_down_if_complete(
+        session, incident=incident, settings=change.settings, now=change.now
     )
-    await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
-    if settings.alert_batch is not None:
-        await replace_in_batch(
-            session, incident=incident, settings=settings, now=now, replaced=[alert.id]
-        )
-    return texts.declined_text(lang)
+    return await instructions(session, incident=incident, alert=alert, language=change.lang)
 
 
-async def _withdraw(
-    session: AsyncSession,
-    *,
-    incident: Incident,
-    alert: Alert,
-    lang: str,
-    now: datetime,
-    settings: Settings,
-) -> str:
+async def _decline(change: _Answering) -> str:
+    if change.alert.response == "accepted":
+        return await _withdraw(change)
+    await _respond(change, "declined")
+    await stand_down_if_complete(
+        change.session, incident=change.incident, settings=change.settings, now=change.now
+    )
+    if change.settings.alert_batch is not None:
+        await _replace_at_once(change)
+    return texts.declined_text(change.lang)
+
+
+async def _withdraw(change: _Answering) -> str:
+    session, incident, alert = change.session, change.incident, change.alert
     if alert.response != "accepted":
-        return texts.help_text(lang)
+        return texts.help_text(change.lang)
     role = alert.role
-    alert.response = "withdrawn"
     alert.role = None
-    alert.responded_at = now
-    alert.updated_at = now
-    await session.flush()
-    await record_event(
-        session,
-        incident_id=incident.id,
-        type="alert.withdrawn",
-        data={"alert_id": str(alert.id), "role": role, "at": now.isoformat()},
+    await _respond(change, "withdrawn", role=role)
+    if change.settings.alert_batch is not None:
+        await _replace_at_once(change)
+    elif await count_pending(session, incident.id) == 0:
+        await alert_more(session, incident=incident, settings=change.settings, now=change.now)
+    return texts.withdrawn_text(change.lang)
+
+
+async def _replace_at_once(change: _Answering) -> None:
+    """With ``ALERT_BATCH``, the place this alert held goes to the next nearest at once."""
+    await replace_in_batch(
+        change.session,
+        incident=change.incident,
+        settings=change.settings,
+        now=change.now,
+        replaced=[change.alert.id],
     )
-    if settings.alert_batch is not None:
-        await replace_in_batch(
-            session, incident=incident, settings=settings, now=now, replaced=[alert.id]
-        )
-        return texts.withdrawn_text(lang)
-    if await count_pending(session, incident.id) == 0:
-        await alert_more(session, incident=incident, settings=settings, now=now)
-    return texts.withdrawn_text(lang)
 
 
 async def _arrive(

@@ -20,6 +20,7 @@ from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
 from app.core.texts import stand_down_text
+from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
 
 Role = Literal["cpr", "aed"]
@@ -183,23 +184,25 @@ async def stand_down_if_complete(
 
 
 async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: datetime) -> int:
-    """Tell every pending volunteer they need not go; those never reached get no SMS."""
+    """Tell every pending volunteer they need not go; those never reached get no SMS.
+
+    Who was reached is read from each alert SMS's own send state, under its lock
+    (:func:`dispatch.delivery.settle_alert_sms`), never from the alert's mirrored
+    delivery status, which a concurrent claim may not have updated yet.
+    """
+    reached = await settle_alert_sms(session, incident_id=incident.id, alerts=_pending, now=now)
     rows = (
         await session.execute(
             update(Alert)
-            .where(
-                Alert.incident_id == incident.id,
-                Alert.response == "pending",
-                Alert.stood_down_at.is_(None),
-            )
+            .where(Alert.incident_id == incident.id, _pending)
             .values(stood_down_at=now, updated_at=now)
-            .returning(Alert.id, Alert.code, Alert.volunteer_id, Alert.delivery_status)
+            .returning(Alert.id, Alert.code, Alert.volunteer_id)
         )
     ).all()
     if not rows:
         return 0
-    reached = [row for row in rows if row.delivery_status not in ("queued", "failed")]
-    volunteers = await _contacts(session, [row.volunteer_id for row in reached])
+    told = [row for row in rows if row.id in reached]
+    volunteers = await _contacts(session, [row.volunteer_id for row in told])
     await queue_sms(
         session,
         [
@@ -211,7 +214,7 @@ async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: 
                 incident_id=incident.id,
                 alert_id=row.id,
             )
-            for row in reached
+            for row in told
             if volunteers.get(row.volunteer_id, (None, ""))[0]
         ],
         now=now,

@@ -1,19 +1,30 @@
 """The dispatch worker: sends the outbound queue and runs the timed transitions.
 
-Any number of workers can run against one database. Each loop:
+Any number of workers can run against one database. Sending is a continuous
+pipeline of ``SEND_CONCURRENCY`` slots: whenever a slot is free (a send finished,
+a notification arrived, a retry fell due) the worker claims as many due messages
+as it has free slots, in one short transaction with ``FOR UPDATE SKIP LOCKED``,
+and starts sending each at once, outside any transaction; each outcome is recorded
+in its own short transaction as soon as it is known. So:
 
-1. abandons queued messages no longer worth sending (deadline passed; for an
-   alert, the incident stopped alerting or the volunteer answered / was stood down);
-2. claims due messages with ``FOR UPDATE SKIP LOCKED`` and marks them ``sending``
-   with a lease, in one short transaction;
-3. sends them concurrently (at most ``SEND_CONCURRENCY`` in flight), outside any
-   transaction;
-4. records each outcome in its own short transaction as soon as it is known.
+- a claimed message never waits for a slot, and its lease (``SEND_TIMEOUT_S`` +
+  20 s) starts when its request is sent: no other worker re-claims a message that
+  this one is about to send;
+- the claim reads in priority order (``message.priority``: alerts first, then
+  instructions, updates, stand-downs, cancellations and sign-up codes, then the
+  rest), and bulk non-urgent traffic (renewal reminders) holds at most
+  ``SEND_BULK_SHARE`` of the slots and goes out only inside ``REMINDER_HOURS``:
+  a new alert is handed to the provider without waiting for sends in flight;
+- an alert is claimed only while its alert is still open (incident alerting,
+  response pending, not stood down), checked in the claim statement itself, and
+  a text that follows an alert (stand-down, cancellation) is not sent while that
+  alert's own request is in flight, so it never overtakes it.
 
 It is woken by ``LISTEN responder_outbox`` (``pg_notify`` in the transaction that
 queued the SMS) on a dedicated connection that is re-opened when lost; polling
-every few seconds is only the fallback. Timers (no_reply, automatic close, purges,
-reminders) run from the same loop, with the injected clock.
+every few seconds is only the fallback. Timers (abandoning what is no longer worth
+sending, no_reply, automatic close, purges, reminders) run in a task of their own,
+with the injected clock, so a slow timer pass never delays a claim.
 
 Duplicate window: a message is re-sent only when the worker that claimed it did
 not record an outcome before its lease ran out (the worker died, or lost the
@@ -36,14 +47,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from prometheus_client import Counter
-from sqlalchemy import func, or_, select, update
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Exists, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from app.core.clock import Clock
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message
-from app.core.outbox import OUTBOX_CHANNEL
+from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
+from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.registry.volunteers import opt_out
 from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
@@ -59,19 +72,37 @@ SMS_FAILED = Counter(
 SMS_ABANDONED = Counter(
     "responder_sms_abandoned_total", "Queued SMS given up without being sent", ["reason"]
 )
+OUTBOX_DEPTH = Gauge(
+    "responder_outbox_depth", "Outbound SMS queued or being sent, by purpose", ["purpose"]
+)
+OLDEST_DUE_ALERT_AGE = Gauge(
+    "responder_outbox_oldest_due_alert_age_seconds",
+    "Age of the oldest alert SMS that is due and not yet handed to the provider (0: none)",
+)
+ALERT_ACCEPTED_AFTER = Histogram(
+    "responder_alert_sms_accepted_seconds",
+    "From the incident's transaction queueing an alert SMS to the provider accepting it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 
 POLL_INTERVAL_S = 2.0
 TIMER_INTERVAL_S = 5.0
-BATCH_SIZE = 200
 LEASE_MARGIN = timedelta(seconds=20)
 NON_ALERT_LIFETIME = timedelta(hours=1)
-"""How long a non-alert SMS (stand-down, thanks, reminder) is worth trying to send."""
+"""How long a non-alert SMS (stand-down, thanks) without a deadline of its own is tried."""
 UNKNOWN_OUTCOME_GRACE = timedelta(seconds=5)
 """After a timed-out send, how long a status callback has to reconcile it first."""
+MIN_VALIDITY = timedelta(seconds=1)
+"""An alert with less than this left before its deadline is given up, not sent."""
+HEALTH_SUCCESS_EVERY_S = 1.0
+"""A run of successful sends refreshes the shared health row at most this often."""
 
-
-IncidentSteps = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[object]]
-"""Timed steps taken per incident, each in its own short transaction (strategies)."""
+ALERT_STILL_WANTED = and_(
+    Incident.status == "alerting",
+    Alert.response == "pending",
+    Alert.stood_down_at.is_(None),
+)
+"""An alert SMS is worth sending only while this holds for its alert."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +110,16 @@ class ClaimedSms:
     id: uuid.UUID
     alert_id: uuid.UUID | None
     purpose: str
+    priority: int
     phone: str
     body: str
     attempts: int
     deadline_at: datetime
+    queued_at: datetime
+
+    @property
+    def bulk(self) -> bool:
+        return self.priority >= BULK_PRIORITY
 
 
 def backoff(attempts: int) -> timedelta:
@@ -94,18 +131,21 @@ def backoff(attempts: int) -> timedelta:
 async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     """Fail queued messages whose deadline passed, and alerts that are no longer needed.
 
-    An alert that reaches a phone after its deadline is worse than none, so it is
-    abandoned as ``failed`` (and the alert's delivery with it). An alert whose
+    The claim never takes either (it checks both itself); this pass makes their end
+    visible. An alert that reaches a phone after its deadline is worse than none, so
+    it is abandoned as ``failed`` (and the alert's delivery with it). An alert whose
     incident stopped alerting, or whose volunteer already answered or was stood
     down, is dropped as ``not_needed`` and leaves the alert's delivery untouched.
+    Messages leased by a worker (a request in flight) are left to that worker.
     """
+    waiting = or_(Message.status == "queued", Message.next_attempt_at <= now)
     expired = (
         await session.execute(
             select(Message.id)
             .where(
                 Message.direction == "out",
                 Message.status.in_(("queued", "sending")),
-                Message.next_attempt_at <= now,
+                waiting,
                 Message.deadline_at <= now,
             )
             .with_for_update(skip_locked=True)
@@ -126,12 +166,9 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             .where(
                 Message.direction == "out",
                 Message.purpose == "alert",
-                Message.status == "queued",
-                or_(
-                    Incident.status != "alerting",
-                    Alert.response != "pending",
-                    Alert.stood_down_at.is_not(None),
-                ),
+                Message.status.in_(("queued", "sending")),
+                waiting,
+                ~ALERT_STILL_WANTED,
             )
             .with_for_update(of=Message, skip_locked=True)
         )
@@ -147,21 +184,104 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     return count
 
 
-async def claim_due(
-    session: AsyncSession, *, now: datetime, worker_id: str, limit: int, lease: timedelta
-) -> list[ClaimedSms]:
-    """Claim due messages (queued and due, or sending with an expired lease)."""
-    due = (
+_alert_sms = aliased(Message)
+
+
+def _alert_in_flight(now: datetime) -> Exists:
+    """The message's alert SMS is leased by a worker: its request may be on the wire."""
+    return (
+        select(_alert_sms.id)
+        .where(
+            _alert_sms.alert_id == Message.alert_id,
+            _alert_sms.purpose == "alert",
+            _alert_sms.status == "sending",
+            _alert_sms.claimed_by.is_not(None),
+            _alert_sms.next_attempt_at > now,
+        )
+        .exists()
+    )
+
+
+def _claimable(*, now: datetime, bulk: bool, limit: int) -> Select[uuid.UUID]:
+    """Due messages in claim order, locked (``SKIP LOCKED``): alerts only while wanted.
+
+    ``queued`` and due, or ``sending`` whose lease ran out (the worker died) or whose
+    unknown outcome had its grace; never past (or within a second of) the deadline;
+    a text about an alert (stand-down, cancellation) not while that alert's own
+    request is in flight.
+    """
+    priority = Message.priority == BULK_PRIORITY if bulk else Message.priority < BULK_PRIORITY
+    return (
         select(Message.id)
+        .outerjoin(Alert, and_(Alert.id == Message.alert_id, Message.purpose == "alert"))
+        .outerjoin(Incident, Incident.id == Alert.incident_id)
         .where(
             Message.direction == "out",
             Message.status.in_(("queued", "sending")),
             Message.next_attempt_at <= now,
+            priority,
+            or_(Message.deadline_at.is_(None), Message.deadline_at > now + MIN_VALIDITY),
+            or_(Message.purpose != "alert", ALERT_STILL_WANTED),
+            or_(
+                Message.purpose == "alert",
+                Message.alert_id.is_(None),
+                ~_alert_in_flight(now),
+            ),
         )
-        .order_by(Message.next_attempt_at)
+        .order_by(Message.priority, Message.next_attempt_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=Message, skip_locked=True)
     )
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    bulk_limit: int = 0,
+) -> list[ClaimedSms]:
+    """Claim up to ``limit`` due messages, of which at most ``bulk_limit`` bulk ones.
+
+    Urgent traffic is read first, in priority order; bulk fills only the slots left.
+    Each claimed row becomes ``sending`` with a lease of ``lease`` from ``now``.
+    """
+    claimed = await _claim(session, now=now, worker_id=worker_id, limit=limit, lease=lease)
+    room = min(bulk_limit, limit - len(claimed))
+    if room > 0:
+        claimed += await _claim(
+            session, now=now, worker_id=worker_id, limit=room, lease=lease, bulk=True
+        )
+    alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
+    if alert_ids:
+        # SKIP LOCKED: an alert held by a reply (which may be standing this incident's
+        # alerts down) must neither delay the claim nor deadlock with it; its delivery
+        # status then moves on from queued when the send's outcome is recorded.
+        free = (
+            select(Alert.id)
+            .where(Alert.id.in_(alert_ids), Alert.delivery_status == "queued")
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        await session.execute(
+            update(Alert)
+            .where(Alert.id.in_(free.scalar_subquery()))
+            .values(delivery_status="sending", delivery_updated_at=now)
+        )
+    return claimed
+
+
+async def _claim(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    bulk: bool = False,
+) -> list[ClaimedSms]:
+    due = _claimable(now=now, bulk=bulk, limit=limit)
     rows = (
         await session.execute(
             update(Message)
@@ -177,6 +297,7 @@ async def claim_due(
                 Message.id,
                 Message.alert_id,
                 Message.purpose,
+                Message.priority,
                 Message.phone,
                 Message.body,
                 Message.attempts,
@@ -185,34 +306,22 @@ async def claim_due(
             )
         )
     ).all()
-    claimed = []
-    for row in rows:
-        claimed.append(
-            ClaimedSms(
-                id=row.id,
-                alert_id=row.alert_id,
-                purpose=row.purpose,
-                phone=row.phone or "",
-                body=row.body or "",
-                attempts=row.attempts,
-                deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
-            )
+    claimed = [
+        ClaimedSms(
+            id=row.id,
+            alert_id=row.alert_id,
+            purpose=row.purpose,
+            priority=row.priority,
+            phone=row.phone or "",
+            body=row.body or "",
+            attempts=row.attempts,
+            deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
+            queued_at=row.created_at,
         )
-    alert_ids = [row.alert_id for row in rows if row.alert_id and row.purpose == "alert"]
-    if alert_ids:
-        # SKIP LOCKED: an alert held by a reply (which may be standing this incident's
-        # alerts down) must neither delay the claim nor deadlock with it; its delivery
-        # status then moves on from queued when the send's outcome is recorded.
-        free = (
-            select(Alert.id)
-            .where(Alert.id.in_(alert_ids), Alert.delivery_status == "queued")
-            .with_for_update(skip_locked=True, key_share=True)
-        )
-        await session.execute(
-            update(Alert)
-            .where(Alert.id.in_(free.scalar_subquery()))
-            .values(delivery_status="sending", delivery_updated_at=now)
-        )
+        for row in rows
+    ]
+    # The UPDATE returns rows in no particular order; send in the claim's order.
+    claimed.sort(key=lambda sms: sms.priority)
     return claimed
 
 
@@ -232,43 +341,40 @@ async def record_success(
 async def record_failure(
     session: AsyncSession, *, sms: ClaimedSms, failure: SendFailure, now: datetime
 ) -> None:
-    """Retry with backoff until the deadline, or give up now when retrying cannot help."""
-    if failure.kind in ("opted_out", "rejected"):
-        if failure.kind == "opted_out":
-            volunteer_id = (
-                await session.execute(select(Message.volunteer_id).where(Message.id == sms.id))
-            ).scalar_one_or_none()
-            if volunteer_id is not None:
-                await opt_out(session, volunteer_id=volunteer_id, now=now)
-        await advance_message(
-            session,
-            message_id=sms.id,
-            status="failed",
-            now=now,
-            error_code=failure.code,
-            failure_reason=failure.reason,
-        )
-        return
-    delay = backoff(sms.attempts)
+    """Retry with backoff until the deadline, or give up now when retrying cannot help.
+
+    A request that certainly did not reach the provider goes back to ``queued``; one
+    whose outcome is unknown stays ``sending`` (it may be at the provider, which is
+    what a stand-down decides by), unleased, until its grace for a callback is over.
+    """
+    if failure.kind == "opted_out":
+        volunteer_id = (
+            await session.execute(select(Message.volunteer_id).where(Message.id == sms.id))
+        ).scalar_one_or_none()
+        if volunteer_id is not None:
+            await opt_out(session, volunteer_id=volunteer_id, now=now)
+    retry_at = now + backoff(sms.attempts)
     if failure.kind == "unknown":
-        delay = max(delay, UNKNOWN_OUTCOME_GRACE)
-    retry_at = now + delay
-    if retry_at >= sms.deadline_at:
+        retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
+    if failure.kind in ("opted_out", "rejected") or retry_at >= sms.deadline_at:
+        reason = failure.reason
+        if failure.kind not in ("opted_out", "rejected"):
+            reason = f"deadline after {sms.attempts} attempts: {reason}"
         await advance_message(
             session,
             message_id=sms.id,
             status="failed",
             now=now,
             error_code=failure.code,
-            failure_reason=f"deadline after {sms.attempts} attempts: {failure.reason}",
+            failure_reason=reason,
         )
         return
-    # Back to queued only if no callback reconciled it meanwhile (still ours, sending).
+    # Only if no callback reconciled it meanwhile (still ours, sending).
     await session.execute(
         update(Message)
         .where(Message.id == sms.id, Message.status == "sending")
         .values(
-            status="queued",
+            status="sending" if failure.kind == "unknown" else "queued",
             claimed_by=None,
             next_attempt_at=retry_at,
             error_code=failure.code,
@@ -278,8 +384,38 @@ async def record_failure(
     )
 
 
+async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
+    """Set the queue gauges from the database (the queue is shared by every worker).
+
+    A due alert is queued and due, or a send whose lease or grace ran out: an
+    alert that some worker should be sending now.
+    """
+    rows = await session.execute(
+        select(Message.purpose, func.count())
+        .where(Message.direction == "out", Message.status.in_(("queued", "sending")))
+        .group_by(Message.purpose)
+    )
+    depth: dict[str, int] = dict(rows.all())
+    for purpose in set(PURPOSE_PRIORITY) | set(depth):
+        OUTBOX_DEPTH.labels(purpose).set(depth.get(purpose, 0))
+    oldest = (
+        await session.execute(
+            select(func.min(Message.created_at)).where(
+                Message.direction == "out",
+                Message.purpose == "alert",
+                Message.status.in_(("queued", "sending")),
+                Message.next_attempt_at <= now,
+            )
+        )
+    ).scalar_one_or_none()
+    OLDEST_DUE_ALERT_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)
+
+
+TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
+
+
 class DispatchWorker:
-    """One sending loop per process; see the module docstring for the guarantees."""
+    """One sending pipeline per process; see the module docstring for the guarantees."""
 
     def __init__(
         self,
@@ -290,8 +426,7 @@ class DispatchWorker:
         clock: Clock,
         database_url: str | None = None,
         worker_id: str | None = None,
-        timers: Callable[[AsyncSession, datetime], Awaitable[None]] | None = None,
-        incident_steps: IncidentSteps | None = None,
+        timers: TimerPass | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
         timer_interval_s: float = TIMER_INTERVAL_S,
     ) -> None:
@@ -302,12 +437,14 @@ class DispatchWorker:
         self.database_url = database_url
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.timers = timers
-        self.incident_steps = incident_steps
         self.poll_interval_s = poll_interval_s
         self.timer_interval_s = timer_interval_s
         self.lease = timedelta(seconds=settings.send_timeout_s) + LEASE_MARGIN
+        self.slots = settings.send_concurrency
+        self.bulk_slots = max(1, int(settings.send_concurrency * settings.send_bulk_share))
+        self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
+        self._last_health_success = float("-inf")
         self._wake = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(settings.send_concurrency)
         self._stopping = asyncio.Event()
         self.listening = threading.Event()
         """Set once LISTEN is active (for tests and readiness, from any thread)."""
@@ -315,28 +452,59 @@ class DispatchWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def send_due(self) -> int:
-        """One pass: abandon, claim, send concurrently, record. Returns how many were sent."""
+    @property
+    def in_flight(self) -> int:
+        return len(self._sending)
+
+    async def fill_slots(self) -> list[asyncio.Task[SendFailure | None]]:
+        """Claim as many due messages as there are free slots and start sending each."""
+        free = self.slots - len(self._sending)
+        if free <= 0:
+            return []
         now = self.clock.now()
+        bulk_limit = 0
+        if within_hours(self.settings.reminder_hours, now=now, zone=self.settings.zone):
+            bulk_limit = self.bulk_slots - sum(1 for sms in self._sending.values() if sms.bulk)
         async with unit_of_work(self.session_factory) as session:
-            await abandon_unsendable(session, now=now)
             claimed = await claim_due(
                 session,
                 now=now,
                 worker_id=self.worker_id,
-                limit=min(BATCH_SIZE, self.settings.send_concurrency * 4),
+                limit=free,
                 lease=self.lease,
+                bulk_limit=bulk_limit,
             )
-        if not claimed:
-            return 0
-        outcomes = await asyncio.gather(*(self._send_one(sms) for sms in claimed))
-        await self._note_health(outcomes)
+        started = []
+        for sms in claimed:
+            task = asyncio.create_task(self._send_one(sms), name=f"send-{sms.id}")
+            self._sending[task] = sms
+            task.add_done_callback(self._finished)
+            started.append(task)
+        return started
+
+    def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
+        self._sending.pop(task, None)
+        self.wake()
+
+    async def send_due(self) -> int:
+        """Fill the free slots once and wait for those sends; how many were accepted.
+
+        One deterministic step for tests and tools; :meth:`run` never waits like this.
+        """
+        outcomes = await asyncio.gather(*await self.fill_slots())
         return sum(1 for outcome in outcomes if outcome is None)
 
     async def _send_one(self, sms: ClaimedSms) -> SendFailure | None:
         validity = None
         if sms.purpose == "alert":
-            validity = max(1, int((sms.deadline_at - self.clock.now()).total_seconds()))
+            left = sms.deadline_at - self.clock.now()
+            if left < MIN_VALIDITY:
+                failure = SendFailure("rejected", "deadline: too late to send")
+                async with unit_of_work(self.session_factory) as session:
+                    await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
+                SMS_ABANDONED.labels("deadline").inc()
+                return failure
+            validity = int(left.total_seconds())
         request = SendRequest(
             message_id=sms.id,
             alert_id=sms.alert_id,
@@ -344,71 +512,99 @@ class DispatchWorker:
             body=sms.body,
             validity_s=validity,
         )
-        async with self._semaphore:
-            try:
-                result = await self.gateway.send(request)
-            except SendFailure as failure:
-                SMS_FAILED.labels(sms.purpose, failure.kind).inc()
-                log.warning(
-                    "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
-                )
-                async with unit_of_work(self.session_factory) as session:
-                    await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
-                return failure
+        try:
+            result = await self.gateway.send(request)
+        except SendFailure as failure:
+            SMS_FAILED.labels(sms.purpose, failure.kind).inc()
+            log.warning(
+                "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
+            )
+            async with unit_of_work(self.session_factory) as session:
+                await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
+            await self._note_health(failure)
+            return failure
         SMS_SENT.labels(sms.purpose).inc()
+        accepted_at = self.clock.now()
+        if sms.purpose == "alert":
+            ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
-            await record_success(session, sms=sms, result=result, now=self.clock.now())
+            await record_success(session, sms=sms, result=result, now=accepted_at)
+        await self._note_health(None)
         return None
 
-    async def _note_health(self, outcomes: list[SendFailure | None]) -> None:
-        provider_failures = [o for o in outcomes if o is not None and o.kind != "opted_out"]
+    async def _note_health(self, failure: SendFailure | None) -> None:
+        """Keep the shared health row current without one write per successful send."""
+        if failure is not None and failure.kind == "opted_out":
+            return
+        loop = asyncio.get_running_loop()
+        if failure is None:
+            if loop.time() - self._last_health_success < HEALTH_SUCCESS_EVERY_S:
+                return
+            self._last_health_success = loop.time()
+        else:
+            self._last_health_success = float("-inf")
         async with unit_of_work(self.session_factory) as session:
-            if any(outcome is None for outcome in outcomes) and not provider_failures:
-                await note_gateway_result(
-                    session, gateway=self.gateway.name, now=self.clock.now(), ok=True
-                )
-            for failure in provider_failures:
-                await note_gateway_result(
-                    session,
-                    gateway=self.gateway.name,
-                    now=self.clock.now(),
-                    ok=False,
-                    refused=failure.kind == "refused",
-                    error=failure.reason,
-                )
+            await note_gateway_result(
+                session,
+                gateway=self.gateway.name,
+                now=self.clock.now(),
+                ok=failure is None,
+                refused=failure is not None and failure.kind == "refused",
+                error=failure.reason if failure is not None else None,
+            )
 
     async def run_timers(self) -> None:
+        """Abandon what is no longer worth sending, the timed transitions, the gauges."""
+        now = self.clock.now()
+        async with unit_of_work(self.session_factory) as session:
+            await abandon_unsendable(session, now=now)
         if self.timers is not None:
-            async with unit_of_work(self.session_factory) as session:
-                await self.timers(session, self.clock.now())
-        if self.incident_steps is not None:
-            await self.incident_steps(self.session_factory, self.clock.now())
+            await self.timers(self.session_factory, now)
+        async with self.session_factory() as session:
+            await measure_outbox(session, now=now)
 
     async def run(self) -> None:
-        """Until :meth:`stop`: send whenever woken or every poll interval; timers between."""
+        """Until :meth:`stop`: fill free slots whenever woken; timers beside it."""
         listener = asyncio.create_task(self._listen(), name="outbox-listener")
-        last_timers = 0.0
-        loop = asyncio.get_running_loop()
+        timers = asyncio.create_task(self._run_timers_forever(), name="dispatch-timers")
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
-                    while await self.send_due():
-                        pass
-                    if loop.time() - last_timers >= self.timer_interval_s:
-                        last_timers = loop.time()
-                        await self.run_timers()
+                    await self.fill_slots()
                 except Exception:  # noqa: BLE001 - the loop must survive a lost database
-                    log.exception("dispatch worker pass failed")
+                    log.exception("dispatch worker claim failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), await self._idle_for())
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, timers):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # Sends in flight finish and record their outcome: a message left
+            # ``sending`` would wait for its lease and might go out twice.
+            if self._sending:
+                await asyncio.wait(list(self._sending))
+
+    async def _run_timers_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_timers()
+            except Exception:  # noqa: BLE001 - the loop must survive a lost database
+                log.exception("dispatch timer pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.timer_interval_s)
 
     async def _idle_for(self) -> float:
-        """Until the earliest retry is due (so backoff is honoured), at most the poll interval."""
+        """Until the next retry or lease falls due (so backoff is honoured), at most the poll.
+
+        With every slot busy, only a finished send (which wakes the loop) frees one.
+        Rows already due but not claimable (bulk outside its hours or share, a
+        stand-down behind its alert) become claimable on a wake, not with time.
+        """
+        if len(self._sending) >= self.slots:
+            return self.poll_interval_s
+        now = self.clock.now()
         try:
             async with self.session_factory() as session:
                 due = (
@@ -416,6 +612,7 @@ class DispatchWorker:
                         select(func.min(Message.next_attempt_at)).where(
                             Message.direction == "out",
                             Message.status.in_(("queued", "sending")),
+                            Message.next_attempt_at > now,
                         )
                     )
                 ).scalar_one_or_none()
@@ -423,7 +620,7 @@ class DispatchWorker:
             return self.poll_interval_s
         if due is None:
             return self.poll_interval_s
-        seconds = (due - self.clock.now()).total_seconds()
+        seconds = (due - now).total_seconds()
         return min(self.poll_interval_s, max(0.05, seconds))
 
     def stop(self) -> None:

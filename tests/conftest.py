@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.deps import get_session
 from app.api.main import create_app
@@ -34,6 +34,8 @@ from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
 from app.runtime import Runtime
 from tests.factories import make_settings
+from tests.twilio_fake import FakeTwilio
+from tests.worker_harness import Harness, open_harness
 
 TEMPLATE = "responder_template"
 
@@ -98,6 +100,15 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
+def session_factory(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's connection, each transaction a savepoint: for code that
+    opens its own transactions (the worker's timers), rolled back with the test."""
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
 def app(
     settings: Settings,
     database_url: str,
@@ -128,6 +139,23 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    """The provider's edge: a local Twilio-compatible server (``tests/twilio_fake.py``)."""
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+async def harness(
+    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock
+) -> AsyncIterator[Harness]:
+    """A dispatch worker's surroundings: a committed database, the fake, the clock."""
+    async for opened in open_harness(committed_db, fake_twilio, clock):
+        yield opened
 
 
 @pytest.fixture

@@ -7,9 +7,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from geographiclib.geodesic import Geodesic
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Aed, Alert, Certification, Incident, LiveLocation, Place, Volunteer
+from app.core.models import (
+    Aed,
+    Alert,
+    Certification,
+    Incident,
+    LiveLocation,
+    Message,
+    Place,
+    Volunteer,
+)
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.schedule import week_ranges
 from app.core.settings import Settings
@@ -224,8 +234,13 @@ async def create_alert(
     aed_detour_m: float | None = None,
     deadline: timedelta = timedelta(minutes=2),
     queue: bool = True,
+    sms_status: str = "queued",
 ) -> Alert:
-    """An alert and (by default) its queued SMS, as the incident's transaction leaves them."""
+    """An alert and (by default) its queued SMS, as the incident's transaction leaves them.
+
+    ``sms_status`` other than queued: as if the worker had since sent it that far
+    (the SMS row and the alert's mirrored delivery status both).
+    """
     alert = Alert(
         incident_id=incident.id,
         volunteer_id=volunteer.id,
@@ -254,4 +269,12 @@ async def create_alert(
             ],
             now=now,
         )
+        if sms_status != "queued":
+            await session.execute(
+                update(Message)
+                .where(Message.alert_id == alert.id)
+                .values(status=sms_status, attempts=1)
+            )
+            alert.delivery_status = sms_status
+            await session.flush()
     return alert

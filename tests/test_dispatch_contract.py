@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from app.core.clock import FrozenClock
@@ -20,13 +18,6 @@ from tests.twilio_fake import (
     schema_from_twilio_spec,
     twilio_settings,
 )
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.mark.parametrize("sender", ["messaging_service", "from_number"])

@@ -1,4 +1,4 @@
-"""A provider that refuses us makes /readyz fail; repeated failures show as degraded."""
+"""The provider's health: in /readyz's body (never failing it) and in /healthz/sms."""
 
 from __future__ import annotations
 
@@ -40,23 +40,31 @@ async def record(runtime: Runtime, **result: object) -> None:
         await note_gateway_result(session, gateway="console", now=NOW, **result)  # type: ignore[arg-type]
 
 
-async def test_readyz_fails_while_the_provider_refuses_us(
+async def test_a_refusing_provider_fails_the_sms_probe_but_not_readiness(
     ready_client: tuple[httpx.AsyncClient, Runtime],
 ) -> None:
     client, runtime = ready_client
     assert (await client.get("/readyz")).json()["checks"]["sms"]["ok"] is True
+    assert (await client.get("/healthz/sms")).status_code == 200
 
     await record(runtime, ok=False, refused=True, error="twilio 401 code 20003")
-    response = await client.get("/readyz")
-    assert response.status_code == 503
-    sms = response.json()["checks"]["sms"]
-    assert (sms["status"], sms["last_error"]) == ("refused", "twilio 401 code 20003")
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, "incidents, cancels and replies are still taken"
+    sms = ready.json()["checks"]["sms"]
+    assert (sms["ok"], sms["status"], sms["last_error"]) == (
+        False,
+        "refused",
+        "twilio 401 code 20003",
+    )
+    probe = await client.get("/healthz/sms")
+    assert probe.status_code == 503
+    assert probe.json()["sms"]["status"] == "refused"
 
     await record(runtime, ok=True)
-    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/healthz/sms")).status_code == 200
 
 
-async def test_repeated_failures_show_degraded_but_ready(
+async def test_repeated_failures_show_degraded_in_both_probes(
     ready_client: tuple[httpx.AsyncClient, Runtime],
 ) -> None:
     client, runtime = ready_client
@@ -66,6 +74,8 @@ async def test_repeated_failures_show_degraded_but_ready(
     assert response.status_code == 200
     assert response.json()["checks"]["sms"]["status"] == "degraded"
     assert response.json()["checks"]["sms"]["consecutive_failures"] == 5
+    probe = await client.get("/healthz/sms")
+    assert (probe.status_code, probe.json()["sms"]["status"]) == (503, "degraded")
 
 
 async def test_failed_sends_are_counted_in_metrics(

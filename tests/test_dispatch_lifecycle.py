@@ -7,7 +7,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
 from app.core.models import Alert, Incident, IncidentEvent, Message
@@ -34,8 +34,9 @@ async def scene(session: AsyncSession, clock: FrozenClock) -> tuple[Incident, li
     alerts = []
     for delivery in ("delivered", "sent", "queued"):
         volunteer = await create_volunteer(session, language="en")
-        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
-        alert.delivery_status = delivery
+        alert = await create_alert(
+            session, incident=incident, volunteer=volunteer, now=clock.now(), sms_status=delivery
+        )
         alerts.append(alert)
     alerts[0].response, alerts[0].role = "accepted", "cpr"
     await session.flush()
@@ -155,16 +156,19 @@ async def test_patch_refuses_unknown_fields_and_bad_coordinates(
 
 
 async def test_unanswered_alerts_become_no_reply_after_the_window(
-    session: AsyncSession, clock: FrozenClock, settings: Settings
+    session: AsyncSession,
+    session_factory: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    settings: Settings,
 ) -> None:
     incident, alerts = await scene(session, clock)
     clock.advance(settings.alert_reply_window - timedelta(seconds=1))
-    await run_timers(session, now=clock.now(), settings=settings)
+    await run_timers(session_factory, now=clock.now(), settings=settings)
     await session.refresh(alerts[1])
     assert alerts[1].response == "pending"
 
     clock.advance(timedelta(seconds=1))
-    await run_timers(session, now=clock.now(), settings=settings)
+    await run_timers(session_factory, now=clock.now(), settings=settings)
     responses = []
     for alert in alerts:
         await session.refresh(alert)
@@ -179,11 +183,14 @@ async def test_unanswered_alerts_become_no_reply_after_the_window(
 
 
 async def test_incident_still_alerting_after_max_age_is_closed_silently(
-    session: AsyncSession, clock: FrozenClock, settings: Settings
+    session: AsyncSession,
+    session_factory: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    settings: Settings,
 ) -> None:
     incident, _ = await scene(session, clock)
     clock.advance(settings.incident_max_age)
-    await run_timers(session, now=clock.now(), settings=settings)
+    await run_timers(session_factory, now=clock.now(), settings=settings)
     await session.refresh(incident)
     assert incident.status == "closed"
     assert await texts_of(session, "thanks") == []

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.clock import FrozenClock
-from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.core.models import Alert, GatewayHealth, IncidentEvent, Message, Volunteer
-from app.core.settings import Settings
+from app.core.db import unit_of_work
+from app.core.models import GatewayHealth, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
-from dispatch.gateway import create_gateway
-from dispatch.worker import DispatchWorker, claim_due
-from tests.factories import create_alert, create_incident, create_volunteer
+from dispatch.worker import claim_due
 from tests.twilio_fake import (
     AUTH_FAILED,
     DROPPED,
@@ -29,70 +21,8 @@ from tests.twilio_fake import (
     TOO_MANY,
     FakeTwilio,
     hang,
-    twilio_settings,
 )
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
-
-
-@dataclass
-class Harness:
-    engine: AsyncEngine
-    factory: async_sessionmaker[AsyncSession]
-    settings: Settings
-    clock: FrozenClock
-    url: str
-
-    def worker(self, *, send_timeout_s: float = 10.0, **kwargs: object) -> DispatchWorker:
-        settings = self.settings.model_copy(update={"send_timeout_s": send_timeout_s})
-        return DispatchWorker(
-            session_factory=self.factory,
-            gateway=create_gateway(settings),
-            settings=settings,
-            clock=self.clock,
-            database_url=self.url,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    async def alerts(self, count: int = 1, *, incident_status: str = "alerting") -> list[Alert]:
-        async with unit_of_work(self.factory) as session:
-            incident = await create_incident(
-                session, created_at=self.clock.now(), status=incident_status
-            )
-            alerts = []
-            for _ in range(count):
-                volunteer = await create_volunteer(session)
-                alerts.append(
-                    await create_alert(
-                        session, incident=incident, volunteer=volunteer, now=self.clock.now()
-                    )
-                )
-            return alerts
-
-    async def message_for(self, alert: Alert) -> Message:
-        async with self.factory() as session:
-            return (
-                await session.execute(select(Message).where(Message.alert_id == alert.id))
-            ).scalar_one()
-
-    async def reload(self, alert: Alert) -> Alert:
-        async with self.factory() as session:
-            return await session.get_one(Alert, alert.id)
-
-
-@pytest.fixture
-async def harness(
-    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock
-) -> AsyncIterator[Harness]:
-    engine = create_engine(committed_db, pool_size=5)
-    settings = twilio_settings(fake_twilio)
-    yield Harness(engine, create_session_factory(engine), settings, clock, committed_db)
-    await engine.dispose()
+from tests.worker_harness import Harness, wait_listening
 
 
 async def test_queued_alert_is_sent_with_status_callback_and_validity_period(
@@ -155,6 +85,7 @@ async def test_retries_stop_at_the_send_deadline_and_the_alert_shows_failed(
     for _ in range(30):
         await worker.send_due()
         harness.clock.advance(timedelta(seconds=16))
+    await worker.run_timers()
     await worker.gateway.close()
 
     message = await harness.message_for(alert)
@@ -213,7 +144,7 @@ async def test_timed_out_send_reconciled_by_a_callback_is_not_sent_again(
     assert await worker.send_due() == 0
     [accepted] = await asyncio.to_thread(fake_twilio.wait_for, 1)
     message = await harness.message_for(alert)
-    assert message.status == "queued"
+    assert (message.status, message.claimed_by) == ("sending", None), "outcome unknown"
 
     async with unit_of_work(harness.factory) as session:
         await advance_message(
@@ -270,7 +201,7 @@ async def test_a_second_close_without_answer_is_an_unknown_outcome(
     worker = harness.worker()
     assert await worker.send_due() == 0
     message = await harness.message_for(alert)
-    assert (message.status, message.attempts) == ("queued", 1)
+    assert (message.status, message.attempts) == ("sending", 1), "outcome unknown"
     assert message.next_attempt_at is not None
     assert message.next_attempt_at - harness.clock.now() >= timedelta(seconds=5)
     harness.clock.advance(timedelta(seconds=10))
@@ -287,6 +218,7 @@ async def test_alert_past_its_deadline_is_abandoned_without_sending(
     harness.clock.advance(timedelta(minutes=3))
     worker = harness.worker()
     assert await worker.send_due() == 0
+    await worker.run_timers()
     await worker.gateway.close()
 
     assert fake_twilio.requests == []
@@ -300,7 +232,8 @@ async def test_alert_of_a_cancelled_incident_is_not_sent(
 ) -> None:
     [alert] = await harness.alerts(incident_status="cancelled")
     worker = harness.worker()
-    assert await worker.send_due() == 0
+    assert await worker.send_due() == 0, "the claim itself passes it over"
+    await worker.run_timers()
     await worker.gateway.close()
 
     assert fake_twilio.requests == []
@@ -349,7 +282,7 @@ async def test_running_worker_is_woken_by_notify_not_by_polling(
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.sleep(0)
-        await asyncio.to_thread(_wait_listening, worker)
+        await asyncio.to_thread(wait_listening, worker)
         await harness.alerts(2)
         requests = await asyncio.to_thread(fake_twilio.wait_for, 2)
         assert len(requests) == 2
@@ -357,8 +290,3 @@ async def test_running_worker_is_woken_by_notify_not_by_polling(
         worker.stop()
         await task
         await worker.gateway.close()
-
-
-def _wait_listening(worker: DispatchWorker) -> None:
-    if not worker.listening.wait(10):
-        raise TimeoutError("the worker never started listening")

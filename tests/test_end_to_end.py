@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -37,13 +37,6 @@ from tests.twilio_fake import (
 BASE = "https://responder.example.org"
 INSIDE_M = [100, 200, 300, 150, 250, 350, 400, 420, 450, 480]
 OUTSIDE_M = [520, 560]
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
 
 
 @dataclass

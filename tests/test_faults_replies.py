@@ -10,7 +10,7 @@ answer and every YES is applied exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -28,13 +28,6 @@ from tests.twilio_fake import FakeTwilio, twilio_settings
 
 VOLUNTEERS = 24
 ROUNDS = 3
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ alert has been handed to the provider. What they show is in docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -43,13 +46,6 @@ WAIT_S = 90.0
 HOLD_TIMEOUT_S = 15.0
 
 
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
-
-
 class Workers:
     """``responder worker`` subprocesses against one database and the fake."""
 
@@ -60,7 +56,7 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, count: int = 1, *, send_timeout_s: float = SEND_TIMEOUT_S
+        self, count: int = 1, *, send_timeout_s: float = SEND_TIMEOUT_S, metrics_port: int = 0
     ) -> list[subprocess.Popen[bytes]]:
         env = {
             **os.environ,
@@ -72,6 +68,7 @@ class Workers:
             "RESPONDER_PUBLIC_BASE_URL": "https://responder.example.org",
             "RESPONDER_SEND_TIMEOUT_S": str(send_timeout_s),
             "RESPONDER_LOG_LEVEL": "WARNING",
+            "RESPONDER_WORKER_METRICS_PORT": str(metrics_port),
         }
         started = []
         for _ in range(count):
@@ -243,3 +240,41 @@ async def test_racing_workers_never_send_an_sms_twice(
     accepted = accepted_by_message(fake_twilio)
     assert set(accepted) == set(queued)
     assert max(accepted.values()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_stand_alone_worker_serves_its_queue_and_latency_metrics(
+    committed_db: str, fake_twilio: FakeTwilio, workers: Workers
+) -> None:
+    port = free_port()
+    hold = threading.Event()
+    fake_twilio.script(*[Behaviour(hold=hold)] * 3)
+    queued = await queue_alerts(committed_db, 3)
+    workers.start(metrics_port=port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with httpx.AsyncClient() as client:
+
+        async def scrape(wanted: str) -> str:
+            deadline = time.monotonic() + WAIT_S
+            text = ""
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    text = (await client.get(url)).text
+                    if wanted in text:
+                        return text
+                assert time.monotonic() < deadline, f"never saw {wanted!r} at {url}"
+                await asyncio.sleep(0.1)
+
+        await asyncio.to_thread(fake_twilio.wait_for_arrivals, 3)
+        await scrape('responder_outbox_depth{purpose="alert"} 3.0')
+        hold.set()
+        await wait_until_all_sent(committed_db, len(queued))
+        text = await scrape("responder_alert_sms_accepted_seconds_count 3.0")
+    assert 'responder_outbox_depth{purpose="cert_reminder"}' in text
+    assert "responder_outbox_oldest_due_alert_age_seconds" in text

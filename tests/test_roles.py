@@ -26,7 +26,7 @@ from app.registry.keys import Role
 from tests.factories import create_key, create_volunteer, make_settings
 
 ROLES: tuple[Role, ...] = ("admin", "dispatcher", "locator", "volunteer")
-UNPROTECTED = re.compile(r"^/(webhooks/|healthz$|readyz$|metrics$)")
+UNPROTECTED = re.compile(r"^/(webhooks/|healthz$|healthz/sms$|readyz$|metrics$)")
 
 
 def roles_of(dependant: Dependant) -> frozenset[str] | None:

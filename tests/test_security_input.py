@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
@@ -26,13 +26,6 @@ HOSTILE_TEXTS = [
     "\ufeffzero\u200bwidth",
     "x" * 10_000,
 ]
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -90,13 +90,6 @@ async def closing_gateway(gateway: SmsGateway) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 async def service(
     committed_db: str, fake_twilio: FakeTwilio
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:

@@ -209,13 +209,15 @@ async def test_slots_fill_in_order_of_arrival_then_the_rest_are_stood_down(
     people = [await create_volunteer(session, language="en") for _ in detours]
     alerts = [
         await create_alert(
-            session, incident=incident, volunteer=person, now=clock.now(), aed_detour_m=detour
+            session,
+            incident=incident,
+            volunteer=person,
+            now=clock.now(),
+            aed_detour_m=detour,
+            sms_status="delivered",
         )
         for person, detour in zip(people, detours, strict=True)
     ]
-    for alert in alerts:
-        alert.delivery_status = "delivered"
-    await session.flush()
 
     first = await reply(client, people[0], "YES")
     second = await reply(client, people[1], "YES")
@@ -256,9 +258,9 @@ async def test_withdraw_reopens_the_slot_and_arrived_is_recorded(
     first = await create_volunteer(session, language="en")
     second = await create_volunteer(session, language="en")
     a1 = await create_alert(session, incident=incident, volunteer=first, now=clock.now())
-    a2 = await create_alert(session, incident=incident, volunteer=second, now=clock.now())
-    a2.delivery_status = "delivered"
-    await session.flush()
+    a2 = await create_alert(
+        session, incident=incident, volunteer=second, now=clock.now(), sms_status="delivered"
+    )
 
     await reply(client, first, f"YES {a1.code}")
     await session.refresh(a2)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -343,14 +344,17 @@ class Message(Base):
     """Every SMS in and out. Outbound rows are also the send queue of the worker.
 
     ``status`` of an outbound row: queued → sending → sent → delivered, or
-    undelivered / failed. ``deadline_at`` is when an unsent message stops being
-    worth sending (for an alert, ``ALERT_SEND_DEADLINE`` after it was queued).
+    undelivered / failed; ``sending`` also while the outcome of a request is
+    unknown (it may be at the provider). ``deadline_at`` is when an unsent message
+    stops being worth sending (for an alert, ``ALERT_SEND_DEADLINE`` after it was
+    queued). ``priority`` orders the worker's claim (``app/core/outbox.py``).
     """
 
     __tablename__ = "message"
     __table_args__ = (
         Index(
             "ix_message_outbound_queue",
+            "priority",
             "next_attempt_at",
             postgresql_where=text("direction = 'out' AND status IN ('queued', 'sending')"),
         ),
@@ -361,6 +365,7 @@ class Message(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     direction: Mapped[str] = mapped_column(String(3))
     purpose: Mapped[str] = mapped_column(String(30))
+    priority: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("2"))
     alert_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alert.id", ondelete="SET NULL"))
     incident_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("incident.id", ondelete="SET NULL")

@@ -4,6 +4,10 @@ Rows are inserted in the caller's transaction, so an SMS exists exactly when the
 state change that caused it was committed (an alert is never lost between the
 incident's commit and the send). ``pg_notify`` in the same transaction wakes the
 workers at commit, not before; polling is only their fallback.
+
+Each row carries the ``priority`` of its purpose, so that the workers' claim
+(``ORDER BY priority, next_attempt_at``, on an index in that order) hands an alert
+to the provider before anything else that is due.
 """
 
 from __future__ import annotations
@@ -18,6 +22,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.models import Message
 
 OUTBOX_CHANNEL = "responder_outbox"
+
+ALERT_PRIORITY = 0
+BULK_PRIORITY = 3
+PURPOSE_PRIORITY = {
+    "alert": ALERT_PRIORITY,
+    "alert_call": ALERT_PRIORITY,
+    "instructions": 1,
+    "update": 1,
+    "stand_down": 1,
+    "cancellation": 1,
+    "signup_code": 1,
+    "cert_reminder": BULK_PRIORITY,
+    "follow_up": BULK_PRIORITY,
+}
+"""Lower goes first: the alert itself; then what changes where a volunteer goes (or
+lets a person in); then everything else (2); last, bulk non-urgent traffic, which
+the worker also bounds to a share of its send slots and to daytime hours."""
+OTHER_PRIORITY = 2
+
+
+def priority_of(purpose: str) -> int:
+    return PURPOSE_PRIORITY.get(purpose, OTHER_PRIORITY)
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,7 @@ async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: 
                 "direction": "out",
                 "status": "queued",
                 "purpose": item.purpose,
+                "priority": priority_of(item.purpose),
                 "phone": item.phone,
                 "body": item.body,
                 "volunteer_id": item.volunteer_id,

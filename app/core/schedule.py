@@ -91,3 +91,19 @@ def covers(ranges_column: Any, minute: ColumnElement[int] | int) -> ColumnElemen
     """True when the schedule is NULL (always) or contains the given minute."""
     covered: ColumnElement[bool] = ranges_column.is_(None) | ranges_column.contains(minute)
     return covered
+
+
+def within_hours(window: str | None, *, now: datetime, zone: ZoneInfo) -> bool:
+    """``now`` lies in the daily window ``HH:MM-HH:MM`` in ``zone``: start inclusive,
+    end exclusive; an end before the start crosses midnight. No window covers nothing.
+
+    Used for ``QUIET_HOURS`` (no alerts) and ``REMINDER_HOURS`` (renewal reminders).
+    """
+    if not window:
+        return False
+    start_text, end_text = window.split("-")
+    start, end = time.fromisoformat(start_text), time.fromisoformat(end_text)
+    local = now.astimezone(zone).time().replace(tzinfo=None)
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end

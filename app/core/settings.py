@@ -29,6 +29,12 @@ INCIDENT_KINDS: tuple[IncidentKind, ...] = (
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
+def _hours_window(value: str) -> str:
+    if not _QUIET_HOURS.match(value):
+        raise ValueError("expected HH:MM-HH:MM, for example 23:00-07:00")
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONDER_", extra="ignore")
 
@@ -70,6 +76,12 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     send_concurrency: int = Field(default=32, ge=1, le=500)
     send_timeout_s: float = Field(default=10.0, gt=0)
+    # The most of a worker's SEND_CONCURRENCY slots that bulk non-urgent SMS (renewal
+    # reminders) may hold at once (at least one slot); docs/dispatch.md.
+    send_bulk_share: float = Field(default=0.25, gt=0, le=1)
+    # Where a stand-alone `responder worker` serves /metrics (0: nowhere); `serve`
+    # has /metrics on its API port.
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
 
     timezone: str = "Europe/Stockholm"
     default_region: str = "SE"
@@ -112,6 +124,8 @@ class Settings(BaseSettings):
         "If what you saw weighs on you, call the volunteer coordinator: +46 10 000 00 00."
     )
     cert_reminder_days: int = Field(default=30, ge=0)
+    # Renewal reminders are queued and sent only inside these hours in TIMEZONE.
+    reminder_hours: str = "10:00-19:00"
 
     @field_validator("alertable_kinds", mode="before")
     @classmethod
@@ -155,9 +169,12 @@ class Settings(BaseSettings):
     def _quiet_hours_format(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not _QUIET_HOURS.match(value):
-            raise ValueError("expected HH:MM-HH:MM, for example 23:00-07:00")
-        return value
+        return _hours_window(value)
+
+    @field_validator("reminder_hours")
+    @classmethod
+    def _reminder_hours_format(cls, value: str) -> str:
+        return _hours_window(value)
 
     @field_validator("database_url")
     @classmethod

@@ -304,6 +304,14 @@ def unknown_sender_text() -> str:
     )
 
 
+def reply_not_recorded_text() -> str:
+    """Both languages: the reply could not be applied, and who sent it is not known yet."""
+    return (
+        "Responder: vi kunde inte registrera ditt svar. Svara igen. "
+        "We could not record your answer. Please reply again."
+    )
+
+
 def confirm_with_code_text(language: str, *, code: str) -> str:
     return _pick(
         language,

@@ -30,6 +30,7 @@ from app.core.errors import Conflict, NotFound
 from app.core.models import Certification, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.paging import Paged, fetch_page
+from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import certification_reminder_text
 from app.registry.audit import record_audit
@@ -44,6 +45,8 @@ TRANSITIONS: dict[Decision, tuple[str, str]] = {
     "revoke": ("verified", "revoked"),
 }
 REMINDER_BATCH = 500
+REMINDER_LIFETIME = timedelta(days=2)
+"""A reminder not sent by then (a long provider outage) is given up, visibly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +184,12 @@ async def queue_certification_reminders(
     window (today in the ``TIMEZONE`` included), not reminded before, whose holder
     is active, reachable (not opted out) and has not already renewed (no other
     verified certification of the same kind expiring later). Returns how many
-    were queued; at most ``REMINDER_BATCH`` per call.
+    were queued; at most ``REMINDER_BATCH`` per call, and none outside
+    ``REMINDER_HOURS`` (the worker also sends them only then): a renewal
+    reminder never wakes anyone.
     """
+    if not within_hours(settings.reminder_hours, now=now, zone=settings.zone):
+        return 0
     today = now.astimezone(settings.zone).date()
     horizon = today + timedelta(days=settings.cert_reminder_days)
     renewal = aliased(Certification)
@@ -241,6 +248,7 @@ async def queue_certification_reminders(
                 ),
                 purpose="cert_reminder",
                 volunteer_id=volunteer_id,
+                deadline_at=now + REMINDER_LIFETIME,
             )
         )
     await queue_sms(session, messages, now=now)

@@ -1,4 +1,12 @@
-"""Liveness, readiness and metrics: no authentication, nothing personal."""
+"""Liveness, readiness, the SMS provider's health and metrics: no authentication.
+
+Which probe for what (docs/reliability.md): ``/healthz`` for a liveness probe
+(restart the process), ``/readyz`` for a load balancer (send this process traffic:
+its database answers), ``/healthz/sms`` for alerting a person (the provider refuses
+us or sends keep failing). A provider outage is in ``/readyz``'s body but does not
+make it fail: incidents, cancels and replies must still be accepted and queued
+while the provider is down (SPEC 3.9).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +33,11 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, Any]
+
+
+class SmsHealth(BaseModel):
+    status: str
+    sms: dict[str, Any]
 
 
 @router.get("/healthz", response_model=Liveness)
@@ -54,8 +67,9 @@ SMS_DEGRADED_AFTER = 5
 async def _sms_check(runtime: RuntimeDep) -> dict[str, Any]:
     """The provider's health as every worker records it (shared through the database).
 
-    Refused (authentication, suspended account) is not ready: no alert can leave.
-    Repeated failures are ``degraded``: still ready, since retries may get through.
+    ``ok`` is false while the provider refuses us (authentication, suspended
+    account: no alert can leave) or after ``SMS_DEGRADED_AFTER`` failed sends in a
+    row (``degraded``: retries may still get through, but people must look).
     """
     from dispatch.delivery import gateway_health
 
@@ -74,7 +88,7 @@ async def _sms_check(runtime: RuntimeDep) -> dict[str, Any]:
     elif health.consecutive_failures >= SMS_DEGRADED_AFTER:
         status = "degraded"
     return {
-        "ok": not health.refused,
+        "ok": status == "ok",
         "gateway": name,
         "status": status,
         "consecutive_failures": health.consecutive_failures,
@@ -87,22 +101,44 @@ async def _sms_check(runtime: RuntimeDep) -> dict[str, Any]:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "A dependency is down"}},
+    responses={503: {"model": Readiness, "description": "The database is down"}},
 )
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Ready to take incidents: database and PostGIS answer, SMS provider not refusing us."""
+    """Ready to take incidents: the database and PostGIS answer.
+
+    The SMS provider's health is reported in ``checks.sms`` but does not decide
+    readiness: while the provider is down this process must still accept and
+    queue incidents, cancels and replies. ``/healthz/sms`` answers for the provider.
+    """
     checks: dict[str, Any] = {}
     try:
         checks["database"] = await asyncio.wait_for(_database_check(runtime), READINESS_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = {"ok": False, "error": type(exc).__name__}
-    try:
-        checks["sms"] = await asyncio.wait_for(_sms_check(runtime), READINESS_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - unknown provider health is not ready
-        checks["sms"] = {"ok": False, "error": type(exc).__name__}
-    ready = all(check.get("ok") for check in checks.values())
+    checks["sms"] = await _sms_status(runtime)
+    ready = bool(checks["database"].get("ok"))
     body = Readiness(status="ready" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+async def _sms_status(runtime: RuntimeDep) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(_sms_check(runtime), READINESS_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - unknown provider health is not healthy
+        return {"ok": False, "error": type(exc).__name__}
+
+
+@router.get(
+    "/healthz/sms",
+    response_model=SmsHealth,
+    responses={503: {"model": SmsHealth, "description": "The provider refuses us, or sends fail"}},
+)
+async def healthz_sms(runtime: RuntimeDep) -> JSONResponse:
+    """The SMS provider: 200 while it accepts our sends, 503 while it refuses us or
+    sends keep failing. For monitoring and paging, not for a load balancer."""
+    check = await _sms_status(runtime)
+    body = SmsHealth(status="ok" if check.get("ok") else "failing", sms=check)
+    return JSONResponse(body.model_dump(), status_code=200 if check.get("ok") else 503)
 
 
 @router.get(
