@@ -2,6 +2,12 @@
 # Production image: `responder serve` (API + in-process dispatch worker) as a non-root user.
 # Needs RESPONDER_DATABASE_URL (PostgreSQL 15 + PostGIS 3); see docker-compose.yml.
 
+# The console's front-end assets (htmx, Leaflet) from the same lock file as ./dev setup.
+FROM node:20-bookworm-slim AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -19,11 +25,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESPONDER_MIGRATIONS_DIR=/app/migrations \
     RESPONDER_HOST=0.0.0.0 \
     RESPONDER_PORT=8000 \
-    RESPONDER_LOG_FORMAT=json
+    RESPONDER_LOG_FORMAT=json \
+    RESPONDER_WEB_ASSETS_DIR=/app/node_modules
 RUN groupadd --system responder && useradd --system --gid responder --home /app responder
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY migrations ./migrations
+COPY --from=assets /src/node_modules/htmx.org/dist ./node_modules/htmx.org/dist
+COPY --from=assets /src/node_modules/leaflet/dist ./node_modules/leaflet/dist
 USER responder
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -1,4 +1,4 @@
-"""The ``responder`` command: serve, worker, db, api-key, demo, sms.
+"""The ``responder`` command: serve, worker, db, api-key, user, demo, sms.
 
 Every failure a user can cause (bad configuration, unreachable database, missing
 PostgreSQL) ends with one line on standard error and a non-zero exit code.
@@ -95,9 +95,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from app.api.main import create_app
+    from app.web.console import install_console
 
     with database(settings) as url:
-        app = create_app(settings, database_url=url, run_worker=True)
+        app = create_app(settings, database_url=url, run_worker=True, pages=install_console)
         host = args.host or settings.host
         port = args.port or settings.port
         log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
@@ -195,6 +196,59 @@ def cmd_api_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
     if not revoked:
         fail(f"no active key with id {key_id}")
     print(f"revoked key {key_id}", file=sys.stderr)
+
+
+def cmd_user_create(args: argparse.Namespace, settings: Settings) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.clock import SystemClock
+    from app.core.errors import ResponderError
+    from app.registry.staff import PasswordLink, create_staff_user
+
+    async def create(session: AsyncSession) -> PasswordLink:
+        return await create_staff_user(
+            session,
+            email=args.email,
+            name=args.name,
+            role=args.role,
+            centre=args.centre,
+            actor=None,
+            now=SystemClock().now(),
+            settings=settings,
+        )
+
+    with database(settings) as url:
+        try:
+            link = _with_session(url, create)
+        except ResponderError as exc:
+            fail(exc.detail, 2)
+    user = link.user
+    print(
+        f"created {user.role} {user.email}"
+        + (f" of {user.centre}" if user.centre else "")
+        + f"; the link below sets the password once, until {link.expires_at:%Y-%m-%d %H:%M} UTC",
+        file=sys.stderr,
+    )
+    print(f"{settings.console_origin}/console/password/{link.token}")
+
+
+def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.clock import SystemClock
+    from app.core.errors import NotFound
+    from app.registry.staff import disable_staff_user, find_staff_user
+
+    async def disable(session: AsyncSession) -> None:
+        user = await find_staff_user(session, args.email)
+        await disable_staff_user(session, user_id=user.id, actor=None, now=SystemClock().now())
+
+    with database(settings) as url:
+        try:
+            _with_session(url, disable)
+        except NotFound:
+            fail(f"no staff user {args.email}")
+    print(f"disabled {args.email}; their sessions have ended", file=sys.stderr)
 
 
 async def _run_worker(url: str, settings: Settings) -> None:
@@ -335,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_api_key_revoke)
+
+    users = commands.add_parser("user", help="staff accounts of the console")
+    user_commands = users.add_subparsers(dest="user_command", required=True)
+    user_create = user_commands.add_parser(
+        "create", help="print a one-time link with which the person sets their password"
+    )
+    user_create.add_argument("--email", required=True)
+    user_create.add_argument("--name", required=True)
+    user_create.add_argument("--role", required=True, choices=["coordinator", "dispatcher"])
+    user_create.add_argument("--centre", default=None, help="dispatch centre (dispatchers)")
+    user_create.set_defaults(handler=cmd_user_create)
+    user_disable = user_commands.add_parser("disable", help="no more sign-ins; sessions end")
+    user_disable.add_argument("email")
+    user_disable.set_defaults(handler=cmd_user_disable)
 
     worker = commands.add_parser("worker", help="the dispatch worker alone (run any number)")
     worker.set_defaults(handler=cmd_worker)

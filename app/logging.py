@@ -27,16 +27,15 @@ import logging
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
 
 MAX_FRAMES = 12
 INNERMOST_FRAMES = 3
-EXTRACTED_FRAMES = 2_000  # a RecursionError's depth and more; choosing is ``_where``'s job
 MAX_CHAINED = 3
 MAX_VALUE_CHARS = 1000
 MAX_EXCEPTION_MESSAGE_CHARS = 200
@@ -49,19 +48,30 @@ _UNTOUCHED_KEYS = frozenset({"timestamp", "level", "logger"})
 _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"rsp_[A-Za-z0-9_-]+"), "rsp_" + REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), REDACTED),
+    (re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"), REDACTED),
     # Eight or more digits, optionally after "+", with single spaces, dashes or brackets
     # between them: E.164 and national formats (070-123 45 67); not dates, uuids or ids.
     (re.compile(r"(?<![\w+.-])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ ()-]?\d){7,16}(?![\w-])"), REDACTED),
 )
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# A quote left open by a cut is masked to the end.
+_QUOTED = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)")
+MASKED_PREFIX_CHARS = 10 * MAX_VALUE_CHARS
 
 
 def redact_text(value: str) -> str:
+    """The text masked, then cut at ``MAX_VALUE_CHARS``.
+
+    Every pattern is bounded (no nested or open-ended repetition that could
+    backtrack), and runs over a bounded prefix that reaches well past the cut: a
+    megabyte-long value costs what ten thousand characters do, and a secret that
+    straddles the cut was masked before it.
+    """
+    length = len(value)
+    value = value[:MASKED_PREFIX_CHARS]
     for pattern, replacement in _MASKS:
         value = pattern.sub(replacement, value)
-    if len(value) > MAX_VALUE_CHARS:
-        value = f"{value[:MAX_VALUE_CHARS]}…[{len(value) - MAX_VALUE_CHARS} more chars]"
+    if length > MAX_VALUE_CHARS:
+        value = f"{value[:MAX_VALUE_CHARS]}…[cut; {length} chars in all]"
     return value
 
 
@@ -98,7 +108,7 @@ def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDi
 
 def exception_message(exc_value: str) -> str:
     """The first line, quoted values masked: enough to recognise the error, no data."""
-    first = exc_value.strip().split("\n", 1)[0]
+    first = exc_value.strip().split("\n", 1)[0][:MASKED_PREFIX_CHARS]
     masked = _QUOTED.sub("'…'", first)
     return masked[:MAX_EXCEPTION_MESSAGE_CHARS]
 
@@ -126,42 +136,58 @@ class TracebackBudget:
 
 
 class ExceptionSummary:
-    """Turns ``exc_info`` into a bounded ``exception``: type, first line, frames."""
+    """Turns ``exc_info`` into a bounded ``exception``: type, first line, frames.
+
+    Frames are walked with ``traceback.walk_tb`` (code objects only: no source line
+    is read and no local variable is touched), the error itself first, then at most
+    ``MAX_CHAINED - 1`` of its causes.
+    """
 
     def __init__(self, budget: TracebackBudget) -> None:
         self._budget = budget
-        self._extract = ExceptionDictTransformer(
-            show_locals=False, max_frames=EXTRACTED_FRAMES, use_rich=False
-        )
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         exc_info = event_dict.pop("exc_info", None)
         if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            exc: BaseException | None = exc_info
         elif exc_info is True:
-            exc_info = sys.exc_info()
-        if not isinstance(exc_info, tuple) or exc_info[1] is None:
+            exc = sys.exc_info()[1]
+        elif isinstance(exc_info, tuple):
+            exc = exc_info[1]
+        else:
+            exc = None
+        if exc is None:
             return event_dict
-        exc = exc_info[1]
         if not self._budget.take():
             event_dict["exception"] = [
                 {"type": type(exc).__name__, "message": exception_message(str(exc))}
             ]
             event_dict["frames_omitted"] = "traceback budget of this minute spent"
             return event_dict
-        stacks = self._extract(exc_info)
-        event_dict["exception"] = [
-            {
-                "type": stack["exc_type"],
-                "message": exception_message(stack["exc_value"]),
-                "frames": _where(stack["frames"]),
-            }
-            for stack in stacks[:MAX_CHAINED]  # the error itself, then its causes
-        ]
+        stacks: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        chained: BaseException | None = exc
+        while chained is not None and len(stacks) < MAX_CHAINED and id(chained) not in seen:
+            seen.add(id(chained))
+            frames = [
+                (frame.f_code.co_filename, lineno, frame.f_code.co_name)
+                for frame, lineno in traceback.walk_tb(chained.__traceback__)
+            ]
+            stacks.append(
+                {
+                    "type": type(chained).__name__,
+                    "message": exception_message(str(chained)),
+                    "frames": _where(frames),
+                }
+            )
+            chained = chained.__cause__ or (
+                None if chained.__suppress_context__ else chained.__context__
+            )
+        event_dict["exception"] = stacks
         return event_dict
 
 
-def _where(frames: list[dict[str, Any]]) -> list[str]:
+def _where(frames: list[tuple[str, int, str]]) -> list[str]:
     """Our own frames and the innermost few, ``MAX_FRAMES`` at most, nearest the error kept.
 
     Library frames between our code and the failure (middleware, the driver's
@@ -170,9 +196,9 @@ def _where(frames: list[dict[str, Any]]) -> list[str]:
     library = "site-packages/"
     last = len(frames) - INNERMOST_FRAMES
     chosen = [
-        f"{frame['filename'].rpartition(library)[2]}:{frame['lineno']} in {frame['name']}"
-        for index, frame in enumerate(frames)
-        if frame["lineno"] >= 0 and (index >= last or library not in frame["filename"])
+        f"{filename.rpartition(library)[2]}:{lineno} in {name}"
+        for index, (filename, lineno, name) in enumerate(frames)
+        if index >= last or library not in filename
     ]
     return chosen[-MAX_FRAMES:]
 

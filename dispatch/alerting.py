@@ -146,6 +146,7 @@ async def create_incident(
                 aed_slots=settings.aed_responders if aed else 0,
                 nearest_aed_id=aed.id if aed else None,
                 nearest_aed_distance_m=aed.distance_m if aed else None,
+                selected_at=None if reason else now,
                 created_by=created_by,
                 created_at=now,
                 updated_at=now,
@@ -227,23 +228,27 @@ async def alert_more(
     """Alert the next nearest eligible volunteers not yet alerted on this incident.
 
     Same rules as the first selection, at the incident's current location and radius
-    (``radius_m``, widened or not), under one cap: never more than ``MAX_ALERTED``
-    alerts of the incident pending at once, whatever re-ran them. ``wanted`` asks
-    for fewer (a replacement tops up a batch). Used after a location change, a
-    withdrawal, a decline or silence (replacement) and a widening step; the
-    caller holds the incident's row lock, and this takes the selection lock after
-    it. Call ``dispatch.selection.record_selection`` after commit to update the
-    record.
+    (``radius_m``, widened or not). ``MAX_ALERTED`` bounds the incident's alerts
+    pending at once (not each run), so a re-run tops the pending up to the cap and
+    never beyond it; ``wanted`` asks for fewer (a replacement tops up a batch). Used
+    after a location change, a withdrawal, a decline or a silence (replacement) and
+    a widening step; the caller holds the incident's row lock, and this takes the
+    selection lock after it. The selection record is marked stale; ``/explain``
+    writes it again, as of ``incident.selected_at``.
     """
     if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
     if wanted is not None and wanted <= 0:
         return []  # before the deployment-wide selection lock: nothing to select
     await lock_selection(session)
-    limit = settings.max_alerted - await count_pending(session, incident.id)
+    pending = await count_pending(session, incident.id)
+    # The record no longer covers every run: /explain rewrites it from this time.
+    incident.selected_at = now
+    incident.selection_recorded_at = None
+    room = settings.max_alerted - pending
     if wanted is not None:
-        limit = min(limit, wanted)
-    if limit <= 0:
+        room = min(room, wanted)
+    if room <= 0:
         return []
     point = (
         await session.execute(
@@ -259,10 +264,10 @@ async def alert_more(
         kind=incident.kind,
         address=incident.address,
         point=location,
-        aed=await _incident_aed(session, incident),
+        aed=await incident_aed(session, incident),
         settings=settings,
         now=now,
-        limit=limit,
+        limit=room,
         rerun=True,
         radius_m=incident.radius_m,
         ems_eta_at=incident.ems_eta_at,
@@ -286,7 +291,7 @@ async def count_pending(session: AsyncSession, incident_id: uuid.UUID) -> int:
     return count
 
 
-async def _incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
+async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed | None:
     """The AED the incident's roles refer to; a re-run keeps it even if another opened."""
     if incident.nearest_aed_id is None or incident.nearest_aed_distance_m is None:
         return None

@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.models import Alert, GatewayHealth, Message
 from app.registry.volunteers import opt_out
-from dispatch.events import record_event
+from dispatch.events import lock_incident_of_message, record_event
 
 STATUS_RANK = {
     "queued": 0,
@@ -64,8 +64,14 @@ async def advance_message(
     """Move one outbound message forward; ``False`` when that would not be forward.
 
     A provider id we learn here is kept even when the status does not move (a
-    callback can overtake our own record of the send).
+    callback can overtake our own record of the send). Locks in the order every
+    writer of an incident uses: the volunteer (an opt-out, 21610), the incident of
+    an alert SMS (its event takes the incident's counter: ``dispatch.events``), then
+    the message, then the alert.
     """
+    if error_code == OPTED_OUT_CODE:
+        await _opt_out_recipient(session, message_id=message_id, now=now)
+    await lock_incident_of_message(session, message_id)
     if provider_sid is not None:
         await session.execute(
             update(Message)
@@ -97,16 +103,26 @@ async def advance_message(
     ).one_or_none()
     if row is None:
         return False
-    if error_code == OPTED_OUT_CODE and row.volunteer_id is not None:
-        await opt_out(session, volunteer_id=row.volunteer_id, now=now)
     if row.alert_id is not None and row.purpose == "alert":
         await mirror_alert_delivery(session, alert_id=row.alert_id, status=status, now=now)
     return True
 
 
+async def _opt_out_recipient(
+    session: AsyncSession, *, message_id: uuid.UUID, now: datetime
+) -> None:
+    """The carrier says the recipient opted out (21610), whatever the message's status."""
+    volunteer_id = (
+        await session.execute(select(Message.volunteer_id).where(Message.id == message_id))
+    ).scalar_one_or_none()
+    if volunteer_id is not None:
+        await opt_out(session, volunteer_id=volunteer_id, now=now)
+
+
 async def mirror_alert_delivery(
     session: AsyncSession, *, alert_id: uuid.UUID, status: str, now: datetime
 ) -> None:
+    """Under the incident's lock (taken by :func:`advance_message`)."""
     incident_id = (
         await session.execute(
             update(Alert)

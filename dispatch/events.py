@@ -1,9 +1,23 @@
 """Incident events: an append-only log in the database, announced with NOTIFY.
 
 Each change to an incident or one of its alerts appends an ``incident_event`` row in
-the same transaction as the change; its id is the SSE event id, so a client that
-reconnects with ``Last-Event-ID`` replays exactly what it missed, and every API
-process learns of it through ``LISTEN responder_events`` whichever process wrote it.
+the same transaction as the change, and every API process learns of it through
+``LISTEN responder_events`` whichever process wrote it.
+
+Order. An event is numbered per incident (``seq`` = 1, 2, 3 …) by incrementing
+``incident.event_seq`` in the writing transaction, so the writer holds the
+incident's row lock from that moment until it commits. A second writer of the same
+incident waits at its own increment until the first has committed (or rolled back,
+which gives its number back), so the incident's events become visible strictly in
+``seq`` order and without gaps: whatever a reader sees is 1..n, and a reader that
+resumes after n (``Last-Event-ID``) gets every later event exactly once. A global
+sequence id cannot promise that: two transactions take ids in one order and may
+commit in the other, and a reader that saw the higher id skips the lower one.
+
+Lock order. Every writer of an incident's events takes the incident row before any
+alert or alert SMS row of it (replies, cancel, close, PATCH and the timers lock the
+incident first; a delivery receipt locks it before the alert SMS it advances,
+``lock_incident_of_message``), so waiting on the event counter never closes a cycle.
 """
 
 from __future__ import annotations
@@ -16,35 +30,93 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import Text, cast, func, insert, select
+from sqlalchemy import Integer, Text, bindparam, cast, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import sync_url
-from app.core.models import IncidentEvent
+from app.core.models import Incident, IncidentEvent, Message
 
 log = structlog.get_logger(__name__)
 
 EVENTS_CHANNEL = "responder_events"
+ANY_INCIDENT = "*"
 
 
 async def record_event(
     session: AsyncSession, *, incident_id: uuid.UUID, type: str, data: dict[str, Any]
 ) -> None:
-    """Append one event; listeners are notified when the transaction commits.
+    """Append the incident's next event; listeners are notified when the transaction commits.
 
-    One round trip: the insert and its ``pg_notify`` are one statement.
+    One round trip: the counter increment (which takes or re-takes the incident's
+    row lock until commit), the insert and its ``pg_notify`` are one statement.
     """
+    await session.execute(_RECORD_EVENT, {"incident_id": incident_id, "type": type, "data": data})
+
+
+def _record_event_statement() -> Any:
+    numbered = (
+        update(Incident)
+        .where(Incident.id == bindparam("incident_id"))
+        # updated_at named so its onupdate does not fire: an event is not an edit.
+        .values(event_seq=Incident.event_seq + 1, updated_at=Incident.updated_at)
+        .returning(Incident.id, Incident.event_seq)
+        .cte("numbered")
+    )
     inserted = (
         insert(IncidentEvent)
-        .values(incident_id=incident_id, type=type, data=data)
+        .from_select(
+            ["incident_id", "seq", "type", "data"],
+            select(
+                numbered.c.id,
+                numbered.c.event_seq,
+                bindparam("type", type_=Text()),
+                bindparam("data", type_=JSONB()),
+            ),
+        )
         .returning(IncidentEvent.incident_id)
         .cte("inserted")
     )
-    await session.execute(
-        select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
-            inserted
-        )
+    return select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
+        inserted
     )
+
+
+_RECORD_EVENT = _record_event_statement()
+
+
+async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID) -> None:
+    """Take the incident of an alert SMS (FOR NO KEY UPDATE) before touching the SMS.
+
+    For writers that do not otherwise lock the incident (delivery receipts, the
+    worker's record of a send): the event they record takes the incident's lock
+    anyway, and taking it first keeps the one lock order (incident, then its alert
+    SMS and alerts) that replies and cancels use. Other messages: nothing to lock.
+    """
+    await session.execute(
+        select(literal(1, Integer()))
+        .select_from(Incident)
+        .where(
+            Incident.id
+            == select(Message.incident_id)
+            .where(Message.id == message_id, Message.purpose == "alert")
+            .scalar_subquery()
+        )
+        .with_for_update(key_share=True)
+    )
+
+
+async def events_after(
+    session: AsyncSession, *, incident_id: uuid.UUID, after_seq: int, limit: int
+) -> list[IncidentEvent]:
+    """The incident's events numbered above ``after_seq``, in order (see the module docstring)."""
+    rows = await session.execute(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident_id, IncidentEvent.seq > after_seq)
+        .order_by(IncidentEvent.seq)
+        .limit(limit)
+    )
+    return list(rows.scalars())
 
 
 async def listen(
@@ -116,22 +188,31 @@ class EventHub:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def subscribe(self, incident_id: uuid.UUID) -> asyncio.Event:
+    def subscribe(self, incident_id: uuid.UUID | None) -> asyncio.Event:
+        """Woken on each new event of the incident; ``None``: of any incident (a board)."""
         waiter = asyncio.Event()
-        self._subscribers.setdefault(str(incident_id), set()).add(waiter)
+        self._subscribers.setdefault(self._key(incident_id), set()).add(waiter)
         return waiter
 
-    def unsubscribe(self, incident_id: uuid.UUID, waiter: asyncio.Event) -> None:
-        waiters = self._subscribers.get(str(incident_id))
+    def unsubscribe(self, incident_id: uuid.UUID | None, waiter: asyncio.Event) -> None:
+        key = self._key(incident_id)
+        waiters = self._subscribers.get(key)
         if waiters is not None:
             waiters.discard(waiter)
             if not waiters:
-                del self._subscribers[str(incident_id)]
+                del self._subscribers[key]
+
+    @staticmethod
+    def _key(incident_id: uuid.UUID | None) -> str:
+        return ANY_INCIDENT if incident_id is None else str(incident_id)
 
     def _notified(self, payload: str) -> None:
         if payload == "":
             targets = [waiter for waiters in self._subscribers.values() for waiter in waiters]
         else:
-            targets = list(self._subscribers.get(payload, ()))
+            targets = [
+                *self._subscribers.get(payload, ()),
+                *self._subscribers.get(ANY_INCIDENT, ()),
+            ]
         for waiter in targets:
             waiter.set()

@@ -31,7 +31,8 @@ from app.registry.locations import purge_live_locations
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
-from dispatch.roles import lock_incident, stand_down_pending
+from dispatch.replan import replan_after_move
+from dispatch.roles import lock_incident, open_slots, stand_down_if_complete, stand_down_pending
 from dispatch.strategies import run_strategy_steps
 from geo.points import LatLon, geography_point
 
@@ -196,8 +197,11 @@ async def update_incident(
 
     Responders holding a role get the new address or access notes by SMS; a scene
     flag that now excludes the incident stands everyone down (it becomes
-    ``not_alerted`` with that flag as the reason); a new location alerts the next
-    nearest volunteers not yet alerted, at the new place.
+    ``not_alerted`` with that flag as the reason); a new location re-plans the
+    incident (``dispatch.replan``: nearest AED, pending volunteers' distances,
+    stand-down of those now too far, new instructions to responders) and then
+    alerts the nearest volunteers not yet alerted, at the new place, up to the
+    incident's cap of pending alerts.
     """
     incident = await _incident_for_centre(session, incident_id=incident_id, centre=centre)
     if incident.status in ("cancelled", "closed"):
@@ -240,6 +244,10 @@ async def update_incident(
         incident.not_alerted_reason = f"flag:{newly_excluding}"
     elif alerting and ems_arrives:
         await _hand_over_to_ems(session, incident=incident, now=now)
+    elif alerting and changes.location is not None:
+        await replan_after_move(
+            session, incident=incident, point=changes.location, settings=settings, now=now
+        )
     elif alerting and ("address" in changed or "access_notes" in changed):
         responders = await _recipients(session, incident_id=incident.id, condition=HOLDS_A_ROLE)
         await _text_recipients(
@@ -263,7 +271,9 @@ async def update_incident(
         data={**changed, "status": incident.status, "at": now.isoformat()},
     )
     if incident.status == "alerting" and changes.location is not None and not ems_arrives:
-        await alert_more(session, incident=incident, settings=settings, now=now)
+        if not (await open_slots(session, incident)).full:
+            await alert_more(session, incident=incident, settings=settings, now=now)
+        await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
     return incident
 
 

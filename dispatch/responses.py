@@ -83,7 +83,14 @@ _RECENT_ALERTS = (
     .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
     .order_by(Alert.created_at.desc())
 )
-_LOCK_ALERT = select(Alert).where(Alert.id == bindparam("alert_id")).with_for_update(key_share=True)
+# populate_existing: the alert was read (unlocked) to find it; the decision must be
+# taken on the row as locked, not on the object the session kept from that read.
+_LOCK_ALERT = (
+    select(Alert)
+    .where(Alert.id == bindparam("alert_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
+)
 _RECORD_ANSWER = (
     update(_message)
     .where(_message.c.id == bindparam("message_id"))
@@ -216,6 +223,9 @@ async def apply_reply(
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
         await opt_out(session, volunteer_id=volunteer.id, now=now)
+        await release_roles(
+            session, volunteer_id=volunteer.id, reason="stop", now=now, settings=settings
+        )
         return Outcome(texts.opted_out_text(language))
     if reply.intent == "start":
         await opt_in(session, volunteer_id=volunteer.id, now=now)
@@ -223,10 +233,17 @@ async def apply_reply(
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
         volunteer.paused_until = until
+        await release_roles(
+            session, volunteer_id=volunteer.id, reason="pause", now=now, settings=settings
+        )
         return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
     if reply.intent == "resume":
         volunteer.paused_until = None
         return Outcome(texts.resumed_text(language))
+    if reply.intent == "accept" and volunteer.consent_requested_at and not volunteer.consent_at:
+        # Asked for consent (CSV import); never alerted before it, so YES is about that.
+        volunteer.consent_at = now
+        return Outcome(texts.consent_recorded_text(language))
     return await _answer_alert(
         session, volunteer=volunteer, reply=reply, now=now, settings=settings
     )
@@ -367,6 +384,7 @@ async def _accept(change: _Answering) -> str:
         alert.stood_down_at = change.now
     else:
         alert.role = role
+        alert.aed_id = incident.nearest_aed_id if role == "aed" else None
         alert.estimated_arrival_at = estimated_arrival(
             change.settings, route_m=route_m(alert), leaving_at=change.now
         )
@@ -392,17 +410,25 @@ async def _decline(change: _Answering) -> str:
 
 
 async def _withdraw(change: _Answering) -> str:
-    session, incident, alert = change.session, change.incident, change.alert
-    if alert.response != "accepted":
+    if change.alert.response != "accepted":
         return texts.help_text(change.lang)
-    role = alert.role
-    alert.role = None
-    await _respond(change, "withdrawn", role=role)
+    await _give_up_role(change, reason="withdraw")
+    return texts.withdrawn_text(change.lang)
+
+
+async def _give_up_role(change: _Answering, *, reason: str) -> None:
+    """The responder is no longer coming: the slot reopens, and when nobody is left
+    pending the next nearest are alerted (with ``ALERT_BATCH``: the place goes to the
+    next nearest at once). Under the incident's lock."""
+    role = change.alert.role
+    change.alert.role = None
+    await _respond(change, "withdrawn", role=role, reason=reason)
     if change.settings.alert_batch is not None:
         await _replace_at_once(change)
-    elif await count_pending(session, incident.id) == 0:
-        await alert_more(session, incident=incident, settings=change.settings, now=change.now)
-    return texts.withdrawn_text(change.lang)
+    elif await count_pending(change.session, change.incident.id) == 0:
+        await alert_more(
+            change.session, incident=change.incident, settings=change.settings, now=change.now
+        )
 
 
 async def _replace_at_once(change: _Answering) -> None:
@@ -414,6 +440,49 @@ async def _replace_at_once(change: _Answering) -> None:
         now=change.now,
         replaced=[change.alert.id],
     )
+
+
+async def release_roles(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    reason: str,
+    now: datetime,
+    settings: Settings,
+) -> int:
+    """A responder who opts out (STOP), pauses or is erased while holding a role loses it.
+
+    Exactly as after WITHDRAW: the slot reopens and, when nobody is pending, the next
+    nearest are alerted; they get no SMS about it (they asked for none, or are gone).
+    The caller holds the volunteer's row; each incident is locked before its alert,
+    in incident-id order, the order every other writer uses.
+    """
+    holding = (
+        await session.execute(
+            select(Alert.id, Alert.incident_id, Volunteer.language)
+            .join(Incident, Incident.id == Alert.incident_id)
+            .join(Volunteer, Volunteer.id == Alert.volunteer_id)
+            .where(
+                Alert.volunteer_id == volunteer_id,
+                Alert.response == "accepted",
+                Alert.role.is_not(None),
+                Alert.stood_down_at.is_(None),
+                Incident.status == "alerting",
+            )
+            .order_by(Alert.incident_id)
+        )
+    ).all()
+    released = 0
+    for alert_id, incident_id, language in holding:
+        incident = await lock_incident(session, incident_id)
+        alert = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).scalar_one()
+        if incident is None or not _open_row(alert, incident.status) or alert.role is None:
+            continue
+        await _give_up_role(
+            _Answering(session, incident, alert, language, now, settings), reason=reason
+        )
+        released += 1
+    return released
 
 
 async def _arrive(
@@ -446,8 +515,9 @@ async def instructions(
         )
     ).one()
     aed: Any = None
-    if alert.role == "aed" and incident.nearest_aed_id is not None:
-        aed = await session.get(Aed, incident.nearest_aed_id)
+    aed_id = alert.aed_id or incident.nearest_aed_id
+    if alert.role == "aed" and aed_id is not None:
+        aed = await session.get(Aed, aed_id)
     return texts.instructions_text(
         language,
         role=alert.role or "cpr",

@@ -9,6 +9,7 @@ the decision, so two simultaneous YES never take one slot.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -89,8 +90,13 @@ async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incide
     ).scalar_one_or_none()
 
 
+# populate_existing: decisions under the lock read the locked row, not an object the
+# session kept from an earlier, unlocked read.
 _LOCK_INCIDENT = (
-    select(Incident).where(Incident.id == bindparam("incident_id")).with_for_update(key_share=True)
+    select(Incident)
+    .where(Incident.id == bindparam("incident_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
 )
 
 
@@ -183,18 +189,29 @@ async def stand_down_if_complete(
     return await stand_down_pending(session, incident=incident, now=now)
 
 
-async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: datetime) -> int:
-    """Tell every pending volunteer they need not go; those never reached get no SMS.
+async def stand_down_pending(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    now: datetime,
+    only: list[uuid.UUID] | None = None,
+    text: Callable[..., str] = stand_down_text,
+) -> int:
+    """Tell every pending volunteer (or those of ``only``) they need not go, in ``text``;
+    those never reached get no SMS.
 
     Who was reached is read from each alert SMS's own send state, under its lock
     (:func:`dispatch.delivery.settle_alert_sms`), never from the alert's mirrored
     delivery status, which a concurrent claim may not have updated yet.
     """
-    reached = await settle_alert_sms(session, incident_id=incident.id, alerts=_pending, now=now)
+    standing_down = _pending if only is None else _pending & Alert.id.in_(only)
+    reached = await settle_alert_sms(
+        session, incident_id=incident.id, alerts=standing_down, now=now
+    )
     rows = (
         await session.execute(
             update(Alert)
-            .where(Alert.incident_id == incident.id, _pending)
+            .where(Alert.incident_id == incident.id, standing_down)
             .values(stood_down_at=now, updated_at=now)
             .returning(Alert.id, Alert.code, Alert.volunteer_id)
         )
@@ -208,7 +225,7 @@ async def stand_down_pending(session: AsyncSession, *, incident: Incident, now: 
         [
             OutboundSms(
                 phone=volunteers[row.volunteer_id][0],
-                body=stand_down_text(volunteers[row.volunteer_id][1], code=row.code),
+                body=text(volunteers[row.volunteer_id][1], code=row.code),
                 purpose="stand_down",
                 volunteer_id=row.volunteer_id,
                 incident_id=incident.id,

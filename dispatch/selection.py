@@ -48,7 +48,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import UUID, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -124,6 +124,78 @@ async def nearest_available_aed(
     return await nearest_aed(
         session, point=point, radius_m=settings.aed_search_radius_m, available=available
     )
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a volunteer is now, as distances: to the incident and to each AED asked about."""
+
+    distance_m: float
+    aed_distances_m: dict[uuid.UUID, float]
+
+    def detour_m(self, aed: uuid.UUID, aed_to_patient_m: float) -> float | None:
+        """Via that AED instead of straight to the patient (SPEC 3.4), if it was asked about."""
+        to_aed = self.aed_distances_m.get(aed)
+        return None if to_aed is None else to_aed + aed_to_patient_m - self.distance_m
+
+
+async def current_whereabouts(
+    session: AsyncSession,
+    *,
+    volunteer_ids: list[uuid.UUID],
+    point: LatLon,
+    aeds: dict[uuid.UUID, LatLon],
+    settings: Settings,
+    now: datetime,
+) -> dict[uuid.UUID, Whereabouts]:
+    """Each volunteer's current location (the selection's rule), measured on the spheroid.
+
+    The live location while usable, wherever it is; otherwise the registered place
+    whose schedule covers now, nearest to ``point`` when several do. A volunteer with
+    neither is left out: where they are is not known. Nothing is stored: the
+    positions are used here and dropped (the registry keeps no history).
+    """
+    if not volunteer_ids:
+        return {}
+    usable = usable_live_location(
+        now=now,
+        max_age=settings.live_location_max_age,
+        max_accuracy_m=settings.max_location_accuracy_m,
+    )
+    positions = union_all(
+        select(
+            LiveLocation.volunteer_id,
+            LiveLocation.location,
+            literal(0).label("preference"),
+        ).where(LiveLocation.volunteer_id.in_(volunteer_ids), usable),
+        select(Place.volunteer_id, Place.location, literal(1).label("preference")).where(
+            Place.volunteer_id.in_(volunteer_ids),
+            covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)),
+        ),
+    ).subquery("positions")
+    to_patient = distance_m(positions.c.location, geography_point(point))
+    aed_ids = list(aeds)
+    rows = await session.execute(
+        select(
+            positions.c.volunteer_id,
+            to_patient.label("distance_m"),
+            *(
+                distance_m(positions.c.location, geography_point(aeds[aed_id])).label(
+                    f"aed_{index}"
+                )
+                for index, aed_id in enumerate(aed_ids)
+            ),
+        )
+        .ext(distinct_on(positions.c.volunteer_id))
+        .order_by(positions.c.volunteer_id, positions.c.preference, to_patient)
+    )
+    return {
+        row.volunteer_id: Whereabouts(
+            distance_m=row.distance_m,
+            aed_distances_m={aed_id: row[2 + index] for index, aed_id in enumerate(aed_ids)},
+        )
+        for row in rows
+    }
 
 
 def usable_live_location(*, now: Any, max_age: Any, max_accuracy_m: Any) -> ColumnElement[bool]:
@@ -545,15 +617,18 @@ async def explain_selection(
     """Answer from the recorded selection; write the record first if it is missing.
 
     A missing record means the process died between the commit and the background
-    write: it is written now, with the selection's own time, against today's rows.
-    An alert made after the record was written (a replacement on a decline, a
-    re-run) is the stronger fact: the answer is then "alerted", with how and when.
+    write, or that a re-run (a move, a withdrawal, a replacement, a widening step)
+    alerted since it was written. It is written now, with the latest selection's
+    own time (``incident.selected_at``), against today's rows.
     """
     if not selection_ran(incident):
         return Explanation(outcome=NO_SELECTION, distance_m=None, selection_ran=False)
     if incident.selection_recorded_at is None:
         await record_selection(
-            session, incident_id=incident.id, settings=settings, now=incident.created_at
+            session,
+            incident_id=incident.id,
+            settings=settings,
+            now=incident.selected_at or incident.created_at,
         )
     row = (
         await session.execute(
@@ -568,18 +643,6 @@ async def explain_selection(
             )
         )
     ).one_or_none()
-    if row is None or row.outcome != ALERTED:
-        alert = (
-            await session.execute(
-                select(
-                    literal(ALERTED).label("outcome"),
-                    Alert.distance_m,
-                    Alert.alerted_as,
-                    Alert.created_at.label("alerted_at"),
-                ).where(Alert.incident_id == incident.id, Alert.volunteer_id == volunteer_id)
-            )
-        ).one_or_none()
-        row = alert or row
     if row is None:
         return Explanation(outcome=NOT_WITHIN_RADIUS, distance_m=None, selection_ran=True)
     return Explanation(

@@ -29,7 +29,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -40,9 +39,6 @@ from app.core.settings import Settings
 from dispatch.alerting import alert_more
 from dispatch.events import record_event
 from dispatch.roles import open_slots
-from dispatch.selection import record_selection
-
-log = structlog.get_logger(__name__)
 
 IN_PLAY = and_(
     Alert.stood_down_at.is_(None),
@@ -210,6 +206,9 @@ async def _widen_if_due(
     incident.radius_m = next_radius
     incident.radius_changed_at = now
     incident.updated_at = now
+    # The record must cover the wider ring even if nobody new is alerted in it.
+    incident.selected_at = now
+    incident.selection_recorded_at = None
     await session.flush()
     await record_event(
         session,
@@ -229,24 +228,16 @@ async def run_strategy_steps(
 ) -> int:
     """The worker's pass: one short transaction per due incident; returns incidents acted on.
 
-    After an incident's steps commit, its selection record is brought up to date in
-    a transaction of its own (the widened ring, the replacements): a failure there
-    costs an explanation, which ``/explain`` rebuilds from the alerts, never an alert.
+    Each step marks the incident's selection record stale (``alert_more``, or the
+    widening itself), so ``/explain`` rewrites it with the replacements and the
+    widened ring: the pass does not write it.
     """
-    async with unit_of_work(session_factory) as session:
+    async with session_factory() as session:
         due = await incidents_due(session, now=now, settings=settings)
     acted = 0
     for incident_id in due:
         async with unit_of_work(session_factory) as session:
-            changed = await take_strategy_steps(
+            acted += await take_strategy_steps(
                 session, incident_id=incident_id, now=now, settings=settings
             )
-        if not changed:
-            continue
-        acted += 1
-        try:
-            async with unit_of_work(session_factory) as session:
-                await record_selection(session, incident_id=incident_id, settings=settings, now=now)
-        except Exception:  # noqa: BLE001 - logged; explain answers from the alerts
-            log.exception("selection record not updated", incident_id=str(incident_id))
     return acted

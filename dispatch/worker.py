@@ -139,6 +139,8 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     Messages leased by a worker (a request in flight) are left to that worker.
     """
     waiting = or_(Message.status == "queued", Message.next_attempt_at <= now)
+    # Not locked here: advance_message locks each alert SMS's incident before the SMS
+    # (the order replies and cancels take them in), incidents in id order.
     expired = (
         await session.execute(
             select(Message.id)
@@ -148,16 +150,16 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
                 waiting,
                 Message.deadline_at <= now,
             )
-            .with_for_update(skip_locked=True)
+            .order_by(Message.incident_id, Message.id)
         )
     ).scalars()
     count = 0
-    for message_id in expired:
-        await advance_message(
+    for message_id in list(expired):
+        if await advance_message(
             session, message_id=message_id, status="failed", now=now, failure_reason="deadline"
-        )
-        SMS_ABANDONED.labels("deadline").inc()
-        count += 1
+        ):
+            SMS_ABANDONED.labels("deadline").inc()
+            count += 1
     not_needed = (
         await session.execute(
             select(Message.id)

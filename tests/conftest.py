@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.deps import get_session
@@ -33,6 +34,8 @@ from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
 from app.runtime import Runtime
+from app.web.console import install_console
+from tests.console_harness import WebServer, browser_page, chromium, serve
 from tests.factories import make_settings
 from tests.twilio_fake import FakeTwilio
 from tests.worker_harness import Harness, open_harness
@@ -117,7 +120,13 @@ def app(
     clock: FrozenClock,
 ) -> FastAPI:
     """The service bound to the test's session: everything it writes is rolled back."""
-    application = create_app(settings, database_url=database_url, run_worker=False, clock=clock)
+    application = create_app(
+        settings,
+        database_url=database_url,
+        run_worker=False,
+        clock=clock,
+        pages=install_console,
+    )
     application.state.runtime = Runtime(
         settings=settings,
         database_url=database_url,
@@ -167,3 +176,37 @@ def committed_db(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.url(name)
     finally:
         pg.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(committed_db, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that commit, on the ``committed_db``: one per transaction of the test."""
+    return create_session_factory(committed_engine)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, once per run (tests/console_harness.py)."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+async def web(pg: EmbeddedPostgres) -> AsyncIterator[WebServer]:
+    """The service under uvicorn with its worker, one per test module."""
+    async with serve(pg, template=TEMPLATE) as server:
+        yield server
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies), in English."""
+    async with browser_page(browser) as opened:
+        yield opened

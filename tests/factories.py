@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from geographiclib.geodesic import Geodesic
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import (
@@ -24,6 +25,7 @@ from app.core.outbox import OutboundSms, queue_sms
 from app.core.schedule import week_ranges
 from app.core.settings import Settings
 from app.registry.keys import Role, issue_key
+from dispatch.responses import InboundSms, handle_inbound_sms
 from geo.points import LatLon, geography_point
 
 STOCKHOLM = LatLon(59.3326, 18.0649)
@@ -278,3 +280,49 @@ async def create_alert(
             alert.delivery_status = sms_status
             await session.flush()
     return alert
+
+
+async def alert_of(session: AsyncSession, incident: Incident, volunteer: Volunteer) -> Alert | None:
+    """The volunteer's alert on the incident as stored now, or None when not alerted."""
+    return (
+        await session.execute(
+            select(Alert)
+            .where(Alert.incident_id == incident.id, Alert.volunteer_id == volunteer.id)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+
+
+async def with_code(session: AsyncSession, volunteer_id: uuid.UUID, body: str) -> str:
+    """``YES`` as the alert SMS asks for it: with the code of the volunteer's latest alert.
+
+    (A code-less YES that would stand others down is asked for the code: the
+    sender trust model in docs/reliability.md.)
+    """
+    if body != "YES":
+        return body
+    code = (
+        await session.execute(
+            select(Alert.code)
+            .where(Alert.volunteer_id == volunteer_id)
+            .order_by(Alert.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one()
+    return f"YES {code}"
+
+
+async def reply_from(
+    session: AsyncSession, settings: Settings, now: datetime, volunteer: Volunteer, body: str
+) -> str:
+    """The volunteer texts ``body`` (a YES with their latest alert's code); the answer."""
+    return await handle_inbound_sms(
+        session,
+        sms=InboundSms(
+            f"SM{uuid.uuid4().hex}",
+            volunteer.phone or "",
+            await with_code(session, volunteer.id, body),
+        ),
+        now=now,
+        settings=settings,
+    )

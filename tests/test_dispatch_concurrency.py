@@ -6,9 +6,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.routers.incident_actions import incident_event_stream
 from app.core.clock import FrozenClock
@@ -17,18 +16,6 @@ from app.core.models import Alert
 from dispatch.events import EventHub, record_event
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
-
-
-@pytest.fixture
-async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(committed_db, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_session_factory(committed_engine)
 
 
 async def next_event(stream: AsyncIterator[str]) -> dict[str, object]:
@@ -51,10 +38,10 @@ async def test_stream_replays_after_last_event_id_then_follows_changes_from_any_
     hub.start()
     other_process = create_engine(committed_db, pool_size=1)
     try:
-        stream = incident_event_stream(factory, incident_id=incident.id, after_id=0, hub=hub)
+        stream = incident_event_stream(factory, incident_id=incident.id, after_seq=0, hub=hub)
         first = await next_event(stream)
         stream = incident_event_stream(
-            factory, incident_id=incident.id, after_id=int(str(first["id"])), hub=hub
+            factory, incident_id=incident.id, after_seq=int(str(first["id"])), hub=hub
         )
         replayed = [await next_event(stream), await next_event(stream)]
         assert [event["n"] for event in replayed] == [1, 2]

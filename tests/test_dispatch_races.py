@@ -109,17 +109,19 @@ def texts_to(fake: FakeTwilio, person: Person) -> list[str]:
 async def fill_last_slot(session: AsyncSession, harness: Harness, incident: Incident) -> None:
     """The second volunteer's YES takes the only slot and stands the first down."""
     async with harness.factory() as lookup:
-        volunteer_id = (
+        volunteer_id, code = (
             await lookup.execute(
-                select(Alert.volunteer_id).where(
+                select(Alert.volunteer_id, Alert.code).where(
                     Alert.incident_id == incident.id, Alert.delivery_status == "sent"
                 )
             )
-        ).scalar_one()
+        ).one()
         phone = (await lookup.get_one(Volunteer, volunteer_id)).phone or ""
+    # With its code: a bare YES that would stand others down only asks for the code
+    # (the sender trust model in docs/reliability.md).
     await handle_inbound_sms(
         session,
-        sms=InboundSms(f"SM{uuid.uuid4().hex}", phone, "YES"),
+        sms=InboundSms(f"SM{uuid.uuid4().hex}", phone, f"YES {code}"),
         now=harness.clock.now(),
         settings=harness.settings,
     )
@@ -223,7 +225,7 @@ async def test_the_timer_pass_and_a_reply_or_cancel_on_one_incident_both_complet
     async def act() -> str:
         async with unit_of_work(harness.factory) as session:
             if action == "YES":
-                return await reply(session, harness, Person(v2, a2), "YES")
+                return await reply(session, harness, Person(v2, a2), f"YES {a2.code}")
             await cancel(session, harness, incident)
             return ""
 
@@ -281,7 +283,9 @@ async def test_a_reply_picked_as_deadlock_victim_is_tried_again_or_asked_for_aga
 
         async def answer() -> str:
             async with unit_of_work(harness.factory) as session:
-                return await reply(session, harness, person, "YES", attempts=attempts)
+                return await reply(
+                    session, harness, person, f"YES {person.alert.code}", attempts=attempts
+                )
 
         async def waiters(count: int) -> bool:
             return await lock_waiters(harness) >= count

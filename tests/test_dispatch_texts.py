@@ -60,6 +60,21 @@ def every_text(language: str) -> list[str]:
         texts.cancellation_text(language, code="4821"),
         texts.ems_arrived_text(language, code="4821"),
         texts.update_text(language, code="4821", address=LONG_ADDRESS, access_notes=LONG_NOTES * 2),
+        texts.moved_stand_down_text(language, code="4821"),
+        *(
+            texts.moved_text(
+                language,
+                code="4821",
+                route=route,
+                address=LONG_ADDRESS,
+                access_notes=LONG_NOTES,
+                lat=59.33,
+                lon=18.06,
+                aed_address="Centralstationen, stora hallen vid biljettkontoret, Stockholm",
+                aed_description="Skåp på väggen vid Pressbyrån, skåpkod 1234 – larmar när öppnat",
+            )
+            for route in ("cpr", "straight", "keep_aed", "other_aed")
+        ),
         texts.closed_thanks_text(language, follow_up=make_settings().follow_up_text),
         texts.help_text(language),
         texts.unknown_sender_text(),

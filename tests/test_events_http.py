@@ -147,11 +147,11 @@ async def stored_events(
 ) -> list[tuple[int, str]]:
     async with factory() as session:
         rows = await session.execute(
-            select(IncidentEvent.id, IncidentEvent.type)
+            select(IncidentEvent.seq, IncidentEvent.type)
             .where(IncidentEvent.incident_id == incident_id)
-            .order_by(IncidentEvent.id)
+            .order_by(IncidentEvent.seq)
         )
-        return [(row.id, row.type) for row in rows]
+        return [(row.seq, row.type) for row in rows]
 
 
 async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_last_event_id(

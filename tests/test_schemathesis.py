@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,11 +33,27 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 
 from app.api.main import create_app
+from app.api.schemas.events import PAYLOADS
+from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.models import Message, Volunteer
 from app.registry.keys import Role
-from tests.factories import create_key, create_volunteer, make_settings
+from dispatch.alerting import NewIncident, create_incident
+from dispatch.delivery import advance_message
+from dispatch.lifecycle import IncidentChanges, close_incident, expire_unanswered, update_incident
+from dispatch.responses import InboundSms, handle_inbound_sms
+from tests.factories import (
+    STOCKHOLM,
+    create_aed,
+    create_key,
+    create_volunteer,
+    make_settings,
+    offset,
+    with_code,
+)
 
 MAX_EXAMPLES = 12
 CHECKS = [
@@ -53,6 +70,7 @@ ROLES: tuple[Role, ...] = ("admin", "dispatcher", "locator", "volunteer")
 class Served:
     base_url: str
     keys: dict[Role, dict[str, str]]
+    committed_db: str
 
 
 def free_port() -> int:
@@ -101,7 +119,7 @@ def served(committed_db: str) -> Iterator[Served]:
                     break
                 threading.Event().wait(0.05)
             assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        yield Served(base_url=f"http://127.0.0.1:{port}", keys=keys)
+        yield Served(base_url=f"http://127.0.0.1:{port}", keys=keys, committed_db=committed_db)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -167,3 +185,115 @@ def test_no_operation_answers_5xx_or_outside_its_document(served: Served) -> Non
             failures += fuzz(operation, served.base_url, {})
 
     assert failures == [], "\n".join(failures)
+
+
+async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -> str:
+    """An incident that went through each kind of change, committed (its id)."""
+    settings = make_settings(cpr_responders=1)
+    clock = FrozenClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    engine = create_engine(url, pool_size=1)
+    factory = create_session_factory(engine)
+
+    async def reply(volunteer: Volunteer, body: str) -> None:
+        phone = volunteer.phone or ""
+        async with unit_of_work(factory) as session:
+            await handle_inbound_sms(
+                session,
+                sms=InboundSms(
+                    f"SM{body}{phone}", phone, await with_code(session, volunteer.id, body)
+                ),
+                now=clock.now(),
+                settings=settings,
+            )
+
+    try:
+        async with unit_of_work(factory) as session:
+            await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=50))
+            people = [
+                await create_volunteer(
+                    session,
+                    near=offset(STOCKHOLM, bearing_deg=bearing, distance_m=40 + bearing),
+                    language="en",
+                )
+                for bearing in range(0, 300, 60)
+            ]
+            created = await create_incident(
+                session,
+                centre="sse",
+                request=NewIncident(
+                    external_ref="SSE-1",
+                    kind="cardiac_arrest",
+                    location=STOCKHOLM,
+                    address="Drottninggatan 1",
+                ),
+                settings=settings,
+                now=clock.now(),
+            )
+            incident_id = created.incident.id
+            message = (
+                (
+                    await session.execute(
+                        select(Message.id).where(
+                            Message.incident_id == incident_id, Message.purpose == "alert"
+                        )
+                    )
+                )
+                .scalars()
+                .first()
+            )
+        async with unit_of_work(factory) as session:
+            assert message is not None
+            await advance_message(session, message_id=message, status="sent", now=clock.now())
+        await reply(people[0], "YES")
+        await reply(people[1], "NO")
+        await reply(people[2], "YES")
+        await reply(people[2], "ARRIVED")
+        await reply(people[0], "WITHDRAW")
+        async with unit_of_work(factory) as session:
+            await update_incident(
+                session,
+                incident_id=incident_id,
+                centre=None,
+                changes=IncidentChanges(
+                    address="Drottninggatan 3",
+                    location=offset(STOCKHOLM, bearing_deg=90, distance_m=30),
+                ),
+                now=clock.now(),
+                settings=settings,
+            )
+        clock.advance(settings.alert_reply_window + timedelta(seconds=1))
+        async with unit_of_work(factory) as session:
+            await expire_unanswered(session, now=clock.now(), settings=settings)
+        async with unit_of_work(factory) as session:
+            await close_incident(
+                session,
+                incident_id=incident_id,
+                centre=None,
+                outcome="ROSC",
+                now=clock.now(),
+                settings=settings,
+            )
+        return str(incident_id)
+    finally:
+        await engine.dispose()
+
+
+def test_every_event_of_the_stream_matches_its_documented_schema(served: Served) -> None:
+    """Schemathesis's SSE check (ST108, "SSE event violates schema") on a real stream.
+
+    The fuzzing above only ever reaches the stream with made-up incident ids (404):
+    here it reads one incident's events, each checked against the event object of
+    the ``text/event-stream`` schema and the ``contentSchema`` of its type.
+    """
+    admin = served.keys["admin"]
+    incident_id = asyncio.run(committed_incident_with_every_event(served.committed_db, admin))
+    schema = schemathesis.openapi.from_url(f"{served.base_url}/openapi.json")
+    operation = schema["/v1/incidents/{incident_id}/events"]["GET"]
+    case = operation.Case(path_parameters={"incident_id": incident_id})
+    # The stream never ends by itself: it is read until it goes quiet for a second.
+    response = case.call(base_url=served.base_url, headers=admin, timeout=(5, 1))
+    events = [
+        line.split(": ", 1)[1] for line in response.text.splitlines() if line.startswith("event: ")
+    ]
+    assert set(PAYLOADS) - set(events) <= {"incident.cancelled"}, events
+    case.validate_response(response, checks=CHECKS)

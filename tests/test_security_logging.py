@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import pytest
 
 from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.logging import MAX_FRAMES, TracebackBudget, redact_text
+from app.logging import (
+    MAX_FRAMES,
+    MAX_VALUE_CHARS,
+    TracebackBudget,
+    exception_message,
+    redact_text,
+)
 from tests.factories import create_key
 from tests.fault_server import NAME, PHONE, SMS_BODY
 
@@ -140,3 +146,10 @@ def test_only_a_bounded_number_of_tracebacks_a_minute_keep_their_frames() -> Non
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
     now[0] = 60.0
     assert budget.take()
+
+
+def test_a_cut_never_reveals_the_inside_of_a_quote_or_a_number_across_it() -> None:
+    message = exception_message("invalid input: 'Ingrid Åkesson " + "x" * 20_000 + "'")
+    assert "Ingrid" not in message
+    straddling = "y" * (MAX_VALUE_CHARS - 5) + " +46701234567"
+    assert "+4670" not in redact_text(straddling)

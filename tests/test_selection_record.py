@@ -179,7 +179,7 @@ async def test_busy_volunteer_is_explained_as_busy(
     assert (await explain(client, admin, second["id"], volunteer.id))["outcome"] == "busy"
 
 
-async def test_alert_more_alerts_the_next_nearest_and_upgrades_the_record(
+async def test_alert_more_tops_the_pending_up_to_the_cap_and_upgrades_the_record(
     client: httpx.AsyncClient,
     session: AsyncSession,
     settings: Settings,
@@ -194,7 +194,7 @@ async def test_alert_more_alerts_the_next_nearest_and_upgrades_the_record(
     incident = await session.get(Incident, uuid.UUID(created["id"]))
     assert incident is not None
     await record_selection(session, incident_id=incident.id, settings=settings, now=clock.now())
-    # MAX_ALERTED bounds the alerts pending at once: the first two answered NO.
+    assert await alert_more(session, incident=incident, settings=settings, now=clock.now()) == []
     await session.execute(
         update(Alert).where(Alert.incident_id == incident.id).values(response="declined")
     )

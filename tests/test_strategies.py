@@ -381,7 +381,12 @@ async def test_the_silent_are_replaced_after_replace_after_and_still_may_accept(
     assert set(alerts) == {first.id, second.id, third.id, fourth.id}
     assert alerts[first.id].replaced_at == clock.now()
     assert alerts[third.id].alerted_as == "replacement"
-    async with factory() as session:
+    async with unit_of_work(factory) as session:
+        incident = await session.get_one(Incident, incident_id)
+        explained = await explain_selection(
+            session, incident=incident, volunteer_id=third.id, settings=settings
+        )
+        assert (explained.outcome, explained.alerted_as) == ("alerted", "replacement")
         recorded = (
             await session.execute(
                 select(SelectionRecord.outcome, SelectionRecord.alerted_as).where(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import (
+    ErrorPage,
     InternalErrors,
     Problem,
     RequestGuards,
@@ -89,6 +90,9 @@ async def stop_dispatch(runtime: Runtime) -> None:
         await runtime.gateway.close()
 
 
+PageLayer = Callable[[FastAPI, Settings], ErrorPage]
+"""Installs web pages on the app and returns how their errors are rendered."""
+
 # Shutdown waits this long for after-response bookkeeping (a selection record).
 DETACHED_DRAIN_S = 10.0
 
@@ -99,8 +103,14 @@ def create_app(
     database_url: str | None = None,
     run_worker: bool = True,
     clock: Clock | None = None,
+    pages: PageLayer | None = None,
 ) -> FastAPI:
-    """Build the service. ``database_url`` overrides the settings (embedded cluster, tests)."""
+    """Build the service. ``database_url`` overrides the settings (embedded cluster, tests).
+
+    ``pages`` adds a layer of web pages (the console, ``app.web.console.install_console``):
+    it is handed in by the top (``responder serve``) rather than imported here, because
+    the pages import the API's dependencies and schemas and the two may not form a cycle.
+    """
     settings = settings or get_settings()
     url = database_url or settings.database_url
     if url is None:
@@ -140,7 +150,8 @@ def create_app(
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
-    install_problem_handlers(app)
+    error_page = pages(app, settings) if pages is not None else None
+    install_problem_handlers(app, error_page=error_page)
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(volunteers.router)
@@ -171,7 +182,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(InternalErrors)
+    app.add_middleware(InternalErrors, error_page=error_page)
     app.add_middleware(RequestMetrics)
-    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes, error_page=error_page)
     return app

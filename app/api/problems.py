@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -86,31 +87,52 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
     return problem_response(422, "Validation failed", detail, errors=fields)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+ErrorPage = Callable[[Request, int, str, str | None, dict[str, str] | None], Awaitable[Response]]
+"""Renders an error for a person (an HTML page) instead of problem+json."""
+
+
+def install_problem_handlers(
+    app: FastAPI, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+) -> None:
+    """problem+json for the API; under ``page_prefix``, ``error_page`` answers instead."""
+
+    async def respond(
+        request: Request,
+        status: int,
+        title: str,
+        detail: str | None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response:
+        if error_page is not None and request.url.path.startswith(page_prefix):
+            return await error_page(request, status, title, detail, headers)
+        return problem_response(status, title, detail, headers=headers, **extra)
+
     @app.exception_handler(ResponderError)
-    async def _domain(request: Request, exc: ResponderError) -> JSONResponse:
+    async def _domain(request: Request, exc: ResponderError) -> Response:
         if isinstance(exc, Unauthorized):
             try:
                 await limit_failed_authentication(request)
             except RateLimited as limited:
                 exc = limited
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return problem_response(
-            exc.status_code, exc.title, exc.detail, headers=headers, **exc.extra
-        )
+        return await respond(request, exc.status_code, exc.title, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if error_page is not None and request.url.path.startswith(page_prefix):
+            # A page's forms validate themselves; this is a malformed link (a bad id).
+            return await error_page(request, 404, "Not found", None, None)
         return _validation_problem(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, PayloadTooLarge):  # FastAPI wraps body-read errors in a 400
             return await _domain(request, exc.__cause__)
         titles = {404: "Not found", 405: "Method not allowed"}
         title = titles.get(exc.status_code, "Error")
-        return problem_response(
-            exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        return await respond(
+            request, exc.status_code, title, str(exc.detail), getattr(exc, "headers", None)
         )
 
     # Handled here, by class, rather than only in the catch-all below: Starlette runs the
@@ -120,7 +142,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
+    async def _database(request: Request, exc: Exception) -> Response:
         if not database_unreachable(exc):
             raise exc
         return _database_unreachable(request.url.path, exc)
@@ -186,9 +208,18 @@ class RequestGuards:
     JSON_EXEMPT_SUFFIXES = ("/import",)
     JSON_EXEMPT_PREFIXES = ("/webhooks/",)
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        error_page: ErrorPage | None = None,
+        page_prefix: str = "/console",
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.error_page = error_page
+        self.page_prefix = page_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -212,8 +243,11 @@ class RequestGuards:
                 ]
             await send(message)
 
-        refusal = self._refuse_early(scope, headers)
+        refusal: Response | None = self._refuse_early(scope, headers)
         if refusal is not None:
+            if self.error_page is not None and scope["path"].startswith(self.page_prefix):
+                status = refusal.status_code
+                refusal = await self.error_page(Request(scope), status, "", None, None)
             await refusal(scope, receive, send_with_id)
             return
 
@@ -267,8 +301,12 @@ class InternalErrors:
     it free of data), a 500 problem naming the request id, the connection kept.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+    ) -> None:
         self.app = app
+        self.error_page = error_page
+        self.page_prefix = page_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -285,6 +323,7 @@ class InternalErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
+            response: Response
             if database_unreachable(exc):
                 response = _database_unreachable(scope["path"], exc)
             else:
@@ -294,6 +333,10 @@ class InternalErrors:
                 request_id = structlog.contextvars.get_contextvars().get("request_id")
                 response = problem_response(
                     500, "Internal error", "the error was logged", request_id=request_id
+                )
+            if self.error_page is not None and scope["path"].startswith(self.page_prefix):
+                response = await self.error_page(
+                    Request(scope), response.status_code, "", None, None
                 )
             if not started:  # a streamed answer already under way can only be cut off
                 await response(scope, receive, send)

@@ -104,6 +104,8 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The person behind a console action (the staff user's id in actor_key_id's place).
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
     actor_name: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(100))
     target_type: Mapped[str] = mapped_column(String(50))
@@ -117,6 +119,10 @@ class Volunteer(Base):
     __table_args__ = (
         CheckConstraint("language IN ('sv', 'en')", name="language_known"),
         CheckConstraint("status IN ('active', 'suspended', 'erased')", name="status_known"),
+        CheckConstraint(
+            "contact_preference IN ('sms', 'voice', 'sms_then_voice')",
+            name="contact_preference_known",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -128,6 +134,11 @@ class Volunteer(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Asked by SMS (CSV import without recorded consent); YES records ``consent_at``.
+    consent_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    contact_preference: Mapped[str] = mapped_column(
+        String(20), default="sms", server_default=text("'sms'")
+    )
     suspended_reason: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
@@ -275,6 +286,10 @@ class Incident(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     selection_recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    selected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When selection last ran (creation, or a re-run after a move or a withdrawal)."""
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """The number of the incident's latest event; taken under the row lock (``record_event``)."""
     # When the first ambulance is expected (``ems_eta_s`` of the request, made absolute)
     # and when the dispatcher said it arrived; the EMS rule of docs/strategies.md.
     ems_eta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -318,6 +333,8 @@ class Alert(Base):
     distance_m: Mapped[float] = mapped_column(Float)
     location_source: Mapped[str] = mapped_column(String(10))
     aed_detour_m: Mapped[float | None] = mapped_column(Float)
+    aed_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("aed.id"))
+    """The AED an ``aed`` role holder was sent to fetch (it stays theirs after a move)."""
     delivery_status: Mapped[str] = mapped_column(String(20), default="queued")
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     response: Mapped[str] = mapped_column(String(20), default="pending")
@@ -409,10 +426,14 @@ class IncidentEvent(Base):
     """Append-only change log of an incident; the SSE stream and its replay."""
 
     __tablename__ = "incident_event"
-    __table_args__ = (Index("ix_incident_event_incident_id_id", "incident_id", "id"),)
+    __table_args__ = (
+        UniqueConstraint("incident_id", "seq", name="uq_incident_event_incident_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    """1, 2, 3 … per incident, in commit order: the SSE event id (see ``dispatch.events``)."""
     type: Mapped[str] = mapped_column(String(50))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created_at()
@@ -444,3 +465,79 @@ class RateLimitBucket(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StaffUser(Base):
+    """A person who works in the console: a coordinator, or a dispatcher of one centre.
+
+    ``password_hash`` is Argon2id; NULL until the person follows their one-time link
+    (``password_token_hash`` is the SHA-256 of that link's secret). ``totp_secret``
+    is set on enrolment and counts once ``totp_enabled_at`` is set;
+    ``totp_last_step`` refuses a second use of one code.
+    """
+
+    __tablename__ = "staff_user"
+    __table_args__ = (
+        CheckConstraint("role IN ('coordinator', 'dispatcher')", name="role_known"),
+        CheckConstraint("role <> 'dispatcher' OR centre IS NOT NULL", name="dispatcher_centre"),
+        CheckConstraint("language IS NULL OR language IN ('sv', 'en')", name="language_known"),
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    centre: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(2))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    password_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    password_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class WebSession(Base):
+    """A browser session, server-side: the cookie holds a secret, this row its SHA-256.
+
+    Revocable (``revoked_at``), with an idle timeout (``last_seen_at``) and an
+    absolute one (``expires_at``). ``second_factor_pending`` marks a session that
+    passed the password but not yet the TOTP code: it opens only the code page.
+    ``staff_user_id`` names the person; the volunteer pages add their own subject.
+    """
+
+    __tablename__ = "web_session"
+    __table_args__ = (Index("ix_web_session_staff_user_id", "staff_user_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staff_user.id", ondelete="CASCADE")
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    second_factor_pending: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailure(Base):
+    """One failed sign-in, by account and by address: the throttle counts these."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_email_failed_at", "email", "failed_at"),
+        Index("ix_login_failure_ip_failed_at", "ip", "failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

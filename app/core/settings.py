@@ -127,6 +127,25 @@ class Settings(BaseSettings):
     # Renewal reminders are queued and sent only inside these hours in TIMEZONE.
     reminder_hours: str = "10:00-19:00"
 
+    # Staff console (app/web, docs/console.md).
+    web_base_url: str | None = Field(
+        default=None, description="the console's own origin; unset = PUBLIC_BASE_URL"
+    )
+    web_assets_dir: Path | None = Field(
+        default=None, description="node_modules with htmx and Leaflet; unset = the project's"
+    )
+    session_idle_timeout: timedelta = timedelta(minutes=30)
+    session_max_age: timedelta = timedelta(hours=12)
+    staff_invite_ttl: timedelta = timedelta(hours=72)
+    require_totp_for_coordinators: bool = False
+    login_throttle_window: timedelta = timedelta(minutes=15)
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_ip: int = Field(default=30, ge=1)
+    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_tile_attribution: str = (
+        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+    )
+
     @field_validator("alertable_kinds", mode="before")
     @classmethod
     def _split_kinds(cls, value: object) -> object:
@@ -185,12 +204,17 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
         return value
 
-    @field_validator("public_base_url", "twilio_api_base")
+    @field_validator("public_base_url", "twilio_api_base", "map_tile_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("web_base_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else cls._http_url(value)
 
     @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:
@@ -252,6 +276,11 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def console_origin(self) -> str:
+        """Where people open the console; its cookies are ``Secure`` when this is https."""
+        return self.web_base_url or self.public_base_url
 
 
 @lru_cache(maxsize=1)

@@ -140,6 +140,18 @@ def _fit(compose: Callable[[dict[str, str]], str], fields: dict[str, str]) -> st
         limits[longest] -= 10
 
 
+def _scene_fields(
+    *, address: str, access_notes: str | None, aed_address: str | None, aed_description: str | None
+) -> dict[str, str]:
+    """The free text of where to go, folded into GSM-7, for ``_fit`` to shorten."""
+    return {
+        "where": to_gsm7(address)[:ADDRESS_MAX],
+        "notes": to_gsm7(access_notes or ""),
+        "aed": to_gsm7(aed_address or ""),
+        "detail": to_gsm7(aed_description or ""),
+    }
+
+
 def instructions_text(
     language: str,
     *,
@@ -163,13 +175,13 @@ def instructions_text(
     """
     link = map_link(lat, lon)
     far = _distance(route_m)
-    fields = {
-        "where": to_gsm7(address)[:ADDRESS_MAX],
-        "notes": to_gsm7(access_notes or ""),
-        "aed": to_gsm7(aed_address or ""),
-        "detail": to_gsm7(aed_description or ""),
-        "hours": to_gsm7(aed_access or ""),
-    }
+    fields = _scene_fields(
+        address=address,
+        access_notes=access_notes,
+        aed_address=aed_address,
+        aed_description=aed_description,
+    )
+    fields["hours"] = to_gsm7(aed_access or "")
 
     def compose(part: dict[str, str]) -> str:
         notes = f" {part['notes']}." if part["notes"] else ""
@@ -277,6 +289,69 @@ def update_text(language: str, *, code: str, address: str, access_notes: str | N
     return _fit(compose, {"where": to_gsm7(address), "notes": to_gsm7(access_notes or "")})
 
 
+def moved_stand_down_text(language: str, *, code: str) -> str:
+    """A pending volunteer the move left outside the radius."""
+    return _pick(
+        language,
+        f"Larm {code}: platsen har ändrats och är nu för långt från dig. Du behöver inte gå. Tack!",
+        f"Alert {code}: the location has changed and is now too far from you. "
+        "You need not go. Thank you!",
+    )
+
+
+def moved_text(
+    language: str,
+    *,
+    code: str,
+    route: str,
+    address: str,
+    access_notes: str | None,
+    lat: float,
+    lon: float,
+    aed_address: str | None = None,
+    aed_description: str | None = None,
+) -> str:
+    """The new place, to a responder on their way; ``route`` says what to do now.
+
+    ``cpr``: go to the new place. ``straight``: an AED runner whose AED is now off
+    the way: leave it, go straight to the patient. ``keep_aed``: bring the AED you
+    are fetching to the new place. ``other_aed``: fetch this AED instead.
+    """
+    link = map_link(lat, lon)
+    fields = _scene_fields(
+        address=address,
+        access_notes=access_notes,
+        aed_address=aed_address,
+        aed_description=aed_description,
+    )
+
+    def compose(part: dict[str, str]) -> str:
+        notes = f" {part['notes']}." if part["notes"] else ""
+        detail = f" ({part['detail']})" if part["detail"] else ""
+        where = f"{part['where']}.{notes} {link}"
+        sv = {
+            "cpr": f"Gå dit och starta HLR: {where}",
+            "straight": f"Hämta inte hjärtstartaren, gå direkt till patienten: {where}",
+            "keep_aed": f"Ta hjärtstartaren du hämtar till {where}",
+            "other_aed": (
+                f"Hämta i stället hjärtstartaren: {part['aed']}{detail}. Ta den till {where}"
+            ),
+        }
+        en = {
+            "cpr": f"Go there and start CPR: {where}",
+            "straight": f"Do not fetch the AED, go straight to the patient: {where}",
+            "keep_aed": f"Bring the AED you are fetching to {where}",
+            "other_aed": f"Fetch this AED instead: {part['aed']}{detail}. Bring it to {where}",
+        }
+        return _pick(
+            language,
+            f"Larm {code}: NY PLATS. {sv[route]}",
+            f"Alert {code}: NEW LOCATION. {en[route]}",
+        )
+
+    return _fit(compose, fields)
+
+
 def closed_thanks_text(language: str, *, follow_up: str) -> str:
     """The incident is over; the follow-up contact, since responders can be shaken."""
     contact = _clip(follow_up, 160)
@@ -317,6 +392,26 @@ def confirm_with_code_text(language: str, *, code: str) -> str:
         language,
         f"Du är den sista som behövs. Bekräfta med koden från larmet: svara JA {code}.",
         f"You are the last one needed. Confirm with the code from the alert: reply YES {code}.",
+    )
+
+
+def consent_request_text(language: str) -> str:
+    return _pick(
+        language,
+        "Livräddarlarm: du har anmälts som frivillig livräddare. Svara JA om du vill få "
+        "larm om hjärtstopp nära dig. STOPP avslutar.",
+        "Responder: you have been signed up as a volunteer life-saver. Reply YES to get "
+        "alerts about cardiac arrests near you. STOP to unsubscribe.",
+    )
+
+
+def consent_recorded_text(language: str) -> str:
+    return _pick(
+        language,
+        "Tack! Ditt samtycke är registrerat. Du kan få larm så snart ditt utbildningsbevis "
+        "är godkänt.",
+        "Thank you: your consent is recorded. You can be alerted once your training "
+        "certificate is verified.",
     )
 
 

@@ -25,7 +25,14 @@ from app.core.paging import Paged, fetch_page
 from app.core.schedule import DAYS, schedule_json, week_ranges
 from app.registry.audit import record_audit
 from app.registry.keys import Principal
-from app.registry.uploads import ImportOutcome, LineError, LineErrors, csv_rows, decode_utf8
+from app.registry.uploads import (
+    NUL_MESSAGE,
+    ImportOutcome,
+    LineErrors,
+    csv_rows,
+    decode_utf8,
+    holds_nul,
+)
 from geo.points import LatLon, geography_point, latitude, longitude
 
 CSV_HEADER = ("lat", "lon", "address", "description", "access", "status")
@@ -84,7 +91,7 @@ class AedFile:
     """A readable import file: its entries (still to validate) by line, and bad lines."""
 
     entries: list[tuple[int, dict[str, Any]]]
-    errors: list[LineError]
+    errors: LineErrors
 
 
 def _stored(row: Any) -> StoredAed:
@@ -175,8 +182,11 @@ async def update_aed(
     return _stored(row)
 
 
-def _parse_access(cell: str) -> Any:
-    """``always``, a JSON list of windows, or ``mon-fri 06:00-22:00; sat 10:00-16:00``."""
+def parse_access(cell: str) -> Any:
+    """``always``, a JSON list of windows, or ``mon-fri 06:00-22:00; sat 10:00-16:00``.
+
+    The syntax of an import's CSV cell, and of the console's opening-hours field.
+    """
     text = cell.strip()
     if not text or text.lower() == "always":
         return "always"
@@ -211,18 +221,15 @@ def _json(text: str) -> Any:
 
 def _csv_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str, Any]]]:
     entries: list[tuple[int, dict[str, Any]]] = []
-    for line, cells in csv_rows(text, header=CSV_HEADER):
-        if len(cells) != len(CSV_HEADER):
-            errors.add(line, None, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
-            continue
-        lat, lon, address, description, access, status = (cell.strip() for cell in cells)
+    for line, cells in csv_rows(text, header=CSV_HEADER, errors=errors):
+        lat, lon, address, description, access, status = (cells[name] for name in CSV_HEADER)
         try:
             coordinates = {"lat": float(lat), "lon": float(lon)}
         except ValueError:
             errors.add(line, "location", "lat and lon must be numbers")
             continue
         try:
-            parsed_access = _parse_access(access)
+            parsed_access = parse_access(access)
         except ValueError as exc:
             errors.add(line, "access", str(exc))
             continue
@@ -263,6 +270,9 @@ def _geojson_entries(text: str, errors: LineErrors) -> list[tuple[int, dict[str,
         if not isinstance(properties, dict):
             errors.add(index, "properties", "expected an object")
             continue
+        if holds_nul(properties):
+            errors.add(index, "properties", NUL_MESSAGE)
+            continue
         lon, lat = coordinates[0], coordinates[1]
         entry = {
             "location": {"lat": lat, "lon": lon},
@@ -281,11 +291,11 @@ def read_aed_file(data: bytes, *, geojson: bool) -> AedFile:
     errors = LineErrors()
     text = decode_utf8(data)
     entries = _geojson_entries(text, errors) if geojson else _csv_entries(text, errors)
-    return AedFile(entries=entries, errors=errors.items)
+    return AedFile(entries=entries, errors=errors)
 
 
 async def import_aeds(
-    session: AsyncSession, *, aeds: Sequence[NewAed], refused: Sequence[LineError], actor: Principal
+    session: AsyncSession, *, aeds: Sequence[NewAed], refused: LineErrors, actor: Principal
 ) -> ImportOutcome:
     """Insert every valid AED of a file; ``refused`` are its other lines (or features)."""
     for start in range(0, len(aeds), IMPORT_CHUNK):
@@ -297,6 +307,6 @@ async def import_aeds(
         action="aed.import",
         target_type="aed",
         target_id=None,
-        details={"created": len(aeds), "rejected": len(refused)},
+        details={"created": len(aeds), "rejected": refused.count},
     )
-    return ImportOutcome(created=len(aeds), errors=sorted(refused, key=lambda error: error.line))
+    return refused.outcome(created=len(aeds))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import AuditLog
@@ -27,7 +27,8 @@ async def record_audit(
 ) -> None:
     await session.execute(
         insert(AuditLog).values(
-            actor_key_id=actor.key_id,
+            actor_key_id=actor.key_id if actor.kind == "api_key" else None,
+            actor_user_id=actor.key_id if actor.kind == "staff_user" else None,
             actor_name=actor.name,
             action=action,
             target_type=target_type,
@@ -35,3 +36,27 @@ async def record_audit(
             details=details or {},
         )
     )
+
+
+async def list_audit(
+    session: AsyncSession,
+    *,
+    actor: str | None,
+    action: str | None,
+    before_id: int | None,
+    limit: int,
+) -> tuple[list[AuditLog], int | None]:
+    """Newest first, filtered by who (name contains) and what (action prefix)."""
+    statement = select(AuditLog)
+    if actor:
+        statement = statement.where(AuditLog.actor_name.icontains(actor, autoescape=True))
+    if action:
+        statement = statement.where(AuditLog.action.startswith(action, autoescape=True))
+    if before_id is not None:
+        statement = statement.where(AuditLog.id < before_id)
+    rows = list(
+        (await session.scalars(statement.order_by(AuditLog.id.desc()).limit(limit + 1))).all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, rows[-1].id if more else None

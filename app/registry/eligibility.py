@@ -1,6 +1,7 @@
 """Who may be alerted at all: the eligibility rule, defined here and nowhere else.
 
-A volunteer is eligible while active, not opted out of SMS, not paused, and holding
+A volunteer is eligible while active, has consented (an imported volunteer asked by
+SMS has not until they reply YES), not opted out of SMS, not paused, and holding
 at least one verified certification of a qualifying kind whose expiry date is today
 or later (today in the service's time zone: a certification expiring on 1 March is
 valid all of 1 March in Stockholm). The rule is a list of named SQL conditions; the
@@ -34,6 +35,7 @@ def eligibility_conditions(
     )
     return [
         ("not_active", volunteer.status == "active"),
+        ("no_consent", volunteer.consent_at.is_not(None)),
         ("opted_out", volunteer.opted_out.is_(False)),
         ("paused", volunteer.paused_until.is_(None) | (volunteer.paused_until <= now)),
         ("no_valid_certification", valid_certification),

@@ -60,11 +60,18 @@ _AUTHENTICATE = (
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is acting: an API key, or a person signed in to the console.
+
+    ``key_id`` is the credential's id: the API key's, or for ``kind="staff_user"``
+    the staff user's (a coordinator acts with the ``admin`` role).
+    """
+
     key_id: uuid.UUID
     name: str
     role: Role
     centre: str | None
     volunteer_id: uuid.UUID | None
+    kind: Literal["api_key", "staff_user"] = "api_key"
 
 
 def hash_key(key: str) -> str:

@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import texts
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.core.outbox import OutboundSms, queue_sms
 from app.core.paging import Paged, fetch_page
 from app.registry.audit import record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
 from app.registry.phones import normalise_phone
-from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, decode_utf8
+from app.registry.uploads import ImportOutcome, LineErrors, csv_rows, csv_text, decode_utf8
 
 CSV_HEADER = ("name", "phone", "language", "email")
+CSV_OPTIONAL = ("consent", "contact_preference")
+CONTACT_PREFERENCES = ("sms", "voice", "sms_then_voice")
 IMPORT_CHUNK = 1000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -138,13 +143,41 @@ async def list_volunteers(
     region: str,
     cursor: str | None,
     limit: int,
+    consent: str | None = None,
 ) -> Paged[Volunteer]:
+    """``consent="missing"``: those without recorded consent (the coordinator's list
+    of people to reach); ``"recorded"``: those with it."""
     statement: Select[Any] = select(Volunteer).where(Volunteer.status != "erased")
     if status is not None:
         statement = statement.where(Volunteer.status == status)
+    if consent is not None:
+        recorded = Volunteer.consent_at.is_not(None)
+        statement = statement.where(recorded if consent == "recorded" else ~recorded)
     if phone is not None:
         statement = statement.where(Volunteer.phone == _phone(phone, region=region))
     return await fetch_page(session, statement, model=Volunteer, cursor=cursor, limit=limit)
+
+
+EXPORT_HEADER = (*CSV_HEADER, *CSV_OPTIONAL)
+
+
+def export_csv(volunteers: Sequence[Volunteer]) -> str:
+    """Volunteers in the import's own format (so an edited export imports again),
+    every cell safe to open in a spreadsheet."""
+    return csv_text(
+        EXPORT_HEADER,
+        (
+            (
+                volunteer.name or "",
+                volunteer.phone or "",
+                volunteer.language,
+                volunteer.email or "",
+                "yes" if volunteer.consent_at else "",
+                volunteer.contact_preference,
+            )
+            for volunteer in volunteers
+        ),
+    )
 
 
 async def update_volunteer(
@@ -189,10 +222,21 @@ async def set_status(
     reason: str | None,
     actor: Principal,
 ) -> Volunteer:
-    """Suspend or reinstate; repeating either is harmless (and audited once more)."""
+    """Suspend or reinstate; repeating either is harmless (and audited once more).
+
+    Suspension revokes the volunteer's app tokens at once: a suspended volunteer
+    must not change their availability or location. Reinstating does not revive
+    them (a suspension may be about a lost phone); issue a new token.
+    """
     volunteer = await lock_volunteer(session, volunteer_id)
     volunteer.status = status
     volunteer.suspended_reason = reason if status == "suspended" else None
+    if status == "suspended":
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.volunteer_id == volunteer_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
     await session.flush()
     await record_audit(
         session,
@@ -258,8 +302,15 @@ async def erase_volunteer(
 
 async def issue_volunteer_token(
     session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal
-) -> str:
-    await get_volunteer(session, volunteer_id)
+) -> tuple[str, ApiKey]:
+    """A new token (the plaintext, returned here and never again) and its record.
+
+    Earlier tokens stay valid (one per device) until revoked; list them with
+    ``volunteer_tokens``.
+    """
+    volunteer = await get_volunteer(session, volunteer_id)
+    if volunteer.status != "active":
+        raise Conflict(f"volunteer {volunteer_id} is {volunteer.status}")
     plaintext, record = await issue_key(
         session, role="volunteer", name=f"app token of {volunteer_id}", volunteer_id=volunteer_id
     )
@@ -271,27 +322,72 @@ async def issue_volunteer_token(
         target_id=volunteer_id,
         details={"key_id": str(record.id)},
     )
-    return plaintext
+    return plaintext, record
+
+
+async def volunteer_tokens(session: AsyncSession, *, volunteer_id: uuid.UUID) -> list[ApiKey]:
+    """Every app token of the volunteer, revoked ones too, newest first (no secret:
+    only the hash and a short prefix are stored)."""
+    await get_volunteer(session, volunteer_id)
+    return list(
+        await session.scalars(
+            select(ApiKey)
+            .where(ApiKey.volunteer_id == volunteer_id, ApiKey.role == "volunteer")
+            .order_by(ApiKey.created_at.desc(), ApiKey.id)
+        )
+    )
+
+
+async def revoke_volunteer_token(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, token_id: uuid.UUID, actor: Principal
+) -> None:
+    """Revoke one token of this volunteer, effective at its next request; repeating
+    it is harmless. Another volunteer's token, or none: ``NotFound``."""
+    revoked = await session.scalar(
+        update(ApiKey)
+        .where(ApiKey.id == token_id, ApiKey.volunteer_id == volunteer_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        .returning(ApiKey.id)
+    )
+    if revoked is None:
+        raise NotFound(f"no token {token_id} of volunteer {volunteer_id}")
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.token_revoke",
+        target_type="volunteer",
+        target_id=volunteer_id,
+        details={"key_id": str(token_id)},
+    )
 
 
 async def import_volunteers(
     session: AsyncSession, *, data: bytes, actor: Principal, now: datetime, region: str
 ) -> ImportOutcome:
-    """Register every valid line of a ``name,phone,language,email`` CSV file.
+    """Register every valid line of a ``name,phone,language,email`` CSV file, with the
+    optional columns ``consent`` and ``contact_preference``.
 
     Bad lines (invalid phone, unknown language, a number already registered or
     repeated in the file) are reported by line number; the others are inserted
-    with set-based statements. The importing administrator attests consent.
+    with set-based statements. The file says nothing about consent unless its
+    ``consent`` cell is ``yes`` (recorded outside the system): everyone else is
+    *consent to be collected*, asked by SMS, and not alerted until they reply YES.
     """
     errors = LineErrors()
     rows: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
-    for line, cells in csv_rows(decode_utf8(data), header=CSV_HEADER):
-        if len(cells) != len(CSV_HEADER):
-            errors.add(line, None, f"expected {len(CSV_HEADER)} columns, got {len(cells)}")
-            continue
-        name, raw_phone, language, email = (cell.strip() for cell in cells)
+    text = decode_utf8(data)
+    for line, cells in csv_rows(text, header=CSV_HEADER, optional=CSV_OPTIONAL, errors=errors):
+        name, raw_phone, language, email = (cells[column] for column in CSV_HEADER)
         language = language.lower() or "sv"
+        consent = cells.get("consent", "").lower()
+        preference = cells.get("contact_preference", "").lower() or "sms"
+        if consent not in ("", "yes"):
+            errors.add(line, "consent", "consent must be yes (recorded elsewhere) or empty")
+            continue
+        if preference not in CONTACT_PREFERENCES:
+            errors.add(line, "contact_preference", f"one of {', '.join(CONTACT_PREFERENCES)}")
+            continue
         if not name or len(name) > 200:
             errors.add(line, "name", "name is required (at most 200 characters)")
             continue
@@ -318,18 +414,36 @@ async def import_volunteers(
             "language": language,
             "status": "active",
             "opted_out": False,
-            "consent_at": now,
+            "consent_at": now if consent else None,
+            "consent_requested_at": None if consent else now,
+            "contact_preference": preference,
         }
     created: set[str] = set()
     values = list(rows.values())
     for start in range(0, len(values), IMPORT_CHUNK):
-        inserted = await session.scalars(
-            pg_insert(Volunteer)
-            .values(values[start : start + IMPORT_CHUNK])
-            .on_conflict_do_nothing(index_elements=[Volunteer.phone])
-            .returning(Volunteer.phone)
+        inserted = (
+            await session.execute(
+                pg_insert(Volunteer)
+                .values(values[start : start + IMPORT_CHUNK])
+                .on_conflict_do_nothing(index_elements=[Volunteer.phone])
+                .returning(Volunteer.id, Volunteer.phone, Volunteer.language, Volunteer.consent_at)
+            )
+        ).all()
+        created.update(row.phone for row in inserted)
+        await queue_sms(
+            session,
+            [
+                OutboundSms(
+                    phone=row.phone,
+                    body=texts.consent_request_text(row.language),
+                    purpose="consent",
+                    volunteer_id=row.id,
+                )
+                for row in inserted
+                if row.consent_at is None
+            ],
+            now=now,
         )
-        created.update(phone for phone in inserted if phone is not None)
     for phone in rows.keys() - created:
         errors.add(lines[phone], "phone", f"{phone} is already registered")
     await record_audit(
@@ -338,11 +452,9 @@ async def import_volunteers(
         action="volunteer.import",
         target_type="volunteer",
         target_id=None,
-        details={"created": len(created), "rejected": len(errors.items)},
+        details={"created": len(created), "rejected": errors.count},
     )
-    return ImportOutcome(
-        created=len(created), errors=sorted(errors.items, key=lambda error: error.line)
-    )
+    return errors.outcome(created=len(created))
 
 
 async def opt_out(session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime) -> None:

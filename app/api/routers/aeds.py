@@ -56,10 +56,8 @@ async def import_aeds(request: Request, session: SessionDep, admin: AdminDep) ->
     one is reported (CSV: line number; GeoJSON: feature index from 0)."""
     media, data = await read_upload(request, media_types=IMPORT_TYPES)
     upload = aeds.read_aed_file(data, geojson=media != "text/csv")
-    valid, refused = validate_aed_entries(upload.entries)
-    outcome = await aeds.import_aeds(
-        session, aeds=valid, refused=[*upload.errors, *refused], actor=admin
-    )
+    valid = validate_aed_entries(upload.entries, errors=upload.errors)
+    outcome = await aeds.import_aeds(session, aeds=valid, refused=upload.errors, actor=admin)
     return ImportReport.of(outcome)
 
 

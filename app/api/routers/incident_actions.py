@@ -4,8 +4,9 @@ Changes are the dispatch centre's (a dispatcher of another centre gets 404); the
 event stream is readable by the centre and by administrators.
 
 The stream is server-sent events over a plain ``StreamingResponse`` (no extra
-dependency): each ``incident_event`` row is one SSE event whose id is the row id,
-so ``Last-Event-ID`` replays exactly what a reconnecting client missed. New events
+dependency): each ``incident_event`` row is one SSE event whose id is its number
+within the incident (``seq``, in commit order: ``dispatch.events``), so
+``Last-Event-ID`` replays exactly what a reconnecting client missed. New events
 are announced through the database (``NOTIFY responder_events``), so a change made
 by any process reaches every stream; the process's :class:`EventHub` holds the one
 LISTEN connection.
@@ -22,15 +23,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.deps import DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
+from app.api.schemas.events import event_stream_schema
 from app.api.schemas.incident_actions import CancelRequest, CloseRequest, IncidentUpdate
 from app.api.schemas.incidents import IncidentView
 from app.core.models import IncidentEvent
-from dispatch.events import EventHub
+from dispatch.events import EventHub, events_after
 from dispatch.lifecycle import cancel_incident, close_incident, update_incident
 from dispatch.views import incident_view, visible_incident
 
@@ -123,43 +124,31 @@ def format_event(event: IncidentEvent) -> str:
         {"type": event.type, "at": event.created_at.isoformat(), **event.data},
         separators=(",", ":"),
     )
-    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n"
 
 
 async def incident_event_stream(
     session_factory: async_sessionmaker[AsyncSession],
     *,
     incident_id: uuid.UUID,
-    after_id: int,
+    after_seq: int,
     hub: EventHub | None,
     keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[str]:
-    """Events after ``after_id``, then each new one as it is committed, until cancelled."""
+    """Events numbered after ``after_seq``, then each new one as it commits, until cancelled."""
     waiter = hub.subscribe(incident_id) if hub is not None else None
-    last_id = after_id
+    last_seq = after_seq
     try:
         yield "retry: 2000\n\n"
         while hub is None or not hub.stopping:
             if waiter is not None:
                 waiter.clear()
             async with session_factory() as session:
-                events = (
-                    (
-                        await session.execute(
-                            select(IncidentEvent)
-                            .where(
-                                IncidentEvent.incident_id == incident_id,
-                                IncidentEvent.id > last_id,
-                            )
-                            .order_by(IncidentEvent.id)
-                            .limit(REPLAY_BATCH)
-                        )
-                    )
-                    .scalars()
-                    .all()
+                events = await events_after(
+                    session, incident_id=incident_id, after_seq=last_seq, limit=REPLAY_BATCH
                 )
             for event in events:
-                last_id = event.id
+                last_seq = event.seq
                 yield format_event(event)
             if len(events) == REPLAY_BATCH:
                 continue
@@ -180,7 +169,7 @@ async def incident_event_stream(
     response_class=Response,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": event_stream_schema()}},
             "description": "Server-sent events: one per alert or incident change, with ids",
         },
         **error_responses(401, 403, 404, 422),
@@ -195,12 +184,12 @@ async def incident_events(
 ) -> StreamingResponse:
     """Every change as it happens; send ``Last-Event-ID`` to replay what was missed."""
     await visible_incident(session, incident_id=incident_id, caller=caller)
-    after_id = 0
+    after_seq = 0
     if last_event_id is not None:
         with contextlib.suppress(ValueError):
-            after_id = max(0, int(last_event_id.strip()))
+            after_seq = max(0, int(last_event_id.strip()))
     stream = incident_event_stream(
-        runtime.session_factory, incident_id=incident_id, after_id=after_id, hub=runtime.events
+        runtime.session_factory, incident_id=incident_id, after_seq=after_seq, hub=runtime.events
     )
     return StreamingResponse(
         stream,

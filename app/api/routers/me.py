@@ -14,6 +14,7 @@ from app.api.schemas.me import AvailabilityUpdate, MeOut
 from app.core.errors import Unauthorized
 from app.registry import certifications, locations, volunteers
 from app.runtime import Runtime
+from dispatch.responses import release_roles
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -89,9 +90,17 @@ async def delete_location(session: SessionDep, me: VolunteerDep) -> None:
 async def put_availability(
     body: AvailabilityUpdate, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
 ) -> MeOut:
-    """Pause alerts until a moment, or resume with ``null``."""
+    """Pause alerts until a moment, or resume with ``null``.
+
+    Pausing while holding a role gives it up, as a PAUSE by SMS does.
+    """
     volunteer_id = _own_id(me.volunteer_id)
     volunteer = await volunteers.lock_volunteer(session, volunteer_id)
     volunteer.paused_until = body.paused_until
     await session.flush()
+    now = runtime.clock.now()
+    if body.paused_until is not None and body.paused_until > now:
+        await release_roles(
+            session, volunteer_id=volunteer_id, reason="pause", now=now, settings=runtime.settings
+        )
     return await _me(session, runtime, volunteer_id)

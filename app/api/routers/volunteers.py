@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import AdminDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -15,6 +15,7 @@ from app.api.schemas.places import PlaceCreate, PlaceOut
 from app.api.schemas.volunteers import (
     ImportReport,
     SuspendRequest,
+    TokenInfo,
     TokenOut,
     VolunteerCreate,
     VolunteerDetail,
@@ -23,6 +24,7 @@ from app.api.schemas.volunteers import (
 )
 from app.api.uploads import read_upload, upload_body
 from app.registry import certifications, places, volunteers
+from dispatch.responses import release_roles
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -57,19 +59,60 @@ async def list_volunteers(
     admin: AdminDep,
     status: Literal["active", "suspended"] | None = None,
     phone: str | None = None,
+    consent: Literal["recorded", "missing"] | None = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[VolunteerOut]:
-    """Newest first; ``phone`` finds one volunteer by number (any accepted format)."""
+    """Newest first; ``phone`` finds one volunteer by number (any accepted format);
+    ``consent=missing`` lists those whose consent is still to be collected."""
     page = await volunteers.list_volunteers(
         session,
         status=status,
         phone=phone,
+        consent=consent,
         region=runtime.settings.default_region,
         cursor=cursor,
         limit=limit,
     )
     return page_of(page, VolunteerOut.model_validate)
+
+
+EXPORT_MAX = 10_000
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "The import's format; X-Next-Cursor names the next page, if any",
+        },
+        **error_responses(*AUTH, 422),
+    },
+)
+async def export_volunteers(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: AdminDep,
+    status: Literal["active", "suspended"] | None = None,
+    consent: Literal["recorded", "missing"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=EXPORT_MAX)] = EXPORT_MAX,
+    cursor: CursorQuery = None,
+) -> Response:
+    """Volunteers as CSV in the import's own columns, newest first, for a spreadsheet:
+    a cell that would run as a formula (``=``, ``+``, ``-``, ``@``) starts with ``'``."""
+    page = await volunteers.list_volunteers(
+        session,
+        status=status,
+        phone=None,
+        consent=consent,
+        region=runtime.settings.default_region,
+        cursor=cursor,
+        limit=limit,
+    )
+    headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None
+    return Response(volunteers.export_csv(page.rows), media_type="text/csv", headers=headers)
 
 
 @router.post(
@@ -151,9 +194,14 @@ async def update_volunteer(
 async def erase_volunteer(
     volunteer_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, admin: AdminDep
 ) -> None:
-    """Erase personal data; anonymous alert statistics remain. Then 404 for this id."""
-    await volunteers.erase_volunteer(
-        session, volunteer_id=volunteer_id, actor=admin, now=runtime.clock.now()
+    """Erase personal data; anonymous alert statistics remain. Then 404 for this id.
+
+    A role they held is given up as after WITHDRAW (the slot reopens).
+    """
+    now = runtime.clock.now()
+    await volunteers.erase_volunteer(session, volunteer_id=volunteer_id, actor=admin, now=now)
+    await release_roles(
+        session, volunteer_id=volunteer_id, reason="erased", now=now, settings=runtime.settings
     )
 
 
@@ -261,9 +309,39 @@ async def delete_place(
     "/{volunteer_id}/tokens",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenOut,
-    responses=error_responses(*AUTH, 404, 422),
+    responses=error_responses(*AUTH, 404, 409, 422),
 )
 async def issue_token(volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep) -> TokenOut:
-    """A companion-app token for this volunteer (role volunteer), shown once."""
-    token = await volunteers.issue_volunteer_token(session, volunteer_id=volunteer_id, actor=admin)
-    return TokenOut(token=token)
+    """A companion-app token for this active volunteer (role volunteer), shown once."""
+    token, record = await volunteers.issue_volunteer_token(
+        session, volunteer_id=volunteer_id, actor=admin
+    )
+    return TokenOut(id=record.id, token=token)
+
+
+@router.get(
+    "/{volunteer_id}/tokens",
+    response_model=list[TokenInfo],
+    responses=error_responses(*AUTH, 404, 422),
+)
+async def list_tokens(
+    volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep
+) -> list[TokenInfo]:
+    """Every app token of the volunteer, revoked ones too; never the secret."""
+    tokens = await volunteers.volunteer_tokens(session, volunteer_id=volunteer_id)
+    return [TokenInfo.model_validate(token) for token in tokens]
+
+
+@router.delete(
+    "/{volunteer_id}/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(*AUTH, 404, 422),
+)
+async def revoke_token(
+    volunteer_id: uuid.UUID, token_id: uuid.UUID, session: SessionDep, admin: AdminDep
+) -> None:
+    """Revoked at once: the token's next request is a 401. Repeating it is harmless."""
+    await volunteers.revoke_volunteer_token(
+        session, volunteer_id=volunteer_id, token_id=token_id, actor=admin
+    )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, Validatio
 
 from app.api.schemas.common import Coordinates, Schedule, ScheduleWindow, StrictInput
 from app.registry.aeds import AedChanges, NewAed, StoredAed
-from app.registry.uploads import LineError
+from app.registry.uploads import LineErrors
 
 AedStatus = Literal["active", "out_of_service"]
 Access = Literal["always"] | Schedule
@@ -94,14 +94,14 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
 
 
 def validate_aed_entries(
-    entries: list[tuple[int, dict[str, Any]]],
-) -> tuple[list[NewAed], list[LineError]]:
-    """Each entry of an import file judged by the same schema as one AED sent alone."""
+    entries: list[tuple[int, dict[str, Any]]], *, errors: LineErrors
+) -> list[NewAed]:
+    """Each entry of an import file judged by the same schema as one AED sent alone;
+    the refused ones are added to ``errors``."""
     valid: list[NewAed] = []
-    refused: list[LineError] = []
     for line, raw in entries:
         try:
             valid.append(_aed_input.validate_python(raw).to_domain())
         except ValidationError as exc:
-            refused.append(LineError(line, *_first_error(exc)))
-    return valid, refused
+            errors.add(line, *_first_error(exc))
+    return valid

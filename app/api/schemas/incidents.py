@@ -152,7 +152,8 @@ class AlertView(ReadModel):
 class SelectionExplanation(BaseModel):
     """Why one volunteer was or was not alerted, from the recorded selection.
 
-    ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``opted_out``,
+    ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``no_consent``,
+    ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
     ``busy``, ``slower_than_ems`` (would arrive after the ambulance), ``over_cap``, or
     ``not_within_radius``; ``selection_ran`` is false when the incident was not

@@ -69,6 +69,10 @@ class VolunteerOut(BaseModel):
     opted_out: bool
     paused_until: datetime | None
     consent_at: datetime | None
+    consent_requested_at: datetime | None = Field(
+        description="asked by SMS (import without recorded consent); YES records consent_at"
+    )
+    contact_preference: Literal["sms", "voice", "sms_then_voice"]
     suspended_reason: str | None
     created_at: datetime
     updated_at: datetime
@@ -81,7 +85,20 @@ class VolunteerDetail(VolunteerOut):
 
 
 class TokenOut(BaseModel):
+    id: uuid.UUID = Field(description="for listing and revoking it later")
     token: str = Field(description="shown once; only its hash is stored")
+
+
+class TokenInfo(BaseModel):
+    """A volunteer's app token as stored: never the secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class ImportLineError(BaseModel):
@@ -92,12 +109,14 @@ class ImportLineError(BaseModel):
 
 class ImportReport(BaseModel):
     created: int
-    errors: list[ImportLineError]
+    rejected: int = Field(description="every refused line, counted")
+    errors: list[ImportLineError] = Field(description="the first 100 refused lines, in file order")
 
     @classmethod
     def of(cls, outcome: ImportOutcome) -> ImportReport:
         return cls(
             created=outcome.created,
+            rejected=outcome.rejected,
             errors=[
                 ImportLineError(line=error.line, field=error.field, message=error.message)
                 for error in outcome.errors

@@ -1,0 +1,5 @@
+"""One module per page group; ``ROUTERS`` is what the console installs."""
+
+from app.web.routes import account, admin, incidents, registry
+
+ROUTERS = [account.router, incidents.router, admin.router, registry.router]

@@ -1,0 +1,221 @@
+"""Re-runs of selection (a withdrawal, a move) and roles given up other than by WITHDRAW."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import FrozenClock
+from app.core.models import Incident, IncidentEvent, Volunteer
+from app.core.settings import Settings
+from dispatch.alerting import NewIncident, count_pending, create_incident
+from dispatch.lifecycle import IncidentChanges, update_incident
+from dispatch.selection import record_selection
+from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset, reply_from
+
+
+def at(distance_m: float) -> Any:
+    return offset(STOCKHOLM, bearing_deg=0, distance_m=distance_m)
+
+
+async def alerted_incident(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> Incident:
+    created = await create_incident(
+        session,
+        centre="test",
+        request=NewIncident(
+            external_ref=f"CAD-{uuid.uuid4().hex[:8]}",
+            kind="cardiac_arrest",
+            location=STOCKHOLM,
+            address="Drottninggatan 1",
+        ),
+        settings=settings,
+        now=clock.now(),
+    )
+    # What the POST's background task does once the incident is committed.
+    await record_selection(
+        session, incident_id=created.incident.id, settings=settings, now=clock.now()
+    )
+    return created.incident
+
+
+async def reply(
+    session: AsyncSession, settings: Settings, clock: FrozenClock, volunteer: Volunteer, body: str
+) -> str:
+    return await reply_from(session, settings, clock.now(), volunteer, body)
+
+
+async def volunteers_at(session: AsyncSession, *distances: float) -> list[Volunteer]:
+    return [await create_volunteer(session, near=at(d), language="en") for d in distances]
+
+
+async def assert_role_given_up(
+    session: AsyncSession, incident: Incident, responder: Volunteer, next_nearest: Volunteer
+) -> None:
+    """As after WITHDRAW: no role any more, and the next nearest alerted in the slot's place."""
+    given_up = await alert_of(session, incident, responder)
+    assert given_up is not None
+    assert (given_up.response, given_up.role) == ("withdrawn", None)
+    replacement = await alert_of(session, incident, next_nearest)
+    assert replacement is not None
+    assert replacement.response == "pending"
+
+
+async def test_explain_says_alerted_for_a_volunteer_alerted_by_a_withdrawal_rerun(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.max_alerted = 1
+    first, second = await volunteers_at(session, 50, 80)
+    incident = await alerted_incident(session, settings, clock)
+    admin = await create_key(session, role="admin")
+
+    async def outcome(volunteer: Volunteer) -> str:
+        answer = await client.get(
+            f"/v1/incidents/{incident.id}/explain",
+            params={"volunteer_id": str(volunteer.id)},
+            headers=admin,
+        )
+        assert answer.status_code == 200, answer.text
+        result: str = answer.json()["outcome"]
+        return result
+
+    assert await outcome(second) == "over_cap"
+    await reply(session, settings, clock, first, "YES")
+    await reply(session, settings, clock, first, "WITHDRAW")
+    assert await alert_of(session, incident, second) is not None
+
+    assert await outcome(second) == "alerted"
+
+
+async def test_max_alerted_bounds_the_pending_alerts_of_an_incident_not_each_rerun(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.max_alerted = 2
+    for distance in (50, 60, 70, 80, 90):
+        await create_volunteer(session, near=at(distance), language="en")
+    incident = await alerted_incident(session, settings, clock)
+    assert await count_pending(session, incident.id) == 2
+
+    await update_incident(
+        session,
+        incident_id=incident.id,
+        centre="test",
+        changes=IncidentChanges(location=at(10)),
+        now=clock.now(),
+        settings=settings,
+    )
+
+    assert await count_pending(session, incident.id) == 2
+
+
+async def test_a_move_that_stands_the_pending_down_can_still_alert_under_the_cap(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.max_alerted = 2
+    for distance in (50, 60):
+        await create_volunteer(session, near=at(distance), language="en")
+    elsewhere = offset(STOCKHOLM, bearing_deg=90, distance_m=2000)
+    newcomers = [
+        await create_volunteer(
+            session, near=offset(elsewhere, bearing_deg=0, distance_m=d), language="en"
+        )
+        for d in (30, 40, 50)
+    ]
+    incident = await alerted_incident(session, settings, clock)
+
+    await update_incident(
+        session,
+        incident_id=incident.id,
+        centre="test",
+        changes=IncidentChanges(location=elsewhere),
+        now=clock.now(),
+        settings=settings,
+    )
+
+    assert await count_pending(session, incident.id) == 2
+    assert [await alert_of(session, incident, v) is not None for v in newcomers] == [
+        True,
+        True,
+        False,
+    ]
+
+
+@pytest.mark.parametrize("body", ["STOP", "PAUSE 2"])
+async def test_a_responder_who_opts_out_or_pauses_loses_the_role_and_the_slot_reopens(
+    body: str, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    settings.cpr_responders = 1
+    settings.max_alerted = 2
+    responder, other, next_nearest = await volunteers_at(session, 50, 60, 70)
+    incident = await alerted_incident(session, settings, clock)
+    await reply(session, settings, clock, responder, "YES")
+    stood_down = await alert_of(session, incident, other)
+    assert stood_down is not None
+    assert stood_down.stood_down_at is not None
+
+    await reply(session, settings, clock, responder, body)
+
+    await assert_role_given_up(session, incident, responder, next_nearest)
+    await reply(session, settings, clock, next_nearest, "YES")
+    taken = await alert_of(session, incident, next_nearest)
+    assert taken is not None
+    assert taken.role == "cpr"
+    reasons = (
+        await session.execute(
+            select(IncidentEvent.data["reason"].astext).where(
+                IncidentEvent.incident_id == incident.id, IncidentEvent.type == "alert.withdrawn"
+            )
+        )
+    ).scalars()
+    assert list(reasons) == [body.split()[0].lower()]
+
+
+async def one_responder_and_one_waiting(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> tuple[Incident, Volunteer, Volunteer]:
+    """One CPR slot, taken; the next nearest not yet alerted (the cap is one)."""
+    settings.cpr_responders = 1
+    settings.max_alerted = 1
+    responder, next_nearest = await volunteers_at(session, 50, 60)
+    incident = await alerted_incident(session, settings, clock)
+    await reply(session, settings, clock, responder, "YES")
+    return incident, responder, next_nearest
+
+
+async def test_an_erased_responder_loses_the_role_and_the_slot_reopens(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    admin = await create_key(session, role="admin")
+
+    erased = await client.delete(f"/v1/volunteers/{responder.id}", headers=admin)
+
+    assert erased.status_code == 204, erased.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+async def test_a_responder_pausing_in_the_app_loses_the_role_and_the_slot_reopens(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    token = await create_key(session, role="volunteer", volunteer=responder)
+
+    paused = await client.put(
+        "/v1/me/availability",
+        json={"paused_until": (clock.now() + timedelta(hours=2)).isoformat()},
+        headers=token,
+    )
+
+    assert paused.status_code == 200, paused.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
