@@ -19,7 +19,7 @@ import json
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -63,11 +63,18 @@ class NewIncident:
     access_notes: str | None = None
     flags: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SCENE_FLAGS, False))
     alert: bool = True
+    ems_eta_s: int | None = None
 
     def request_hash(self) -> str:
-        """Canonical: key order, whitespace and omitted defaults do not change it."""
+        """Canonical: key order, whitespace and omitted defaults do not change it.
+
+        Without an ETA the hash is the one stored before ``ems_eta_s`` existed, so
+        a CAD replaying an older request still gets 200, not 409.
+        """
         body = asdict(self)
         body["flags"] = {name: bool(self.flags.get(name, False)) for name in SCENE_FLAGS}
+        if body["ems_eta_s"] is None:
+            del body["ems_eta_s"]
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -115,6 +122,7 @@ async def create_incident(
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
     aed = await nearest_available_aed(session, point=request.location, settings=settings, now=now)
+    ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
     inserted = (
         await session.execute(
             insert(Incident)
@@ -132,6 +140,8 @@ async def create_incident(
                 status="not_alerted" if reason else "alerting",
                 not_alerted_reason=reason,
                 radius_m=settings.alert_radius_m,
+                radius_changed_at=now,
+                ems_eta_at=ems_eta_at,
                 cpr_slots=settings.cpr_responders,
                 aed_slots=settings.aed_responders if aed else 0,
                 nearest_aed_id=aed.id if aed else None,
@@ -185,8 +195,8 @@ async def create_incident(
                 aed=aed,
                 settings=settings,
                 now=now,
-                limit=settings.max_alerted,
-                exclude_alerted=False,
+                limit=settings.batch,
+                ems_eta_at=ems_eta_at,
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
@@ -207,25 +217,37 @@ async def create_incident(
 
 
 async def alert_more(
-    session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    settings: Settings,
+    now: datetime,
+    alerted_as: str = "rerun",
+    wanted: int | None = None,
 ) -> list[Alert]:
     """Alert the next nearest eligible volunteers not yet alerted on this incident.
 
-    Same rules as the first selection, at the incident's current location; used
-    after a location change and after a withdrawal that left nobody pending.
-    ``MAX_ALERTED`` bounds the incident's alerts pending at once (not each run), so
-    a re-run tops the pending up to the cap and never beyond it. Takes the
-    selection lock. The selection record is marked stale; ``/explain`` writes it
-    again, as of ``incident.selected_at``.
+    Same rules as the first selection, at the incident's current location and radius
+    (``radius_m``, widened or not). ``MAX_ALERTED`` bounds the incident's alerts
+    pending at once (not each run), so a re-run tops the pending up to the cap and
+    never beyond it; ``wanted`` asks for fewer (a replacement tops up a batch). Used
+    after a location change, a withdrawal, a decline or a silence (replacement) and
+    a widening step; the caller holds the incident's row lock, and this takes the
+    selection lock after it. The selection record is marked stale; ``/explain``
+    writes it again, as of ``incident.selected_at``.
     """
-    if incident.status != "alerting":
+    if incident.status != "alerting" or incident.ems_arrived_at is not None:
         return []
+    if wanted is not None and wanted <= 0:
+        return []  # before the deployment-wide selection lock: nothing to select
     await lock_selection(session)
     pending = await count_pending(session, incident.id)
     # The record no longer covers every run: /explain rewrites it from this time.
     incident.selected_at = now
     incident.selection_recorded_at = None
     room = settings.max_alerted - pending
+    if wanted is not None:
+        room = min(room, wanted)
     if room <= 0:
         return []
     point = (
@@ -246,7 +268,10 @@ async def alert_more(
         settings=settings,
         now=now,
         limit=room,
-        exclude_alerted=True,
+        rerun=True,
+        radius_m=incident.radius_m,
+        ems_eta_at=incident.ems_eta_at,
+        alerted_as=alerted_as,
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
@@ -356,7 +381,10 @@ async def _alert_candidates(
     settings: Settings,
     now: datetime,
     limit: int,
-    exclude_alerted: bool,
+    ems_eta_at: datetime | None,
+    rerun: bool = False,
+    radius_m: float | None = None,
+    alerted_as: str = "selection",
 ) -> list[Alert]:
     candidates: list[Candidate] = await select_candidates(
         session,
@@ -365,7 +393,9 @@ async def _alert_candidates(
         now=now,
         limit=limit,
         aed=aed,
-        incident_id=incident_id if exclude_alerted else None,
+        incident_id=incident_id if rerun else None,
+        radius_m=radius_m,
+        ems_eta_at=ems_eta_at,
     )
     if not candidates:
         return []
@@ -378,6 +408,7 @@ async def _alert_candidates(
             distance_m=candidate.distance_m,
             location_source=candidate.location_source,
             aed_detour_m=candidate.aed_detour_m,
+            alerted_as=alerted_as,
             delivery_status="queued",
             response="pending",
             created_at=now,
@@ -428,7 +459,11 @@ async def _announce_queued(
         data={
             "alerts": [
                 # A band, not metres: dispatchers read this stream (dispatch/views.py).
-                {"id": str(alert.id), "distance_band": distance_band(alert.distance_m)}
+                {
+                    "id": str(alert.id),
+                    "distance_band": distance_band(alert.distance_m),
+                    "alerted_as": alert.alerted_as,
+                }
                 for alert in alerts
             ]
         },

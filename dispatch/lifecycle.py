@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -35,6 +35,7 @@ from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
 from dispatch.replan import replan_after_move
 from dispatch.roles import lock_incident, open_slots, stand_down_if_complete, stand_down_pending
+from dispatch.strategies import run_strategy_steps
 from geo.points import LatLon, geography_point
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,8 @@ class IncidentChanges:
     clear_access_notes: bool = False
     flags: dict[str, bool] | None = None
     location: LatLon | None = None
+    ems_eta_s: int | None = None
+    ems_arrived: bool = False
 
 
 async def _incident_for_centre(
@@ -227,6 +230,13 @@ async def update_incident(
     if changes.location is not None:
         incident.location = geography_point(changes.location)
         changed["location"] = {"lat": changes.location.lat, "lon": changes.location.lon}
+    if changes.ems_eta_s is not None:
+        incident.ems_eta_at = now + timedelta(seconds=changes.ems_eta_s)
+        changed["ems_eta_at"] = incident.ems_eta_at.isoformat()
+    ems_arrives = changes.ems_arrived and incident.ems_arrived_at is None
+    if ems_arrives:
+        incident.ems_arrived_at = now
+        changed["ems_arrived_at"] = now.isoformat()
     if not changed:
         return incident
     incident.updated_at = now
@@ -236,6 +246,8 @@ async def update_incident(
         await _stand_everyone_down(session, incident=incident, now=now)
         incident.status = "not_alerted"
         incident.not_alerted_reason = f"flag:{newly_excluding}"
+    elif alerting and ems_arrives:
+        await _hand_over_to_ems(session, incident=incident, now=now)
     elif alerting and changes.location is not None:
         await replan_after_move(
             session, incident=incident, point=changes.location, settings=settings, now=now
@@ -262,7 +274,7 @@ async def update_incident(
         type="incident.updated",
         data={**changed, "status": incident.status, "at": now.isoformat()},
     )
-    if incident.status == "alerting" and changes.location is not None:
+    if incident.status == "alerting" and changes.location is not None and not ems_arrives:
         if not (await open_slots(session, incident)).full:
             await alert_more(session, incident=incident, settings=settings, now=now)
         await stand_down_if_complete(session, incident=incident, settings=settings, now=now)
@@ -271,22 +283,54 @@ async def update_incident(
 
 async def _stand_everyone_down(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
     """Pending volunteers are stood down; responders on their way are told not to go."""
-    await stand_down_pending(session, incident=incident, now=now)
-    responders = await _recipients(
+    await _stand_down_with_responders(
         session,
-        incident_id=incident.id,
-        condition=and_(Alert.response == "accepted", Alert.stood_down_at.is_(None)),
+        incident=incident,
+        responders=and_(Alert.response == "accepted", Alert.stood_down_at.is_(None)),
+        purpose="cancellation",
+        body=lambda alert, language: texts.cancellation_text(language, code=alert.code),
+        now=now,
     )
+
+
+async def _hand_over_to_ems(session: AsyncSession, *, incident: Incident, now: datetime) -> None:
+    """The ambulance is there: pending volunteers are stood down, responders still on
+    their way are told so; those who arrived stay and help the crew (no SMS)."""
+    await _stand_down_with_responders(
+        session,
+        incident=incident,
+        responders=and_(HOLDS_A_ROLE, Alert.arrived_at.is_(None), Alert.stood_down_at.is_(None)),
+        purpose="stand_down",
+        body=lambda alert, language: texts.ems_arrived_text(language, code=alert.code),
+        now=now,
+    )
+
+
+async def _stand_down_with_responders(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    responders: Any,
+    purpose: str,
+    body: Callable[[Alert, str], str],
+    now: datetime,
+) -> None:
+    """Stand down the pending and the accepted alerts matching ``responders``, texting those."""
+    await stand_down_pending(session, incident=incident, now=now)
+    recipients = await _recipients(session, incident_id=incident.id, condition=responders)
     await session.execute(
         update(Alert)
-        .where(
-            Alert.incident_id == incident.id,
-            Alert.response == "accepted",
-            Alert.stood_down_at.is_(None),
-        )
+        .where(Alert.incident_id == incident.id, responders)
         .values(stood_down_at=now, updated_at=now)
     )
-    await _queue_cancellations(session, incident_id=incident.id, recipients=responders, now=now)
+    await _text_recipients(
+        session,
+        incident_id=incident.id,
+        recipients=recipients,
+        purpose=purpose,
+        body=body,
+        now=now,
+    )
 
 
 async def _text_recipients(
@@ -426,10 +470,12 @@ async def run_timers(
     factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
 ) -> None:
     """Every timed transition, each in short transactions of its own: the incidents'
-    own, then the registry's (the live-location purge, certification renewal reminders,
-    the retention purge of docs/privacy.md)."""
+    own (then their strategy steps: replacing the silent, widening), then the
+    registry's (the live-location purge, certification renewal reminders, the
+    retention purge of docs/privacy.md)."""
     await expire_unanswered(factory, now=now, settings=settings)
     await close_stale_incidents(factory, now=now, settings=settings)
+    await run_strategy_steps(factory, now=now, settings=settings)
     async with unit_of_work(factory) as session:
         await purge_live_locations(session, now=now, retention=settings.live_location_retention)
     async with unit_of_work(factory) as session:

@@ -30,6 +30,7 @@ from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
 from app.registry.volunteers import opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
+from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Reply, parse_reply
 from dispatch.roles import (
@@ -39,6 +40,7 @@ from dispatch.roles import (
     open_slots,
     stand_down_if_complete,
 )
+from dispatch.strategies import replace_in_batch
 from geo.points import latitude, longitude
 
 log = structlog.get_logger(__name__)
@@ -365,8 +367,17 @@ async def _accept(change: _Answering) -> str:
     session, incident, alert = change.session, change.incident, change.alert
     if alert.response == "accepted" and alert.role is not None:
         return await instructions(session, incident=incident, alert=alert, language=change.lang)
+    via_aed_m = alert.distance_m + (alert.aed_detour_m or 0.0)
     role = choose_role(
-        await open_slots(session, incident), detour_m=alert.aed_detour_m, settings=change.settings
+        await open_slots(session, incident),
+        detour_m=alert.aed_detour_m,
+        settings=change.settings,
+        aed_before_ems=arrives_before_ems(
+            change.settings,
+            route_m=via_aed_m,
+            leaving_at=change.now,
+            ems_eta_at=incident.ems_eta_at,
+        ),
     )
     alert.accepted_at = change.now
     if role is None:
@@ -374,6 +385,9 @@ async def _accept(change: _Answering) -> str:
     else:
         alert.role = role
         alert.aed_id = incident.nearest_aed_id if role == "aed" else None
+        alert.estimated_arrival_at = estimated_arrival(
+            change.settings, route_m=route_m(alert), leaving_at=change.now
+        )
     await _respond(change, "accepted", role=role)
     if role is None:
         return texts.not_needed_text(change.lang)
@@ -390,6 +404,8 @@ async def _decline(change: _Answering) -> str:
     await stand_down_if_complete(
         change.session, incident=change.incident, settings=change.settings, now=change.now
     )
+    if change.settings.alert_batch is not None:
+        await _replace_at_once(change)
     return texts.declined_text(change.lang)
 
 
@@ -402,14 +418,28 @@ async def _withdraw(change: _Answering) -> str:
 
 async def _give_up_role(change: _Answering, *, reason: str) -> None:
     """The responder is no longer coming: the slot reopens, and when nobody is left
-    pending the next nearest are alerted. Under the incident's lock."""
+    pending the next nearest are alerted (with ``ALERT_BATCH``: the place goes to the
+    next nearest at once). Under the incident's lock."""
     role = change.alert.role
     change.alert.role = None
     await _respond(change, "withdrawn", role=role, reason=reason)
-    if await count_pending(change.session, change.incident.id) == 0:
+    if change.settings.alert_batch is not None:
+        await _replace_at_once(change)
+    elif await count_pending(change.session, change.incident.id) == 0:
         await alert_more(
             change.session, incident=change.incident, settings=change.settings, now=change.now
         )
+
+
+async def _replace_at_once(change: _Answering) -> None:
+    """With ``ALERT_BATCH``, the place this alert held goes to the next nearest at once."""
+    await replace_in_batch(
+        change.session,
+        incident=change.incident,
+        settings=change.settings,
+        now=change.now,
+        replaced=[change.alert.id],
+    )
 
 
 async def release_roles(
@@ -495,10 +525,18 @@ async def instructions(
         access_notes=incident.access_notes,
         lat=point[0],
         lon=point[1],
+        route_m=route_m(alert),
         aed_address=aed.address if aed else None,
         aed_description=aed.description if aed else None,
         aed_access=_access_summary(aed.access) if aed else None,
     )
+
+
+def route_m(alert: Alert) -> float:
+    """How far the responder walks, straight-line: via the AED for the AED role."""
+    if alert.role == "aed":
+        return alert.distance_m + (alert.aed_detour_m or 0.0)
+    return alert.distance_m
 
 
 def _access_summary(access: Any) -> str | None:

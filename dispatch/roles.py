@@ -38,9 +38,17 @@ class Slots:
         return self.cpr_open <= 0 and self.aed_open <= 0
 
 
-def choose_role(slots: Slots, *, detour_m: float | None, settings: Settings) -> Role | None:
-    """Rules a–d, in order; ``None`` means thanked and told they are not needed."""
-    aed_reachable = detour_m is not None and detour_m <= settings.aed_max_detour_m
+def choose_role(
+    slots: Slots, *, detour_m: float | None, settings: Settings, aed_before_ems: bool = True
+) -> Role | None:
+    """Rules a–d, in order; ``None`` means thanked and told they are not needed.
+
+    ``aed_before_ems`` is false when the incident has an ambulance ETA and the route
+    via the AED would arrive after it (``dispatch.ems``): the AED is then out of reach.
+    """
+    aed_reachable = (
+        aed_before_ems and detour_m is not None and detour_m <= settings.aed_max_detour_m
+    )
     if (
         slots.aed_open > 0
         and aed_reachable

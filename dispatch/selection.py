@@ -58,6 +58,7 @@ from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
 from app.registry.eligibility import eligibility_conditions, is_eligible, usable_live_location
 from app.registry.retention import purged_before
+from dispatch.ems import ems_reach_m
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
     NearestAed,
@@ -92,6 +93,7 @@ OVER_CAP = "over_cap"
 NO_SELECTION = "no_selection"
 NOT_WITHIN_RADIUS = "not_within_radius"
 RECORD_PURGED = "record_purged"
+SLOWER_THAN_EMS = "slower_than_ems"
 
 
 @dataclass(frozen=True)
@@ -365,13 +367,21 @@ def candidate_statement(
     limit: int,
     aed: NearestAed | None = None,
     incident_id: uuid.UUID | None = None,
+    radius_m: float | None = None,
+    ems_eta_at: datetime | None = None,
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """The one candidate statement and its parameters (what ``bench/`` and EXPLAIN run)."""
+    """The one candidate statement and its parameters (what ``bench/`` and EXPLAIN run).
+
+    ``radius_m`` is the incident's current radius (``ALERT_RADIUS_M`` unless widened);
+    with ``ems_eta_at`` the EMS rule narrows it to the distance a volunteer can walk
+    before the ambulance is there (``dispatch.ems``), so the rule is the radius itself.
+    """
+    radius = selection_radius_m(settings, radius_m=radius_m, ems_eta_at=ems_eta_at, now=now)
     parameters: dict[str, Any] = {
         "lat": point.lat,
         "lon": point.lon,
-        "radius": settings.alert_radius_m,
-        "mercator_radius": mercator_radius_m(settings.alert_radius_m, point.lat),
+        "radius": radius,
+        "mercator_radius": mercator_radius_m(radius, point.lat),
         "limit": limit,
         "now": now,
         "today": now.astimezone(settings.zone).date(),
@@ -389,6 +399,15 @@ def candidate_statement(
     return template, parameters
 
 
+def selection_radius_m(
+    settings: Settings, *, radius_m: float | None, ems_eta_at: datetime | None, now: datetime
+) -> float:
+    """The incident's radius, narrowed by the EMS rule when the incident has an ETA."""
+    radius = settings.alert_radius_m if radius_m is None else radius_m
+    reach = ems_reach_m(settings, ems_eta_at=ems_eta_at, now=now)
+    return radius if reach is None else min(radius, reach)
+
+
 async def select_candidates(
     session: AsyncSession,
     *,
@@ -398,15 +417,25 @@ async def select_candidates(
     limit: int,
     aed: NearestAed | None = None,
     incident_id: uuid.UUID | None = None,
+    radius_m: float | None = None,
+    ems_eta_at: datetime | None = None,
 ) -> list[Candidate]:
     """At most ``limit`` candidates, nearest first (ties by volunteer id).
 
     ``incident_id`` excludes volunteers already alerted on that incident (a re-run).
     ``aed`` adds each candidate's detour via that AED, computed here so the
-    volunteer's position is used once and never stored.
+    volunteer's position is used once and never stored. ``radius_m`` and
+    ``ems_eta_at`` as in :func:`candidate_statement`.
     """
     statement, parameters = candidate_statement(
-        point=point, settings=settings, now=now, limit=limit, aed=aed, incident_id=incident_id
+        point=point,
+        settings=settings,
+        now=now,
+        limit=limit,
+        aed=aed,
+        incident_id=incident_id,
+        radius_m=radius_m,
+        ems_eta_at=ems_eta_at,
     )
     await session.execute(text(KNN_PLANNER_SETTINGS))
     rows = (await session.execute(statement, parameters)).all()
@@ -442,6 +471,7 @@ async def record_selection(
                 latitude(Incident.location).label("lat"),
                 longitude(Incident.location).label("lon"),
                 Incident.radius_m,
+                Incident.ems_eta_at,
             ).where(Incident.id == incident_id)
         )
     ).one_or_none()
@@ -449,6 +479,7 @@ async def record_selection(
         return 0
     here = geography_point(LatLon(incident.lat, incident.lon))
     radius = incident.radius_m
+    reach = ems_reach_m(settings, ems_eta_at=incident.ems_eta_at, now=now)
     usable = usable_live_location(
         now=now,
         max_age=settings.live_location_max_age,
@@ -503,6 +534,7 @@ async def record_selection(
         (alert.id.is_not(None), ALERTED),
         *ineligible,
         (current_m.is_(None), NO_USABLE_LOCATION),
+        *([] if reach is None else [(current_m > reach, SLOWER_THAN_EMS)]),
         (exists().where(others_recent), COOLDOWN),
         (_busy_elsewhere(per_volunteer.c.volunteer_id, incident_id), BUSY),
         else_=OVER_CAP,
@@ -515,6 +547,8 @@ async def record_selection(
             func.coalesce(alert.distance_m, current_m, per_volunteer.c.nearest_m).label(
                 "distance_m"
             ),
+            alert.alerted_as,
+            alert.created_at.label("alerted_at"),
             literal(now).label("created_at"),
         )
         .join(Volunteer, Volunteer.id == per_volunteer.c.volunteer_id)
@@ -524,11 +558,25 @@ async def record_selection(
         )
     )
     statement = insert(SelectionRecord).from_select(
-        ["incident_id", "volunteer_id", "outcome", "distance_m", "created_at"], rows
+        [
+            "incident_id",
+            "volunteer_id",
+            "outcome",
+            "distance_m",
+            "alerted_as",
+            "alerted_at",
+            "created_at",
+        ],
+        rows,
     )
     statement = statement.on_conflict_do_update(
         index_elements=[SelectionRecord.incident_id, SelectionRecord.volunteer_id],
-        set_={"outcome": statement.excluded.outcome, "distance_m": statement.excluded.distance_m},
+        set_={
+            "outcome": statement.excluded.outcome,
+            "distance_m": statement.excluded.distance_m,
+            "alerted_as": statement.excluded.alerted_as,
+            "alerted_at": statement.excluded.alerted_at,
+        },
         where=and_(statement.excluded.outcome == ALERTED, SelectionRecord.outcome != ALERTED),
     )
     result = await session.execute(statement)
@@ -544,6 +592,8 @@ class Explanation:
     outcome: str
     distance_m: float | None
     selection_ran: bool
+    alerted_as: str | None = None
+    alerted_at: datetime | None = None
 
 
 def selection_ran(incident: Incident) -> bool:
@@ -557,10 +607,10 @@ async def explain_selection(
     """Answer from the recorded selection; write the record first if it is missing.
 
     A missing record means the process died between the commit and the background
-    write, or that a re-run (a move, a withdrawal) alerted since it was written.
-    It is written now, with the latest selection's own time
-    (``incident.selected_at``), against today's rows. A record the retention job
-    has purged (``SELECTION_RECORD_RETENTION``) is named as such, never taken for
+    write, or that a re-run (a move, a withdrawal, a replacement, a widening step)
+    alerted since it was written. It is written now, with the latest selection's
+    own time (``incident.selected_at``), against today's rows. A record the retention
+    job has purged (``SELECTION_RECORD_RETENTION``) is named as such, never taken for
     "not within the radius" nor rebuilt.
     """
     if not selection_ran(incident):
@@ -576,7 +626,12 @@ async def explain_selection(
         )
     row = (
         await session.execute(
-            select(SelectionRecord.outcome, SelectionRecord.distance_m).where(
+            select(
+                SelectionRecord.outcome,
+                SelectionRecord.distance_m,
+                SelectionRecord.alerted_as,
+                SelectionRecord.alerted_at,
+            ).where(
                 SelectionRecord.incident_id == incident.id,
                 SelectionRecord.volunteer_id == volunteer_id,
             )
@@ -584,4 +639,10 @@ async def explain_selection(
     ).one_or_none()
     if row is None:
         return Explanation(outcome=NOT_WITHIN_RADIUS, distance_m=None, selection_ran=True)
-    return Explanation(outcome=row.outcome, distance_m=row.distance_m, selection_ran=True)
+    return Explanation(
+        outcome=row.outcome,
+        distance_m=row.distance_m,
+        selection_ran=True,
+        alerted_as=row.alerted_as,
+        alerted_at=row.alerted_at,
+    )

@@ -5,7 +5,9 @@ Counts are current (see SPEC section 5): ``alerted`` = alerts created;
 ``delivered``/``failed`` = delivery status now (``failed`` includes undelivered);
 ``accepted`` = responders holding a role now (arrived ones included);
 ``declined``/``withdrawn``/``no_reply`` = responses now; ``arrived``/``stood_down``
-= outcomes reached. Names and phone numbers appear only for volunteers whose
+= outcomes reached. ``radius_m`` is the current radius (widening grows it); a
+responder's ``estimated_arrival_at`` is when they accepted plus the estimated walk
+(``dispatch.ems``). Names and phone numbers appear only for volunteers whose
 response is ``accepted``: a dispatcher needs to call a responder, not a bystander.
 
 Nor may a dispatcher locate anyone else: exact distances from three incidents pin
@@ -64,6 +66,7 @@ class Responder:
     distance_m: int
     accepted_at: datetime | None
     arrived_at: datetime | None
+    estimated_arrival_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class IncidentSnapshot:
     not_alerted_reason: str | None
     duplicate_of: uuid.UUID | None
     radius_m: int
+    ems_eta_at: datetime | None
+    ems_arrived_at: datetime | None
     location: LatLon
     address: str
     access_notes: str | None
@@ -110,6 +115,7 @@ class AlertSnapshot:
     distance_band: str
     distance_m: int | None
     location_source: str | None
+    alerted_as: str
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
@@ -120,6 +126,7 @@ class AlertSnapshot:
     arrived_at: datetime | None
     stood_down_at: datetime | None
     cancelled_at: datetime | None
+    replaced_at: datetime | None
     created_at: datetime
 
 
@@ -197,6 +204,7 @@ async def incident_views(
                 distance_m=round(alert.distance_m),
                 accepted_at=alert.accepted_at,
                 arrived_at=alert.arrived_at,
+                estimated_arrival_at=alert.estimated_arrival_at,
             )
         )
     by_id = {row.Incident.id: row for row in incidents}
@@ -227,6 +235,8 @@ def _incident_view(
         not_alerted_reason=incident.not_alerted_reason,
         duplicate_of=incident.duplicate_of,
         radius_m=round(incident.radius_m),
+        ems_eta_at=incident.ems_eta_at,
+        ems_arrived_at=incident.ems_arrived_at,
         location=LatLon(row.lat, row.lon),
         address=incident.address,
         access_notes=incident.access_notes,
@@ -276,6 +286,7 @@ async def alert_views(
                 distance_band=distance_band(alert.distance_m),
                 distance_m=round(alert.distance_m) if exact else None,
                 location_source=alert.location_source if exact else None,
+                alerted_as=alert.alerted_as,
                 aed_detour_m=(
                     None if alert.aed_detour_m is None or not exact else round(alert.aed_detour_m)
                 ),
@@ -288,6 +299,7 @@ async def alert_views(
                 arrived_at=alert.arrived_at,
                 stood_down_at=alert.stood_down_at,
                 cancelled_at=alert.cancelled_at,
+                replaced_at=alert.replaced_at,
                 created_at=alert.created_at,
             )
         )

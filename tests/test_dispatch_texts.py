@@ -37,6 +37,7 @@ def every_text(language: str) -> list[str]:
             access_notes=LONG_NOTES,
             lat=59.33,
             lon=18.06,
+            route_m=320,
         ),
         texts.instructions_text(
             language,
@@ -45,6 +46,7 @@ def every_text(language: str) -> list[str]:
             access_notes=LONG_NOTES,
             lat=59.33,
             lon=18.06,
+            route_m=1240,
             aed_address="Centralstationen, stora hallen vid biljettkontoret, Stockholm",
             aed_description="Skåp på väggen vid Pressbyrån, skåpkod 1234 – larmar när det öppnas",
             aed_access="mon/tue/wed/thu/fri 06:00-22:00, sat/sun 08:00-20:00",
@@ -56,6 +58,7 @@ def every_text(language: str) -> list[str]:
         texts.withdrawn_text(language),
         texts.arrived_text(language),
         texts.cancellation_text(language, code="4821"),
+        texts.ems_arrived_text(language, code="4821"),
         texts.update_text(language, code="4821", address=LONG_ADDRESS, access_notes=LONG_NOTES * 2),
         texts.moved_stand_down_text(language, code="4821"),
         *(

@@ -202,6 +202,7 @@ async def test_event_stream_over_http_replays_follows_notify_and_resumes_after_l
             assert queued.data["alerts"][0] == {
                 "id": alerts.json()[0]["id"],
                 "distance_band": "100-250",
+                "alerted_as": "selection",
             }
             assert announced.data["type"] == "incident.created"
             assert announced.data["status"] == "alerting"

@@ -303,6 +303,12 @@ class Incident(Base):
     """When selection last ran (creation, or a re-run after a move or a withdrawal)."""
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """The number of the incident's latest event; taken under the row lock (``record_event``)."""
+    # When the first ambulance is expected (``ems_eta_s`` of the request, made absolute)
+    # and when the dispatcher said it arrived; the EMS rule of docs/strategies.md.
+    ems_eta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ems_arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Last widening step (``WIDEN_AFTER`` counts from it; unset = from ``created_at``).
+    radius_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Alert(Base):
@@ -327,6 +333,10 @@ class Alert(Base):
             name="response_known",
         ),
         CheckConstraint("role IS NULL OR role IN ('cpr', 'aed')", name="role_known"),
+        CheckConstraint(
+            "alerted_as IN ('selection', 'rerun', 'replacement', 'widening')",
+            name="alerted_as_known",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -347,6 +357,15 @@ class Alert(Base):
     arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stood_down_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why this volunteer was alerted: the first selection, a re-run (new location,
+    # withdrawal), a replacement of a decliner or a silent volunteer, or a widening.
+    alerted_as: Mapped[str] = mapped_column(
+        String(20), default="selection", server_default=text("'selection'")
+    )
+    # A silent volunteer who was replaced: still able to accept, no longer in the batch.
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Accepted time plus the estimated walk (via the AED for the AED role).
+    estimated_arrival_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -413,6 +432,8 @@ class SelectionRecord(Base):
     )
     outcome: Mapped[str] = mapped_column(String(50))
     distance_m: Mapped[float | None] = mapped_column(Float)
+    alerted_as: Mapped[str | None] = mapped_column(String(20))
+    alerted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
 
 

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     alert_cooldown: timedelta = timedelta(minutes=10)
     max_alerted: int = Field(default=30, ge=1, le=1000)
 
+    # Strategies (docs/strategies.md). Unset = today's behaviour: MAX_ALERTED at once,
+    # no replacement, no widening; the EMS rule applies only to incidents with an ETA.
+    alert_batch: int | None = Field(default=None, ge=1, le=1000)
+    replace_after: timedelta | None = None
+    widen_after: timedelta | None = None
+    widen_steps_m: Annotated[list[float], NoDecode] = []
+    max_alert_radius_m: float = Field(default=5000.0, gt=0, le=50_000)
+    route_factor: float = Field(default=1.4, ge=1.0, le=5.0)
+    walking_speed_mps: float = Field(default=1.8, gt=0, le=10.0)
+    ems_eta_margin_s: float = Field(default=60.0, ge=0, le=3600)
+
     cpr_responders: int = Field(default=2, ge=0)
     aed_responders: int = Field(default=1, ge=0)
     aed_search_radius_m: float = Field(default=1000.0, ge=0)
@@ -194,6 +205,20 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown phone regions {', '.join(unknown)}")
         return value
 
+    @field_validator("widen_steps_m", mode="before")
+    @classmethod
+    def _split_steps(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("replace_after", "widen_after")
+    @classmethod
+    def _positive_step(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -266,9 +291,44 @@ class Settings(BaseSettings):
             raise ValueError(
                 "Twilio needs RESPONDER_TWILIO_MESSAGING_SERVICE_SID or RESPONDER_TWILIO_FROM"
             )
+        self._check_strategy()
         if self.service_area is not None and not self.service_area.is_file():
             raise ValueError(f"RESPONDER_SERVICE_AREA: no such file {self.service_area}")
         return self
+
+    def _check_strategy(self) -> None:
+        if self.alert_batch is not None and self.alert_batch > self.max_alerted:
+            raise ValueError("RESPONDER_ALERT_BATCH cannot be larger than RESPONDER_MAX_ALERTED")
+        steps = [self.alert_radius_m, *self.widen_steps_m]
+        if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+            raise ValueError(
+                "RESPONDER_WIDEN_STEPS_M must be increasing radii, each larger than"
+                " RESPONDER_ALERT_RADIUS_M"
+            )
+        if self.widen_steps_m and self.widen_steps_m[-1] > self.max_alert_radius_m:
+            raise ValueError(
+                "RESPONDER_WIDEN_STEPS_M goes beyond RESPONDER_MAX_ALERT_RADIUS_M"
+                f" ({self.max_alert_radius_m:g} m)"
+            )
+        if self.widen_after is not None and not self.widen_steps_m:
+            raise ValueError("RESPONDER_WIDEN_AFTER needs RESPONDER_WIDEN_STEPS_M")
+
+    @property
+    def batch(self) -> int:
+        """How many volunteers one incident keeps in play (``ALERT_BATCH``, else all)."""
+        return self.alert_batch if self.alert_batch is not None else self.max_alerted
+
+    def next_radius_m(self, current_m: float) -> float | None:
+        """The next widening step beyond ``current_m``, or None at the last one."""
+        return next((step for step in self.widen_steps_m if step > current_m + 0.5), None)
+
+    def walking_time_s(self, distance_m: float) -> float:
+        """Estimated time on foot for a straight-line geodesic distance (the EMS rule)."""
+        return distance_m * self.route_factor / self.walking_speed_mps
+
+    def walkable_m(self, seconds: float) -> float:
+        """The straight-line distance a volunteer covers in ``seconds`` (inverse of the above)."""
+        return max(0.0, seconds) * self.walking_speed_mps / self.route_factor
 
     @property
     def twilio_enabled(self) -> bool:

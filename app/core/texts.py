@@ -160,16 +160,21 @@ def instructions_text(
     access_notes: str | None,
     lat: float,
     lon: float,
+    route_m: float,
     aed_address: str | None = None,
     aed_description: str | None = None,
     aed_access: str | None = None,
 ) -> str:
-    """After YES: the role, where to go, how to get in, and for AED where the AED is.
+    """After YES: the role, how far, where to go, how to get in, and where the AED is.
+
+    ``route_m`` is the straight-line way to walk (via the AED for the AED role), so a
+    volunteer knows at once whether it is a two- or a ten-minute walk.
 
     The address, access notes and AED details are shortened (longest first) only
     as far as needed to keep the SMS within two segments.
     """
     link = map_link(lat, lon)
+    far = _distance(route_m)
     fields = _scene_fields(
         address=address,
         access_notes=access_notes,
@@ -186,20 +191,22 @@ def instructions_text(
             if language == "sv":
                 return (
                     f"Tack! Hämta hjärtstartaren: {part['aed']}{detail}{hours}. "
-                    f"Ta den till {part['where']}.{notes} {link} Svara FRAMME när du är där."
+                    f"Ta den till {part['where']} ({far} totalt).{notes} {link} "
+                    f"Svara FRAMME när du är där."
                 )
             return (
                 f"Thank you! Fetch the AED: {part['aed']}{detail}{hours}. "
-                f"Bring it to {part['where']}.{notes} {link} Reply ARRIVED when there."
+                f"Bring it to {part['where']} ({far} in all).{notes} {link} "
+                f"Reply ARRIVED when there."
             )
         if language == "sv":
             return (
-                f"Tack! Gå direkt till patienten och starta HLR: {part['where']}.{notes} {link} "
-                f"Svara FRAMME när du är där, ÅNGRA om du inte kan."
+                f"Tack! Gå direkt till patienten ({far}) och starta HLR: {part['where']}."
+                f"{notes} {link} Svara FRAMME när du är där, ÅNGRA om du inte kan."
             )
         return (
-            f"Thank you! Go straight to the patient and start CPR: {part['where']}.{notes} "
-            f"{link} Reply ARRIVED when there, WITHDRAW if you cannot."
+            f"Thank you! Go straight to the patient ({far}) and start CPR: {part['where']}."
+            f"{notes} {link} Reply ARRIVED when there, WITHDRAW if you cannot."
         )
 
     return _fit(compose, fields)
@@ -256,6 +263,15 @@ def cancellation_text(language: str, *, code: str) -> str:
         language,
         f"Larm {code} är avbrutet. Gå inte dit. Tack!",
         f"Alert {code} is cancelled. Do not go. Thank you!",
+    )
+
+
+def ems_arrived_text(language: str, *, code: str) -> str:
+    """The ambulance is at the patient: responders still on their way need not go on."""
+    return _pick(
+        language,
+        f"Larm {code}: ambulansen är på plats. Du behöver inte gå dit. Tack!",
+        f"Alert {code}: the ambulance is there. You need not go on. Thank you!",
     )
 
 

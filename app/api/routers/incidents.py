@@ -226,4 +226,6 @@ async def explain(
         distance_m=None if answer.distance_m is None else round(answer.distance_m),
         selection_ran=answer.selection_ran,
         not_alerted_reason=incident.not_alerted_reason,
+        alerted_as=answer.alerted_as,
+        alerted_at=answer.alerted_at,
     )

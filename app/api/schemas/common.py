@@ -22,6 +22,16 @@ T = TypeVar("T")
 Latitude = Annotated[float, Field(strict=True, ge=-90.0, le=90.0, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(strict=True, ge=-180.0, le=180.0, allow_inf_nan=False)]
 
+EmsEta = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=0,
+        le=7200,
+        description="seconds from now until the first ambulance is expected (the EMS rule)",
+        examples=[480],
+    ),
+]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["17:00"])]
 

@@ -37,6 +37,7 @@ class QueuedAlert(BaseModel):
 
     id: str
     distance_band: Literal["0-100", "100-250", "250-500", "500+"]
+    alerted_as: Literal["selection", "rerun", "replacement", "widening"]
 
 
 class AlertsQueued(EventPayload):
@@ -84,6 +85,8 @@ class IncidentUpdated(EventPayload):
     access_notes: str | None = None
     flags: dict[str, bool] | None = None
     location: LatLonPayload | None = None
+    ems_eta_at: datetime | None = None
+    ems_arrived_at: datetime | None = None
 
 
 class IncidentReplanned(EventPayload):
@@ -92,6 +95,19 @@ class IncidentReplanned(EventPayload):
     nearest_aed_id: str | None
     stood_down: list[str]
     redirected: list[str]
+
+
+class AlertsReplaced(EventPayload):
+    """The alerts that freed places in the batch (a NO, a WITHDRAW, the silent) and
+    the alerts that took them (``docs/strategies.md``)."""
+
+    replaced: list[str]
+    alerts: list[str]
+
+
+class RadiusWidened(EventPayload):
+    radius_m: int
+    previous_radius_m: int
 
 
 class IncidentCancelled(EventPayload):
@@ -117,6 +133,8 @@ PAYLOADS: dict[str, type[EventPayload]] = {
     "alerts.no_reply": AlertsEnded,
     "incident.updated": IncidentUpdated,
     "incident.replanned": IncidentReplanned,
+    "alerts.replaced": AlertsReplaced,
+    "incident.radius_widened": RadiusWidened,
     "incident.cancelled": IncidentCancelled,
     "incident.closed": IncidentClosed,
 }

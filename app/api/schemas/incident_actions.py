@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.api.schemas.common import Coordinates, StrictInput
+from app.api.schemas.common import Coordinates, EmsEta, StrictInput
 from dispatch.lifecycle import IncidentChanges
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -30,6 +30,11 @@ class IncidentUpdate(StrictInput):
     access_notes: Annotated[str, Field(max_length=2000)] | None = None
     flags: FlagsUpdate | None = None
     location: Coordinates | None = None
+    ems_eta_s: EmsEta | None = None
+    ems_arrived: Annotated[
+        bool,
+        Field(description="true: the ambulance is there; pending volunteers are stood down"),
+    ] = False
 
     def to_changes(self) -> IncidentChanges:
         flags = None
@@ -44,6 +49,8 @@ class IncidentUpdate(StrictInput):
             and self.access_notes is None,
             flags=flags,
             location=self.location.to_latlon() if self.location is not None else None,
+            ems_eta_s=self.ems_eta_s,
+            ems_arrived=self.ems_arrived,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.api.schemas.common import Coordinates, StrictInput
+from app.api.schemas.common import Coordinates, EmsEta, StrictInput
 from app.core.settings import IncidentKind
 from dispatch.alerting import SCENE_FLAGS, NewIncident
 
@@ -40,6 +40,7 @@ class IncidentCreate(StrictInput):
     access_notes: Annotated[str, Field(max_length=2000)] | None = None
     flags: SceneFlags = Field(default_factory=SceneFlags)
     alert: bool = True
+    ems_eta_s: EmsEta | None = None
 
     def to_request(self) -> NewIncident:
         return NewIncident(
@@ -50,6 +51,7 @@ class IncidentCreate(StrictInput):
             access_notes=self.access_notes,
             flags={name: getattr(self.flags, name) for name in SCENE_FLAGS},
             alert=self.alert,
+            ems_eta_s=self.ems_eta_s,
         )
 
 
@@ -91,6 +93,7 @@ class ResponderView(ReadModel):
     distance_m: int
     accepted_at: datetime | None
     arrived_at: datetime | None
+    estimated_arrival_at: datetime | None
 
 
 class IncidentView(ReadModel):
@@ -101,6 +104,8 @@ class IncidentView(ReadModel):
     not_alerted_reason: str | None
     duplicate_of: uuid.UUID | None
     radius_m: int
+    ems_eta_at: datetime | None
+    ems_arrived_at: datetime | None
     location: PointView
     address: str
     access_notes: str | None
@@ -129,6 +134,7 @@ class AlertView(ReadModel):
     )
     distance_m: int | None = Field(description="null for a dispatcher unless accepted")
     location_source: str | None
+    alerted_as: str
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
@@ -139,6 +145,7 @@ class AlertView(ReadModel):
     arrived_at: datetime | None
     stood_down_at: datetime | None
     cancelled_at: datetime | None
+    replaced_at: datetime | None
     created_at: datetime
 
 
@@ -148,9 +155,12 @@ class SelectionExplanation(BaseModel):
     ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``no_consent``,
     ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
-    ``busy``, ``over_cap``, ``not_within_radius``, or ``record_purged`` (older than
-    ``SELECTION_RECORD_RETENTION``); ``selection_ran`` is false when
-    the incident was not alerted before selection (``not_alerted_reason`` says why).
+    ``busy``, ``slower_than_ems`` (would arrive after the ambulance), ``over_cap``,
+    ``not_within_radius``, or ``record_purged`` (older than
+    ``SELECTION_RECORD_RETENTION``); ``selection_ran`` is false when the incident was not
+    alerted before selection (``not_alerted_reason`` says why). For an alerted
+    volunteer, ``alerted_as`` says how (``selection``, ``rerun``, ``replacement``,
+    ``widening``) and ``alerted_at`` when.
     """
 
     incident_id: uuid.UUID
@@ -159,3 +169,5 @@ class SelectionExplanation(BaseModel):
     distance_m: int | None
     selection_ran: bool
     not_alerted_reason: str | None
+    alerted_as: str | None = None
+    alerted_at: datetime | None = None
