@@ -337,20 +337,23 @@ async def test_racing_writers_keep_the_newest_fix_whoever_commits_last(
                     )
 
             racing = asyncio.create_task(second_writer())
-            async with engine.connect() as observer:
-                for _ in range(500):
-                    blocked = await observer.scalar(
+
+            async def second_waits_for_first() -> None:
+                # Until the second writer queues on the row, however long a loaded
+                # machine takes to start it; finishing first would be the defect.
+                async with engine.connect() as observer:
+                    while not await observer.scalar(
                         text(
                             "SELECT count(*) FROM pg_stat_activity"
                             " WHERE :pid = ANY(pg_blocking_pids(pid))"
                         ),
                         {"pid": first_pid},
-                    )
-                    if blocked:
-                        break
-                    await asyncio.sleep(0.01)
-                assert blocked, "the second writer never waited for the first"
-        assert await asyncio.wait_for(racing, 10) is False
+                    ):
+                        assert not racing.done(), "the second writer never waited for the first"
+                        await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(second_waits_for_first(), 120)
+        assert await asyncio.wait_for(racing, 120) is False
         async with unit_of_work(factory) as check:
             assert await stored(check, volunteer_id) == (59.5, 18.0, 5.0, "feed")
     finally:

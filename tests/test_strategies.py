@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.api.schemas.events import PAYLOADS
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import (
@@ -116,13 +117,19 @@ async def alerted(
 async def event_types(
     factory: async_sessionmaker[AsyncSession], incident_id: uuid.UUID
 ) -> list[str]:
+    """The incident's event types, each payload checked against its documented model
+    (the ``contentSchema`` of the event stream in /openapi.json)."""
     async with factory() as session:
-        rows = await session.execute(
-            select(IncidentEvent.type)
-            .where(IncidentEvent.incident_id == incident_id)
-            .order_by(IncidentEvent.id)
-        )
-        return list(rows.scalars())
+        rows = (
+            await session.execute(
+                select(IncidentEvent.type, IncidentEvent.created_at, IncidentEvent.data)
+                .where(IncidentEvent.incident_id == incident_id)
+                .order_by(IncidentEvent.id)
+            )
+        ).all()
+    for row in rows:
+        PAYLOADS[row.type].model_validate({"type": row.type, "at": row.created_at, **row.data})
+    return [row.type for row in rows]
 
 
 async def reply(
