@@ -91,9 +91,16 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
 ErrorPage = Callable[[Request, int, str, str | None, dict[str, str] | None], Awaitable[Response]]
 """Renders an error for a person (an HTML page) instead of problem+json."""
 
+PAGE_PREFIXES = ("/console", "/join", "/me/")
+"""Where people read pages (the console, the volunteers' own pages): errors there are
+pages, never problem+json. ``/me/``, not ``/me``: ``/metrics`` is the API's."""
+
 
 def install_problem_handlers(
-    app: FastAPI, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+    app: FastAPI,
+    *,
+    error_page: ErrorPage | None = None,
+    page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
 ) -> None:
     """problem+json for the API; under ``page_prefix``, ``error_page`` answers instead."""
 
@@ -183,7 +190,7 @@ class RequestGuards:
         *,
         max_body_bytes: int,
         error_page: ErrorPage | None = None,
-        page_prefix: str = "/console",
+        page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -271,7 +278,11 @@ class InternalErrors:
     """
 
     def __init__(
-        self, app: ASGIApp, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+        self,
+        app: ASGIApp,
+        *,
+        error_page: ErrorPage | None = None,
+        page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
     ) -> None:
         self.app = app
         self.error_page = error_page

@@ -148,7 +148,8 @@ class SelectionExplanation(BaseModel):
     ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``no_consent``,
     ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
-    ``busy``, ``over_cap``, or ``not_within_radius``; ``selection_ran`` is false when
+    ``busy``, ``over_cap``, ``not_within_radius``, or ``record_purged`` (older than
+    ``SELECTION_RECORD_RETENTION``); ``selection_ran`` is false when
     the incident was not alerted before selection (``not_alerted_reason`` says why).
     """
 
