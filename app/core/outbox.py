@@ -35,11 +35,14 @@ PURPOSE_PRIORITY = {
     "signup_code": 1,
     "login_code": 1,
     "cert_reminder": BULK_PRIORITY,
+    "consent": BULK_PRIORITY,
     "follow_up": BULK_PRIORITY,
 }
 """Lower goes first: the alert itself; then what changes where a volunteer goes (or
-lets a person in); then everything else (2); last, bulk non-urgent traffic, which
-the worker also bounds to a share of its send slots and to daytime hours."""
+lets a person in: sign-up and login codes); then everything else (2: thanks, a
+responder's debrief request); last, bulk non-urgent traffic (renewal reminders,
+the consent requests of an import), which the worker also bounds to a share of
+its send slots and to daytime hours."""
 OTHER_PRIORITY = 2
 
 
