@@ -1,8 +1,8 @@
 """What numbering events under the incident's lock costs delivery receipts.
 
-A receipt (a status callback, or the worker recording a send) locks the alert's
-incident before mirroring onto the alert, because its event takes the incident's
-event counter (``dispatch.events``). Receipts of one incident therefore commit one
+A receipt (a status callback, or the worker recording a send) locks the alert SMS's
+incident before the SMS and its alert, because its event takes the incident's event
+counter (``dispatch.events``). Receipts of one incident therefore commit one
 after another. Measured here: 30 receipts at once for the 30 alerts of one incident
 (serialised on its row), against 30 receipts at once for 30 incidents (nothing to
 wait for) in the same run, each receipt its own transaction, as the webhook does.

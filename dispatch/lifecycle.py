@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,6 +29,7 @@ from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
 from app.registry.certifications import queue_certification_reminders
 from app.registry.locations import purge_live_locations
+from app.registry.retention import enforce_retention
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
@@ -35,6 +37,8 @@ from dispatch.replan import replan_after_move
 from dispatch.roles import lock_incident, open_slots, stand_down_if_complete, stand_down_pending
 from dispatch.strategies import run_strategy_steps
 from geo.points import LatLon, geography_point
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -467,7 +471,8 @@ async def run_timers(
 ) -> None:
     """Every timed transition, each in short transactions of its own: the incidents'
     own (then their strategy steps: replacing the silent, widening), then the
-    registry's (the live-location purge, certification renewal reminders)."""
+    registry's (the live-location purge, certification renewal reminders, the
+    retention purge of docs/privacy.md)."""
     await expire_unanswered(factory, now=now, settings=settings)
     await close_stale_incidents(factory, now=now, settings=settings)
     await run_strategy_steps(factory, now=now, settings=settings)
@@ -475,3 +480,7 @@ async def run_timers(
         await purge_live_locations(session, now=now, retention=settings.live_location_retention)
     async with unit_of_work(factory) as session:
         await queue_certification_reminders(session, now=now, settings=settings)
+    async with unit_of_work(factory) as session:
+        purged = await enforce_retention(session, now=now, settings=settings)
+    if any(purged.values()):
+        log.info("retention purge", **purged)

@@ -56,7 +56,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
 from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
-from app.registry.eligibility import eligibility_conditions, is_eligible
+from app.registry.eligibility import eligibility_conditions, is_eligible, usable_live_location
+from app.registry.retention import purged_before
 from dispatch.ems import ems_reach_m
 from geo.points import LatLon, geography_point, latitude, longitude
 from geo.search import (
@@ -91,6 +92,7 @@ BUSY = "busy"
 OVER_CAP = "over_cap"
 NO_SELECTION = "no_selection"
 NOT_WITHIN_RADIUS = "not_within_radius"
+RECORD_PURGED = "record_purged"
 SLOWER_THAN_EMS = "slower_than_ems"
 
 
@@ -196,18 +198,6 @@ async def current_whereabouts(
         )
         for row in rows
     }
-
-
-def usable_live_location(*, now: Any, max_age: Any, max_accuracy_m: Any) -> ColumnElement[bool]:
-    """A live position is the current location only while young and precise enough.
-
-    Written as "expires after now" so the planner cannot AND in the btree on
-    ``recorded_at`` (kept for the purge): the scan must stay nearest-first on GiST.
-    """
-    return and_(
-        LiveLocation.recorded_at + max_age > now,
-        LiveLocation.accuracy_m <= max_accuracy_m,
-    )
 
 
 def _in_cooldown(volunteer_id: Any, *, since: Any, now: Any) -> ColumnElement[bool]:
@@ -619,10 +609,14 @@ async def explain_selection(
     A missing record means the process died between the commit and the background
     write, or that a re-run (a move, a withdrawal, a replacement, a widening step)
     alerted since it was written. It is written now, with the latest selection's
-    own time (``incident.selected_at``), against today's rows.
+    own time (``incident.selected_at``), against today's rows. A record the retention
+    job has purged (``SELECTION_RECORD_RETENTION``) is named as such, never taken for
+    "not within the radius" nor rebuilt.
     """
     if not selection_ran(incident):
         return Explanation(outcome=NO_SELECTION, distance_m=None, selection_ran=False)
+    if await purged_before(session, "selection_record", incident.created_at):
+        return Explanation(outcome=RECORD_PURGED, distance_m=None, selection_ran=True)
     if incident.selection_recorded_at is None:
         await record_selection(
             session,

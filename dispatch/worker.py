@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app.core.clock import Clock
-from app.core.db import unit_of_work
+from app.core.db import database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
 from app.core.schedule import within_hours
@@ -103,6 +103,7 @@ ALERT_STILL_WANTED = and_(
     Alert.stood_down_at.is_(None),
 )
 """An alert SMS is worth sending only while this holds for its alert."""
+ANSWERED = ("accepted", "declined", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,11 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     visible. An alert that reaches a phone after its deadline is worse than none, so
     it is abandoned as ``failed`` (and the alert's delivery with it). An alert whose
     incident stopped alerting, or whose volunteer already answered or was stood
-    down, is dropped as ``not_needed`` and leaves the alert's delivery untouched.
-    Messages leased by a worker (a request in flight) are left to that worker.
+    down, is not sent again: still queued, it is dropped as ``not_needed`` (the
+    alert's delivery untouched); sent with an unknown outcome and since answered,
+    it is recorded ``sent`` (the reply proves it arrived); otherwise it waits for
+    a status callback until its deadline. Messages leased by a worker (a request in
+    flight) are left to that worker.
     """
     waiting = or_(Message.status == "queued", Message.next_attempt_at <= now)
     # Not locked here: advance_message locks each alert SMS's incident before the SMS
@@ -162,7 +166,7 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             count += 1
     not_needed = (
         await session.execute(
-            select(Message.id)
+            select(Message.id, Message.status, Alert.response)
             .join(Alert, Alert.id == Message.alert_id)
             .join(Incident, Incident.id == Alert.incident_id)
             .where(
@@ -174,15 +178,19 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             )
             .with_for_update(of=Message, skip_locked=True)
         )
-    ).scalars()
-    for message_id in not_needed:
-        await session.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status="failed", failure_reason="not_needed", updated_at=now)
-        )
-        SMS_ABANDONED.labels("not_needed").inc()
-        count += 1
+    ).all()
+    for message_id, status, response in not_needed:
+        if status == "queued":
+            await session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status="failed", failure_reason="not_needed", updated_at=now)
+            )
+            SMS_ABANDONED.labels("not_needed").inc()
+            count += 1
+        elif response in ANSWERED:
+            # An unknown outcome that the volunteer's own reply settled: it arrived.
+            await advance_message(session, message_id=message_id, status="sent", now=now)
     return count
 
 
@@ -413,6 +421,14 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
     OLDEST_DUE_ALERT_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)
 
 
+def _pass_failed(event: str, error: BaseException) -> None:
+    """A lost database is expected and retried: one line. Anything else: the traceback."""
+    if database_unreachable(error):
+        log.warning(event, reason="database unreachable", error=type(error).__name__)
+    else:
+        log.error(event, exc_info=error)
+
+
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
 
 
@@ -454,10 +470,6 @@ class DispatchWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._sending)
-
     async def fill_slots(self) -> list[asyncio.Task[SendFailure | None]]:
         """Claim as many due messages as there are free slots and start sending each."""
         free = self.slots - len(self._sending)
@@ -485,7 +497,11 @@ class DispatchWorker:
         return started
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
+        """A slot is free. A send whose outcome could not be recorded (the database
+        went away) stays ``sending`` until its lease runs out: the duplicate window."""
         self._sending.pop(task, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _pass_failed("sms outcome not recorded", error)
         self.wake()
 
     async def send_due(self) -> int:
@@ -574,8 +590,8 @@ class DispatchWorker:
                 self._wake.clear()
                 try:
                     await self.fill_slots()
-                except Exception:  # noqa: BLE001 - the loop must survive a lost database
-                    log.exception("dispatch worker claim failed")
+                except Exception as error:  # noqa: BLE001 - the loop must survive a lost database
+                    _pass_failed("dispatch worker claim failed", error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), await self._idle_for())
         finally:
@@ -592,8 +608,8 @@ class DispatchWorker:
         while not self._stopping.is_set():
             try:
                 await self.run_timers()
-            except Exception:  # noqa: BLE001 - the loop must survive a lost database
-                log.exception("dispatch timer pass failed")
+            except Exception as error:  # noqa: BLE001 - the loop must survive a lost database
+                _pass_failed("dispatch timer pass failed", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.timer_interval_s)
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.main import create_app
@@ -59,6 +59,9 @@ CHROMIUM_FLAGS = [
 # the machine). A port on loopback where nothing listens.
 UNREACHABLE_TILES = "http://127.0.0.1:9/{z}/{x}/{y}.png"
 PASSWORD = "correct horse battery staple"
+# What a person waits for, at most, on a loaded CI machine (a live update, a redirect).
+WAIT_MS = 10_000
+expect.set_options(timeout=WAIT_MS)
 T = TypeVar("T")
 
 
@@ -215,7 +218,7 @@ async def browser_page(browser: Browser, *, locale: str = "en-GB") -> AsyncItera
     context: BrowserContext = await browser.new_context(
         locale=locale, viewport={"width": 1280, "height": 900}
     )
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(WAIT_MS)
     try:
         yield await context.new_page()
     finally:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.core.db import unit_of_work
 from app.core.models import GatewayHealth, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
+from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.worker import claim_due
 from tests.twilio_fake import (
     AUTH_FAILED,
@@ -161,6 +162,33 @@ async def test_timed_out_send_reconciled_by_a_callback_is_not_sent_again(
     assert len(fake_twilio.requests) == 1
     assert (await harness.message_for(alert)).provider_sid == accepted.sid
     assert (await harness.reload(alert)).delivery_status == "delivered"
+
+
+async def test_a_timed_out_alert_that_the_volunteer_answered_is_not_sent_again(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    """Their reply proves the first copy arrived: recorded sent, no second copy."""
+    [alert] = await harness.alerts()
+    fake_twilio.script(hang(1.5))
+    worker = harness.worker(send_timeout_s=0.5)
+    assert await worker.send_due() == 0
+    await asyncio.to_thread(fake_twilio.wait_for, 1)
+    async with unit_of_work(harness.factory) as session:
+        volunteer = await session.get_one(Volunteer, alert.volunteer_id)
+        await handle_inbound_sms(
+            session,
+            sms=InboundSms("SM" + "d" * 32, volunteer.phone or "", f"NO {alert.code}"),
+            now=harness.clock.now(),
+            settings=harness.settings,
+        )
+    harness.clock.advance(timedelta(seconds=30))
+    assert await worker.send_due() == 0
+    await worker.run_timers()
+    await worker.gateway.close()
+
+    assert len(fake_twilio.requests) == 1
+    assert (await harness.message_for(alert)).status == "sent"
+    assert (await harness.reload(alert)).delivery_status == "sent"
 
 
 async def test_timed_out_send_without_callback_is_sent_again(

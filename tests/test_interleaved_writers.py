@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,7 +51,7 @@ async def read_after(
 
 
 async def blocked_or_done(
-    factory: async_sessionmaker[AsyncSession], pid: int, task: asyncio.Task[str]
+    factory: async_sessionmaker[AsyncSession], pid: int, task: asyncio.Task[Any]
 ) -> None:
     """Until the backend ``pid`` waits on a lock, or the task finished without waiting."""
     async with asyncio.timeout(WAIT_S):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import FrozenClock
 from app.core.models import Certification, Message
 from app.core.settings import Settings
+from app.core.texts import segments
 from app.registry.certifications import queue_certification_reminders
 from tests.factories import create_key, create_volunteer
 
@@ -198,6 +199,8 @@ async def test_a_reminder_is_queued_once_per_certification_before_expiry(
     assert body is not None
     assert expires_on.isoformat() in body
     assert "Renew" in body
+    assert f"{settings.console_origin}/me/#certificates" in body
+    assert segments(body) <= 2
 
 
 async def test_a_reminder_is_in_the_volunteers_language(
@@ -208,6 +211,7 @@ async def test_a_reminder_is_in_the_volunteers_language(
     [(_, body)] = await reminders(session)
     assert body is not None
     assert "Förnya" in body
+    assert segments(body) <= 2
 
 
 @pytest.mark.parametrize(

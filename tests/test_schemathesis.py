@@ -262,8 +262,7 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
                 settings=settings,
             )
         clock.advance(settings.alert_reply_window + timedelta(seconds=1))
-        async with unit_of_work(factory) as session:
-            await expire_unanswered(session, now=clock.now(), settings=settings)
+        await expire_unanswered(factory, now=clock.now(), settings=settings)
         async with unit_of_work(factory) as session:
             await close_incident(
                 session,

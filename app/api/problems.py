@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.ratelimit import limit_failed_authentication
+from app.core.db import database_unreachable
 from app.core.errors import (
     PayloadTooLarge,
     RateLimited,
@@ -90,9 +91,16 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
 ErrorPage = Callable[[Request, int, str, str | None, dict[str, str] | None], Awaitable[Response]]
 """Renders an error for a person (an HTML page) instead of problem+json."""
 
+PAGE_PREFIXES = ("/console", "/join", "/me/")
+"""Where people read pages (the console, the volunteers' own pages): errors there are
+pages, never problem+json. ``/me/``, not ``/me``: ``/metrics`` is the API's."""
+
 
 def install_problem_handlers(
-    app: FastAPI, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+    app: FastAPI,
+    *,
+    error_page: ErrorPage | None = None,
+    page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
 ) -> None:
     """problem+json for the API; under ``page_prefix``, ``error_page`` answers instead."""
 
@@ -161,38 +169,6 @@ def _database_unreachable(path: str, exc: BaseException) -> JSONResponse:
 DATABASE_RETRY_AFTER_S = 2
 
 
-_UNREACHABLE_DRIVER_ERRORS = (
-    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
-    asyncpg.exceptions.InterfaceError,
-    OSError,
-    TimeoutError,
-)
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """A lost or refused database connection (restart, failover), not a bug.
-
-    The request's transaction never committed, so the client may safely retry:
-    a dispatcher's CAD resends the same incident and gets it created once. The
-    driver's error may arrive bare or wrapped by SQLAlchemy, so the cause chain is
-    searched.
-    """
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, DBAPIError) and (
-            seen.connection_invalidated or isinstance(seen, OperationalError | InterfaceError)
-        ):
-            return True
-        if isinstance(seen, _UNREACHABLE_DRIVER_ERRORS):
-            return True
-        orig = getattr(seen, "orig", None)
-        seen = orig if isinstance(orig, BaseException) else seen.__cause__ or seen.__context__
-    return False
-
-
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """A client's own request id is kept only if it is short and plain: it is echoed in a
 header and written in every log record of the request."""
@@ -214,7 +190,7 @@ class RequestGuards:
         *,
         max_body_bytes: int,
         error_page: ErrorPage | None = None,
-        page_prefix: str = "/console",
+        page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -302,7 +278,11 @@ class InternalErrors:
     """
 
     def __init__(
-        self, app: ASGIApp, *, error_page: ErrorPage | None = None, page_prefix: str = "/console"
+        self,
+        app: ASGIApp,
+        *,
+        error_page: ErrorPage | None = None,
+        page_prefix: str | tuple[str, ...] = PAGE_PREFIXES,
     ) -> None:
         self.app = app
         self.error_page = error_page

@@ -39,70 +39,32 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import structlog
-from sqlalchemy import delete, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.requests import Request
 
+from app.core.buckets import MINUTE_S, count_hit, purge_windows, retry_after_s, window_of
 from app.core.clock import Clock, SystemClock
 from app.core.db import async_url
 from app.core.errors import RateLimited
-from app.core.models import ApiKey, RateLimitBucket
+from app.core.models import ApiKey
 from app.core.settings import Settings
 from app.registry.keys import Role, hash_key
 
 log = structlog.get_logger(__name__)
 
-WINDOW_S = 60
 LEASE_DIVISOR = 500
 LIMITER_TIMEOUT_S = 1.0
 ROLE_CACHE_SIZE = 10_000
-
-_COUNT = text(
-    """
-    WITH hit AS (
-        INSERT INTO rate_limit_bucket AS bucket (key, window_start, count)
-        VALUES (:key, :window_start, :cost)
-        ON CONFLICT (key, window_start) DO UPDATE SET count = bucket.count + EXCLUDED.count
-        RETURNING bucket.count
-    )
-    SELECT hit.count AS current,
-           coalesce((SELECT earlier.count FROM rate_limit_bucket AS earlier
-                     WHERE earlier.key = :key AND earlier.window_start = :previous_start), 0)
-               AS previous
-    FROM hit
-    """
-)
 
 
 @dataclass(frozen=True)
 class KeyIdentity:
     key_id: uuid.UUID
     role: Role
-
-
-def window_of(moment: datetime) -> tuple[datetime, float]:
-    """The start of the one-minute window holding ``moment`` and the seconds since it."""
-    epoch = moment.timestamp()
-    start = math.floor(epoch / WINDOW_S) * WINDOW_S
-    return datetime.fromtimestamp(start, UTC), epoch - start
-
-
-def retry_after_s(*, previous: int, current: int, limit: int, elapsed: float) -> int:
-    """Whole seconds until one more request fits under the sliding estimate.
-
-    The estimate is ``previous * (1 - elapsed / WINDOW_S) + current``; the answer
-    assumes the client sends nothing meanwhile.
-    """
-    room = limit - 1 - current
-    if room >= 0 and previous > 0:
-        wait = WINDOW_S * (1 - room / previous) - elapsed
-    else:
-        into_next = WINDOW_S * (1 - (limit - 1) / current) if current > 0 else 0.0
-        wait = (WINDOW_S - elapsed) + max(0.0, into_next)
-    return max(1, math.ceil(wait))
 
 
 class RateLimiter:
@@ -219,50 +181,38 @@ class RateLimiter:
         return identity
 
     async def _count(self, engine: AsyncEngine, *, bucket: str, limit: int) -> None:
-        window_start, elapsed = window_of(self._clock.now())
+        moment = self._clock.now()
+        window_start, _ = window_of(moment)
         lease = self._leases.get(bucket)
         if lease is not None and lease[0] == window_start and lease[1] > 0:
             self._leases[bucket] = (window_start, lease[1] - 1)
             return
         cost = max(1, limit // LEASE_DIVISOR)
         async with self._autocommit(engine) as connection:
-            row = (
-                await connection.execute(
-                    _COUNT,
-                    {
-                        "key": bucket,
-                        "window_start": window_start,
-                        "cost": cost,
-                        "previous_start": window_start - timedelta(seconds=WINDOW_S),
-                    },
-                )
-            ).one()
+            counted = await count_hit(
+                connection, key=bucket, moment=moment, window_s=MINUTE_S, cost=cost
+            )
             if self._purged_window != window_start:
                 self._purged_window = window_start
-                await self._purge(connection, window_start)
-        estimate = row.previous * (1 - elapsed / WINDOW_S) + row.current
-        granted = cost - max(0, math.ceil(estimate - limit))
+                await purge_windows(connection, moment=moment)
+                self._leases = {
+                    key: lease for key, lease in self._leases.items() if lease[0] == window_start
+                }
+        granted = cost - max(0, math.ceil(counted.estimate - limit))
         if granted >= 1:
             if cost > 1:
                 self._leases[bucket] = (window_start, granted - 1)
             return
         self._leases.pop(bucket, None)
         wait = retry_after_s(
-            previous=row.previous, current=row.current, limit=limit, elapsed=elapsed
+            previous=counted.previous,
+            current=counted.current,
+            limit=limit,
+            elapsed=counted.elapsed,
         )
         raise RateLimited(
             f"more than {limit} requests a minute; retry in {wait} s", retry_after=wait
         )
-
-    async def _purge(self, connection: AsyncConnection, window_start: datetime) -> None:
-        """Drop windows too old to matter; each process does it once a minute."""
-        cutoff = window_start - timedelta(seconds=WINDOW_S)
-        await connection.execute(
-            delete(RateLimitBucket).where(RateLimitBucket.window_start < cutoff)
-        )
-        self._leases = {
-            bucket: lease for bucket, lease in self._leases.items() if lease[0] == window_start
-        }
 
     @asynccontextmanager
     async def _autocommit(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, exc
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -92,3 +94,35 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: committed if the block ends normally, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+_UNREACHABLE_DRIVER_ERRORS = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
+    asyncpg.exceptions.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A lost or refused database connection (restart, failover), not a bug.
+
+    The request's transaction never committed, so the client may safely retry:
+    a dispatcher's CAD resends the same incident and gets it created once. The
+    driver's error may arrive bare or wrapped by SQLAlchemy, so the cause chain is
+    searched.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and (
+            seen.connection_invalidated or isinstance(seen, OperationalError | InterfaceError)
+        ):
+            return True
+        if isinstance(seen, _UNREACHABLE_DRIVER_ERRORS):
+            return True
+        orig = getattr(seen, "orig", None)
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__ or seen.__context__
+    return False

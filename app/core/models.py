@@ -26,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -67,6 +68,16 @@ def _updated_at() -> Mapped[datetime]:
     )
 
 
+def _brin_on_created_at(table: str) -> Index:
+    """A BRIN index for the retention job's range scans (``app/registry/retention.py``).
+
+    Rows are inserted in time order, so a block-range index finds a day's rows for a
+    few kilobytes of index and almost no cost per insert (a B-tree on these tables
+    would cost every alert, message and event an extra index write).
+    """
+    return Index(f"ix_{table}_created_at_brin", "created_at", postgresql_using="brin")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -101,6 +112,7 @@ class AuditLog(Base):
     """Who did what to the registry, and when; written in the same transaction."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (_brin_on_created_at("audit_log"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -134,6 +146,7 @@ class Volunteer(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consent_version: Mapped[str | None] = mapped_column(String(50))
     # Asked by SMS (CSV import without recorded consent); YES records ``consent_at``.
     consent_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     contact_preference: Mapped[str] = mapped_column(
@@ -376,6 +389,7 @@ class Message(Base):
             postgresql_where=text("direction = 'out' AND status IN ('queued', 'sending')"),
         ),
         Index("ix_message_alert_id", "alert_id"),
+        _brin_on_created_at("message"),
         CheckConstraint("direction IN ('in', 'out')", name="direction_known"),
     )
 
@@ -408,6 +422,7 @@ class SelectionRecord(Base):
     """Why each volunteer within the radius was or was not alerted (for explain)."""
 
     __tablename__ = "selection_record"
+    __table_args__ = (_brin_on_created_at("selection_record"),)
 
     incident_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("incident.id", ondelete="CASCADE"), primary_key=True
@@ -428,6 +443,7 @@ class IncidentEvent(Base):
     __tablename__ = "incident_event"
     __table_args__ = (
         UniqueConstraint("incident_id", "seq", name="uq_incident_event_incident_seq"),
+        _brin_on_created_at("incident_event"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -453,7 +469,7 @@ class GatewayHealth(Base):
 
 
 class RateLimitBucket(Base):
-    """Per-minute request counters shared by every process (``app/ratelimit.py``).
+    """Request counters shared by every process (``app/core/buckets.py``).
 
     UNLOGGED: a counter write costs no WAL flush, and losing the counts in a crash
     only forgets who was throttled for a minute.
@@ -465,6 +481,107 @@ class RateLimitBucket(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+    # A minute for the API's limits, an hour for sign-up codes (app/core/buckets.py).
+    window_s: Mapped[int] = mapped_column(Integer, default=60, server_default=text("60"))
+
+
+class OneTimeCode(Base):
+    """A six-digit code sent by SMS to sign up or to log in; only a hash is stored.
+
+    ``purpose`` ``signup`` carries the details typed at ``/join`` until the code is
+    entered (the volunteer exists only then); ``login`` names the volunteer, or no
+    one when the number is unknown (no text is sent then, and the row answers
+    exactly as a real one would, so the pages never reveal who is registered).
+    Only the newest code of a number counts: a new one supersedes the others.
+    """
+
+    __tablename__ = "one_time_code"
+    __table_args__ = (
+        Index("ix_one_time_code_phone_created_at", "phone", "created_at"),
+        CheckConstraint("purpose IN ('signup', 'login')", name="purpose_known"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    phone: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(10))
+    volunteer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE")
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    signup: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CertificationAttachment(Base):
+    """A photo or PDF of a certificate, for the coordinator who reviews it.
+
+    Kept in PostgreSQL (transactional with its certification, erased with it, in
+    the backups); its type was decided from its bytes, never from its name.
+    """
+
+    __tablename__ = "certification_attachment"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    certification_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("certification.id", ondelete="CASCADE"), unique=True
+    )
+    media_type: Mapped[str] = mapped_column(String(50))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertReport(Base):
+    """The responder's own short report after an alert they accepted."""
+
+    __tablename__ = "alert_report"
+
+    alert_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("alert.id", ondelete="CASCADE"), primary_key=True
+    )
+    gave_cpr: Mapped[bool | None] = mapped_column(Boolean)
+    aed_used: Mapped[bool | None] = mapped_column(Boolean)
+    arrived_before_ems: Mapped[bool | None] = mapped_column(Boolean)
+    wants_contact: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AccessLog(Base):
+    """Who read a volunteer's personal data: one row per reader, record, kind and day.
+
+    A CAD polling an incident every second adds nothing after its first read of
+    the day (``INSERT … ON CONFLICT DO NOTHING`` on the key).
+    """
+
+    __tablename__ = "access_log"
+    __table_args__ = (
+        Index("ix_access_log_volunteer_id", "volunteer_id"),
+        Index("ix_access_log_first_at_brin", "first_at", postgresql_using="brin"),
+    )
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reader: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # No foreign key: a read of an id that names no one (explain) is logged as asked.
+    volunteer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    what: Mapped[str] = mapped_column(String(30), primary_key=True)
+    target_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    reader_name: Mapped[str] = mapped_column(String(200))
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RetentionRun(Base):
+    """How far each retention rule has purged: rows created before ``purged_before``."""
+
+    __tablename__ = "retention_run"
+
+    rule: Mapped[str] = mapped_column(String(50), primary_key=True)
+    purged_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class StaffUser(Base):
@@ -512,11 +629,19 @@ class WebSession(Base):
     """
 
     __tablename__ = "web_session"
-    __table_args__ = (Index("ix_web_session_staff_user_id", "staff_user_id"),)
+    __table_args__ = (
+        Index("ix_web_session_staff_user_id", "staff_user_id"),
+        Index("ix_web_session_volunteer_id", "volunteer_id"),
+        CheckConstraint("(staff_user_id IS NULL) <> (volunteer_id IS NULL)", name="one_subject"),
+    )
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     staff_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("staff_user.id", ondelete="CASCADE")
+    )
+    # A volunteer signed in to their own pages (``/me``) by an SMS code.
+    volunteer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("volunteer.id", ondelete="CASCADE")
     )
     csrf_token: Mapped[str] = mapped_column(String(64))
     second_factor_pending: Mapped[bool] = mapped_column(

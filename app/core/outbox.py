@@ -33,6 +33,7 @@ PURPOSE_PRIORITY = {
     "stand_down": 1,
     "cancellation": 1,
     "signup_code": 1,
+    "login_code": 1,
     "cert_reminder": BULK_PRIORITY,
     "follow_up": BULK_PRIORITY,
 }

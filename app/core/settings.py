@@ -26,6 +26,7 @@ INCIDENT_KINDS: tuple[IncidentKind, ...] = (
     "choking",
     "other",
 )
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
+    sms_number: str | None = Field(
+        default=None, description="the number volunteers text (START), shown on their page"
+    )
     public_base_url: str = "http://127.0.0.1:8000"
     send_concurrency: int = Field(default=32, ge=1, le=500)
     send_timeout_s: float = Field(default=10.0, gt=0)
@@ -124,8 +128,39 @@ class Settings(BaseSettings):
         "If what you saw weighs on you, call the volunteer coordinator: +46 10 000 00 00."
     )
     cert_reminder_days: int = Field(default=30, ge=0)
-    # Renewal reminders are queued and sent only inside these hours in TIMEZONE.
-    reminder_hours: str = "10:00-19:00"
+    follow_up_phone: str | None = Field(
+        default=None, description="gets an SMS when a responder asks to be contacted"
+    )
+
+    # Self-service (docs/registry.md): sign-up and login codes by SMS.
+    signup_countries: Annotated[list[str], NoDecode] = ["SE"]
+    signup_code_ttl: timedelta = timedelta(minutes=10)
+    signup_code_attempts: int = Field(default=5, ge=1, le=20)
+    signup_codes_per_phone_per_hour: int = Field(default=3, ge=1)
+    signup_codes_per_ip_per_hour: int = Field(default=10, ge=1)
+    signup_sms_per_hour: int = Field(default=200, ge=1)
+    consent_version: str = Field(default="2026-12-01", min_length=1, max_length=50)
+    consent_text_en: str = (
+        "I agree that Responder stores my name, mobile number, language, places and "
+        "certificates, and my position while I share it, to alert me to cardiac arrests "
+        "nearby. I can pause, opt out, download my data or delete my account at any time."
+    )
+    consent_text_sv: str = (
+        "Jag godkänner att Responder lagrar mitt namn, mobilnummer, språk, platser och "
+        "certifikat, och min position när jag delar den, för att larma mig vid hjärtstopp "
+        "i närheten. Jag kan pausa, avsluta SMS, ladda ner mina uppgifter eller radera "
+        "mitt konto när som helst."
+    )
+    attachment_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    # Retention (docs/privacy.md): how long each personal datum is kept.
+    message_retention: timedelta = timedelta(days=90)
+    incident_retention: timedelta = timedelta(days=90)
+    event_retention: timedelta = timedelta(days=30)
+    selection_record_retention: timedelta = timedelta(days=30)
+    signup_code_retention: timedelta = timedelta(hours=24)
+    attachment_retention: timedelta = timedelta(days=30)
+    audit_retention: timedelta = timedelta(days=730)
 
     # Staff console (app/web, docs/console.md).
     web_base_url: str | None = Field(
@@ -145,12 +180,29 @@ class Settings(BaseSettings):
     map_tile_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
     )
+    # Renewal reminders are queued and sent only inside these hours in TIMEZONE.
+    reminder_hours: str = "10:00-19:00"
 
     @field_validator("alertable_kinds", mode="before")
     @classmethod
     def _split_kinds(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("signup_countries", mode="before")
+    @classmethod
+    def _split_countries(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("signup_countries")
+    @classmethod
+    def _known_countries(cls, value: list[str]) -> list[str]:
+        unknown = [code for code in value if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone regions {', '.join(unknown)}")
         return value
 
     @field_validator("widen_steps_m", mode="before")
@@ -182,6 +234,15 @@ class Settings(BaseSettings):
         if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown phone region {value!r}")
         return value.upper()
+
+    @field_validator("follow_up_phone", "sms_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not _E164.match(value):
+            raise ValueError("expected an E.164 number, for example +46100000000")
+        return value
 
     @field_validator("quiet_hours")
     @classmethod
@@ -272,6 +333,11 @@ class Settings(BaseSettings):
     @property
     def twilio_enabled(self) -> bool:
         return bool(self.twilio_account_sid)
+
+    @property
+    def reply_number(self) -> str | None:
+        """Where volunteers text START: ``SMS_NUMBER``, else the Twilio sender number."""
+        return self.sms_number or self.twilio_from
 
     @property
     def zone(self) -> ZoneInfo:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 KIND_NAMES = {
@@ -454,14 +454,99 @@ def resumed_text(language: str) -> str:
     return _pick(language, "Du kan få larm igen.", "You can receive alerts again.")
 
 
-def certification_reminder_text(language: str, *, kind: str, expires_on: str) -> str:
-    """One SMS segment: what expires, when, and that alerts stop without renewal."""
+def certification_reminder_text(
+    language: str, *, kind: str, expires_on: str, renew_link: str
+) -> str:
+    """What expires, when, that alerts stop without renewal, and where to add the new one
+    (the volunteer's own page, behind an SMS-code login): at most two segments."""
     if language == "sv":
         return (
             f"Ditt {CERTIFICATION_KIND_NAMES['sv'][kind]}-certifikat går ut {expires_on}. "
-            "Förnya det för att fortsätta få larm som SMS-livräddare."
+            "Förnya det för att fortsätta få larm som SMS-livräddare. "
+            f"Lägg till det nya här: {renew_link}"
         )
     return (
         f"Your {CERTIFICATION_KIND_NAMES['en'][kind]} certificate expires on {expires_on}. "
-        "Renew it to keep receiving volunteer alerts."
+        f"Renew it to keep receiving volunteer alerts. Add the new one here: {renew_link}"
     )
+
+
+def signup_code_text(language: str, *, code: str, minutes: int) -> str:
+    """The code that completes a sign-up at ``/join``; never says more than it must."""
+    return _pick(
+        language,
+        f"Responder: din kod är {code}. Den gäller i {minutes} minuter. Ge den inte till någon.",
+        f"Responder: your code is {code}. It is valid for {minutes} minutes. "
+        "Do not give it to anyone.",
+    )
+
+
+def login_code_text(language: str, *, code: str, minutes: int) -> str:
+    """A login code: also what a registered number gets when someone tries ``/join`` with it."""
+    return _pick(
+        language,
+        f"Responder: din inloggningskod är {code}. Den gäller i {minutes} minuter. "
+        "Ge den inte till någon.",
+        f"Responder: your login code is {code}. It is valid for {minutes} minutes. "
+        "Do not give it to anyone.",
+    )
+
+
+def debrief_request_text(*, name: str, phone: str, at: datetime, zone: ZoneInfo) -> str:
+    """To the follow-up contact (staff, in English): a responder asks to be called."""
+    moment = at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"Responder: {_clip(name, 60)} ({phone}) responded to the alert of {moment} "
+        "and asks to be contacted."
+    )
+
+
+def hindrance_text(
+    language: str,
+    code: str,
+    *,
+    zone: ZoneInfo,
+    until: datetime | None = None,
+    on: date | None = None,
+    reply_number: str | None = None,
+) -> str:
+    """Why a volunteer cannot be alerted now, in plain words on their own page."""
+    start_to = reply_number or _pick(
+        language, "numret som larmen kommer från", "the number our alerts come from"
+    )
+    moment = until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if until else ""
+    day = on.isoformat() if on else ""
+    words = {
+        "suspended": (
+            "Ditt konto är avstängt av samordnaren. Kontakta samordnaren.",
+            "Your account is suspended by the coordinator. Please contact them.",
+        ),
+        "opted_out": (
+            f"Du har avslutat SMS (STOPP). Operatören skickar inga SMS till dig förrän du "
+            f"skickar START till {start_to}.",
+            f"You have opted out of SMS (STOP). The operator blocks our texts until you "
+            f"text START to {start_to}.",
+        ),
+        "paused": (
+            f"Du har pausat larmen till {moment}.",
+            f"You have paused alerts until {moment}.",
+        ),
+        "certification_pending": (
+            "Ditt certifikat väntar på granskning av samordnaren.",
+            "Your certificate is waiting for the coordinator's review.",
+        ),
+        "certification_expired": (
+            f"Ditt certifikat gick ut {day}. Lägg till det nya.",
+            f"Your certificate expired on {day}. Please add your new one.",
+        ),
+        "no_certification": (
+            "Du har inget giltigt HLR-certifikat. Lägg till ett.",
+            "You have no valid CPR certificate. Please add one.",
+        ),
+        "no_location": (
+            "Du har ingen plats och ingen aktuell position. Lägg till en plats (hem, arbete).",
+            "You have no place and no current location. Please add a place (home, work).",
+        ),
+    }
+    sv, en = words[code]
+    return _pick(language, sv, en)

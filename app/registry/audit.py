@@ -7,19 +7,48 @@ audited change and its record commit or roll back together.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import AuditLog
-from app.registry.keys import Principal
+
+ActorKind = Literal["api_key", "staff_user", "volunteer"]
+
+
+class Actor(Protocol):
+    """Whoever acts: a ``Principal`` (an API key or a console user), or a volunteer
+    on their own pages (:class:`VolunteerSelf`)."""
+
+    @property
+    def key_id(self) -> uuid.UUID | None: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> ActorKind: ...
+
+
+@dataclass(frozen=True)
+class VolunteerSelf:
+    """A volunteer acting on their own record through the self-service pages."""
+
+    volunteer_id: uuid.UUID
+    key_id: None = None
+    kind: Literal["volunteer"] = "volunteer"
+
+    @property
+    def name(self) -> str:
+        return f"volunteer {self.volunteer_id}"
 
 
 async def record_audit(
     session: AsyncSession,
     *,
-    actor: Principal,
+    actor: Actor,
     action: str,
     target_type: str,
     target_id: uuid.UUID | str | None,

@@ -33,7 +33,8 @@ from app.core.paging import Paged, fetch_page
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import certification_reminder_text
-from app.registry.audit import record_audit
+from app.registry.attachments import attach, check_attachment
+from app.registry.audit import Actor, VolunteerSelf, record_audit
 from app.registry.eligibility import QUALIFYING_KINDS
 from app.registry.keys import Principal
 from app.registry.volunteers import lock_volunteer
@@ -65,7 +66,7 @@ async def add_certification(
     *,
     volunteer_id: uuid.UUID,
     data: NewCertification,
-    actor: Principal,
+    actor: Actor,
 ) -> Certification:
     await lock_volunteer(session, volunteer_id)
     certification = Certification(
@@ -88,6 +89,39 @@ async def add_certification(
         target_id=certification.id,
         details={"volunteer_id": str(volunteer_id), "kind": data.kind},
     )
+    return certification
+
+
+async def submit_certification(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    data: NewCertification,
+    attachment: bytes | None,
+    now: datetime,
+    settings: Settings,
+) -> Certification:
+    """A volunteer's own certificate, with an optional photo or PDF, for review (pending).
+
+    The attachment is checked before anything is written: a refused file leaves no
+    certification behind either.
+    """
+    media_type = (
+        None
+        if attachment is None
+        else check_attachment(attachment, max_bytes=settings.attachment_max_bytes)
+    )
+    certification = await add_certification(
+        session, volunteer_id=volunteer_id, data=data, actor=VolunteerSelf(volunteer_id)
+    )
+    if attachment is not None and media_type is not None:
+        await attach(
+            session,
+            certification_id=certification.id,
+            data=attachment,
+            media_type=media_type,
+            now=now,
+        )
     return certification
 
 
@@ -244,7 +278,10 @@ async def queue_certification_reminders(
             OutboundSms(
                 phone=holder.phone,
                 body=certification_reminder_text(
-                    holder.language, kind=kind, expires_on=expires_on.isoformat()
+                    holder.language,
+                    kind=kind,
+                    expires_on=expires_on.isoformat(),
+                    renew_link=f"{settings.console_origin}/me/#certificates",
                 ),
                 purpose="cert_reminder",
                 volunteer_id=volunteer_id,

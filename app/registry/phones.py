@@ -38,3 +38,9 @@ def lookup_phone(raw: str, *, region: str) -> str | None:
         return normalise_phone(raw, region=region)
     except ValueError:
         return None
+
+
+def phone_region(e164: str) -> str | None:
+    """The region (``SE``) a normalised number belongs to, or None for non-geographic ones."""
+    region: str | None = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    return region

@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import NotFound
 from app.core.models import Place
 from app.core.schedule import schedule_json, week_ranges
-from app.registry.audit import record_audit
-from app.registry.keys import Principal
+from app.registry.audit import Actor, record_audit
 from app.registry.volunteers import lock_volunteer
 from geo.points import LatLon, geography_point, latitude, longitude
 
@@ -73,7 +72,7 @@ async def add_place(
     *,
     volunteer_id: uuid.UUID,
     data: NewPlace,
-    actor: Principal,
+    actor: Actor,
     default_timezone: str,
 ) -> StoredPlace:
     await lock_volunteer(session, volunteer_id)
@@ -114,7 +113,7 @@ async def places_of(session: AsyncSession, volunteer_id: uuid.UUID) -> list[Stor
 
 
 async def delete_place(
-    session: AsyncSession, *, volunteer_id: uuid.UUID, place_id: uuid.UUID, actor: Principal
+    session: AsyncSession, *, volunteer_id: uuid.UUID, place_id: uuid.UUID, actor: Actor
 ) -> None:
     await lock_volunteer(session, volunteer_id)
     deleted = await session.scalar(

@@ -22,10 +22,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.models import ApiKey, Certification, LiveLocation, Message, Place, Volunteer
+from app.core.models import (
+    ApiKey,
+    Certification,
+    LiveLocation,
+    Message,
+    OneTimeCode,
+    Place,
+    Volunteer,
+    WebSession,
+)
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.paging import Paged, fetch_page
-from app.registry.audit import record_audit
+from app.registry.audit import Actor, record_audit
 from app.registry.eligibility import is_eligible
 from app.registry.keys import Principal, issue_key
 from app.registry.phones import normalise_phone
@@ -185,7 +194,7 @@ async def update_volunteer(
     *,
     volunteer_id: uuid.UUID,
     changes: VolunteerChanges,
-    actor: Principal,
+    actor: Actor,
     region: str,
 ) -> Volunteer:
     volunteer = await lock_volunteer(session, volunteer_id)
@@ -251,17 +260,24 @@ async def set_status(
 
 
 async def erase_volunteer(
-    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Principal, now: datetime
+    session: AsyncSession, *, volunteer_id: uuid.UUID, actor: Actor, now: datetime
 ) -> None:
     """Remove everything that identifies the volunteer; keep an anonymous stub.
 
     Alerts and selection records keep pointing at the stub (statistics: how many
     were alerted, accepted, arrived), but no name, number, e-mail, place, position,
-    certificate reference, token or free text of theirs remains. Texts still queued
-    for them are abandoned rather than sent to a number we no longer hold.
+    certificate reference or attachment, token, session, login code or free text of theirs
+    remains. Texts still queued for them are abandoned rather than sent to a number
+    we no longer hold. The same erasure whether an administrator or the volunteer
+    (from their own page) asks.
     """
-    await lock_volunteer(session, volunteer_id)
-    for table in (Place, LiveLocation, ApiKey, Certification):
+    volunteer = await lock_volunteer(session, volunteer_id)
+    await session.execute(
+        delete(OneTimeCode).where(
+            (OneTimeCode.volunteer_id == volunteer_id) | (OneTimeCode.phone == volunteer.phone)
+        )
+    )
+    for table in (Place, LiveLocation, ApiKey, Certification, WebSession):
         await session.execute(delete(table).where(table.volunteer_id == volunteer_id))
     await session.execute(
         update(Message)
@@ -475,4 +491,28 @@ async def _set_opted_out(
         update(Volunteer)
         .where(Volunteer.id == volunteer_id, Volunteer.opted_out.is_not(opted_out))
         .values(opted_out=opted_out, updated_at=now)
+    )
+
+
+async def set_sms_opt_out(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    opted_out: bool,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """The volunteer's own choice on their page, as STOP and START set it by SMS.
+
+    Opting back in here does not lift the provider's own block after a STOP: only
+    the volunteer's START text does that (their page says so).
+    """
+    await lock_volunteer(session, volunteer_id)
+    await _set_opted_out(session, volunteer_id=volunteer_id, opted_out=opted_out, now=now)
+    await record_audit(
+        session,
+        actor=actor,
+        action="volunteer.opt_out" if opted_out else "volunteer.opt_in",
+        target_type="volunteer",
+        target_id=volunteer_id,
     )

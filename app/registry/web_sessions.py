@@ -16,11 +16,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.models import StaffUser, WebSession
+from app.core.models import StaffUser, Volunteer, WebSession
 from app.core.settings import Settings
 from app.registry.staff import hash_secret
 
@@ -75,20 +77,47 @@ async def open_session(
     """
     if replaces is not None:
         await revoke_session(session, token=replaces, now=now)
+    return await _add_session(
+        session,
+        now=now,
+        settings=settings,
+        staff_user_id=user_id,
+        second_factor_pending=second_factor_pending,
+    )
+
+
+async def _add_session(
+    session: AsyncSession, *, now: datetime, settings: Settings, **subject: Any
+) -> str:
+    """Store a new session of ``subject`` (a staff user or a volunteer); its cookie token."""
     token = secrets.token_urlsafe(32)
     session.add(
         WebSession(
             token_hash=hash_secret(token),
-            staff_user_id=user_id,
             csrf_token=secrets.token_urlsafe(32),
-            second_factor_pending=second_factor_pending,
             created_at=now,
             last_seen_at=now,
             expires_at=now + settings.session_max_age,
+            **subject,
         )
     )
     await session.flush()
     return token
+
+
+def _live(token: str, *, now: datetime, settings: Settings) -> list[ColumnElement[bool]]:
+    """The session of this token, unless revoked, past its absolute or idle timeout."""
+    return [
+        WebSession.token_hash == hash_secret(token),
+        WebSession.revoked_at.is_(None),
+        WebSession.expires_at > now,
+        WebSession.last_seen_at > now - settings.session_idle_timeout,
+    ]
+
+
+async def _keep_alive(session: AsyncSession, web_session: WebSession, *, now: datetime) -> None:
+    if web_session.last_seen_at <= now - TOUCH_GRAIN:
+        await touch_session(session, token_hash=web_session.token_hash, now=now)
 
 
 async def find_session(
@@ -99,20 +128,13 @@ async def find_session(
         await session.execute(
             select(WebSession, StaffUser)
             .join(StaffUser, StaffUser.id == WebSession.staff_user_id)
-            .where(
-                WebSession.token_hash == hash_secret(token),
-                WebSession.revoked_at.is_(None),
-                WebSession.expires_at > now,
-                WebSession.last_seen_at > now - settings.session_idle_timeout,
-                StaffUser.disabled_at.is_(None),
-            )
+            .where(*_live(token, now=now, settings=settings), StaffUser.disabled_at.is_(None))
         )
     ).one_or_none()
     if row is None:
         return None
     web_session: WebSession = row.WebSession
-    if web_session.last_seen_at <= now - TOUCH_GRAIN:
-        await touch_session(session, token_hash=web_session.token_hash, now=now)
+    await _keep_alive(session, web_session, now=now)
     return StaffSession(
         token_hash=web_session.token_hash,
         csrf_token=web_session.csrf_token,
@@ -135,4 +157,47 @@ async def revoke_session(session: AsyncSession, *, token: str, now: datetime) ->
         update(WebSession)
         .where(WebSession.token_hash == hash_secret(token), WebSession.revoked_at.is_(None))
         .values(revoked_at=now)
+    )
+
+
+@dataclass(frozen=True)
+class VolunteerSession:
+    """A volunteer signed in to their own pages."""
+
+    token_hash: str
+    csrf_token: str
+    volunteer_id: uuid.UUID
+    language: str
+
+
+async def open_volunteer_session(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime, settings: Settings
+) -> str:
+    """A session for a volunteer who entered their SMS code; the token is for the cookie.
+
+    The same table, timeouts and hashing as the console's; a volunteer's session
+    never opens a console page (those look sessions up through the staff user).
+    """
+    return await _add_session(session, now=now, settings=settings, volunteer_id=volunteer_id)
+
+
+async def find_volunteer_session(
+    session: AsyncSession, *, token: str, now: datetime, settings: Settings
+) -> VolunteerSession | None:
+    row = (
+        await session.execute(
+            select(WebSession, Volunteer.id.label("volunteer_id"), Volunteer.language)
+            .join(Volunteer, Volunteer.id == WebSession.volunteer_id)
+            .where(*_live(token, now=now, settings=settings), Volunteer.status != "erased")
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    web_session: WebSession = row.WebSession
+    await _keep_alive(session, web_session, now=now)
+    return VolunteerSession(
+        token_hash=web_session.token_hash,
+        csrf_token=web_session.csrf_token,
+        volunteer_id=row.volunteer_id,
+        language=row.language,
     )

@@ -51,12 +51,14 @@ class CsrfRefused(Forbidden):
         super().__init__(_("The form was not sent from this console, or it expired."))
 
 
-def cookie_options(settings: Settings, *, max_age: int | None) -> dict[str, Any]:
+def cookie_options(
+    settings: Settings, *, max_age: int | None, path: str = CONSOLE
+) -> dict[str, Any]:
     return {
         "httponly": True,
         "samesite": "lax",
         "secure": settings.console_origin.startswith("https://"),
-        "path": CONSOLE,
+        "path": path,
         "max_age": max_age,
     }
 
@@ -97,18 +99,26 @@ async def check_csrf(request: Request, expected: str) -> None:
         raise CsrfRefused()
 
 
-async def anonymous_csrf(request: Request) -> str:
-    """The double-submit token of the pages before sign-in (set as a cookie when missing)."""
-    token = request.cookies.get(LOGIN_CSRF_COOKIE)
-    await check_csrf(request, token or "")
-    if not token:
-        token = secrets.token_urlsafe(32)
-        settings = get_runtime(request).settings
-        request.state.set_cookies = {
-            LOGIN_CSRF_COOKIE: {"value": token, **cookie_options(settings, max_age=None)}
-        }
-    request.state.anonymous_csrf = token
-    return token
+def anonymous_csrf_for(cookie: str, path: str) -> Callable[[Request], Awaitable[str]]:
+    """The double-submit check of pages before sign-in, with its cookie under ``path``."""
+
+    async def anonymous_csrf(request: Request) -> str:
+        """The double-submit token (set as a cookie when missing)."""
+        token = request.cookies.get(cookie)
+        await check_csrf(request, token or "")
+        if not token:
+            token = secrets.token_urlsafe(32)
+            settings = get_runtime(request).settings
+            request.state.set_cookies = {
+                cookie: {"value": token, **cookie_options(settings, max_age=None, path=path)}
+            }
+        request.state.anonymous_csrf = token
+        return token
+
+    return anonymous_csrf
+
+
+anonymous_csrf = anonymous_csrf_for(LOGIN_CSRF_COOKIE, CONSOLE)
 
 
 anonymous_csrf.checks_csrf = True  # type: ignore[attr-defined]

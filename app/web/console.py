@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.problems import ErrorPage
 from app.core.settings import Settings
 from app.web.auth import EnrolmentRequired, SignInRequired, see_other, sign_in_redirect
-from app.web.pages import CONSOLE, error_page
+from app.web.pages import CONSOLE, error_page, is_page
 from app.web.routes import ROUTERS
+from app.web.volunteer_auth import VolunteerSignInRequired, to_login
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +26,8 @@ VENDOR = {"htmx": "htmx.org/dist", "leaflet": "leaflet/dist"}
 
 
 class ConsoleHeaders:
-    """Pure ASGI middleware: a strict Content-Security-Policy and no framing for pages.
+    """Pure ASGI middleware: a strict Content-Security-Policy and no framing for pages
+    (the console's and the volunteers').
 
     Scripts and styles only from the console itself; images also from the map tile
     server. Pure ASGI (not ``BaseHTTPMiddleware``) so the live streams pass untouched.
@@ -50,7 +52,7 @@ class ConsoleHeaders:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(CONSOLE):
+        if scope["type"] != "http" or not is_page(scope["path"]):
             await self.app(scope, receive, send)
             return
         static = scope["path"].startswith((f"{CONSOLE}/static/", f"{CONSOLE}/vendor/"))
@@ -87,6 +89,10 @@ def install_console(app: FastAPI, settings: Settings) -> ErrorPage:
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         return sign_in_redirect(request, exc.next_path)
+
+    @app.exception_handler(VolunteerSignInRequired)
+    async def _volunteer_sign_in(request: Request, exc: VolunteerSignInRequired) -> Response:
+        return to_login(request)
 
     @app.exception_handler(EnrolmentRequired)
     async def _enrol(request: Request, exc: EnrolmentRequired) -> Response:

@@ -17,10 +17,26 @@ from babel.dates import format_datetime
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.web.i18n import _, ngettext, preferred_language, use_language
+from app.api.problems import PAGE_PREFIXES
+from app.web.i18n import LANGUAGES, _, ngettext, preferred_language, use_language
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONSOLE = "/console"
+# The volunteers' own pages (app/web/routes/me.py): sign-up, and my page.
+JOIN = "/join"
+ME = "/me"
+
+
+ME_HOME = f"{ME}/"
+
+
+def is_volunteer_page(path: str) -> bool:
+    return path.startswith((JOIN, ME_HOME))
+
+
+def is_page(path: str) -> bool:
+    """A page for a person (HTML errors, strict headers), not the API (``/metrics``!)."""
+    return path.startswith(PAGE_PREFIXES)
 
 
 @cache
@@ -40,10 +56,18 @@ def environment() -> jinja2.Environment:
 
 
 def language_of(request: Request) -> str:
+    """The person's own setting once signed in; else ``?lang=``, else the browser's."""
     staff = getattr(request.state, "staff", None)
     if staff is not None and staff.user.language:
         language: str = staff.user.language
         return language
+    volunteer = getattr(request.state, "volunteer", None)
+    if volunteer is not None:
+        chosen: str = volunteer.language
+        return chosen
+    asked = request.query_params.get("lang")
+    if asked in LANGUAGES:
+        return asked
     return preferred_language(request.headers.get("accept-language"))
 
 
@@ -52,6 +76,7 @@ def page_context(request: Request) -> dict[str, Any]:
     runtime = request.app.state.runtime
     settings = runtime.settings
     staff = getattr(request.state, "staff", None)
+    volunteer = getattr(request.state, "volunteer", None)
     language = language_of(request)
     zone = settings.zone
     # Dates and times as read in Europe (24-hour clock, day before month) in English too.
@@ -70,9 +95,12 @@ def page_context(request: Request) -> dict[str, Any]:
     return {
         "request": request,
         "staff": staff,
+        "volunteer_signed_in": volunteer is not None,
         "user": staff.user if staff is not None else None,
         "csrf_token": staff.csrf_token
         if staff is not None
+        else volunteer.csrf_token
+        if volunteer is not None
         else getattr(request.state, "anonymous_csrf", ""),
         "language": language,
         "console": CONSOLE,
@@ -126,4 +154,5 @@ async def error_page(
         "message": messages.get(status, _("Something went wrong.")),
         "detail": detail if status in (403, 409, 413, 429) else None,
     }
-    return render(request, "error.html", context, status=status, headers=headers)
+    template = "me/error.html" if is_volunteer_page(request.url.path) else "error.html"
+    return render(request, template, context, status=status, headers=headers)

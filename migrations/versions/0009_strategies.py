@@ -6,7 +6,7 @@ same ``alerted_as`` / ``alerted_at`` in the selection record for ``/explain``. A
 nullable or defaulted: adding them rewrites no table. See ``docs/strategies.md``.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01 08:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

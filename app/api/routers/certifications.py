@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.api.deps import AdminDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -16,7 +16,7 @@ from app.api.schemas.certifications import (
     RevokeRequest,
 )
 from app.api.schemas.common import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, page_of
-from app.registry import certifications
+from app.registry import attachments, certifications
 
 router = APIRouter(prefix="/v1/certifications", tags=["certifications"])
 
@@ -108,3 +108,48 @@ async def revoke_certification(
 ) -> CertificationOut:
     """verified → revoked, with a reason; the volunteer stops being alertable at once."""
     return await _decide(session, runtime, admin, certification_id, "revoke", body.reason)
+
+
+@router.get(
+    "/{certification_id}/attachment",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in attachments.EXTENSIONS
+            },
+            "description": "the photo or PDF the volunteer attached, as a download",
+        },
+        **error_responses(*AUTH, 404, 422),
+    },
+)
+async def get_attachment(
+    certification_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, admin: AdminDep
+) -> Response:
+    """The certificate's attachment, for review; each coordinator's first read a day is logged.
+
+    Always a download with the type judged from its bytes, never rendered on our origin.
+    """
+    file = await attachments.read_attachment(
+        session,
+        certification_id=certification_id,
+        reader=admin,
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return attachment_response(file)
+
+
+def attachment_response(file: attachments.AttachmentFile) -> Response:
+    """The file as a download that is never rendered, sniffed or cached (API and console)."""
+    return Response(
+        file.content,
+        media_type=file.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{file.filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "no-store",
+        },
+    )

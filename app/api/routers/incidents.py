@@ -8,11 +8,13 @@ administrators only: distances reveal where people live.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, DispatcherDep, ReaderDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -24,10 +26,12 @@ from app.api.schemas.incidents import (
     SelectionExplanation,
 )
 from app.core.db import unit_of_work
+from app.registry.access import PersonalRead, record_reads
+from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import alert_views, incident_view, visible_incident
+from dispatch.views import IncidentSnapshot, alert_views, incident_view, visible_incident
 from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
@@ -38,6 +42,36 @@ IncidentStatus = Annotated[
     str | None,
     Query(pattern="^(alerting|not_alerted|cancelled|closed)$", description="only this status"),
 ]
+
+
+async def _log_contact_reads(
+    session: AsyncSession,
+    runtime: Runtime,
+    caller: Principal,
+    contacts: list[tuple[uuid.UUID, uuid.UUID]],
+) -> None:
+    """Who looked: ``caller`` saw these (incident, volunteer) names and phone numbers."""
+    await record_reads(
+        session,
+        reader=caller,
+        reads=[
+            PersonalRead(volunteer_id, "contacts", incident_id)
+            for incident_id, volunteer_id in contacts
+        ],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
+
+
+def _responder_contacts(
+    views: Sequence[IncidentSnapshot],
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    return [
+        (view.id, responder.volunteer_id)
+        for view in views
+        for responder in view.responders
+        if responder.phone is not None
+    ]
 
 
 async def _record_selection_after_commit(
@@ -111,6 +145,7 @@ async def post_incident(
 async def list_incidents(
     caller: ReaderDep,
     session: SessionDep,
+    runtime: RuntimeDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     status_filter: Annotated[IncidentStatus, Query(alias="status")] = None,
@@ -119,6 +154,7 @@ async def list_incidents(
     page = await list_visible_incidents(
         session, caller=caller, status=status_filter, cursor=cursor, limit=limit
     )
+    await _log_contact_reads(session, runtime, caller, _responder_contacts(page.rows))
     return page_of(page, IncidentView.model_validate)
 
 
@@ -128,10 +164,13 @@ async def list_incidents(
     responses=error_responses(401, 403, 404, 422),
 )
 async def get_incident(
-    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> IncidentView:
+    """The incident now; the first read of each responder's contact a day is logged."""
     await visible_incident(session, incident_id=incident_id, caller=caller)
-    return IncidentView.model_validate(await incident_view(session, incident_id=incident_id))
+    view = await incident_view(session, incident_id=incident_id)
+    await _log_contact_reads(session, runtime, caller, _responder_contacts([view]))
+    return IncidentView.model_validate(view)
 
 
 @router.get(
@@ -140,15 +179,20 @@ async def get_incident(
     responses=error_responses(401, 403, 404, 422),
 )
 async def get_incident_alerts(
-    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep
+    incident_id: uuid.UUID, caller: ReaderDep, session: SessionDep, runtime: RuntimeDep
 ) -> list[AlertView]:
     """Every alert, nearest first; names and phones only of volunteers who accepted;
-    for a dispatcher, identity and exact distance only of those, a band for the rest."""
+    for a dispatcher, identity and exact distance only of those, a band for the rest.
+    The first read of each responder's contact a day is logged."""
     await visible_incident(session, incident_id=incident_id, caller=caller)
-    return [
-        AlertView.model_validate(alert)
-        for alert in await alert_views(session, incident_id=incident_id, caller=caller)
+    alerts = await alert_views(session, incident_id=incident_id, caller=caller)
+    contacts = [
+        (incident_id, alert.volunteer_id)
+        for alert in alerts
+        if alert.phone is not None and alert.volunteer_id is not None
     ]
+    await _log_contact_reads(session, runtime, caller, contacts)
+    return [AlertView.model_validate(alert) for alert in alerts]
 
 
 @router.get(
@@ -165,6 +209,13 @@ async def explain(
 ) -> SelectionExplanation:
     """Alerted, or the first rule that excluded the volunteer, from the recorded selection."""
     incident = await visible_incident(session, incident_id=incident_id, caller=caller)
+    await record_reads(
+        session,
+        reader=caller,
+        reads=[PersonalRead(volunteer_id, "explain", incident_id)],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
     answer = await explain_selection(
         session, incident=incident, volunteer_id=volunteer_id, settings=runtime.settings
     )

@@ -1,8 +1,10 @@
-"""The volunteer's own view, with a personal token: profile, location, availability."""
+"""The volunteer's own view, with a personal token: profile, location, availability,
+export, erasure and the report after an alert."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 
@@ -10,9 +12,10 @@ from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
 from app.api.problems import error_responses
 from app.api.schemas.certifications import CertificationOut
 from app.api.schemas.locations import LiveLocationOut, LocationFix, LocationResult
-from app.api.schemas.me import AvailabilityUpdate, MeOut
+from app.api.schemas.me import AvailabilityUpdate, HindranceOut, MeOut, ReportIn, ReportOut
 from app.core.errors import Unauthorized
-from app.registry import certifications, locations, volunteers
+from app.registry import certifications, eligibility, export, locations, reports, volunteers
+from app.registry.audit import VolunteerSelf
 from app.runtime import Runtime
 from dispatch.responses import release_roles
 
@@ -30,6 +33,8 @@ def _own_id(volunteer_id: uuid.UUID | None) -> uuid.UUID:
 async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) -> MeOut:
     volunteer = await volunteers.get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
+    settings = runtime.settings
+    reasons = await eligibility.hindrances(session, volunteer_id, now=now, settings=settings)
     location = await locations.current_location(session, volunteer_id)
     return MeOut(
         id=volunteer.id,
@@ -42,6 +47,15 @@ async def _me(session: SessionDep, runtime: Runtime, volunteer_id: uuid.UUID) ->
         eligible=await volunteers.is_volunteer_eligible(
             session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
         ),
+        not_alertable_because=[
+            HindranceOut(
+                code=reason.code,
+                text=eligibility.describe(reason, language=volunteer.language, settings=settings),
+                until=reason.until,
+                on=reason.on,
+            )
+            for reason in reasons
+        ],
         certifications=[
             CertificationOut.model_validate(certification)
             for certification in await certifications.certifications_of(session, volunteer_id)
@@ -104,3 +118,51 @@ async def put_availability(
             session, volunteer_id=volunteer_id, reason="pause", now=now, settings=runtime.settings
         )
     return await _me(session, runtime, volunteer_id)
+
+
+@router.get("/export", responses=error_responses(*AUTH, 404))
+async def export_me(session: SessionDep, me: VolunteerDep) -> dict[str, Any]:
+    """Everything the service holds about me, including who read it and when."""
+    return await export.export_volunteer(session, _own_id(me.volunteer_id))
+
+
+@router.delete(
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(*AUTH, 404),
+)
+async def delete_me(session: SessionDep, runtime: RuntimeDep, me: VolunteerDep) -> None:
+    """Erase my account: the same erasure as an administrator's DELETE (this token too)."""
+    volunteer_id = _own_id(me.volunteer_id)
+    await volunteers.erase_volunteer(
+        session,
+        volunteer_id=volunteer_id,
+        actor=VolunteerSelf(volunteer_id),
+        now=runtime.clock.now(),
+    )
+
+
+@router.put(
+    "/alerts/{alert_id}/report",
+    response_model=ReportOut,
+    responses=error_responses(*AUTH, 404, 409, 413, 415, 422),
+)
+async def put_report(
+    alert_id: uuid.UUID, body: ReportIn, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
+) -> ReportOut:
+    """My report on an alert I accepted; asking to be contacted reaches the follow-up contact."""
+    report = await reports.submit_report(
+        session,
+        volunteer_id=_own_id(me.volunteer_id),
+        alert_id=alert_id,
+        answers=reports.ReportAnswers(
+            gave_cpr=body.gave_cpr,
+            aed_used=body.aed_used,
+            arrived_before_ems=body.arrived_before_ems,
+            wants_contact=body.wants_contact,
+        ),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return ReportOut.model_validate(report, from_attributes=True)

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import AdminDep, RuntimeDep, SessionDep
 from app.api.problems import error_responses
@@ -24,12 +25,28 @@ from app.api.schemas.volunteers import (
 )
 from app.api.uploads import read_upload, upload_body
 from app.registry import certifications, places, volunteers
+from app.registry.access import PersonalRead, record_reads
+from app.registry.keys import Principal
+from app.runtime import Runtime
 from dispatch.responses import release_roles
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
 AUTH = (401, 403, 429)
 CSV_TYPES = ("text/csv",)
+
+
+async def _log_profile_read(
+    session: AsyncSession, runtime: Runtime, admin: Principal, volunteer_id: uuid.UUID
+) -> None:
+    """Who looked: an administrator's first opening of this volunteer today is logged."""
+    await record_reads(
+        session,
+        reader=admin,
+        reads=[PersonalRead(volunteer_id, "profile")],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
 
 
 @router.post(
@@ -147,9 +164,13 @@ async def import_volunteers(
 async def get_volunteer(
     volunteer_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, admin: AdminDep
 ) -> VolunteerDetail:
-    """The volunteer with certifications, places and whether they can be alerted now."""
+    """The volunteer with certifications, places and whether they can be alerted now.
+
+    Each administrator's first opening of a volunteer a day is logged (who looked).
+    """
     volunteer = await volunteers.get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
+    await _log_profile_read(session, runtime, admin, volunteer_id)
     return VolunteerDetail(
         **VolunteerOut.model_validate(volunteer).model_dump(),
         eligible=await volunteers.is_volunteer_eligible(
@@ -263,9 +284,11 @@ async def add_certification(
     responses=error_responses(*AUTH, 404, 422),
 )
 async def list_places(
-    volunteer_id: uuid.UUID, session: SessionDep, admin: AdminDep
+    volunteer_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, admin: AdminDep
 ) -> list[PlaceOut]:
+    """Where the volunteer lives and works: logged like opening the volunteer."""
     await volunteers.get_volunteer(session, volunteer_id)
+    await _log_profile_read(session, runtime, admin, volunteer_id)
     return [PlaceOut.of(place) for place in await places.places_of(session, volunteer_id)]
 
 

@@ -155,8 +155,9 @@ class SelectionExplanation(BaseModel):
     ``outcome`` is ``alerted``, an eligibility rule (``not_active``, ``no_consent``,
     ``opted_out``,
     ``paused``, ``no_valid_certification``), ``no_usable_location``, ``cooldown``,
-    ``busy``, ``slower_than_ems`` (would arrive after the ambulance), ``over_cap``, or
-    ``not_within_radius``; ``selection_ran`` is false when the incident was not
+    ``busy``, ``slower_than_ems`` (would arrive after the ambulance), ``over_cap``,
+    ``not_within_radius``, or ``record_purged`` (older than
+    ``SELECTION_RECORD_RETENTION``); ``selection_ran`` is false when the incident was not
     alerted before selection (``not_alerted_reason`` says why). For an alerted
     volunteer, ``alerted_as`` says how (``selection``, ``rerun``, ``replacement``,
     ``widening``) and ``alerted_at`` when.

@@ -1,5 +1,12 @@
 """One module per page group; ``ROUTERS`` is what the console installs."""
 
-from app.web.routes import account, admin, incidents, registry
+from app.web.routes import account, admin, aftercare, incidents, me, registry
 
-ROUTERS = [account.router, incidents.router, admin.router, registry.router]
+ROUTERS = [
+    account.router,
+    incidents.router,
+    admin.router,
+    registry.router,
+    aftercare.router,
+    me.router,
+]

@@ -14,10 +14,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import RuntimeDep, SessionDep
+from app.api.routers.certifications import attachment_response
 from app.api.schemas.aeds import AedCreate, AedUpdate, validate_aed_entries
 from app.api.schemas.certifications import DecisionRequest, RevokeRequest
 from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
+from app.registry.access import PersonalRead, record_reads
 from app.registry.aeds import (
     create_aed,
     get_aed,
@@ -27,6 +29,7 @@ from app.registry.aeds import (
     read_aed_file,
     update_aed,
 )
+from app.registry.attachments import attachment_types, read_attachment
 from app.registry.certifications import (
     Decision,
     certifications_of,
@@ -104,6 +107,7 @@ async def certifications(
         )
     context = {
         "certifications": page.rows,
+        "attachments": await attachment_types(session, [row.id for row in page.rows]),
         "names": await volunteer_names(session, (row.volunteer_id for row in page.rows)),
         "show_volunteer": True,
         "view": view,
@@ -114,6 +118,21 @@ async def certifications(
         **certification_labels(),
     }
     return render(request, "certifications.html", context)
+
+
+@router.get("/certifications/{certification_id}/attachment")
+async def certification_attachment(
+    certification_id: uuid.UUID, staff: CoordinatorDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    """The photo or PDF a volunteer attached, as a download (never shown inline); logged."""
+    file = await read_attachment(
+        session,
+        certification_id=certification_id,
+        reader=principal_of(staff.user),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+    return attachment_response(file)
 
 
 @router.post("/certifications/{certification_id}/{decision}")
@@ -407,12 +426,14 @@ async def _volunteer_page(
     volunteer = await get_volunteer(session, volunteer_id)
     now = runtime.clock.now()
     places = await places_of(session, volunteer_id)
+    held = await certifications_of(session, volunteer_id)
     context = {
         "volunteer": volunteer,
         "eligible": await is_volunteer_eligible(
             session, volunteer_id, now=now, today=now.astimezone(runtime.settings.zone).date()
         ),
-        "certifications": await certifications_of(session, volunteer_id),
+        "certifications": held,
+        "attachments": await attachment_types(session, [item.id for item in held]),
         "names": {volunteer.id: volunteer.name or ""},
         "show_volunteer": False,
         "back": request.url.path,
@@ -442,6 +463,13 @@ async def volunteer(
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> Response:
+    await record_reads(
+        session,
+        reader=principal_of(staff.user),
+        reads=[PersonalRead(volunteer_id, "profile")],
+        now=runtime.clock.now(),
+        zone=runtime.settings.zone,
+    )
     return await _volunteer_page(request, session, runtime, volunteer_id)
 
 
