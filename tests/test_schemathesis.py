@@ -45,6 +45,7 @@ from dispatch.alerting import NewIncident, create_incident
 from dispatch.delivery import advance_message
 from dispatch.lifecycle import IncidentChanges, close_incident, expire_unanswered, update_incident
 from dispatch.responses import InboundSms, handle_inbound_sms
+from dispatch.strategies import run_strategy_steps
 from tests.factories import (
     STOCKHOLM,
     create_aed,
@@ -189,7 +190,11 @@ def test_no_operation_answers_5xx_or_outside_its_document(served: Served) -> Non
 
 async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -> str:
     """An incident that went through each kind of change, committed (its id)."""
-    settings = make_settings(cpr_responders=1)
+    # A batch of 3 (a NO is replaced at once) and one widening step: their events too.
+    widen_after = timedelta(minutes=1)
+    settings = make_settings(
+        cpr_responders=1, alert_batch=3, widen_after=widen_after, widen_steps_m=[1000]
+    )
     clock = FrozenClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
     engine = create_engine(url, pool_size=1)
     factory = create_session_factory(engine)
@@ -261,6 +266,8 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
                 now=clock.now(),
                 settings=settings,
             )
+        clock.advance(widen_after)
+        assert await run_strategy_steps(factory, now=clock.now(), settings=settings) == 1
         clock.advance(settings.alert_reply_window + timedelta(seconds=1))
         await expire_unanswered(factory, now=clock.now(), settings=settings)
         async with unit_of_work(factory) as session:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.schemas.events import PAYLOADS
 from app.core.clock import FrozenClock
-from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.db import unit_of_work
 from app.core.models import (
     Alert,
     Incident,
@@ -75,18 +74,6 @@ def body(**overrides: Any) -> dict[str, Any]:
         "address": "Drottninggatan 1, Stockholm",
         **overrides,
     }
-
-
-@pytest.fixture
-async def committed_engine(committed_db: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(committed_db, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def factory(committed_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_session_factory(committed_engine)
 
 
 async def volunteers_at(
