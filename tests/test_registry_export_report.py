@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.schemas.certifications import CertificationCreate
 from app.core.clock import FrozenClock
 from app.core.errors import Conflict, NotFound
-from app.core.models import Alert, ApiKey, Certification, Message, OneTimeCode, Place, Volunteer
+from app.core.models import (
+    Alert,
+    AlertReport,
+    ApiKey,
+    Certification,
+    Message,
+    OneTimeCode,
+    Place,
+    Volunteer,
+)
 from app.core.settings import Settings
 from app.registry.certifications import submit_certification
 from app.registry.reports import ReportAnswers, recent_reports, submit_report
@@ -29,6 +38,25 @@ from tests.factories import (
 
 PDF = b"%PDF-1.7\n%%EOF\n"
 SHAKEN = ReportAnswers(gave_cpr=True, aed_used=False, arrived_before_ems=True, wants_contact=True)
+
+
+async def report_on(
+    alert: Alert,
+    answers: ReportAnswers,
+    *,
+    volunteer: Volunteer,
+    session: AsyncSession,
+    clock: FrozenClock,
+    settings: Settings,
+) -> AlertReport:
+    return await submit_report(
+        session,
+        volunteer_id=volunteer.id,
+        alert_id=alert.id,
+        answers=answers,
+        now=clock.now(),
+        settings=settings,
+    )
 
 
 async def _accepted_alert(session: AsyncSession, volunteer: Volunteer, now: datetime) -> Alert:
@@ -58,13 +86,8 @@ async def test_the_export_holds_everything_and_who_looked(
         settings=settings,
     )
     alert = await _accepted_alert(session, volunteer, clock.now())
-    await submit_report(
-        session,
-        volunteer_id=volunteer.id,
-        alert_id=alert.id,
-        answers=SHAKEN,
-        now=clock.now(),
-        settings=settings,
+    await report_on(
+        alert, SHAKEN, volunteer=volunteer, session=session, clock=clock, settings=settings
     )
     admin = await create_key(session, role="admin", name="Coordinator Kim")
     await client.get(f"/v1/volunteers/{volunteer.id}", headers=admin)
@@ -131,13 +154,8 @@ async def test_a_debrief_request_reaches_the_follow_up_contact_once(
     alert = await _accepted_alert(session, volunteer, clock.now())
 
     for _ in range(2):
-        await submit_report(
-            session,
-            volunteer_id=volunteer.id,
-            alert_id=alert.id,
-            answers=SHAKEN,
-            now=clock.now(),
-            settings=settings,
+        await report_on(
+            alert, SHAKEN, volunteer=volunteer, session=session, clock=clock, settings=settings
         )
 
     texts = (
@@ -156,24 +174,14 @@ async def test_a_report_changed_later_keeps_the_request_for_contact(
 ) -> None:
     volunteer = await create_volunteer(session)
     alert = await _accepted_alert(session, volunteer, clock.now())
-    await submit_report(
-        session,
-        volunteer_id=volunteer.id,
-        alert_id=alert.id,
-        answers=SHAKEN,
-        now=clock.now(),
-        settings=settings,
+    await report_on(
+        alert, SHAKEN, volunteer=volunteer, session=session, clock=clock, settings=settings
     )
     calmer = ReportAnswers(
         gave_cpr=True, aed_used=True, arrived_before_ems=None, wants_contact=False
     )
-    report = await submit_report(
-        session,
-        volunteer_id=volunteer.id,
-        alert_id=alert.id,
-        answers=calmer,
-        now=clock.now(),
-        settings=settings,
+    report = await report_on(
+        alert, calmer, volunteer=volunteer, session=session, clock=clock, settings=settings
     )
     assert (report.aed_used, report.wants_contact) == (True, True)
 
@@ -188,22 +196,12 @@ async def test_only_an_alert_i_accepted_can_be_reported(
     theirs = await _accepted_alert(session, other, clock.now())
 
     with pytest.raises(Conflict):
-        await submit_report(
-            session,
-            volunteer_id=volunteer.id,
-            alert_id=pending.id,
-            answers=SHAKEN,
-            now=clock.now(),
-            settings=settings,
+        await report_on(
+            pending, SHAKEN, volunteer=volunteer, session=session, clock=clock, settings=settings
         )
     with pytest.raises(NotFound):
-        await submit_report(
-            session,
-            volunteer_id=volunteer.id,
-            alert_id=theirs.id,
-            answers=SHAKEN,
-            now=clock.now(),
-            settings=settings,
+        await report_on(
+            theirs, SHAKEN, volunteer=volunteer, session=session, clock=clock, settings=settings
         )
 
 
