@@ -53,9 +53,11 @@ async def test_an_alert_takes_a_reserved_slot_while_updates_hang_on_every_other(
     """Urgent non-alert traffic (updates, stand-downs) never holds every slot."""
     await harness.texts("update", 200)
     hanging = threading.Event()
-    fake_twilio.script(*(Behaviour(hold=hanging) for _ in range(4)))
+    fake_twilio.script(*(Behaviour(hold=hanging) for _ in range(3)))
+    # No send times out during the test: a timeout would free a slot by itself.
     worker = harness.worker(
-        overrides={"send_concurrency": 4, "send_alert_reserve": 0.25}, poll_interval_s=3600.0
+        overrides={"send_concurrency": 4, "send_alert_reserve": 0.25, "send_timeout_s": 60},
+        poll_interval_s=3600.0,
     )
     running = asyncio.create_task(worker.run())
     try:
