@@ -13,8 +13,9 @@ in its own short transaction as soon as it is known. So:
 - the claim reads in priority order (``message.priority``: alerts first, then
   instructions, updates, stand-downs, cancellations and sign-up codes, then the
   rest), and bulk non-urgent traffic (renewal reminders) holds at most
-  ``SEND_BULK_SHARE`` of the slots and goes out only inside ``REMINDER_HOURS``:
-  a new alert is handed to the provider without waiting for sends in flight;
+  ``SEND_BULK_SHARE`` of the slots and goes out only inside ``REMINDER_HOURS``;
+  ``SEND_ALERT_RESERVE`` of the slots (at least one) are kept for alert SMS, so a
+  new alert is handed to the provider without waiting for any other send in flight;
 - an alert is claimed only while its alert is still open (incident alerting,
   response pending, not stood down), checked in the claim statement itself, and
   a text that follows an alert (stand-down, cancellation) is not sent while that
@@ -51,11 +52,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Exists, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.clock import Clock
 from app.core.db import database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
-from app.core.outbox import BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
+from app.core.outbox import ALERT_PRIORITY, BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.registry.volunteers import opt_out
@@ -212,7 +214,20 @@ def _alert_in_flight(now: datetime) -> Exists:
     )
 
 
-def _claimable(*, now: datetime, bulk: bool, limit: int) -> Select[uuid.UUID]:
+TIERS = ("alert", "urgent", "bulk")
+"""The claim's three reads, in order: alert SMS and calls; instructions, updates,
+stand-downs, cancellations, codes and the rest; bulk (renewal reminders)."""
+
+
+def _tier(tier: str) -> ColumnElement[bool]:
+    if tier == "alert":
+        return Message.priority == ALERT_PRIORITY
+    if tier == "urgent":
+        return and_(Message.priority > ALERT_PRIORITY, Message.priority < BULK_PRIORITY)
+    return Message.priority == BULK_PRIORITY
+
+
+def _claimable(*, now: datetime, tier: str, limit: int) -> Select[uuid.UUID]:
     """Due messages in claim order, locked (``SKIP LOCKED``): alerts only while wanted.
 
     ``queued`` and due, or ``sending`` whose lease ran out (the worker died) or whose
@@ -220,7 +235,7 @@ def _claimable(*, now: datetime, bulk: bool, limit: int) -> Select[uuid.UUID]:
     a text about an alert (stand-down, cancellation) not while that alert's own
     request is in flight.
     """
-    priority = Message.priority == BULK_PRIORITY if bulk else Message.priority < BULK_PRIORITY
+    priority = _tier(tier)
     return (
         select(Message.id)
         .outerjoin(Alert, and_(Alert.id == Message.alert_id, Message.purpose == "alert"))
@@ -251,18 +266,30 @@ async def claim_due(
     worker_id: str,
     limit: int,
     lease: timedelta,
+    other_limit: int | None = None,
     bulk_limit: int = 0,
 ) -> list[ClaimedSms]:
-    """Claim up to ``limit`` due messages, of which at most ``bulk_limit`` bulk ones.
+    """Claim up to ``limit`` due messages: alerts first, then at most ``other_limit``
+    others (default: as many as fit), of which at most ``bulk_limit`` bulk ones.
 
-    Urgent traffic is read first, in priority order; bulk fills only the slots left.
-    Each claimed row becomes ``sending`` with a lease of ``lease`` from ``now``.
+    Each tier is read only when room is left, in priority order. Each claimed row
+    becomes ``sending`` with a lease of ``lease`` from ``now``.
     """
-    claimed = await _claim(session, now=now, worker_id=worker_id, limit=limit, lease=lease)
-    room = min(bulk_limit, limit - len(claimed))
+    claimed = await _claim(
+        session, now=now, worker_id=worker_id, limit=limit, lease=lease, tier="alert"
+    )
+    others = limit - len(claimed) if other_limit is None else other_limit
+    room = min(others, limit - len(claimed))
+    if room > 0:
+        urgent = await _claim(
+            session, now=now, worker_id=worker_id, limit=room, lease=lease, tier="urgent"
+        )
+        claimed += urgent
+        others -= len(urgent)
+    room = min(bulk_limit, others, limit - len(claimed))
     if room > 0:
         claimed += await _claim(
-            session, now=now, worker_id=worker_id, limit=room, lease=lease, bulk=True
+            session, now=now, worker_id=worker_id, limit=room, lease=lease, tier="bulk"
         )
     alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
     if alert_ids:
@@ -289,9 +316,9 @@ async def _claim(
     worker_id: str,
     limit: int,
     lease: timedelta,
-    bulk: bool = False,
+    tier: str,
 ) -> list[ClaimedSms]:
-    due = _claimable(now=now, bulk=bulk, limit=limit)
+    due = _claimable(now=now, tier=tier, limit=limit)
     rows = (
         await session.execute(
             update(Message)
@@ -460,6 +487,13 @@ class DispatchWorker:
         self.lease = timedelta(seconds=settings.send_timeout_s) + LEASE_MARGIN
         self.slots = settings.send_concurrency
         self.bulk_slots = max(1, int(settings.send_concurrency * settings.send_bulk_share))
+        # Slots that only alert SMS may take: a new alert never waits for stand-downs,
+        # updates or reminders already on the wire to a slow provider.
+        self.alert_reserved_slots = (
+            max(1, int(settings.send_concurrency * settings.send_alert_reserve))
+            if settings.send_concurrency > 1
+            else 0
+        )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
         self._last_health_success = float("-inf")
         self._wake = asyncio.Event()
@@ -479,6 +513,10 @@ class DispatchWorker:
         bulk_limit = 0
         if within_hours(self.settings.reminder_hours, now=now, zone=self.settings.zone):
             bulk_limit = self.bulk_slots - sum(1 for sms in self._sending.values() if sms.bulk)
+        others_in_flight = sum(
+            1 for sms in self._sending.values() if sms.priority != ALERT_PRIORITY
+        )
+        other_limit = max(0, self.slots - self.alert_reserved_slots - others_in_flight)
         async with unit_of_work(self.session_factory) as session:
             claimed = await claim_due(
                 session,
@@ -486,6 +524,7 @@ class DispatchWorker:
                 worker_id=self.worker_id,
                 limit=free,
                 lease=self.lease,
+                other_limit=other_limit,
                 bulk_limit=bulk_limit,
             )
         started = []

@@ -47,6 +47,34 @@ async def test_an_alert_overtakes_200_reminders_while_the_provider_hangs(
         await worker.gateway.close()
 
 
+async def test_an_alert_takes_a_reserved_slot_while_updates_hang_on_every_other(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    """Urgent non-alert traffic (updates, stand-downs) never holds every slot."""
+    await harness.texts("update", 200)
+    hanging = threading.Event()
+    fake_twilio.script(*(Behaviour(hold=hanging) for _ in range(3)))
+    # No send times out during the test: a timeout would free a slot by itself.
+    worker = harness.worker(
+        overrides={"send_concurrency": 4, "send_alert_reserve": 0.25, "send_timeout_s": 60},
+        poll_interval_s=3600.0,
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.to_thread(wait_listening, worker)
+        await asyncio.to_thread(fake_twilio.wait_for_arrivals, 3)
+        [alert] = await harness.alerts()
+        await asyncio.to_thread(fake_twilio.wait_for_arrivals, 4)
+        [first] = await asyncio.to_thread(fake_twilio.wait_for, 1)
+        assert message_id_of(first) == str((await harness.message_for(alert)).id)
+        assert not hanging.is_set(), "the alert did not wait for the hanging updates"
+    finally:
+        hanging.set()
+        worker.stop()
+        await running
+        await worker.gateway.close()
+
+
 async def test_a_claim_takes_alerts_then_instructions_then_the_rest_then_bulk(
     harness: Harness, fake_twilio: FakeTwilio
 ) -> None:

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # The most of a worker's SEND_CONCURRENCY slots that bulk non-urgent SMS (renewal
     # reminders) may hold at once (at least one slot); docs/dispatch.md.
     send_bulk_share: float = Field(default=0.25, gt=0, le=1)
+    # The share of SEND_CONCURRENCY slots (at least one) that only alert SMS may
+    # take, so stand-downs or updates hanging on a slow provider never hold every
+    # slot when a new alert arrives; docs/dispatch.md.
+    send_alert_reserve: float = Field(default=0.25, gt=0, lt=1)
     # Where a stand-alone `responder worker` serves /metrics (0: nowhere); `serve`
     # has /metrics on its API port.
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
