@@ -301,9 +301,5 @@ def test_every_event_of_the_stream_matches_its_documented_schema(served: Served)
     events = [
         line.split(": ", 1)[1] for line in response.text.splitlines() if line.startswith("event: ")
     ]
-    # Not on this incident's path: a cancel (it is closed instead) and the opt-in
-    # strategies' steps (replacement, widening; their payloads are checked against
-    # the same models in tests/test_strategies.py's event assertions).
-    not_exercised = {"incident.cancelled", "alerts.replaced", "incident.radius_widened"}
-    assert set(PAYLOADS) - set(events) <= not_exercised, events
+    assert set(PAYLOADS) - set(events) <= {"incident.cancelled"}, events
     case.validate_response(response, checks=CHECKS)
