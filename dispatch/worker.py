@@ -117,6 +117,8 @@ class ClaimedSms:
     attempts: int
     deadline_at: datetime
     queued_at: datetime
+    exercise: bool = False
+    """Of an exercise incident: sent like any other, counted in no statistic."""
 
     @property
     def bulk(self) -> bool:
@@ -313,6 +315,10 @@ async def _claim(
                 Message.attempts,
                 Message.deadline_at,
                 Message.created_at,
+                select(Incident.exercise)
+                .where(Incident.id == Message.incident_id)
+                .scalar_subquery()
+                .label("exercise"),
             )
         )
     ).all()
@@ -327,6 +333,7 @@ async def _claim(
             attempts=row.attempts,
             deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
             queued_at=row.created_at,
+            exercise=bool(row.exercise),
         )
         for row in rows
     ]
@@ -520,7 +527,8 @@ class DispatchWorker:
                 failure = SendFailure("rejected", "deadline: too late to send")
                 async with unit_of_work(self.session_factory) as session:
                     await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
-                SMS_ABANDONED.labels("deadline").inc()
+                if not sms.exercise:
+                    SMS_ABANDONED.labels("deadline").inc()
                 return failure
             validity = int(left.total_seconds())
         request = SendRequest(
@@ -533,7 +541,8 @@ class DispatchWorker:
         try:
             result = await self.gateway.send(request)
         except SendFailure as failure:
-            SMS_FAILED.labels(sms.purpose, failure.kind).inc()
+            if not sms.exercise:
+                SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             log.warning(
                 "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
             )
@@ -541,9 +550,10 @@ class DispatchWorker:
                 await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
             await self._note_health(failure)
             return failure
-        SMS_SENT.labels(sms.purpose).inc()
         accepted_at = self.clock.now()
-        if sms.purpose == "alert":
+        if not sms.exercise:
+            SMS_SENT.labels(sms.purpose).inc()
+        if sms.purpose == "alert" and not sms.exercise:
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
             await record_success(session, sms=sms, result=result, now=accepted_at)
