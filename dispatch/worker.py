@@ -149,7 +149,8 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     # (the order replies and cancels take them in), incidents in id order.
     expired = (
         await session.execute(
-            select(Message.id)
+            select(Message.id, func.coalesce(Incident.exercise, False))
+            .outerjoin(Incident, Incident.id == Message.incident_id)
             .where(
                 Message.direction == "out",
                 Message.status.in_(("queued", "sending")),
@@ -158,17 +159,18 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             )
             .order_by(Message.incident_id, Message.id)
         )
-    ).scalars()
+    ).all()
     count = 0
-    for message_id in list(expired):
+    for message_id, exercise in expired:
         if await advance_message(
             session, message_id=message_id, status="failed", now=now, failure_reason="deadline"
         ):
-            SMS_ABANDONED.labels("deadline").inc()
+            if not exercise:
+                SMS_ABANDONED.labels("deadline").inc()
             count += 1
     not_needed = (
         await session.execute(
-            select(Message.id, Message.status, Alert.response)
+            select(Message.id, Message.status, Alert.response, Incident.exercise)
             .join(Alert, Alert.id == Message.alert_id)
             .join(Incident, Incident.id == Alert.incident_id)
             .where(
@@ -181,14 +183,15 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             .with_for_update(of=Message, skip_locked=True)
         )
     ).all()
-    for message_id, status, response in not_needed:
+    for message_id, status, response, exercise in not_needed:
         if status == "queued":
             await session.execute(
                 update(Message)
                 .where(Message.id == message_id)
                 .values(status="failed", failure_reason="not_needed", updated_at=now)
             )
-            SMS_ABANDONED.labels("not_needed").inc()
+            if not exercise:
+                SMS_ABANDONED.labels("not_needed").inc()
             count += 1
         elif response in ANSWERED:
             # An unknown outcome that the volunteer's own reply settled: it arrived.

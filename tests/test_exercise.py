@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import httpx
 from prometheus_client import REGISTRY
@@ -59,6 +60,35 @@ async def test_exercise_texts_are_marked_in_each_language_and_count_in_no_metric
     assert bodies[1].startswith("ÖVNING: HLR-LARM ")
     assert sample("responder_sms_sent_total", {"purpose": "alert"}) == sent_before
     assert sample("responder_alert_sms_accepted_seconds_count") == accepted_before
+
+
+async def test_an_exercise_alert_abandoned_past_its_deadline_is_not_counted(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    async with unit_of_work(harness.factory) as session:
+        await create_volunteer(session, near=NEAR, language="en")
+        await create_incident(
+            session,
+            centre="sos",
+            request=exercise_request(),
+            settings=harness.settings,
+            now=harness.clock.now(),
+        )
+    abandoned_before = sample("responder_sms_abandoned_total", {"reason": "deadline"})
+    harness.clock.advance(timedelta(minutes=3))
+    worker = harness.worker()
+
+    assert await worker.send_due() == 0
+    await worker.run_timers()
+    await worker.gateway.close()
+
+    assert fake_twilio.requests == []
+    async with harness.factory() as session:
+        [reason] = (
+            await session.execute(select(Message.failure_reason).where(Message.purpose == "alert"))
+        ).scalars()
+    assert reason == "deadline"
+    assert sample("responder_sms_abandoned_total", {"reason": "deadline"}) == abandoned_before
 
 
 async def test_a_real_incident_is_not_marked_and_is_counted(
