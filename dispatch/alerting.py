@@ -64,17 +64,20 @@ class NewIncident:
     flags: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SCENE_FLAGS, False))
     alert: bool = True
     ems_eta_s: int | None = None
+    exercise: bool = False
 
     def request_hash(self) -> str:
         """Canonical: key order, whitespace and omitted defaults do not change it.
 
-        Without an ETA the hash is the one stored before ``ems_eta_s`` existed, so
-        a CAD replaying an older request still gets 200, not 409.
+        Without an ETA, and unless an exercise, the hash is the one stored before
+        ``ems_eta_s`` and ``exercise`` existed, so a CAD replaying an older request
+        still gets 200, not 409.
         """
         body = asdict(self)
         body["flags"] = {name: bool(self.flags.get(name, False)) for name in SCENE_FLAGS}
-        if body["ems_eta_s"] is None:
-            del body["ems_eta_s"]
+        for added_later in ("ems_eta_s", "exercise"):
+            if not body[added_later]:
+                del body[added_later]
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -137,6 +140,7 @@ async def create_incident(
                 access_notes=request.access_notes,
                 flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
                 alert_requested=request.alert,
+                exercise=request.exercise,
                 status="not_alerted" if reason else "alerting",
                 not_alerted_reason=reason,
                 radius_m=settings.alert_radius_m,

@@ -85,6 +85,7 @@ class IncidentSnapshot:
     access_notes: str | None
     flags: dict[str, bool]
     alert: bool
+    exercise: bool
     nearest_aed: NearestAed | None
     counts: AlertCounts
     responders: list[Responder]
@@ -242,6 +243,7 @@ def _incident_view(
         access_notes=incident.access_notes,
         flags=incident.flags,
         alert=incident.alert_requested,
+        exercise=incident.exercise,
         nearest_aed=nearest_aed,
         counts=counts or AlertCounts(),
         responders=responders or [],

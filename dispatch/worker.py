@@ -119,6 +119,8 @@ class ClaimedSms:
     attempts: int
     deadline_at: datetime
     queued_at: datetime
+    exercise: bool = False
+    """Of an exercise incident: sent like any other, counted in no statistic."""
 
     @property
     def bulk(self) -> bool:
@@ -149,7 +151,8 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     # (the order replies and cancels take them in), incidents in id order.
     expired = (
         await session.execute(
-            select(Message.id)
+            select(Message.id, func.coalesce(Incident.exercise, False))
+            .outerjoin(Incident, Incident.id == Message.incident_id)
             .where(
                 Message.direction == "out",
                 Message.status.in_(("queued", "sending")),
@@ -158,17 +161,18 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             )
             .order_by(Message.incident_id, Message.id)
         )
-    ).scalars()
+    ).all()
     count = 0
-    for message_id in list(expired):
+    for message_id, exercise in expired:
         if await advance_message(
             session, message_id=message_id, status="failed", now=now, failure_reason="deadline"
         ):
-            SMS_ABANDONED.labels("deadline").inc()
+            if not exercise:
+                SMS_ABANDONED.labels("deadline").inc()
             count += 1
     not_needed = (
         await session.execute(
-            select(Message.id, Message.status, Alert.response)
+            select(Message.id, Message.status, Alert.response, Incident.exercise)
             .join(Alert, Alert.id == Message.alert_id)
             .join(Incident, Incident.id == Alert.incident_id)
             .where(
@@ -181,14 +185,15 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             .with_for_update(of=Message, skip_locked=True)
         )
     ).all()
-    for message_id, status, response in not_needed:
+    for message_id, status, response, exercise in not_needed:
         if status == "queued":
             await session.execute(
                 update(Message)
                 .where(Message.id == message_id)
                 .values(status="failed", failure_reason="not_needed", updated_at=now)
             )
-            SMS_ABANDONED.labels("not_needed").inc()
+            if not exercise:
+                SMS_ABANDONED.labels("not_needed").inc()
             count += 1
         elif response in ANSWERED:
             # An unknown outcome that the volunteer's own reply settled: it arrived.
@@ -340,6 +345,10 @@ async def _claim(
                 Message.attempts,
                 Message.deadline_at,
                 Message.created_at,
+                select(Incident.exercise)
+                .where(Incident.id == Message.incident_id)
+                .scalar_subquery()
+                .label("exercise"),
             )
         )
     ).all()
@@ -354,6 +363,7 @@ async def _claim(
             attempts=row.attempts,
             deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
             queued_at=row.created_at,
+            exercise=bool(row.exercise),
         )
         for row in rows
     ]
@@ -559,7 +569,8 @@ class DispatchWorker:
                 failure = SendFailure("rejected", "deadline: too late to send")
                 async with unit_of_work(self.session_factory) as session:
                     await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
-                SMS_ABANDONED.labels("deadline").inc()
+                if not sms.exercise:
+                    SMS_ABANDONED.labels("deadline").inc()
                 return failure
             validity = int(left.total_seconds())
         request = SendRequest(
@@ -572,7 +583,8 @@ class DispatchWorker:
         try:
             result = await self.gateway.send(request)
         except SendFailure as failure:
-            SMS_FAILED.labels(sms.purpose, failure.kind).inc()
+            if not sms.exercise:
+                SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             log.warning(
                 "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
             )
@@ -580,9 +592,10 @@ class DispatchWorker:
                 await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
             await self._note_health(failure)
             return failure
-        SMS_SENT.labels(sms.purpose).inc()
         accepted_at = self.clock.now()
-        if sms.purpose == "alert":
+        if not sms.exercise:
+            SMS_SENT.labels(sms.purpose).inc()
+        if sms.purpose == "alert" and not sms.exercise:
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
             await record_success(session, sms=sms, result=result, now=accepted_at)

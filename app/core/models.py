@@ -283,6 +283,8 @@ class Incident(Base):
     access_notes: Mapped[str | None] = mapped_column(Text)
     flags: Mapped[dict[str, bool]] = mapped_column(JSONB, default=dict)
     alert_requested: Mapped[bool] = mapped_column(Boolean, default=True)
+    exercise: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """A drill: texts marked ``EXERCISE``/``ÖVNING``, left out of every statistic."""
     status: Mapped[str] = mapped_column(String(20))
     not_alerted_reason: Mapped[str | None] = mapped_column(String(50))
     duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incident.id"))

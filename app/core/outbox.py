@@ -13,13 +13,14 @@ to the provider before anything else that is due.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Message
+from app.core.models import Incident, Message, Volunteer
+from app.core.texts import exercise_text
 
 OUTBOX_CHANNEL = "responder_outbox"
 
@@ -61,10 +62,47 @@ class OutboundSms:
     deadline_at: datetime | None = None
 
 
+async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
+    """Every text about an exercise incident starts with ``EXERCISE`` / ``ÖVNING``.
+
+    Marked here, where every incident's texts pass, rather than at each of their
+    call sites, so no new kind of text can forget it. One indexed look-up per call
+    with an incident; a second (the recipients' language) only for an exercise.
+    """
+    incident_ids = {item.incident_id for item in messages if item.incident_id is not None}
+    if not incident_ids:
+        return messages
+    exercises = set(
+        (
+            await session.execute(
+                select(Incident.id).where(Incident.id.in_(incident_ids), Incident.exercise)
+            )
+        ).scalars()
+    )
+    if not exercises:
+        return messages
+    volunteer_ids = {
+        item.volunteer_id
+        for item in messages
+        if item.incident_id in exercises and item.volunteer_id is not None
+    }
+    recipients = await session.execute(
+        select(Volunteer.id, Volunteer.language).where(Volunteer.id.in_(volunteer_ids))
+    )
+    languages: dict[uuid.UUID, str] = dict(recipients.all())
+    return [
+        replace(item, body=exercise_text(languages.get(item.volunteer_id, "sv"), item.body))
+        if item.incident_id in exercises and item.volunteer_id is not None
+        else item
+        for item in messages
+    ]
+
+
 async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: datetime) -> None:
     """Queue texts with one INSERT and wake the senders when the transaction commits."""
     if not messages:
         return
+    messages = await _mark_exercises(session, messages)
     await session.execute(
         insert(Message),
         [

@@ -216,6 +216,11 @@ def _pick(language: str, sv: str, en: str) -> str:
     return sv if language == "sv" else en
 
 
+def exercise_text(language: str, body: str) -> str:
+    """Any text of an exercise incident, marked first so nobody takes it for real."""
+    return _pick(language, "ÖVNING: ", "EXERCISE: ") + body
+
+
 def stand_down_text(language: str, *, code: str) -> str:
     return _pick(
         language,

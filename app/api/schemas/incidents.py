@@ -41,6 +41,11 @@ class IncidentCreate(StrictInput):
     flags: SceneFlags = Field(default_factory=SceneFlags)
     alert: bool = True
     ems_eta_s: EmsEta | None = None
+    exercise: bool = Field(
+        default=False,
+        description="A drill: the whole alert path runs, its texts start with EXERCISE "
+        "(ÖVNING), and it is left out of every statistic.",
+    )
 
     def to_request(self) -> NewIncident:
         return NewIncident(
@@ -52,6 +57,7 @@ class IncidentCreate(StrictInput):
             flags={name: getattr(self.flags, name) for name in SCENE_FLAGS},
             alert=self.alert,
             ems_eta_s=self.ems_eta_s,
+            exercise=self.exercise,
         )
 
 
@@ -111,6 +117,7 @@ class IncidentView(ReadModel):
     access_notes: str | None
     flags: dict[str, bool]
     alert: bool
+    exercise: bool
     nearest_aed: NearestAedView | None
     counts: Counts
     responders: list[ResponderView]
