@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from playwright.async_api import Page, expect
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import AuditLog, StaffUser
 from app.embedded import EmbeddedPostgres
+from app.web.oidc import Attempt, SsoRefused, authorization_url
 from tests.conftest import TEMPLATE
 from tests.console_harness import WebServer, serve, sign_in
+from tests.factories import make_settings
 from tests.oidc_fake import FakeOidc
 
 SSO_BUTTON = "Sign in with single sign-on"
@@ -143,3 +146,17 @@ async def test_the_break_glass_coordinator_still_signs_in_with_a_password(
     await sign_in(page, web, coordinator, path="/console/account")
     await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
     await expect(page.get_by_text("Break Glass").first).to_be_visible()
+
+
+def test_an_issuer_without_its_client_is_a_configuration_error() -> None:
+    with pytest.raises(ValidationError, match="RESPONDER_OIDC_CLIENT_ID"):
+        make_settings(oidc_issuer="https://login.example.org")
+
+
+async def test_an_unreachable_provider_is_a_clear_502_never_a_500() -> None:
+    settings = make_settings(
+        oidc_issuer="http://127.0.0.1:9", oidc_client_id="c", oidc_client_secret="s"
+    )
+    with pytest.raises(SsoRefused) as refused:
+        await authorization_url(settings, Attempt.start("/console"))
+    assert refused.value.status == 502
