@@ -15,6 +15,7 @@ async def test_a_coordinator_signs_in_and_out(page: Page, web: WebServer) -> Non
     await page.goto(web.url("/console/account"))
     await expect(page).to_have_url(re.compile(r"/console/login\?next=/console/account$"))
     await snap(page, "login")
+    await expect(page.get_by_role("link", name="Sign in with single sign-on")).to_have_count(0)
     await page.get_by_label("Email").fill(coordinator.email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()

@@ -42,7 +42,13 @@ def test_every_state_changing_console_route_checks_the_csrf_token(app: FastAPI) 
 
 
 def test_every_console_page_but_sign_in_needs_a_session(app: FastAPI) -> None:
-    public = {"/console/login", "/console/login/code", "/console/password/{token}"}
+    public = {
+        "/console/login",
+        "/console/login/code",
+        "/console/login/sso",
+        "/console/login/sso/callback",
+        "/console/password/{token}",
+    }
     open_routes = [
         route.path
         for route in _console_routes(app)

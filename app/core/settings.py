@@ -180,6 +180,14 @@ class Settings(BaseSettings):
     login_throttle_window: timedelta = timedelta(minutes=15)
     login_failures_per_account: int = Field(default=5, ge=1)
     login_failures_per_ip: int = Field(default=30, ge=1)
+    # Single sign-on (OpenID Connect); off while the issuer is unset.
+    oidc_issuer: str | None = Field(default=None, description="unset = no single sign-on")
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_role_claim: str = "responder_role"
+    oidc_centre_claim: str = "responder_centre"
+    oidc_coordinator_value: str = "coordinator"
+    oidc_dispatcher_value: str = "dispatcher"
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_tile_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
@@ -276,7 +284,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("web_base_url")
+    @field_validator("web_base_url", "oidc_issuer")
     @classmethod
     def _optional_http_url(cls, value: str | None) -> str | None:
         return None if value is None or value == "" else cls._http_url(value)
@@ -294,6 +302,11 @@ class Settings(BaseSettings):
         if self.twilio_account_sid and not (self.twilio_messaging_service_sid or self.twilio_from):
             raise ValueError(
                 "Twilio needs RESPONDER_TWILIO_MESSAGING_SERVICE_SID or RESPONDER_TWILIO_FROM"
+            )
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
+            raise ValueError(
+                "RESPONDER_OIDC_ISSUER needs RESPONDER_OIDC_CLIENT_ID and "
+                "RESPONDER_OIDC_CLIENT_SECRET"
             )
         self._check_strategy()
         if self.service_area is not None and not self.service_area.is_file():

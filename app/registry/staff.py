@@ -390,7 +390,9 @@ async def check_totp(
     return user
 
 
-async def record_login(session: AsyncSession, *, user: StaffUser, now: datetime) -> None:
+async def record_login(
+    session: AsyncSession, *, user: StaffUser, now: datetime, method: str = "password"
+) -> None:
     user.last_login_at = now
     await session.flush()
     await record_audit(
@@ -399,7 +401,44 @@ async def record_login(session: AsyncSession, *, user: StaffUser, now: datetime)
         action="staff.login",
         target_type="staff_user",
         target_id=user.id,
+        details={"method": method},
     )
+
+
+async def staff_user_of_sso(
+    session: AsyncSession, *, email: str, name: str, role: str, centre: str | None, now: datetime
+) -> StaffUser:
+    """The person a verified identity provider vouches for, created or brought up to date.
+
+    The provider is the source of truth for role and centre of whoever signs in through
+    it: a changed role or centre ends the person's other sessions, as a coordinator's
+    change on the Staff page does. A disabled account stays disabled (``Unauthorized``).
+    ``InvalidInput`` when the claims give no valid role, or a dispatcher no centre.
+    """
+    email = normalise_email(email)
+    centre = check_role_and_centre(role, centre)
+    name = name.strip()[:200] or email
+    await session.execute(
+        pg_insert(StaffUser)
+        .values(id=uuid.uuid4(), email=email, name=name, role=role, centre=centre)
+        .on_conflict_do_nothing(index_elements=[StaffUser.email])
+    )
+    user = await find_staff_user(session, email)
+    if user.disabled_at is not None:
+        raise Unauthorized("this account is disabled")
+    if (user.role, user.centre) != (role, centre):
+        user.role, user.centre = role, centre
+        await session.flush()
+        await revoke_user_sessions(session, user_id=user.id, now=now)
+        await record_audit(
+            session,
+            actor=principal_of(user),
+            action="staff.role",
+            target_type="staff_user",
+            target_id=user.id,
+            details={"role": role, "centre": centre, "method": "sso"},
+        )
+    return user
 
 
 async def disable_staff_user(

@@ -13,6 +13,8 @@ from fastapi.responses import Response
 
 from app.api.deps import RuntimeDep, SessionDep
 from app.core.errors import InvalidInput, RateLimited, Unauthorized
+from app.core.models import StaffUser
+from app.core.settings import Settings
 from app.registry.staff import (
     check_totp,
     must_enrol_second_factor,
@@ -38,6 +40,7 @@ from app.web.auth import (
 )
 from app.web.forms import form_data, text_field
 from app.web.i18n import _
+from app.web.oidc import SSO_PATH
 from app.web.pages import CONSOLE, render
 
 router = APIRouter(prefix=CONSOLE, include_in_schema=False)
@@ -65,13 +68,22 @@ async def home(staff: StaffDep) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, csrf: AnonymousCsrfDep, next: str = CONSOLE) -> Response:
+async def login_page(
+    request: Request, csrf: AnonymousCsrfDep, runtime: RuntimeDep, next: str = CONSOLE
+) -> Response:
     notice = _("Your session ended. Sign in again.") if request.query_params.get("ended") else None
-    return render(
-        request,
-        "login.html",
-        {"email": "", "errors": {}, "next": safe_next(next), "notice": notice},
-    )
+    context: dict[str, object] = {
+        "email": "",
+        "errors": {},
+        "next": safe_next(next),
+        "notice": notice,
+    }
+    return render(request, "login.html", context | sso_offer(runtime.settings))
+
+
+def sso_offer(settings: Settings) -> dict[str, str | None]:
+    """Where the single sign-on button leads, when single sign-on is configured."""
+    return {"sso_path": SSO_PATH if settings.oidc_issuer else None}
 
 
 @router.post("/login")
@@ -100,8 +112,24 @@ async def login(
         )
         status = 429 if isinstance(refused, RateLimited) else 401
         context = {"email": email, "errors": {"form": message}, "next": next_path, "notice": None}
-        return render(request, "login.html", context, status=status)
-    pending = needs_second_factor(user)
+        return render(request, "login.html", context | sso_offer(runtime.settings), status=status)
+    return await signed_in(
+        request, session, runtime, user=user, next_path=next_path, pending=needs_second_factor(user)
+    )
+
+
+async def signed_in(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    *,
+    user: StaffUser,
+    next_path: str,
+    pending: bool = False,
+    method: str = "password",
+) -> Response:
+    """A new session id (a planted one is worthless), audited unless a code is still due."""
+    now = runtime.clock.now()
     token = await open_session(
         session,
         user_id=user.id,
@@ -111,7 +139,7 @@ async def login(
         replaces=request.cookies.get(SESSION_COOKIE),
     )
     if not pending:
-        await record_login(session, user=user, now=now)
+        await record_login(session, user=user, now=now, method=method)
     target = f"{CONSOLE}/login/code?next={next_path}" if pending else next_path
     response = see_other(request, target)
     set_session_cookie(response, runtime.settings, token)
@@ -156,17 +184,9 @@ async def code(
         )
         context = {"errors": {"code": message}, "next": next_path}
         return render(request, "login_code.html", context, status=401)
-    token = await open_session(
-        session,
-        user_id=user.id,
-        now=now,
-        settings=runtime.settings,
-        replaces=request.cookies.get(SESSION_COOKIE),
+    return await signed_in(
+        request, session, runtime, user=user, next_path=next_path, method="password+totp"
     )
-    await record_login(session, user=user, now=now)
-    response = see_other(request, next_path)
-    set_session_cookie(response, runtime.settings, token)
-    return response
 
 
 @router.post("/logout")
