@@ -338,19 +338,27 @@ async def test_racing_writers_keep_the_newest_fix_whoever_commits_last(
 
             racing = asyncio.create_task(second_writer())
 
+            async def blocked_by_first() -> int:
+                # A transaction of its own per look: within one transaction
+                # pg_stat_activity is a snapshot, blind to a backend that connects later.
+                async with engine.connect() as observer:
+                    return int(
+                        await observer.scalar(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE :pid = ANY(pg_blocking_pids(pid))"
+                            ),
+                            {"pid": first_pid},
+                        )
+                        or 0
+                    )
+
             async def second_waits_for_first() -> None:
                 # Until the second writer queues on the row, however long a loaded
                 # machine takes to start it; finishing first would be the defect.
-                async with engine.connect() as observer:
-                    while not await observer.scalar(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity"
-                            " WHERE :pid = ANY(pg_blocking_pids(pid))"
-                        ),
-                        {"pid": first_pid},
-                    ):
-                        assert not racing.done(), "the second writer never waited for the first"
-                        await asyncio.sleep(0.01)
+                while not await blocked_by_first():
+                    assert not racing.done(), "the second writer never waited for the first"
+                    await asyncio.sleep(0.01)
 
             await asyncio.wait_for(second_waits_for_first(), 120)
         assert await asyncio.wait_for(racing, 120) is False
