@@ -8,6 +8,7 @@ another centre's incident is "not found", as in the API.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.core.errors import Conflict, InvalidInput
 from app.registry.audit import record_audit
 from app.registry.staff import principal_of
 from app.registry.web_sessions import StaffSession
+from app.runtime import Runtime
 from app.web.auth import DispatcherStaffDep, see_other
 from app.web.forms import FormErrors, form_data, number, text_field, validate
 from app.web.i18n import _
@@ -314,6 +316,32 @@ async def _act(
     return see_other(request, f"{CONSOLE}/incidents/{incident_id}")
 
 
+async def _update(
+    request: Request,
+    session: AsyncSession,
+    staff: StaffSession,
+    runtime: Runtime,
+    incident_id: uuid.UUID,
+    typed: dict[str, Any],
+    changes: Callable[[], IncidentUpdate],
+    *,
+    audit: str,
+) -> Response:
+    """An update through the API's own schema and ``dispatch.lifecycle.update_incident``."""
+
+    async def action() -> None:
+        await update_incident(
+            session,
+            incident_id=incident_id,
+            centre=_centre(staff),
+            changes=changes().to_changes(),
+            now=runtime.clock.now(),
+            settings=runtime.settings,
+        )
+
+    return await _act(request, session, staff, incident_id, action, typed, audit=audit)
+
+
 @router.post("/{incident_id}/details")
 async def update_details(
     request: Request,
@@ -330,21 +358,19 @@ async def update_details(
         "lon": "",
     }
 
-    async def action() -> None:
-        changes = validate(
+    return await _update(
+        request,
+        session,
+        staff,
+        runtime,
+        incident_id,
+        typed,
+        lambda: validate(
             IncidentUpdate,
             {"address": typed["address"], "access_notes": typed["access_notes"] or None},
-        )
-        await update_incident(
-            session,
-            incident_id=incident_id,
-            centre=_centre(staff),
-            changes=changes.to_changes(),
-            now=runtime.clock.now(),
-            settings=runtime.settings,
-        )
-
-    return await _act(request, session, staff, incident_id, action, typed, audit="incident.update")
+        ),
+        audit="incident.update",
+    )
 
 
 @router.post("/{incident_id}/location")
@@ -364,22 +390,20 @@ async def move_pin(
         "lon": text_field(form, "lon"),
     }
 
-    async def action() -> None:
-        changes = validate(
+    return await _update(
+        request,
+        session,
+        staff,
+        runtime,
+        incident_id,
+        typed,
+        lambda: validate(
             IncidentUpdate,
             {"location": {"lat": number(form, "lat"), "lon": number(form, "lon")}},
             aliases=COORDINATE_FIELDS,
-        )
-        await update_incident(
-            session,
-            incident_id=incident_id,
-            centre=_centre(staff),
-            changes=changes.to_changes(),
-            now=runtime.clock.now(),
-            settings=runtime.settings,
-        )
-
-    return await _act(request, session, staff, incident_id, action, typed, audit="incident.move")
+        ),
+        audit="incident.move",
+    )
 
 
 @router.post("/{incident_id}/cancel")
