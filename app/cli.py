@@ -1,4 +1,4 @@
-"""The ``responder`` command: serve, worker, db, api-key, user, demo, sms.
+"""The ``responder`` command: serve, worker, db, api-key, user, demo, sms, canary.
 
 Every failure a user can cause (bad configuration, unreachable database, missing
 PostgreSQL) ends with one line on standard error and a non-zero exit code.
@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from wsgiref.simple_server import WSGIServer
 
@@ -364,6 +365,148 @@ def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
     print(f"reply to {phone}: {answer}")
 
 
+CANARY_DELIVERED = 0
+CANARY_NOT_POSTED = 3
+CANARY_NOT_ACCEPTED = 4
+CANARY_NOT_DELIVERED = 5
+CANARY_POLL_S = 0.5
+CANARY_HTTP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    code: int
+    line: str
+
+
+def _canary_verdict(alert_status: str) -> CanaryOutcome | None:
+    """The outcome once the alert SMS's status settles it; ``None`` while it may still."""
+    if alert_status == "delivered":
+        return CanaryOutcome(CANARY_DELIVERED, "alert delivered")
+    if alert_status == "failed":
+        return CanaryOutcome(CANARY_NOT_ACCEPTED, "alert not accepted by the provider (failed)")
+    if alert_status == "undelivered":
+        return CanaryOutcome(CANARY_NOT_DELIVERED, "alert accepted but undelivered")
+    return None
+
+
+def _canary_timeout(alert_status: str, *, within_s: float) -> CanaryOutcome:
+    if alert_status == "sent":
+        return CanaryOutcome(
+            CANARY_NOT_DELIVERED, f"alert accepted but not delivered within {within_s:g} s"
+        )
+    return CanaryOutcome(
+        CANARY_NOT_ACCEPTED,
+        f"alert not accepted by the provider within {within_s:g} s (still {alert_status})",
+    )
+
+
+def run_canary(
+    *, api: str, api_key: str, phone: str, at: tuple[float, float], within_s: float
+) -> CanaryOutcome:
+    """Post a canary over HTTP, follow its one alert until delivered or ``within_s``
+    has passed, then close it.
+
+    Over HTTP with an admin key, as a scheduler on another host runs it: the probe
+    covers the load balancer, the API, the database, the worker, the provider and its
+    delivery callback. The wait is a deadline on the monotonic clock, polled.
+    """
+    import time
+
+    import httpx
+
+    started = time.monotonic()
+    deadline = started + within_s
+    with httpx.Client(
+        base_url=api.rstrip("/"),
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=CANARY_HTTP_TIMEOUT_S,
+    ) as client:
+        try:
+            posted = client.post(
+                "/v1/canary", json={"phone": phone, "location": {"lat": at[0], "lon": at[1]}}
+            )
+        except httpx.HTTPError as exc:
+            return CanaryOutcome(CANARY_NOT_POSTED, f"could not post: {exc}")
+        if posted.status_code != 201:
+            detail = posted.json().get("detail") if posted.content else None
+            return CanaryOutcome(
+                CANARY_NOT_POSTED, f"could not post: HTTP {posted.status_code} {detail or ''}"
+            )
+        incident = posted.json()
+        incident_id = incident["id"]
+        if incident["status"] != "alerting":
+            return CanaryOutcome(
+                CANARY_NOT_POSTED,
+                f"not alerted ({incident['not_alerted_reason']}), incident {incident_id}",
+            )
+        try:
+            outcome = _follow_canary(client, incident_id, deadline=deadline, within_s=within_s)
+        finally:
+            try:
+                client.post(f"/v1/canary/{incident_id}/close").raise_for_status()
+            except httpx.HTTPError as exc:
+                print(
+                    f"responder: canary incident {incident_id} not closed: {exc}", file=sys.stderr
+                )
+    elapsed = time.monotonic() - started
+    return CanaryOutcome(
+        outcome.code, f"{outcome.line} after {elapsed:.1f} s, incident {incident_id}"
+    )
+
+
+def _follow_canary(
+    client: Any, incident_id: str, *, deadline: float, within_s: float
+) -> CanaryOutcome:
+    import time
+
+    import httpx
+
+    alert_status = "queued"
+    while True:
+        try:
+            answer = client.get(f"/v1/incidents/{incident_id}/alerts")
+            answer.raise_for_status()
+            alerts = answer.json()
+        except httpx.HTTPError as exc:
+            return CanaryOutcome(CANARY_NOT_POSTED, f"could not follow the alert: {exc}")
+        if len(alerts) != 1:
+            return CanaryOutcome(CANARY_NOT_POSTED, f"{len(alerts)} alerts instead of one")
+        alert_status = alerts[0]["delivery_status"]
+        verdict = _canary_verdict(alert_status)
+        if verdict is not None:
+            return verdict
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return _canary_timeout(alert_status, within_s=within_s)
+        time.sleep(min(CANARY_POLL_S, remaining))
+
+
+def _point(raw: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(part) for part in raw.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not LAT,LON: {raw}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"not LAT,LON: {raw}")
+    return lat, lon
+
+
+def cmd_canary(args: argparse.Namespace, settings: Settings) -> None:
+    if settings.canary_api_key is None:
+        fail("RESPONDER_CANARY_API_KEY is not set (an admin key: `responder api-key create`)", 2)
+    outcome = run_canary(
+        api=args.api or settings.public_base_url,
+        api_key=settings.canary_api_key.get_secret_value(),
+        phone=args.to,
+        at=args.at,
+        within_s=args.within,
+    )
+    verdict = "ok" if outcome.code == CANARY_DELIVERED else "FAILED"
+    print(f"canary {verdict}: {outcome.line}")
+    sys.exit(outcome.code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="responder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -417,6 +560,20 @@ def build_parser() -> argparse.ArgumentParser:
     inbound.add_argument("--from", dest="sender", required=True, help="the volunteer's phone")
     inbound.add_argument("text", nargs="+", help='the SMS text, e.g. "YES 4821"')
     inbound.set_defaults(handler=cmd_sms_inbound)
+
+    canary = commands.add_parser(
+        "canary",
+        help="alert a test phone through the whole path; exit 0 only when delivered",
+        description="Exit codes: 0 delivered, 3 could not post, 4 not accepted by the "
+        "provider, 5 accepted but not delivered in time.",
+    )
+    canary.add_argument("--to", required=True, help="the test phone (never a volunteer's)")
+    canary.add_argument(
+        "--at", required=True, type=_point, help="LAT,LON where the test phone is placed"
+    )
+    canary.add_argument("--within", type=float, default=120.0, help="seconds (default 120)")
+    canary.add_argument("--api", default=None, help="the API's URL (default PUBLIC_BASE_URL)")
+    canary.set_defaults(handler=cmd_canary)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""Canary volunteers and canary incidents: ``volunteer.canary``, ``incident.canary_volunteer_id``
+
+``responder canary`` alerts a test phone through the whole path. Its volunteer is
+never selected for a real incident, and its incident selects that volunteer only
+(docs/reliability.md "Probes"). Both defaults rewrite no table.
+
+Revision ID: 0013
+Revises: 0010
+Create Date: 2026-12-01 10:45:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "volunteer",
+        sa.Column("canary", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+    )
+    op.add_column("incident", sa.Column("canary_volunteer_id", sa.Uuid(), nullable=True))
+    op.create_foreign_key(
+        op.f("fk_incident_canary_volunteer_id_volunteer"),
+        "incident",
+        "volunteer",
+        ["canary_volunteer_id"],
+        ["id"],
+    )
+    op.create_check_constraint(
+        op.f("ck_incident_canary_is_exercise"),
+        "incident",
+        "canary_volunteer_id IS NULL OR exercise",
+    )
+
+
+def downgrade() -> None:
+    op.drop_constraint(op.f("ck_incident_canary_is_exercise"), "incident", type_="check")
+    op.drop_constraint(
+        op.f("fk_incident_canary_volunteer_id_volunteer"), "incident", type_="foreignkey"
+    )
+    op.drop_column("incident", "canary_volunteer_id")
+    op.drop_column("volunteer", "canary")
