@@ -417,6 +417,11 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    may_have_reached: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    """An attempt had an unknown outcome (timed out, or its worker died mid-request): the
+    SMS may be on the phone whatever ``status`` says later (``dispatch.delivery``)."""
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_by: Mapped[str | None] = mapped_column(String(100))

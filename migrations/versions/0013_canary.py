@@ -1,8 +1,11 @@
-"""Canary volunteers and canary incidents: ``volunteer.canary``, ``incident.canary_volunteer_id``
+"""Canary volunteers and incidents; ``message.may_have_reached``
 
-``responder canary`` alerts a test phone through the whole path. Its volunteer is
-never selected for a real incident, and its incident selects that volunteer only
-(docs/reliability.md "Probes"). Both defaults rewrite no table.
+``responder canary`` alerts a test phone through the whole path. Its volunteer
+(``volunteer.canary``) is never selected for a real incident, and its incident
+(``incident.canary_volunteer_id``) selects that volunteer only (docs/reliability.md
+"Probes"). ``message.may_have_reached`` keeps, past any later status, that an
+attempt's outcome was unknown, so a stand-down or cancellation still goes to a
+volunteer whose timed-out alert was given up. The defaults rewrite no table.
 
 Revision ID: 0013
 Revises: 0010
@@ -26,6 +29,12 @@ def upgrade() -> None:
         sa.Column("canary", sa.Boolean(), server_default=sa.text("false"), nullable=False),
     )
     op.add_column("incident", sa.Column("canary_volunteer_id", sa.Uuid(), nullable=True))
+    op.add_column(
+        "message",
+        sa.Column(
+            "may_have_reached", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+    )
     op.create_foreign_key(
         op.f("fk_incident_canary_volunteer_id_volunteer"),
         "incident",
@@ -45,5 +54,6 @@ def downgrade() -> None:
     op.drop_constraint(
         op.f("fk_incident_canary_volunteer_id_volunteer"), "incident", type_="foreignkey"
     )
+    op.drop_column("message", "may_have_reached")
     op.drop_column("incident", "canary_volunteer_id")
     op.drop_column("volunteer", "canary")
