@@ -374,6 +374,16 @@ def _point(raw: str) -> tuple[float, float]:
     return lat, lon
 
 
+def _seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"not between 0 and 3600 seconds: {raw}")
+    return seconds
+
+
 def cmd_canary(args: argparse.Namespace, settings: Settings) -> None:
     from app.canary import CANARY_DELIVERED, run_canary
 
@@ -455,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument(
         "--at", required=True, type=_point, help="LAT,LON where the test phone is placed"
     )
-    canary.add_argument("--within", type=float, default=120.0, help="seconds (default 120)")
+    canary.add_argument("--within", type=_seconds, default=120.0, help="seconds (default 120)")
     canary.add_argument("--api", default=None, help="the API's URL (default PUBLIC_BASE_URL)")
     canary.set_defaults(handler=cmd_canary)
     return parser
