@@ -273,10 +273,13 @@ async def test_a_canary_without_its_delivery_callback_in_the_bound_exits_5(
 ) -> None:
     key, phone = await admin_key(web), next_phone()
 
-    result = await run_canary(web, key, phone, within=6)
+    # The bound is wall time in the canary's own process: generous enough that its
+    # start, the POST and the worker's send fit well inside it on a loaded machine,
+    # so only the missing callback decides the outcome.
+    result = await run_canary(web, key, phone, within=15)
 
     assert result.code == 5, result
-    assert "accepted but not delivered within 6 s" in result.stdout
+    assert "accepted but not delivered within 15 s" in result.stdout
     incident, messages = await canary_incident(web, phone)
     assert incident.status == "closed"
     assert [message.purpose for message in messages] == ["alert"]
