@@ -121,6 +121,9 @@ class ClaimedSms:
     queued_at: datetime
     exercise: bool = False
     """Of an exercise incident: sent like any other, counted in no statistic."""
+    provider: str | None = None
+    """The gateway to send it through: the row's own (set when the secondary took it
+    over), else its alert SMS's, so a stand-down follows its alert; None: the primary."""
 
     @property
     def bulk(self) -> bool:
@@ -349,6 +352,17 @@ async def _claim(
                 .where(Incident.id == Message.incident_id)
                 .scalar_subquery()
                 .label("exercise"),
+                func.coalesce(
+                    Message.provider,
+                    select(_alert_sms.provider)
+                    .where(
+                        _alert_sms.alert_id == Message.alert_id,
+                        _alert_sms.purpose == "alert",
+                        _alert_sms.direction == "out",
+                    )
+                    .limit(1)
+                    .scalar_subquery(),
+                ).label("provider"),
             )
         )
     ).all()
@@ -364,6 +378,7 @@ async def _claim(
             deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
             queued_at=row.created_at,
             exercise=bool(row.exercise),
+            provider=row.provider,
         )
         for row in rows
     ]
@@ -373,8 +388,16 @@ async def _claim(
 
 
 async def record_success(
-    session: AsyncSession, *, sms: ClaimedSms, result: SendResult, now: datetime
+    session: AsyncSession,
+    *,
+    sms: ClaimedSms,
+    result: SendResult,
+    now: datetime,
+    provider: str | None = None,
 ) -> None:
+    """``provider``: the gateway that took it, which its receipts and replies map back to."""
+    if provider is not None:
+        await session.execute(update(Message).where(Message.id == sms.id).values(provider=provider))
     status = PROVIDER_STATUS.get(result.status, "sent")
     if status == "delivered":
         await advance_message(
@@ -386,13 +409,20 @@ async def record_success(
 
 
 async def record_failure(
-    session: AsyncSession, *, sms: ClaimedSms, failure: SendFailure, now: datetime
+    session: AsyncSession,
+    *,
+    sms: ClaimedSms,
+    failure: SendFailure,
+    now: datetime,
+    failover_to: str | None = None,
 ) -> None:
     """Retry with backoff until the deadline, or give up now when retrying cannot help.
 
     A request that certainly did not reach the provider goes back to ``queued``; one
     whose outcome is unknown stays ``sending`` (it may be at the provider, which is
     what a stand-down decides by), unleased, until its grace for a callback is over.
+    With ``failover_to`` the next try goes to that gateway, at once (after the grace
+    when the outcome is unknown): its own backoff starts only if it fails too.
     """
     if failure.kind == "opted_out":
         volunteer_id = (
@@ -400,7 +430,7 @@ async def record_failure(
         ).scalar_one_or_none()
         if volunteer_id is not None:
             await opt_out(session, volunteer_id=volunteer_id, now=now)
-    retry_at = now + backoff(sms.attempts)
+    retry_at = now + backoff(sms.attempts) if failover_to is None else now
     if failure.kind == "unknown":
         retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
     if failure.kind in ("opted_out", "rejected") or retry_at >= sms.deadline_at:
@@ -416,18 +446,19 @@ async def record_failure(
             failure_reason=reason,
         )
         return
+    values: dict[str, object] = {
+        "status": "sending" if failure.kind == "unknown" else "queued",
+        "claimed_by": None,
+        "next_attempt_at": retry_at,
+        "error_code": failure.code,
+        "failure_reason": failure.reason[:200],
+        "updated_at": now,
+    }
+    if failover_to is not None:
+        values["provider"] = failover_to
     # Only if no callback reconciled it meanwhile (still ours, sending).
     await session.execute(
-        update(Message)
-        .where(Message.id == sms.id, Message.status == "sending")
-        .values(
-            status="sending" if failure.kind == "unknown" else "queued",
-            claimed_by=None,
-            next_attempt_at=retry_at,
-            error_code=failure.code,
-            failure_reason=failure.reason[:200],
-            updated_at=now,
-        )
+        update(Message).where(Message.id == sms.id, Message.status == "sending").values(values)
     )
 
 
@@ -479,6 +510,7 @@ class DispatchWorker:
         gateway: SmsGateway,
         settings: Settings,
         clock: Clock,
+        secondary: SmsGateway | None = None,
         database_url: str | None = None,
         worker_id: str | None = None,
         timers: TimerPass | None = None,
@@ -487,6 +519,10 @@ class DispatchWorker:
     ) -> None:
         self.session_factory = session_factory
         self.gateway = gateway
+        self.secondary = secondary
+        self.gateways = {gateway.name: gateway}
+        if secondary is not None:
+            self.gateways[secondary.name] = secondary
         self.settings = settings
         self.clock = clock
         self.database_url = database_url
@@ -505,7 +541,7 @@ class DispatchWorker:
             else 0
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
-        self._last_health_success = float("-inf")
+        self._last_health_success: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.listening = threading.Event()
@@ -580,17 +616,31 @@ class DispatchWorker:
             body=sms.body,
             validity_s=validity,
         )
+        # A provider this process does not have (configured in another): the primary.
+        gateway = self.gateways.get(sms.provider or "", self.gateway)
         try:
-            result = await self.gateway.send(request)
+            result = await gateway.send(request)
         except SendFailure as failure:
             if not sms.exercise:
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
+            failover_to = self._failover_to(sms, gateway, failure)
             log.warning(
-                "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
+                "sms send failed",
+                message_id=str(sms.id),
+                gateway=gateway.name,
+                kind=failure.kind,
+                reason=failure,
+                failover_to=failover_to,
             )
             async with unit_of_work(self.session_factory) as session:
-                await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
-            await self._note_health(failure)
+                await record_failure(
+                    session,
+                    sms=sms,
+                    failure=failure,
+                    now=self.clock.now(),
+                    failover_to=failover_to,
+                )
+            await self._note_health(gateway, failure)
             return failure
         accepted_at = self.clock.now()
         if not sms.exercise:
@@ -598,25 +648,53 @@ class DispatchWorker:
         if sms.purpose == "alert" and not sms.exercise:
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
-            await record_success(session, sms=sms, result=result, now=accepted_at)
-        await self._note_health(None)
+            await record_success(
+                session,
+                sms=sms,
+                result=result,
+                now=accepted_at,
+                provider=gateway.name if self.secondary is not None else None,
+            )
+        await self._note_health(gateway, None)
         return None
 
-    async def _note_health(self, failure: SendFailure | None) -> None:
-        """Keep the shared health row current without one write per successful send."""
+    def _failover_to(
+        self, sms: ClaimedSms, gateway: SmsGateway, failure: SendFailure
+    ) -> str | None:
+        """The secondary, when it should take this alert SMS over from the primary.
+
+        At once when the primary refuses us (every send would fail); after
+        ``SMS_PRIMARY_ATTEMPTS`` tries that failed for its availability (5xx, 429,
+        cannot connect, timed out). Never for what the recipient or the request
+        decides (opted out, rejected): the secondary would be told the same, or
+        should not be asked. Whether the deadline leaves time, ``record_failure``
+        decides as for any retry.
+        """
+        if self.secondary is None or gateway is not self.gateway or sms.purpose != "alert":
+            return None
+        if failure.kind == "refused" or (
+            failure.kind in ("retry", "unknown")
+            and sms.attempts >= self.settings.sms_primary_attempts
+        ):
+            return self.secondary.name
+        return None
+
+    async def _note_health(self, gateway: SmsGateway, failure: SendFailure | None) -> None:
+        """Keep the shared health rows current without one write per successful send."""
         if failure is not None and failure.kind == "opted_out":
             return
         loop = asyncio.get_running_loop()
+        last_success = self._last_health_success.get(gateway.name, float("-inf"))
         if failure is None:
-            if loop.time() - self._last_health_success < HEALTH_SUCCESS_EVERY_S:
+            if loop.time() - last_success < HEALTH_SUCCESS_EVERY_S:
                 return
-            self._last_health_success = loop.time()
+            self._last_health_success[gateway.name] = loop.time()
         else:
-            self._last_health_success = float("-inf")
+            self._last_health_success[gateway.name] = float("-inf")
         async with unit_of_work(self.session_factory) as session:
             await note_gateway_result(
                 session,
-                gateway=self.gateway.name,
+                gateway=gateway.name,
                 now=self.clock.now(),
                 ok=failure is None,
                 refused=failure is not None and failure.kind == "refused",

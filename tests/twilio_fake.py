@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import jsonschema
 import yaml
 from twilio.request_validator import RequestValidator
 
+from app.core.clock import Clock
 from app.core.settings import Settings
 from tests.factories import make_settings
 
@@ -79,6 +81,7 @@ class FakeTwilio:
     requests: list[RecordedRequest] = field(default_factory=list)
     arrivals: int = 0
     _script: deque[Behaviour] = field(default_factory=deque)
+    _outage: tuple[Clock, datetime, Behaviour] | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _server: ThreadingHTTPServer | None = None
 
@@ -92,6 +95,11 @@ class FakeTwilio:
         """The next requests get these answers, in order; later ones get 201."""
         with self._lock:
             self._script.extend(behaviours)
+
+    def outage(self, clock: Clock, until: datetime, behaviour: Behaviour = SERVER_ERROR) -> None:
+        """Every request gets ``behaviour`` while ``clock`` (the test's) is before ``until``."""
+        with self._lock:
+            self._outage = (clock, until, behaviour)
 
     def messages(self) -> list[RecordedRequest]:
         with self._lock:
@@ -114,6 +122,8 @@ class FakeTwilio:
         with self._lock:
             self.arrivals += 1
             self._lock.notify_all()
+            if self._outage is not None and self._outage[0].now() < self._outage[1]:
+                return self._outage[2]
             return self._script.popleft() if self._script else OK
 
     def _record(self, request: RecordedRequest) -> None:
