@@ -226,9 +226,18 @@ class FakeTwilio:
         return url, urlencode(params).encode(), self.sign(url, params)
 
     def inbound_sms(
-        self, url: str, *, from_phone: str, body: str, message_sid: str | None = None
+        self,
+        url: str,
+        *,
+        from_phone: str,
+        body: str,
+        message_sid: str | None = None,
+        opt_out_type: str | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """(body, headers) of a signed inbound-SMS webhook, as Twilio posts it."""
+        """(body, headers) of a signed inbound-SMS webhook, as Twilio posts it.
+
+        ``opt_out_type``: what Advanced Opt-Out adds to a keyword it handled itself.
+        """
         params = {
             "MessageSid": message_sid or "SM" + uuid.uuid4().hex,
             "AccountSid": self.account_sid,
@@ -237,6 +246,8 @@ class FakeTwilio:
             "Body": body,
             "NumMedia": "0",
         }
+        if opt_out_type is not None:
+            params["OptOutType"] = opt_out_type
         return urlencode(params).encode(), self.sign(url, params)
 
 

@@ -33,6 +33,7 @@ from app.core import texts
 from app.core.errors import Forbidden, PayloadTooLarge, ResponderError
 from dispatch.delivery import PROVIDER_STATUS, advance_message
 from dispatch.gateway import ELKS_WEBHOOK_USER, ElksGateway, TwilioGateway, elks_status_token
+from dispatch.replies import Intent, parse_reply
 from dispatch.responses import InboundSms, handle_inbound_sms
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
@@ -133,6 +134,22 @@ def _storable(text: str) -> str:
     return text.replace("\x00", " ")
 
 
+ANSWERED_BY_TWILIO: dict[str, Intent] = {"STOP": "stop", "START": "start", "HELP": "help"}
+"""Twilio's ``OptOutType`` values (Advanced Opt-Out) and the intent each one answers."""
+
+
+def answered_by_twilio(form: dict[str, str]) -> bool:
+    """Whether Twilio's Advanced Opt-Out already answered this SMS (docs/deployment.md).
+
+    Twilio posts a keyword it handles with ``OptOutType`` and sends its own configured
+    reply: our answer would be a second one. Only when we read the same keyword: a
+    YES that a Messaging Service still lists as an opt-in word arrives as ``START``,
+    and must get its instructions whatever Twilio also sent.
+    """
+    intent = ANSWERED_BY_TWILIO.get(form.get("OptOutType", "").upper())
+    return intent is not None and parse_reply(form.get("Body", "")).intent == intent
+
+
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
 ElksForm = Annotated[dict[str, str], Depends(elks_form)]
 
@@ -188,7 +205,8 @@ async def _receipt(
     },
 )
 async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep) -> Response:
-    """A volunteer's SMS: applied once per MessageSid, answered as TwiML."""
+    """A volunteer's SMS: applied once per MessageSid, answered as TwiML (an empty
+    ``<Response/>`` when Twilio's Advanced Opt-Out has answered the keyword itself)."""
     message_sid = form.get("MessageSid") or form.get("SmsSid")
     sender = form.get("From")
     if not message_sid or not sender:
@@ -202,7 +220,8 @@ async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep
         body=form.get("Body", ""),
     )
     twiml = MessagingResponse()
-    twiml.message(answer)
+    if not answered_by_twilio(form):
+        twiml.message(answer)
     return Response(str(twiml), media_type=TWIML)
 
 
