@@ -7,6 +7,7 @@ the app; time is the injected clock and the primary's outage the fake's control.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -216,6 +217,14 @@ async def test_a_refusing_primary_hands_the_alert_over_at_once(world: World) -> 
     assert len(world.twilio.requests) == len(world.people), "one refused try each"
     assert {m.attempts for m in await world.alert_messages()} == {2}
 
+    probe = await world.client.get("/healthz/sms")
+    assert probe.status_code == 503, "the primary refuses us: someone must look"
+    sms = probe.json()["sms"]
+    assert (sms["gateway"], sms["status"], sms["alerts_can_leave"]) == ("twilio", "refused", True)
+    assert (sms["secondary"]["gateway"], sms["secondary"]["status"]) == ("46elks", "ok")
+    ready = await world.client.get("/readyz")
+    assert ready.json()["checks"]["sms"]["secondary"]["ok"] is True
+
 
 async def test_a_late_failure_receipt_of_the_primary_does_not_undo_the_secondarys_send(
     world: World,
@@ -333,3 +342,43 @@ def test_a_secondary_needs_its_password_number_and_a_long_webhook_secret() -> No
             elks_webhook_secret="short",
         )
     assert create_secondary_gateway(make_settings()) is None
+
+
+async def test_after_timeouts_the_hand_over_waits_for_a_receipt_of_the_primary_first(
+    world: World,
+) -> None:
+    """The duplicate window with two providers (docs/reliability.md): a timed-out try
+    may have been accepted, so the secondary takes over only after the grace, and a
+    primary receipt within it settles the message."""
+    worker = DispatchWorker(
+        session_factory=world.factory,
+        gateway=create_gateway(world.worker.settings.model_copy(update={"send_timeout_s": 0.2})),
+        secondary=world.worker.secondary,
+        settings=world.worker.settings,
+        clock=world.clock,
+    )
+    release = threading.Event()
+    world.twilio.script(*[Behaviour(hold=release)] * 3 * len(world.people))
+    await world.new_incident()
+    try:
+        for attempt in range(3):
+            if attempt:
+                world.clock.advance(timedelta(seconds=6))  # past the grace and backoff
+            await worker.send_due()
+    finally:
+        release.set()
+        await worker.gateway.close()
+    world.twilio.wait_for(1)
+    messages = await world.alert_messages()
+    assert {(m.status, m.provider) for m in messages} == {("sending", "46elks")}
+    assert world.elks.sent() == [], "not before the grace"
+
+    settled = world.twilio.requests[0]
+    url, content, headers = world.twilio.status_callback(settled, "delivered")
+    assert (await world.post(url, content, headers)).status_code == 204
+    world.clock.advance(timedelta(seconds=6))
+    await world.worker.send_due()
+
+    to_settled = settled.form["To"]
+    assert to_settled not in {request.form["to"] for request in world.elks.sent()}
+    assert len(world.elks.sent()) == len(world.people) - 1, "the rest after the grace"
