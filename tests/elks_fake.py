@@ -19,9 +19,11 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+
+from tests.local_server import LocalServer, answer, read_form
 
 API_USERNAME = "u" + "c" * 32
 API_PASSWORD = "elks-api-password-0123456789"
@@ -41,19 +43,12 @@ class ElksRequest:
 
 
 @dataclass
-class FakeElks:
+class FakeElks(LocalServer):
     username: str = API_USERNAME
     password: str = API_PASSWORD
     requests: list[ElksRequest] = field(default_factory=list)
     _script: deque[int] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def script(self, *statuses: int) -> None:
         """The next requests are answered with these HTTP statuses; later ones succeed."""
@@ -102,30 +97,15 @@ class FakeElks:
                 return None
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8")
-                form = {key: values[-1] for key, values in parse_qs(raw).items()}
-                request = ElksRequest(self.path, dict(self.headers.items()), form)
+                request = ElksRequest(self.path, dict(self.headers.items()), read_form(self))
                 status, content_type, body = fake._answer(request)
                 request.answered = status
                 with fake._lock:
                     fake.requests.append(request)
-                payload = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                answer(self, status, content_type, body.encode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
     def delivery_report(
         self, request: ElksRequest, status: str
