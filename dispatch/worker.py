@@ -27,6 +27,11 @@ every few seconds is only the fallback. Timers (abandoning what is no longer wor
 sending, no_reply, automatic close, purges, reminders) run in a task of their own,
 with the injected clock, so a slow timer pass never delays a claim.
 
+With a secondary provider, an alert SMS the primary refuses, or fails
+``SMS_PRIMARY_ATTEMPTS`` times, is handed over to it (``message.provider``), and
+new alerts go straight to it while the primary rests (``PRIMARY_REST``);
+docs/dispatch.md "Two SMS providers".
+
 Duplicate window: a message is re-sent only when the worker that claimed it did
 not record an outcome before its lease ran out (the worker died, or lost the
 database, between handing the SMS to the provider and committing the result), or
@@ -96,6 +101,10 @@ UNKNOWN_OUTCOME_GRACE = timedelta(seconds=5)
 """After a timed-out send, how long a status callback has to reconcile it first."""
 MIN_VALIDITY = timedelta(seconds=1)
 """An alert with less than this left before its deadline is given up, not sent."""
+PRIMARY_REST = timedelta(seconds=30)
+"""After the primary lost an alert SMS to the secondary, how long this worker sends new
+alert SMS straight to the secondary before it tries the primary again: during an
+outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed tries."""
 HEALTH_SUCCESS_EVERY_S = 1.0
 """A run of successful sends refreshes the shared health row at most this often."""
 
@@ -414,15 +423,18 @@ async def record_failure(
     sms: ClaimedSms,
     failure: SendFailure,
     now: datetime,
-    failover_to: str | None = None,
+    holder: str | None = None,
+    handed_over: bool = False,
 ) -> None:
     """Retry with backoff until the deadline, or give up now when retrying cannot help.
 
     A request that certainly did not reach the provider goes back to ``queued``; one
     whose outcome is unknown stays ``sending`` (it may be at the provider, which is
     what a stand-down decides by), unleased, until its grace for a callback is over.
-    With ``failover_to`` the next try goes to that gateway, at once (after the grace
-    when the outcome is unknown): its own backoff starts only if it fails too.
+    ``holder``: the gateway that makes the next try (recorded, so that any worker
+    makes it there and its receipts map back). ``handed_over``: the holder just took
+    it over, so it tries at once (after the grace when the outcome is unknown): its
+    own backoff starts only if it fails too.
     """
     if failure.kind == "opted_out":
         volunteer_id = (
@@ -430,7 +442,7 @@ async def record_failure(
         ).scalar_one_or_none()
         if volunteer_id is not None:
             await opt_out(session, volunteer_id=volunteer_id, now=now)
-    retry_at = now + backoff(sms.attempts) if failover_to is None else now
+    retry_at = now if handed_over else now + backoff(sms.attempts)
     if failure.kind == "unknown":
         retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
     if failure.kind in ("opted_out", "rejected") or retry_at >= sms.deadline_at:
@@ -454,8 +466,8 @@ async def record_failure(
         "failure_reason": failure.reason[:200],
         "updated_at": now,
     }
-    if failover_to is not None:
-        values["provider"] = failover_to
+    if holder is not None:
+        values["provider"] = holder
     # Only if no callback reconciled it meanwhile (still ours, sending).
     await session.execute(
         update(Message).where(Message.id == sms.id, Message.status == "sending").values(values)
@@ -542,6 +554,7 @@ class DispatchWorker:
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
         self._last_health_success: dict[str, float] = {}
+        self._primary_rests_until: datetime | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.listening = threading.Event()
@@ -616,14 +629,15 @@ class DispatchWorker:
             body=sms.body,
             validity_s=validity,
         )
-        # A provider this process does not have (configured in another): the primary.
-        gateway = self.gateways.get(sms.provider or "", self.gateway)
+        gateway = self._gateway_for(sms)
         try:
             result = await gateway.send(request)
         except SendFailure as failure:
             if not sms.exercise:
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             failover_to = self._failover_to(sms, gateway, failure)
+            if failover_to is not None:
+                self._primary_rests_until = self.clock.now() + PRIMARY_REST
             log.warning(
                 "sms send failed",
                 message_id=str(sms.id),
@@ -638,11 +652,14 @@ class DispatchWorker:
                     sms=sms,
                     failure=failure,
                     now=self.clock.now(),
-                    failover_to=failover_to,
+                    holder=failover_to or (gateway.name if self.secondary else None),
+                    handed_over=failover_to is not None,
                 )
             await self._note_health(gateway, failure)
             return failure
         accepted_at = self.clock.now()
+        if gateway is self.gateway:
+            self._primary_rests_until = None
         if not sms.exercise:
             SMS_SENT.labels(sms.purpose).inc()
         if sms.purpose == "alert" and not sms.exercise:
@@ -657,6 +674,20 @@ class DispatchWorker:
             )
         await self._note_health(gateway, None)
         return None
+
+    def _gateway_for(self, sms: ClaimedSms) -> SmsGateway:
+        """The message's own provider; a new alert SMS while the primary rests: the secondary.
+
+        A provider this process does not have (configured in another): the primary.
+        """
+        if sms.provider is not None:
+            return self.gateways.get(sms.provider, self.gateway)
+        resting = self._primary_rests_until is not None and (
+            self.clock.now() < self._primary_rests_until
+        )
+        if self.secondary is not None and sms.purpose == "alert" and resting:
+            return self.secondary
+        return self.gateway
 
     def _failover_to(
         self, sms: ClaimedSms, gateway: SmsGateway, failure: SendFailure

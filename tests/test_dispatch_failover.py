@@ -26,10 +26,11 @@ from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import Alert, Message, Volunteer
 from app.runtime import Runtime
 from dispatch.gateway import create_gateway, create_secondary_gateway
-from dispatch.worker import DispatchWorker
+from dispatch.worker import PRIMARY_REST, DispatchWorker
 from tests.elks_fake import WEBHOOK_SECRET, ElksRequest, FakeElks, elks_settings_values
 from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset
 from tests.twilio_fake import AUTH_FAILED, OPTED_OUT, Behaviour, FakeTwilio, twilio_settings
+from tests.worker_harness import Harness
 
 BASE = "https://responder.example.org"
 SMS_URL = f"https://46elks:{WEBHOOK_SECRET}@responder.example.org/webhooks/46elks/sms"
@@ -382,3 +383,31 @@ async def test_after_timeouts_the_hand_over_waits_for_a_receipt_of_the_primary_f
     to_settled = settled.form["To"]
     assert to_settled not in {request.form["to"] for request in world.elks.sent()}
     assert len(world.elks.sent()) == len(world.people) - 1, "the rest after the grace"
+
+
+async def test_while_the_primary_rests_new_alerts_go_straight_to_the_secondary(
+    harness: Harness, fake_twilio: FakeTwilio, fake_elks: FakeElks
+) -> None:
+    secondary = create_secondary_gateway(
+        twilio_settings(fake_twilio, **elks_settings_values(fake_elks))
+    )
+    worker = harness.worker(secondary=secondary)
+    fake_twilio.outage(harness.clock, until=harness.clock.now() + timedelta(minutes=2))
+    await harness.alerts()
+    for _ in range(4):
+        await worker.send_due()
+        harness.clock.advance(timedelta(seconds=2))
+    assert (len(fake_twilio.requests), len(fake_elks.sent())) == (3, 1)
+
+    [during] = await harness.alerts()
+    await worker.send_due()
+    assert (len(fake_twilio.requests), len(fake_elks.sent())) == (3, 2), "no wait at the primary"
+    assert (await harness.message_for(during)).provider == "46elks"
+
+    harness.clock.advance(PRIMARY_REST)
+    await harness.alerts()
+    await worker.send_due()
+    assert len(fake_twilio.requests) == 4, "after its rest the primary is tried again"
+    await worker.gateway.close()
+    if secondary is not None:
+        await secondary.close()
