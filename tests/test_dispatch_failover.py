@@ -411,3 +411,16 @@ async def test_while_the_primary_rests_new_alerts_go_straight_to_the_secondary(
     await worker.gateway.close()
     if secondary is not None:
         await secondary.close()
+
+
+@pytest.mark.parametrize("path", ["/webhooks/46elks/sms", "/webhooks/46elks/status"])
+async def test_without_a_secondary_every_46elks_webhook_is_refused(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    _, content, headers = FakeElks.inbound_sms(SMS_URL, from_phone="+46701234567", body="YES")
+    response = await client.post(
+        f"{path}?message_id=00000000-0000-0000-0000-000000000000&token=x",
+        content=content,
+        headers=headers,
+    )
+    assert response.status_code == 403
