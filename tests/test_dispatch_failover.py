@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -35,13 +35,6 @@ from tests.worker_harness import Harness
 BASE = "https://responder.example.org"
 SMS_URL = f"https://46elks:{WEBHOOK_SECRET}@responder.example.org/webhooks/46elks/sms"
 REJECTED = Behaviour(status=400, code=21211)
-
-
-@pytest.fixture
-def fake_elks() -> Iterator[FakeElks]:
-    fake = FakeElks().start()
-    yield fake
-    fake.stop()
 
 
 @dataclass
