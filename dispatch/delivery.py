@@ -64,10 +64,12 @@ async def advance_message(
 ) -> bool:
     """Move one outbound message forward; ``False`` when that would not be forward.
 
-    ``provider``: whose delivery receipt this is. A failure it reports is applied only
-    to a message that provider holds: after the secondary took a message over, a late
-    failure receipt for the primary's earlier try must not fail the secondary's send
-    (a success from either is applied: the volunteer has the alert).
+    ``provider``: whose news this is (our send's or a receipt's). A failure it reports
+    is applied only to a message that provider holds: after the secondary took a
+    message over, a late failure receipt for the primary's earlier try must not fail
+    the secondary's send. A success from either is applied (the volunteer has the
+    alert) and makes that provider the message's, so that what follows goes the same
+    way. Written here, under the incident's lock, not before it: the lock order.
 
     A provider id we learn here is kept even when the status does not move (a
     callback can overtake our own record of the send). Locks in the order every
@@ -95,6 +97,8 @@ async def advance_message(
         values["failure_reason"] = failure_reason[:200]
     if status in ("sent", "delivered"):
         values["sent_at"] = func.coalesce(Message.sent_at, now)
+        if provider is not None:
+            values["provider"] = provider
     holder = (
         or_(Message.provider.is_(None), Message.provider == provider)
         if provider is not None and status in ("failed", "undelivered")

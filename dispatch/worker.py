@@ -79,6 +79,11 @@ SMS_FAILED = Counter(
 SMS_ABANDONED = Counter(
     "responder_sms_abandoned_total", "Queued SMS given up without being sent", ["reason"]
 )
+SMS_HANDED_OVER = Counter(
+    "responder_sms_handed_over_total",
+    "Alert SMS the secondary provider took over from the primary",
+    ["kind"],
+)
 OUTBOX_DEPTH = Gauge(
     "responder_outbox_depth", "Outbound SMS queued or being sent, by purpose", ["purpose"]
 )
@@ -405,16 +410,17 @@ async def record_success(
     provider: str | None = None,
 ) -> None:
     """``provider``: the gateway that took it, which its receipts and replies map back to."""
-    if provider is not None:
-        await session.execute(update(Message).where(Message.id == sms.id).values(provider=provider))
     status = PROVIDER_STATUS.get(result.status, "sent")
-    if status == "delivered":
+    steps = ("sent", "delivered") if status == "delivered" else (status,)
+    for step in steps:
         await advance_message(
-            session, message_id=sms.id, status="sent", now=now, provider_sid=result.provider_sid
+            session,
+            message_id=sms.id,
+            status=step,
+            now=now,
+            provider_sid=result.provider_sid,
+            provider=provider,
         )
-    await advance_message(
-        session, message_id=sms.id, status=status, now=now, provider_sid=result.provider_sid
-    )
 
 
 async def record_failure(
@@ -638,6 +644,8 @@ class DispatchWorker:
             failover_to = self._failover_to(sms, gateway, failure)
             if failover_to is not None:
                 self._primary_rests_until = self.clock.now() + PRIMARY_REST
+                if not sms.exercise:
+                    SMS_HANDED_OVER.labels(failure.kind).inc()
             log.warning(
                 "sms send failed",
                 message_id=str(sms.id),
@@ -670,7 +678,7 @@ class DispatchWorker:
                 sms=sms,
                 result=result,
                 now=accepted_at,
-                provider=gateway.name if self.secondary is not None else None,
+                provider=gateway.name,
             )
         await self._note_health(gateway, None)
         return None
