@@ -27,7 +27,8 @@ every few seconds is only the fallback. Timers (abandoning what is no longer wor
 sending, no_reply, automatic close, purges, reminders) run in a task of their own,
 with the injected clock, so a slow timer pass never delays a claim.
 
-With a secondary provider, an alert SMS the primary refuses, or fails
+With a secondary provider, an alert SMS or an urgent follow-up (instructions,
+update, stand-down, cancellation, code) that the primary refuses, or fails
 ``SMS_PRIMARY_ATTEMPTS`` times, is handed over to it (``message.provider``), and
 new alerts go straight to it while the primary rests (``PRIMARY_REST``);
 docs/dispatch.md "Two SMS providers".
@@ -62,7 +63,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.clock import Clock
 from app.core.db import database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
-from app.core.outbox import ALERT_PRIORITY, BULK_PRIORITY, OUTBOX_CHANNEL, PURPOSE_PRIORITY
+from app.core.outbox import (
+    ALERT_PRIORITY,
+    BULK_PRIORITY,
+    OUTBOX_CHANNEL,
+    PURPOSE_PRIORITY,
+    URGENT_PRIORITY,
+)
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.registry.volunteers import opt_out
@@ -81,7 +88,7 @@ SMS_ABANDONED = Counter(
 )
 SMS_HANDED_OVER = Counter(
     "responder_sms_handed_over_total",
-    "Alert SMS the secondary provider took over from the primary",
+    "Alert SMS and urgent follow-ups the secondary provider took over from the primary",
     ["kind"],
 )
 OUTBOX_DEPTH = Gauge(
@@ -142,6 +149,14 @@ class ClaimedSms:
     @property
     def bulk(self) -> bool:
         return self.priority >= BULK_PRIORITY
+
+    @property
+    def fails_over(self) -> bool:
+        """The alert SMS, or what someone needs now (instructions, an update, a stand-down,
+        a cancellation, a code): worth the secondary when the primary cannot send it.
+        A stand-down or cancellation kept at a failing primary never reaches a
+        volunteer who has the alert."""
+        return self.purpose == "alert" or self.priority == URGENT_PRIORITY
 
 
 def backoff(attempts: int) -> timedelta:
@@ -709,7 +724,8 @@ class DispatchWorker:
     def _failover_to(
         self, sms: ClaimedSms, gateway: SmsGateway, failure: SendFailure
     ) -> str | None:
-        """The secondary, when it should take this alert SMS over from the primary.
+        """The secondary, when it should take this SMS (an alert or an urgent follow-up,
+        :attr:`ClaimedSms.fails_over`) over from the primary.
 
         At once when the primary refuses us (every send would fail); after
         ``SMS_PRIMARY_ATTEMPTS`` tries that failed for its availability (5xx, 429,
@@ -718,7 +734,7 @@ class DispatchWorker:
         should not be asked. Whether the deadline leaves time, ``record_failure``
         decides as for any retry.
         """
-        if self.secondary is None or gateway is not self.gateway or sms.purpose != "alert":
+        if self.secondary is None or gateway is not self.gateway or not sms.fails_over:
             return None
         if failure.kind == "refused" or (
             failure.kind in ("retry", "unknown")

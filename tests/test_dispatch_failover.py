@@ -417,3 +417,35 @@ async def test_without_a_secondary_every_46elks_webhook_is_refused(
         headers=headers,
     )
     assert response.status_code == 403
+
+
+async def test_a_cancellation_the_primary_cannot_send_goes_out_once_through_the_secondary(
+    world: World,
+) -> None:
+    """A follow-up of an alert that went through the primary fails over like an alert:
+    "stand-down and cancellation reach everyone who may have the alert"."""
+    incident_id = await world.new_incident()
+    await world.worker.send_due()
+    assert len(world.twilio.messages()) == len(world.people), "every alert through the primary"
+    started = world.clock.now()
+    world.twilio.outage(world.clock, until=started + timedelta(minutes=10))
+
+    cancelled = await world.client.post(
+        f"/v1/incidents/{incident_id}/cancel",
+        json={"reason": "ambulance on scene"},
+        headers=world.dispatcher,
+    )
+    assert cancelled.status_code == 200
+    for _ in range(10):
+        await world.worker.send_due()
+        world.clock.advance(timedelta(seconds=1))
+
+    assert Counter(request.form["to"] for request in world.elks.sent()) == Counter(
+        person.phone for person in world.people
+    ), "exactly one cancellation per volunteer, through the secondary"
+    assert len(world.twilio.messages()) == len(world.people), "the primary sent only the alerts"
+    async with world.factory() as session:
+        rows = await session.execute(
+            select(Message.status, Message.provider).where(Message.purpose == "cancellation")
+        )
+        assert {tuple(row) for row in rows} == {("sent", "46elks")}

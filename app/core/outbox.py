@@ -25,16 +25,17 @@ from app.core.texts import exercise_text
 OUTBOX_CHANNEL = "responder_outbox"
 
 ALERT_PRIORITY = 0
+URGENT_PRIORITY = 1
 BULK_PRIORITY = 3
 PURPOSE_PRIORITY = {
     "alert": ALERT_PRIORITY,
     "alert_call": ALERT_PRIORITY,
-    "instructions": 1,
-    "update": 1,
-    "stand_down": 1,
-    "cancellation": 1,
-    "signup_code": 1,
-    "login_code": 1,
+    "instructions": URGENT_PRIORITY,
+    "update": URGENT_PRIORITY,
+    "stand_down": URGENT_PRIORITY,
+    "cancellation": URGENT_PRIORITY,
+    "signup_code": URGENT_PRIORITY,
+    "login_code": URGENT_PRIORITY,
     "cert_reminder": BULK_PRIORITY,
     "consent": BULK_PRIORITY,
     "follow_up": BULK_PRIORITY,
