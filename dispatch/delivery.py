@@ -1,11 +1,15 @@
 """Delivery state of outbound SMS: forward-only, mirrored onto the alert.
 
-A message's status only moves forward (queued < sending < sent < delivered, or
-the terminal undelivered / failed), whether the news comes from our own send, a
-status callback, a duplicate callback or one that arrives out of order: each update
-is one ``UPDATE … WHERE rank(status) < rank(new)``, so the database decides and two
-concurrent callbacks cannot move a status backwards. An alert's ``delivery_status``
-mirrors its alert message and each change is an incident event.
+A message's status only moves forward (queued < sending < sent < undelivered /
+failed < delivered), whether the news comes from our own send, a status callback, a
+duplicate callback or one that arrives out of order: each update is one
+``UPDATE … WHERE rank(status) < rank(new)``, so the database decides and two
+concurrent callbacks cannot move a status backwards. ``delivered`` ranks above the
+failures: it is the provider's word that the phone has the SMS, and outweighs our
+own give-up (a timed-out send abandoned at its deadline) or an earlier failure
+report; a failure never undoes it. It moves only the status: nothing is sent
+again. An alert's ``delivery_status`` mirrors its alert message and each change is
+an incident event.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ STATUS_RANK = {
     "queued": 0,
     "sending": 1,
     "sent": 2,
-    "delivered": 3,
     "undelivered": 3,
     "failed": 3,
+    "delivered": 4,
 }
 PROVIDER_STATUS = {
     "accepted": "sent",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import FrozenClock
-from app.core.models import Alert, Message, Volunteer
+from app.core.models import Alert, IncidentEvent, Message, Volunteer
 from app.core.settings import Settings
+from dispatch.worker import claim_due
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
 from tests.twilio_fake import (
     ACCOUNT_SID,
@@ -94,6 +97,34 @@ async def test_undelivered_after_sent_is_recorded_with_its_error(
         30003,
         "undelivered",
     )
+
+
+async def test_delivered_after_we_gave_up_at_the_deadline_wins_and_sends_nothing_again(
+    client: httpx.AsyncClient, session: AsyncSession, clock: FrozenClock
+) -> None:
+    """Our own give-up (a timed-out send, then its deadline) is a guess; the provider's
+    receipt saying delivered is its word that the phone has the alert."""
+    alert, message, request = await sent_alert(session, clock)
+    message.status, message.failure_reason, message.may_have_reached = "failed", "deadline", True
+    alert.delivery_status = "failed"
+    await session.flush()
+
+    assert (await callback(client, request, "delivered")).status_code == 204
+    await callback(client, request, "failed", 30008)
+
+    await session.refresh(message)
+    await session.refresh(alert)
+    assert (message.status, alert.delivery_status) == ("delivered", "delivered")
+    events = await session.scalars(
+        select(IncidentEvent.data).where(
+            IncidentEvent.incident_id == alert.incident_id, IncidentEvent.type == "alert.delivery"
+        )
+    )
+    assert [data["delivery_status"] for data in events] == ["delivered"]
+    claimed = await claim_due(
+        session, now=clock.now(), worker_id="w", limit=10, lease=timedelta(seconds=30)
+    )
+    assert claimed == [], "a receipt never resurrects a send"
 
 
 async def test_error_21610_marks_the_volunteer_opted_out(
