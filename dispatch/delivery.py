@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.models import Alert, GatewayHealth, Message
-from app.registry.volunteers import opt_out
 from dispatch.events import lock_incident_of_message, record_event
 
 STATUS_RANK = {
@@ -48,7 +47,6 @@ PROVIDER_STATUS = {
     "canceled": "failed",
 }
 """Twilio's message statuses onto ours; any provider status means it accepted the SMS."""
-OPTED_OUT_CODE = 21610
 
 
 def _rank(column: Any) -> ColumnElement[int]:
@@ -77,12 +75,12 @@ async def advance_message(
 
     A provider id we learn here is kept even when the status does not move (a
     callback can overtake our own record of the send). Locks in the order every
-    writer of an incident uses: the volunteer (an opt-out, 21610), the incident of
-    an alert SMS (its event takes the incident's counter: ``dispatch.events``), then
-    the message, then the alert.
+    writer of an incident uses: the incident of an alert SMS (its event takes the
+    incident's counter: ``dispatch.events``), then the message, then the alert. An
+    ``error_code`` of 21610 (opted out at the carrier) is the caller's to act on
+    first, with :func:`dispatch.responses.carrier_opt_out` (it ends open alerts,
+    which this module, below the reply path, cannot).
     """
-    if error_code == OPTED_OUT_CODE:
-        await _opt_out_recipient(session, message_id=message_id, now=now)
     await lock_incident_of_message(session, message_id)
     if provider_sid is not None:
         await session.execute(
@@ -126,17 +124,6 @@ async def advance_message(
     if row.alert_id is not None and row.purpose == "alert":
         await mirror_alert_delivery(session, alert_id=row.alert_id, status=status, now=now)
     return True
-
-
-async def _opt_out_recipient(
-    session: AsyncSession, *, message_id: uuid.UUID, now: datetime
-) -> None:
-    """The carrier says the recipient opted out (21610), whatever the message's status."""
-    volunteer_id = (
-        await session.execute(select(Message.volunteer_id).where(Message.id == message_id))
-    ).scalar_one_or_none()
-    if volunteer_id is not None:
-        await opt_out(session, volunteer_id=volunteer_id, now=now)
 
 
 async def mirror_alert_delivery(

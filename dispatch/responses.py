@@ -505,6 +505,37 @@ async def release_open_alerts(
     return released
 
 
+_RECIPIENT = (
+    select(Volunteer.id)
+    .join(Message, Message.volunteer_id == Volunteer.id)
+    .where(Message.id == bindparam("message_id"))
+    .with_for_update(of=Volunteer, key_share=True)
+)
+
+
+async def carrier_opt_out(
+    session: AsyncSession, *, message_id: uuid.UUID, now: datetime, settings: Settings
+) -> None:
+    """The carrier says the recipient of ``message_id`` opted out (Twilio error 21610,
+    on a send or in a receipt): the provider answered their STOP itself, so it never
+    reached our webhook. It ends what a STOP we saw ends: no SMS until START, and
+    their open alerts (:func:`release_open_alerts`), so no pending alert or role of
+    theirs keeps a place that another volunteer could take.
+
+    Before the message's own delivery state is recorded: the volunteer, then each
+    incident in id order, the lock order every writer keeps.
+    """
+    volunteer_id = (
+        await session.execute(_RECIPIENT, {"message_id": message_id})
+    ).scalar_one_or_none()
+    if volunteer_id is None:
+        return
+    await opt_out(session, volunteer_id=volunteer_id, now=now)
+    await release_open_alerts(
+        session, volunteer_id=volunteer_id, reason="stop", now=now, settings=settings
+    )
+
+
 async def _arrive(
     session: AsyncSession, *, incident: Incident, alert: Alert, lang: str, now: datetime
 ) -> str:

@@ -72,10 +72,10 @@ from app.core.outbox import (
 )
 from app.core.schedule import within_hours
 from app.core.settings import Settings
-from app.registry.volunteers import opt_out
 from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
+from dispatch.responses import carrier_opt_out
 
 log = structlog.get_logger(__name__)
 
@@ -447,10 +447,14 @@ async def record_failure(
     sms: ClaimedSms,
     failure: SendFailure,
     now: datetime,
+    settings: Settings,
     holder: str | None = None,
     handed_over: bool = False,
 ) -> None:
     """Retry with backoff until the deadline, or give up now when retrying cannot help.
+
+    Opted out at the carrier: the volunteer's open alerts end as after a STOP
+    (:func:`dispatch.responses.carrier_opt_out`).
 
     A request that certainly did not reach the provider goes back to ``queued``; one
     whose outcome is unknown stays ``sending`` (it may be at the provider, which is
@@ -462,11 +466,7 @@ async def record_failure(
     own backoff starts only if it fails too.
     """
     if failure.kind == "opted_out":
-        volunteer_id = (
-            await session.execute(select(Message.volunteer_id).where(Message.id == sms.id))
-        ).scalar_one_or_none()
-        if volunteer_id is not None:
-            await opt_out(session, volunteer_id=volunteer_id, now=now)
+        await carrier_opt_out(session, message_id=sms.id, now=now, settings=settings)
     retry_at = now if handed_over else now + backoff(sms.attempts)
     if failure.kind == "unknown":
         retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
@@ -646,8 +646,7 @@ class DispatchWorker:
             left = sms.deadline_at - self.clock.now()
             if left < MIN_VALIDITY:
                 failure = SendFailure("rejected", "deadline: too late to send")
-                async with unit_of_work(self.session_factory) as session:
-                    await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
+                await self._record_failure(sms, failure)
                 if not sms.exercise:
                     SMS_ABANDONED.labels("deadline").inc()
                 return failure
@@ -678,15 +677,12 @@ class DispatchWorker:
                 reason=failure,
                 failover_to=failover_to,
             )
-            async with unit_of_work(self.session_factory) as session:
-                await record_failure(
-                    session,
-                    sms=sms,
-                    failure=failure,
-                    now=self.clock.now(),
-                    holder=failover_to or (gateway.name if self.secondary else None),
-                    handed_over=failover_to is not None,
-                )
+            await self._record_failure(
+                sms,
+                failure,
+                holder=failover_to or (gateway.name if self.secondary else None),
+                handed_over=failover_to is not None,
+            )
             await self._note_health(gateway, failure)
             return failure
         accepted_at = self.clock.now()
@@ -706,6 +702,25 @@ class DispatchWorker:
             )
         await self._note_health(gateway, None)
         return None
+
+    async def _record_failure(
+        self,
+        sms: ClaimedSms,
+        failure: SendFailure,
+        *,
+        holder: str | None = None,
+        handed_over: bool = False,
+    ) -> None:
+        async with unit_of_work(self.session_factory) as session:
+            await record_failure(
+                session,
+                sms=sms,
+                failure=failure,
+                now=self.clock.now(),
+                settings=self.settings,
+                holder=holder,
+                handed_over=handed_over,
+            )
 
     def _gateway_for(self, sms: ClaimedSms) -> SmsGateway:
         """The message's own provider; a new alert SMS while the primary rests: the secondary.

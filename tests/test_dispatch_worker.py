@@ -13,6 +13,7 @@ from app.core.models import GatewayHealth, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.worker import claim_due
+from tests.factories import create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
     AUTH_FAILED,
     DROPPED,
@@ -115,6 +116,50 @@ async def test_opted_out_recipient_is_not_retried_and_is_marked_opted_out(
     async with harness.factory() as session:
         volunteer = await session.get_one(Volunteer, alert.volunteer_id)
     assert volunteer.opted_out is True
+
+
+async def test_a_carrier_opt_out_ends_the_volunteers_open_alerts_as_a_texted_stop_does(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    """Twilio filtered the volunteer's STOP (21610 on our next send): their other alerts
+    are ended too, a pending one declined and a role given up, so neither holds a
+    place that another volunteer could take."""
+    now = harness.clock.now()
+    async with unit_of_work(harness.factory) as session:
+        volunteer = await create_volunteer(session)
+        holding, waiting, refused = [
+            await create_alert(
+                session,
+                incident=await create_incident(session, created_at=now),
+                volunteer=volunteer,
+                now=now,
+                sms_status=sms_status,
+            )
+            for sms_status in ("sent", "sent", "queued")
+        ]
+        holding.response, holding.role, holding.responded_at = "accepted", "cpr", now
+    fake_twilio.script(OPTED_OUT)
+    worker = harness.worker()
+    await worker.send_due()
+    await worker.gateway.close()
+
+    assert len(fake_twilio.requests) == 1
+    ended = [await harness.reload(alert) for alert in (holding, waiting, refused)]
+    assert [(alert.response, alert.role) for alert in ended] == [
+        ("withdrawn", None),
+        ("declined", None),
+        ("declined", None),
+    ]
+    async with harness.factory() as session:
+        reasons = (
+            await session.scalars(
+                select(IncidentEvent.data["reason"].astext).where(
+                    IncidentEvent.type.in_(("alert.withdrawn", "alert.declined"))
+                )
+            )
+        ).all()
+        assert (await session.get_one(Volunteer, volunteer.id)).opted_out is True
+    assert reasons == ["stop"] * 3
 
 
 async def test_authentication_failure_marks_the_gateway_refused(

@@ -127,14 +127,16 @@ async def test_delivered_after_we_gave_up_at_the_deadline_wins_and_sends_nothing
     assert claimed == [], "a receipt never resurrects a send"
 
 
-async def test_error_21610_marks_the_volunteer_opted_out(
+async def test_error_21610_opts_the_volunteer_out_and_ends_their_alert_as_a_stop_does(
     client: httpx.AsyncClient, session: AsyncSession, clock: FrozenClock
 ) -> None:
     alert, _, request = await sent_alert(session, clock)
     await callback(client, request, "failed", 21610)
     volunteer = await session.get_one(Volunteer, alert.volunteer_id)
     await session.refresh(volunteer)
+    await session.refresh(alert)
     assert volunteer.opted_out is True
+    assert (alert.response, alert.delivery_status) == ("declined", "failed")
 
 
 async def test_unsigned_or_forged_callback_is_403_and_changes_nothing(

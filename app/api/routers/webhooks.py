@@ -32,9 +32,15 @@ from app.api.ratelimit import limit_unsigned_webhook
 from app.core import texts
 from app.core.errors import Forbidden, PayloadTooLarge, ResponderError
 from dispatch.delivery import PROVIDER_STATUS, advance_message
-from dispatch.gateway import ELKS_WEBHOOK_USER, ElksGateway, TwilioGateway, elks_status_token
+from dispatch.gateway import (
+    ELKS_WEBHOOK_USER,
+    OPTED_OUT_CODE,
+    ElksGateway,
+    TwilioGateway,
+    elks_status_token,
+)
 from dispatch.replies import Intent, parse_reply
-from dispatch.responses import InboundSms, handle_inbound_sms
+from dispatch.responses import InboundSms, carrier_opt_out, handle_inbound_sms
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 elks_router = APIRouter(prefix="/webhooks/46elks", tags=["webhooks"])
@@ -185,6 +191,10 @@ async def _receipt(
         raise BadWebhook("the message id is not a provider id")
     status = PROVIDER_STATUS.get(provider_status.lower())
     if status is not None and message_id is not None:
+        if error_code == OPTED_OUT_CODE:
+            await carrier_opt_out(
+                session, message_id=message_id, now=runtime.clock.now(), settings=runtime.settings
+            )
         await advance_message(
             session,
             message_id=message_id,
