@@ -449,3 +449,27 @@ async def test_a_cancellation_the_primary_cannot_send_goes_out_once_through_the_
             select(Message.status, Message.provider).where(Message.purpose == "cancellation")
         )
         assert {tuple(row) for row in rows} == {("sent", "46elks")}
+
+
+@pytest.mark.parametrize("purpose", ["thanks", "cert_reminder"])
+async def test_texts_nobody_waits_for_stay_with_the_primary(
+    harness: Harness, fake_twilio: FakeTwilio, fake_elks: FakeElks, purpose: str
+) -> None:
+    secondary = create_secondary_gateway(
+        twilio_settings(fake_twilio, **elks_settings_values(fake_elks))
+    )
+    worker = harness.worker(secondary=secondary)
+    fake_twilio.outage(harness.clock, until=harness.clock.now() + timedelta(minutes=2))
+    await harness.texts(purpose, 1)
+    try:
+        for _ in range(10):
+            await worker.send_due()
+            harness.clock.advance(timedelta(seconds=20))
+    finally:
+        await worker.gateway.close()
+        if secondary is not None:
+            await secondary.close()
+
+    assert fake_elks.sent() == [], "tried at the primary only, through the outage"
+    assert len(fake_twilio.requests) > 3
+    assert [request.form["Body"] for request in fake_twilio.messages()] == [f"{purpose} text"]
