@@ -460,6 +460,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     plan = replace(SMOKE if args.smoke else Plan(), workers=args.workers)
     if args.incident_interval is not None:
         plan = replace(plan, incident_interval_s=args.incident_interval)
+    if args.incidents is not None:
+        plan = replace(plan, incidents=args.incidents)
     return plan
 
 
@@ -476,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--incident-interval", type=float, default=None, help="seconds between incidents"
     )
+    parser.add_argument("--incidents", type=int, default=None, help="incidents posted (200)")
     parser.add_argument("--home", type=Path, default=Path(".responder-bench"))
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
