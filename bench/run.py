@@ -43,9 +43,12 @@ BENCH_CLUSTER_SETTINGS = {
     "checkpoint_timeout": "15min",
 }
 TARGETS = {
-    "selection_p99_ms": 5.0,
-    "alert_path_p50_ms": 50.0,
-    "alert_path_p99_ms": 150.0,
+    "selection_with_aed_p99_ms": 5.0,
+    "posted_to_last_request_p50_ms": 30.0,
+    "posted_to_last_request_p99_ms": 80.0,
+    "post_response_p50_ms": 20.0,
+    "service_cpu_ms_per_reply": 3.0,
+    "service_cpu_ms_per_location": 1.0,
     "webhooks_per_s": 500.0,
     "single_locations_per_s": 2000.0,
     "bulk_points_per_s": 20000.0,
@@ -72,6 +75,7 @@ class Plan:
     bulk_batches: int = 100
     bulk_concurrency: int = 4
     workers: int = 1
+    processes: int = 1
 
 
 SMOKE = Plan(
@@ -302,7 +306,7 @@ def measure_service(
     with ExitStack() as stack:
         with timed(seconds, "service_start"):
             service = stack.enter_context(
-                load.running_service(url, logs=logs, workers=plan.workers)
+                load.running_service(url, logs=logs, workers=plan.workers, processes=plan.processes)
             )
         if "alert" in phases:
             with timed(seconds, "alert"), profiled(service.pid, profile, "alert"):
@@ -415,7 +419,19 @@ def _figure(results: dict[str, Any], *path: str) -> str:
         if not isinstance(value, dict) or key not in value:
             return "—"
         value = value[key]
+    if isinstance(value, list):
+        return " + ".join(f"{item:,.2f}" for item in value)
     return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _http_detail(results: dict[str, Any], phase: str) -> str:
+    """Latency and whose CPU it was: the generator's beside the service's."""
+    return (
+        f"p50 {_figure(results, phase, 'latency_ms', 'p50')} /"
+        f" p99 {_figure(results, phase, 'latency_ms', 'p99')} ms;"
+        f" CPU s wrk {_figure(results, phase, 'cpu_s', 'generator')},"
+        f" service {_figure(results, phase, 'cpu_s', 'service')}"
+    )
 
 
 def table(report: dict[str, Any]) -> str:
@@ -433,20 +449,33 @@ def table(report: dict[str, Any]) -> str:
         ("  incl. checkout + BEGIN p50 / p99 (ms)",
          f"{_figure(r, 'selection_incl_begin_ms', 'p50')} / "
          f"{_figure(r, 'selection_incl_begin_ms', 'p99')}", "", ""),
-        ("POST accepted → 30th request p50 / p99 (ms)",
-         f"{_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p50')} / "
-         f"{_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p99')}",
-         f"POST itself p50 {_figure(r, 'alert_path', 'post_response_ms', 'p50')}",
-         "≤ 50 / ≤ 150"),
+        ("client sent POST → 30th request p50 / p99 / max (ms)",
+         f"{_figure(r, 'alert_path', 'posted_to_last_request_ms', 'p50')} / "
+         f"{_figure(r, 'alert_path', 'posted_to_last_request_ms', 'p99')} / "
+         f"{_figure(r, 'alert_path', 'posted_to_last_request_ms', 'max')}",
+         f"accepted → 30th p50 {_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p50')}"
+         f" / p99 {_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p99')}",
+         "≤ 30 / ≤ 80"),
+        ("  POST response p50 / p99 (ms)",
+         f"{_figure(r, 'alert_path', 'post_response_ms', 'p50')} / "
+         f"{_figure(r, 'alert_path', 'post_response_ms', 'p99')}",
+         "server side: " + ", ".join(
+             f"{name} {_figure(r, 'alert_path', 'post_server_timing_ms', name, 'p50')}"
+             for name in (r.get("alert_path", {}).get("post_server_timing_ms") or {})
+         ), "p50 ≤ 20"),
         ("inbound SMS webhook (req/s)", _figure(r, "webhooks", "requests_per_s"),
-         f"p99 {_figure(r, 'webhooks', 'latency_ms', 'p99')} ms", "≥ 500"),
+         _http_detail(r, "webhooks"), "≥ 500"),
+        ("  service CPU per reply (ms)", _figure(r, "webhooks", "service_cpu_ms_per_request"),
+         "serve + worker, incl. the SMS each reply causes", "≤ 3"),
         ("  replies one incident at a time (req/s)",
          _figure(r, "webhooks_by_incident", "requests_per_s"),
-         f"p99 {_figure(r, 'webhooks_by_incident', 'latency_ms', 'p99')} ms", ""),
+         _http_detail(r, "webhooks_by_incident"), ""),
         ("PUT /v1/me/location (req/s)", _figure(r, "single_locations", "requests_per_s"),
-         f"p99 {_figure(r, 'single_locations', 'latency_ms', 'p99')} ms", "≥ 2,000"),
+         _http_detail(r, "single_locations"), "≥ 2,000"),
+        ("  service CPU per location update (ms)",
+         _figure(r, "single_locations", "service_cpu_ms_per_request"), "", "≤ 1"),
         ("POST /v1/locations/bulk (points/s)", _figure(r, "bulk_locations", "points_per_s"),
-         f"batch {_figure(r, 'bulk_locations', 'batch')}", "≥ 20,000"),
+         _http_detail(r, "bulk_locations"), "≥ 20,000"),
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
@@ -457,7 +486,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def _plan(args: argparse.Namespace) -> Plan:
-    plan = replace(SMOKE if args.smoke else Plan(), workers=args.workers)
+    plan = replace(SMOKE if args.smoke else Plan(), workers=args.workers, processes=args.processes)
     if args.incident_interval is not None:
         plan = replace(plan, incident_interval_s=args.incident_interval)
     if args.incidents is not None:
@@ -474,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy each service phase")
     parser.add_argument(
         "--workers", type=int, default=1, help="stand-alone dispatch workers beside serve"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="serve --processes N (uvicorn processes)"
     )
     parser.add_argument(
         "--incident-interval", type=float, default=None, help="seconds between incidents"

@@ -32,10 +32,11 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's transaction; its commit is timed as the ``commit`` phase."""
+    """The request's transaction; ``committing`` is when its commit starts, ``commit`` how long."""
     async with get_runtime(request).session_factory() as session:
         async with session.begin():
             yield session
+            mark("committing")
             committing = time.perf_counter()
         timings = current()
         if timings is not None:
