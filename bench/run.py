@@ -308,6 +308,8 @@ def measure_service(
             service = stack.enter_context(
                 load.running_service(url, logs=logs, workers=plan.workers, processes=plan.processes)
             )
+        with timed(seconds, "floors"):
+            results["floors"] = asyncio.run(load.measure_floors(service, url))
         if "alert" in phases:
             with timed(seconds, "alert"), profiled(service.pid, profile, "alert"):
                 results["alert_path"] = asyncio.run(
@@ -463,6 +465,13 @@ def table(report: dict[str, Any]) -> str:
              f"{name} {_figure(r, 'alert_path', 'post_server_timing_ms', name, 'p50')}"
              for name in (r.get("alert_path", {}).get("post_server_timing_ms") or {})
          ), "p50 ≤ 20"),
+        ("floor: bare route GET /healthz (req/s; CPU ms per request)",
+         f"{_figure(r, 'floors', 'bare_route', 'requests_per_s')};"
+         f" {_figure(r, 'floors', 'bare_route', 'service_cpu_ms_per_request')}",
+         _http_detail(r["floors"], "bare_route") if "floors" in r else "", ""),
+        ("floor: one commit p50 / p99 (ms)",
+         f"{_figure(r, 'floors', 'commit_ms', 'p50')} / {_figure(r, 'floors', 'commit_ms', 'p99')}",
+         "single-row insert, its own connection", ""),
         ("inbound SMS webhook (req/s)", _figure(r, "webhooks", "requests_per_s"),
          _http_detail(r, "webhooks"), "≥ 500"),
         ("  service CPU per reply (ms)", _figure(r, "webhooks", "service_cpu_ms_per_request"),
