@@ -59,6 +59,8 @@ class Runtime:
     session_factory: async_sessionmaker[AsyncSession]
     clock: Clock = field(default_factory=SystemClock)
     gateway: SmsGateway | None = None
+    secondary_gateway: SmsGateway | None = None
+    """The SMS provider that takes alerts over from ``gateway`` (46elks), if configured."""
     worker: DispatchWorker | None = None
     worker_task: asyncio.Task[None] | None = None
     events: EventHub | None = None
@@ -77,6 +79,7 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     return DispatchWorker(
         session_factory=runtime.session_factory,
         gateway=gateway,
+        secondary=runtime.secondary_gateway,
         settings=settings,
         clock=runtime.clock,
         database_url=runtime.database_url,

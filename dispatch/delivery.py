@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -60,8 +60,16 @@ async def advance_message(
     provider_sid: str | None = None,
     error_code: int | None = None,
     failure_reason: str | None = None,
+    provider: str | None = None,
 ) -> bool:
     """Move one outbound message forward; ``False`` when that would not be forward.
+
+    ``provider``: whose news this is (our send's or a receipt's). A failure it reports
+    is applied only to a message that provider holds: after the secondary took a
+    message over, a late failure receipt for the primary's earlier try must not fail
+    the secondary's send. A success from either is applied (the volunteer has the
+    alert) and makes that provider the message's, so that what follows goes the same
+    way. Written here, under the incident's lock, not before it: the lock order.
 
     A provider id we learn here is kept even when the status does not move (a
     callback can overtake our own record of the send). Locks in the order every
@@ -89,6 +97,13 @@ async def advance_message(
         values["failure_reason"] = failure_reason[:200]
     if status in ("sent", "delivered"):
         values["sent_at"] = func.coalesce(Message.sent_at, now)
+        if provider is not None:
+            values["provider"] = provider
+    holder = (
+        or_(Message.provider.is_(None), Message.provider == provider)
+        if provider is not None and status in ("failed", "undelivered")
+        else true()
+    )
     row = (
         await session.execute(
             update(Message)
@@ -96,6 +111,7 @@ async def advance_message(
                 Message.id == message_id,
                 Message.direction == "out",
                 _rank(Message.status) < STATUS_RANK[status],
+                holder,
             )
             .values(values)
             .returning(Message.alert_id, Message.volunteer_id, Message.purpose)
@@ -142,7 +158,10 @@ async def mirror_alert_delivery(
 
 MAY_HAVE_REACHED = ("sending", "sent", "delivered", "undelivered")
 """Alert SMS states in which the volunteer may have the alert: handed to the provider,
-or a request in flight or of unknown outcome."""
+or a request in flight or of unknown outcome. Whatever the state, so may a message
+with ``may_have_reached``: an earlier attempt's outcome was unknown (a request that
+timed out and was given up at its deadline, or queued again after a certain failure
+of its retry, may still have reached the phone)."""
 
 
 async def settle_alert_sms(
@@ -159,7 +178,7 @@ async def settle_alert_sms(
     """
     rows = (
         await session.execute(
-            select(Message.id, Message.alert_id, Message.status)
+            select(Message.id, Message.alert_id, Message.status, Message.may_have_reached)
             .join(Alert, Alert.id == Message.alert_id)
             .where(
                 Alert.incident_id == incident_id,
@@ -178,7 +197,7 @@ async def settle_alert_sms(
             .where(Message.id.in_(unsent))
             .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
         )
-    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED}
+    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED or row.may_have_reached}
 
 
 async def note_gateway_result(

@@ -1,4 +1,4 @@
-"""A volunteer's SMS, from arrival to answer: the one path for Twilio and the CLI.
+"""A volunteer's SMS, from arrival to answer: the one path for both providers and the CLI.
 
 Guarantees:
 - Idempotent by provider message id: the inbound row is inserted first (unique
@@ -9,7 +9,8 @@ Guarantees:
 - Replies to one incident are serialised on its row lock, so roles are handed out
   strictly in order of arrival and two simultaneous YES never take one slot.
 - Every inbound message gets an answer (help for what cannot be understood); the
-  caller sends it back as TwiML.
+  caller sends it back through the provider it came by (TwiML for Twilio, the
+  webhook's plain-text answer for 46elks).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,6 +63,7 @@ _INSERT_INBOUND = (
         phone=bindparam("new_phone"),
         body=bindparam("new_body"),
         provider_sid=bindparam("new_sid"),
+        provider=bindparam("new_provider"),
         status="received",
         created_at=bindparam("new_now"),
         updated_at=bindparam("new_now"),
@@ -108,6 +110,8 @@ class InboundSms:
     message_sid: str
     from_phone: str
     body: str
+    provider: str | None = None
+    """The gateway it came through (None: the primary); the answer goes back by it."""
 
 
 REPLY_ATTEMPTS = 3
@@ -170,6 +174,7 @@ async def _insert_inbound(
                 "new_phone": sms.from_phone[:20],
                 "new_body": sms.body[:BODY_STORE_LIMIT],
                 "new_sid": sms.message_sid[:64],
+                "new_provider": sms.provider,
                 "new_now": now,
             },
         )
@@ -223,7 +228,7 @@ async def apply_reply(
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
         await opt_out(session, volunteer_id=volunteer.id, now=now)
-        await release_roles(
+        await release_open_alerts(
             session, volunteer_id=volunteer.id, reason="stop", now=now, settings=settings
         )
         return Outcome(texts.opted_out_text(language))
@@ -233,7 +238,7 @@ async def apply_reply(
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
         volunteer.paused_until = until
-        await release_roles(
+        await release_open_alerts(
             session, volunteer_id=volunteer.id, reason="pause", now=now, settings=settings
         )
         return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
@@ -400,13 +405,20 @@ async def _accept(change: _Answering) -> str:
 async def _decline(change: _Answering) -> str:
     if change.alert.response == "accepted":
         return await _withdraw(change)
-    await _respond(change, "declined")
+    await _end_pending(change, reason="decline")
+    return texts.declined_text(change.lang)
+
+
+async def _end_pending(change: _Answering, *, reason: str) -> None:
+    """The pending volunteer is not coming: declined (a NO, or ``reason`` STOP, PAUSE,
+    erasure), no longer counted as pending, and with ``ALERT_BATCH`` the place goes
+    to the next nearest at once. Under the incident's lock."""
+    await _respond(change, "declined", reason=reason)
     await stand_down_if_complete(
         change.session, incident=change.incident, settings=change.settings, now=change.now
     )
     if change.settings.alert_batch is not None:
         await _replace_at_once(change)
-    return texts.declined_text(change.lang)
 
 
 async def _withdraw(change: _Answering) -> str:
@@ -442,7 +454,7 @@ async def _replace_at_once(change: _Answering) -> None:
     )
 
 
-async def release_roles(
+async def release_open_alerts(
     session: AsyncSession,
     *,
     volunteer_id: uuid.UUID,
@@ -450,22 +462,26 @@ async def release_roles(
     now: datetime,
     settings: Settings,
 ) -> int:
-    """A responder who opts out (STOP), pauses or is erased while holding a role loses it.
+    """A volunteer who opts out (STOP), pauses or is erased is on no open alert any more.
 
-    Exactly as after WITHDRAW: the slot reopens and, when nobody is pending, the next
-    nearest are alerted; they get no SMS about it (they asked for none, or are gone).
-    The caller holds the volunteer's row; each incident is locked before its alert,
-    in incident-id order, the order every other writer uses.
+    A role they hold is given up exactly as after WITHDRAW: the slot reopens and, when
+    nobody is pending, the next nearest are alerted. A pending alert ends exactly as
+    after NO (:func:`_end_pending`), so it no longer holds a place under the pending
+    cap. They get no SMS about either (they asked for none, or are gone). The caller
+    holds the volunteer's row; each incident is locked before its alert, in
+    incident-id order, the order every other writer uses.
     """
-    holding = (
+    open_alerts = (
         await session.execute(
             select(Alert.id, Alert.incident_id, Volunteer.language)
             .join(Incident, Incident.id == Alert.incident_id)
             .join(Volunteer, Volunteer.id == Alert.volunteer_id)
             .where(
                 Alert.volunteer_id == volunteer_id,
-                Alert.response == "accepted",
-                Alert.role.is_not(None),
+                or_(
+                    Alert.response == "pending",
+                    and_(Alert.response == "accepted", Alert.role.is_not(None)),
+                ),
                 Alert.stood_down_at.is_(None),
                 Incident.status == "alerting",
             )
@@ -473,14 +489,18 @@ async def release_roles(
         )
     ).all()
     released = 0
-    for alert_id, incident_id, language in holding:
+    for alert_id, incident_id, language in open_alerts:
         incident = await lock_incident(session, incident_id)
         alert = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).scalar_one()
-        if incident is None or not _open_row(alert, incident.status) or alert.role is None:
+        if incident is None or not _open_row(alert, incident.status):
             continue
-        await _give_up_role(
-            _Answering(session, incident, alert, language, now, settings), reason=reason
-        )
+        change = _Answering(session, incident, alert, language, now, settings)
+        if alert.response == "pending":
+            await _end_pending(change, reason=reason)
+        elif alert.role is not None:
+            await _give_up_role(change, reason=reason)
+        else:
+            continue
         released += 1
     return released
 

@@ -23,6 +23,7 @@ from app.api.problems import (
 from app.api.ratelimit import RateLimiter
 from app.api.routers import (
     aeds,
+    canary,
     certifications,
     health,
     incident_actions,
@@ -39,7 +40,7 @@ from app.core.settings import Settings, get_settings
 from app.core.timing import collect
 from app.runtime import DetachedTasks, Runtime, create_worker
 from dispatch.events import EventHub
-from dispatch.gateway import create_gateway
+from dispatch.gateway import create_gateway, create_secondary_gateway
 from geo.search import load_service_area
 
 
@@ -101,6 +102,7 @@ class ServerTiming:
 async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     """The SMS gateway and event hub of this process, and the worker when it runs one."""
     runtime.gateway = create_gateway(runtime.settings)
+    runtime.secondary_gateway = create_secondary_gateway(runtime.settings)
     runtime.events = EventHub(runtime.database_url)
     runtime.events.start()
     if run_worker:
@@ -114,8 +116,9 @@ async def stop_dispatch(runtime: Runtime) -> None:
         await runtime.worker_task
     if runtime.events is not None:
         await runtime.events.stop()
-    if runtime.gateway is not None:
-        await runtime.gateway.close()
+    for gateway in (runtime.gateway, runtime.secondary_gateway):
+        if gateway is not None:
+            await gateway.close()
 
 
 PageLayer = Callable[[FastAPI, Settings], ErrorPage]
@@ -188,7 +191,9 @@ def create_app(
     app.include_router(me.router)
     app.include_router(locations.router)
     app.include_router(webhooks.router)
+    app.include_router(webhooks.elks_router)
     app.include_router(incident_actions.router)
+    app.include_router(canary.router)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 
