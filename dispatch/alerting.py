@@ -20,9 +20,10 @@ import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, Float, Select, String, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict
@@ -41,7 +42,13 @@ from dispatch.selection import (
 )
 from dispatch.views import distance_band
 from geo.points import LatLon, geography_point, latitude, longitude
-from geo.search import NearestAed, load_service_area, nearest_first, within_radius
+from geo.search import (
+    NearestAed,
+    bound_point,
+    load_service_area,
+    nearest_first,
+    within_radius,
+)
 
 SCENE_FLAGS = (
     "patient_under_8",
@@ -342,6 +349,26 @@ async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed 
     )
 
 
+@lru_cache(maxsize=1)
+def _duplicate_statement() -> Select[uuid.UUID]:
+    """Built once with bound parameters (per call, building it cost more than running it)."""
+    here = bound_point("lat", "lon")
+    now = bindparam("now", type_=DateTime(timezone=True))
+    return (
+        select(Incident.id)
+        .where(
+            Incident.centre == bindparam("centre", type_=String()),
+            Incident.status == "alerting",
+            Incident.id != bindparam("incident_id", type_=UUID(as_uuid=True)),
+            Incident.created_at >= bindparam("window_start", type_=DateTime(timezone=True)),
+            Incident.created_at <= now,
+            within_radius(Incident.location, here, bindparam("radius_m", type_=Float())),
+        )
+        .order_by(nearest_first(Incident.location, here))
+        .limit(1)
+    )
+
+
 async def _alerting_duplicate(
     session: AsyncSession,
     *,
@@ -351,20 +378,18 @@ async def _alerting_duplicate(
     settings: Settings,
     now: datetime,
 ) -> uuid.UUID | None:
-    here = geography_point(point)
     found: uuid.UUID | None = (
         await session.execute(
-            select(Incident.id)
-            .where(
-                Incident.centre == centre,
-                Incident.status == "alerting",
-                Incident.id != incident_id,
-                Incident.created_at >= now - settings.duplicate_window,
-                Incident.created_at <= now,
-                within_radius(Incident.location, here, settings.duplicate_radius_m),
-            )
-            .order_by(nearest_first(Incident.location, here))
-            .limit(1)
+            _duplicate_statement(),
+            {
+                "lat": point.lat,
+                "lon": point.lon,
+                "centre": centre,
+                "incident_id": incident_id,
+                "now": now,
+                "window_start": now - settings.duplicate_window,
+                "radius_m": settings.duplicate_radius_m,
+            },
         )
     ).scalar_one_or_none()
     return found
