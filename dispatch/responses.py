@@ -513,6 +513,30 @@ _RECIPIENT = (
 )
 
 
+async def release_if_unalertable(
+    session: AsyncSession, *, volunteer_id: uuid.UUID, now: datetime, settings: Settings
+) -> int:
+    """After a change made on a page or through the API rather than by SMS: a volunteer
+    now opted out or paused is on no open alert, exactly as after STOP or PAUSE texted
+    (:func:`release_open_alerts`). The caller holds the volunteer's row and has written
+    the change; the row is read again, since the change may have been a bulk update.
+    """
+    opted_out, paused_until = (
+        await session.execute(
+            select(Volunteer.opted_out, Volunteer.paused_until).where(Volunteer.id == volunteer_id)
+        )
+    ).one()
+    if opted_out:
+        reason = "stop"
+    elif paused_until is not None and paused_until > now:
+        reason = "pause"
+    else:
+        return 0
+    return await release_open_alerts(
+        session, volunteer_id=volunteer_id, reason=reason, now=now, settings=settings
+    )
+
+
 async def carrier_opt_out(
     session: AsyncSession, *, message_id: uuid.UUID, now: datetime, settings: Settings
 ) -> None:

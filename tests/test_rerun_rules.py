@@ -14,10 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import FrozenClock
 from app.core.models import Incident, IncidentEvent, Volunteer
 from app.core.settings import Settings
+from app.registry.web_sessions import open_volunteer_session
+from app.web.volunteer_auth import ME_COOKIE
 from dispatch.alerting import NewIncident, count_pending, create_incident
 from dispatch.lifecycle import IncidentChanges, update_incident
 from dispatch.selection import record_selection
 from tests.factories import STOCKHOLM, alert_of, create_key, create_volunteer, offset, reply_from
+from tests.test_me_pages import csrf_of
 
 
 def at(distance_m: float) -> Any:
@@ -249,3 +252,49 @@ async def test_a_pending_volunteer_who_opts_out_or_pauses_ends_the_alert_as_afte
         )
     ).scalars()
     assert list(reasons) == [body.split()[0].lower()]
+
+
+async def test_a_responder_paused_by_an_administrator_loses_the_role_and_the_slot_reopens(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    admin = await create_key(session, role="admin")
+
+    paused = await client.patch(
+        f"/v1/volunteers/{responder.id}",
+        json={"paused_until": (clock.now() + timedelta(hours=2)).isoformat()},
+        headers=admin,
+    )
+
+    assert paused.status_code == 200, paused.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+@pytest.mark.parametrize(
+    ("path", "form"), [("/me/pause", {"hours": "2"}), ("/me/sms", {"choice": "out"})]
+)
+async def test_a_responder_pausing_or_turning_sms_off_on_their_page_loses_the_role(
+    path: str,
+    form: dict[str, str],
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    clock: FrozenClock,
+) -> None:
+    """The page does what PAUSE and STOP by SMS do (they were only stored before)."""
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    token = await open_volunteer_session(
+        session, volunteer_id=responder.id, now=clock.now(), settings=settings
+    )
+    client.cookies.set(ME_COOKIE, token)
+    mine = await client.get("/me/")
+    assert mine.status_code == 200, mine.text
+
+    changed = await client.post(path, data={"csrf_token": csrf_of(mine), **form})
+
+    assert changed.status_code == 303, changed.text
+    await assert_role_given_up(session, incident, responder, next_nearest)

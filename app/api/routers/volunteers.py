@@ -28,7 +28,7 @@ from app.registry import certifications, places, volunteers
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import Runtime
-from dispatch.responses import release_open_alerts
+from dispatch.responses import release_if_unalertable, release_open_alerts
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -202,6 +202,9 @@ async def update_volunteer(
         changes=body.to_changes(),
         actor=admin,
         region=runtime.settings.default_region,
+    )
+    await release_if_unalertable(
+        session, volunteer_id=volunteer_id, now=runtime.clock.now(), settings=runtime.settings
     )
     return VolunteerOut.model_validate(volunteer)
 

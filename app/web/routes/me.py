@@ -50,6 +50,7 @@ from app.web.volunteer_auth import (
     clear_volunteer_cookie,
     set_volunteer_cookie,
 )
+from dispatch.responses import release_if_unalertable
 
 router = APIRouter(include_in_schema=False)
 
@@ -282,6 +283,16 @@ async def _change(
         actor=VolunteerSelf(me.volunteer_id),
         region=runtime.settings.default_region,
     )
+    await _release_if_unalertable(session, runtime, me)
+
+
+async def _release_if_unalertable(
+    session: AsyncSession, runtime: Runtime, me: VolunteerSession
+) -> None:
+    """Pausing or turning SMS off here ends open alerts as PAUSE or STOP by SMS does."""
+    await release_if_unalertable(
+        session, volunteer_id=me.volunteer_id, now=runtime.clock.now(), settings=runtime.settings
+    )
 
 
 @router.post(f"{ME}/pause")
@@ -334,6 +345,7 @@ async def sms(
         actor=VolunteerSelf(me.volunteer_id),
         now=runtime.clock.now(),
     )
+    await _release_if_unalertable(session, runtime, me)
     return see_other(request, ME_HOME)
 
 
