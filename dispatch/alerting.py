@@ -31,6 +31,7 @@ from app.core.outbox import OutboundSms, queue_sms
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
+from dispatch.channels import alert_channels
 from dispatch.events import record_event
 from dispatch.selection import (
     Candidate,
@@ -423,6 +424,12 @@ async def _alert_candidates(
     session.add_all(alerts)
     await session.flush()
     deadline = now + settings.alert_send_deadline
+    channels = await alert_channels(
+        session,
+        incident_id=incident_id,
+        preferences=[candidate.contact_preference for candidate in candidates],
+        settings=settings,
+    )
     await queue_sms(
         session,
         [
@@ -442,8 +449,9 @@ async def _alert_candidates(
                 incident_id=incident_id,
                 alert_id=alert.id,
                 deadline_at=deadline,
+                channel=channel,
             )
-            for candidate, alert in zip(candidates, alerts, strict=True)
+            for candidate, alert, channel in zip(candidates, alerts, channels, strict=True)
         ],
         now=now,
     )

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -32,6 +33,7 @@ OPTED_OUT_CODE = 21610
 REFUSAL_CODES = frozenset({20003, 20005, 20008, 30002})
 """Authentication failed, account suspended or not active: every send will fail."""
 
+T = TypeVar("T")
 FailureKind = Literal["retry", "unknown", "refused", "opted_out", "rejected"]
 
 
@@ -171,6 +173,21 @@ def classify_twilio_error(exc: TwilioRestException) -> SendFailure:
     return SendFailure("rejected", reason, code=code, status=status)
 
 
+async def create_with_twilio(create: Awaitable[T], *, timeout_s: float) -> T:
+    """Await one create request (a message, a call), its failures classified for the worker."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await create
+    except TwilioRestException as exc:
+        raise classify_twilio_error(exc) from exc
+    except TimeoutError as exc:
+        raise SendFailure("unknown", "timed out waiting for Twilio") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise SendFailure("retry", f"cannot connect: {exc.os_error}") from exc
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise SendFailure("unknown", f"connection failed: {type(exc).__name__}") from exc
+
+
 class TwilioGateway:
     """Sends with ``messages.create_async``; one instance (one HTTP pool) per process."""
 
@@ -208,17 +225,9 @@ class TwilioGateway:
             options["from_"] = self._from
         if request.validity_s is not None:
             options["validity_period"] = max(1, min(36000, request.validity_s))
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                message = await self._client.messages.create_async(**options)
-        except TwilioRestException as exc:
-            raise classify_twilio_error(exc) from exc
-        except TimeoutError as exc:
-            raise SendFailure("unknown", "timed out waiting for Twilio") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise SendFailure("retry", f"cannot connect: {exc.os_error}") from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise SendFailure("unknown", f"connection failed: {type(exc).__name__}") from exc
+        message = await create_with_twilio(
+            self._client.messages.create_async(**options), timeout_s=self._timeout_s
+        )
         return SendResult(provider_sid=str(message.sid), status=str(message.status or "queued"))
 
     async def close(self) -> None:

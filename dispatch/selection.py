@@ -101,6 +101,7 @@ class Candidate:
     volunteer_id: uuid.UUID
     phone: str
     language: str
+    contact_preference: str
     distance_m: float
     location_source: str
     aed_detour_m: float | None
@@ -281,6 +282,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
             literal_column("'live'").label("source"),
             Volunteer.phone,
             Volunteer.language,
+            Volunteer.contact_preference,
         )
         .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
         .where(
@@ -310,6 +312,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
             literal_column("'place'").label("source"),
             Volunteer.phone,
             Volunteer.language,
+            Volunteer.contact_preference,
         )
         .join(Volunteer, Volunteer.id == Place.volunteer_id)
         .where(
@@ -349,6 +352,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
             found.c.volunteer_id,
             found.c.phone,
             found.c.language,
+            found.c.contact_preference,
             found.c.source,
             distance.label("distance_m"),
             cast(detour, Float()).label("aed_detour_m"),
@@ -444,6 +448,7 @@ async def select_candidates(
             volunteer_id=row.volunteer_id,
             phone=row.phone,
             language=row.language,
+            contact_preference=row.contact_preference,
             distance_m=row.distance_m,
             location_source=row.source,
             aed_detour_m=row.aed_detour_m,

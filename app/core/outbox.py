@@ -60,6 +60,8 @@ class OutboundSms:
     incident_id: uuid.UUID | None = None
     alert_id: uuid.UUID | None = None
     deadline_at: datetime | None = None
+    channel: str = "sms"
+    """``voice``: placed as a call by the call worker (``dispatch/voice.py``)."""
 
 
 async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
@@ -118,6 +120,7 @@ async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: 
                 "incident_id": item.incident_id,
                 "alert_id": item.alert_id,
                 "deadline_at": item.deadline_at,
+                "channel": item.channel,
                 "next_attempt_at": now,
                 "created_at": now,
                 "updated_at": now,
