@@ -96,7 +96,6 @@ CALL_DELIVERY = {
     "canceled": "failed",
 }
 """A call's status onto the message's delivery state (forward-only, ``dispatch.delivery``)."""
-ALERT_CALLS = ("alert", "alert_call")
 
 
 def _webhook_url(public_base_url: str, step: str, message_id: uuid.UUID, **query: Any) -> str:
@@ -356,7 +355,7 @@ async def answer_call(
     now: datetime,
     settings: Settings,
 ) -> str:
-    """The TwiML of an answered call: the prompt, a stand-down's words, or a hang-up."""
+    """The TwiML of an answered call: the prompt, "this alert has ended", or a hang-up."""
 
     async def act() -> str:
         call = await _load_call(session, webhook.message_id)
@@ -364,10 +363,6 @@ async def answer_call(
             return _hang_up()
         machine = answered_by is not None and answered_by.startswith(("machine", "fax"))
         await _note_call(session, call=call, answered_by=answered_by, now=now)
-        if call.message.purpose not in ALERT_CALLS:
-            # A stand-down or cancellation: short, and harmless on a voicemail.
-            await _advance(session, call=call, status="delivered", now=now, sid=webhook.call_sid)
-            return _twiml_saying(call.language, *([call.message.body or ""] * 2))
         if machine:
             await _advance(
                 session,
