@@ -23,7 +23,7 @@ from app.core.models import Alert, Incident, Message, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
 from app.core.texts import alert_text
-from dispatch.roles import open_slots
+from dispatch.roles import lock_for_timed_step
 
 ALERT_CALL = (Message.channel == "voice", Message.purpose.in_(("alert", "alert_call")))
 """An alert call: instead of the alert SMS (``alert``), or after it (``alert_call``)."""
@@ -117,19 +117,8 @@ async def _call_the_silent(
     now: datetime,
     settings: Settings,
 ) -> int:
-    incident = (
-        await session.execute(
-            select(Incident)
-            .where(Incident.id == incident_id)
-            .with_for_update(key_share=True, skip_locked=True)
-        )
-    ).scalar_one_or_none()
-    if (
-        incident is None
-        or incident.status != "alerting"
-        or incident.ems_arrived_at is not None
-        or (await open_slots(session, incident)).full
-    ):
+    incident = await lock_for_timed_step(session, incident_id)
+    if incident is None:
         return 0
     room = settings.call_max_per_incident - await alert_calls_placed(session, incident.id)
     if room <= 0:

@@ -18,6 +18,9 @@ the incident's lock, when a key arrives. A 1 is the SMS YES path itself
 we placed to the volunteer's number is their authenticated answer), and the
 instructions also go by SMS; a 2 is a NO.
 
+A ``voice`` volunteer also hears a stand-down or a cancellation by call: the call
+says the SMS's words twice (``app.core.outbox.queue_sms`` queues it beside the text).
+
 Every webhook of a call answers once per (CallSid, step): the TwiML is stored in
 ``call_step`` in the transaction that acted, and a retry gets it back unchanged.
 """
@@ -96,6 +99,7 @@ CALL_DELIVERY = {
     "canceled": "failed",
 }
 """A call's status onto the message's delivery state (forward-only, ``dispatch.delivery``)."""
+ALERT_CALLS = ("alert", "alert_call")
 
 
 def _webhook_url(public_base_url: str, step: str, message_id: uuid.UUID, **query: Any) -> str:
@@ -363,6 +367,10 @@ async def answer_call(
             return _hang_up()
         machine = answered_by is not None and answered_by.startswith(("machine", "fax"))
         await _note_call(session, call=call, answered_by=answered_by, now=now)
+        if call.message.purpose not in ALERT_CALLS:
+            # A stand-down or a cancellation, said twice: short, and harmless on a voicemail.
+            await _advance(session, call=call, status="delivered", now=now, sid=webhook.call_sid)
+            return _twiml_saying(call.language, *([call.message.body or ""] * 2))
         if machine:
             await _advance(
                 session,

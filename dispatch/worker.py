@@ -443,7 +443,11 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
     """
     rows = await session.execute(
         select(Message.purpose, func.count())
-        .where(Message.direction == "out", Message.status.in_(("queued", "sending")))
+        .where(
+            Message.direction == "out",
+            Message.channel == "sms",
+            Message.status.in_(("queued", "sending")),
+        )
         .group_by(Message.purpose)
     )
     depth: dict[str, int] = dict(rows.all())

@@ -322,6 +322,30 @@ async def test_the_alert_is_read_again_when_the_call_is_answered_and_when_a_key_
     assert "avslutat" in said(late_answer)
 
 
+async def test_a_voice_volunteer_hears_the_cancellation_in_a_call_and_gets_the_sms(
+    world: VoiceWorld,
+) -> None:
+    landline = await world.volunteer(distance_m=100, contact_preference="voice", language="en")
+    texter = await world.volunteer(distance_m=200, contact_preference="sms_then_voice")
+    incident_id = await world.create_incident()
+    (alert_call,) = await world.place_calls()
+    await world.send_texts()
+
+    cancelled = await world.client.post(
+        f"/v1/incidents/{incident_id}/cancel", headers=world.dispatcher
+    )
+    assert cancelled.status_code == 200
+    (cancel_call,) = await world.place_calls()
+    assert cancel_call.form["To"] == landline.phone
+    assert contract_violations(cancel_call) == []
+    spoken = said(await world.answer(cancel_call, answered_by="machine_start"))
+    assert spoken.count("cancelled") == 2
+    assert "<Gather" not in spoken
+    texts = await world.send_texts()
+    assert {text.form["To"] for text in texts} == {landline.phone, texter.phone}
+    assert alert_call.sid != cancel_call.sid
+
+
 async def test_no_call_is_placed_once_its_alert_has_ended(world: VoiceWorld) -> None:
     await world.volunteer(distance_m=100, contact_preference="voice")
     incident_id = await world.create_incident()
