@@ -129,10 +129,12 @@ async def open_world(
 ) -> AsyncIterator[VoiceWorld]:
     settings = twilio_settings(
         fake,
-        public_base_url=BASE,
-        twilio_voice_from=VOICE_FROM,
-        calls_per_second=100.0,
-        **overrides,
+        **{
+            "public_base_url": BASE,
+            "twilio_voice_from": VOICE_FROM,
+            "calls_per_second": 100.0,
+            **overrides,
+        },
     )
     engine: AsyncEngine = create_engine(url, pool_size=5)
     factory = create_session_factory(engine)
@@ -354,6 +356,32 @@ async def test_no_call_is_placed_once_its_alert_has_ended(world: VoiceWorld) -> 
     )
     assert cancelled.status_code == 200
     assert await world.place_calls() == []
+
+
+async def test_a_wrong_key_asks_again_and_a_1_then_accepts(world: VoiceWorld) -> None:
+    person = await world.volunteer(distance_m=100, contact_preference="voice", language="en")
+    await world.create_incident()
+    (call,) = await world.place_calls()
+    prompt = await world.answer(call)
+    again = await world.press(call, prompt, "7")
+    assert "attempt=2" in again
+    assert "Press 1" in said(again)
+    assert (await world.alert_of(person)).response == "pending"
+    accepted = await world.press(call, again, "1")
+    assert "start CPR" in said(accepted)
+    assert (await world.alert_of(person)).response == "accepted"
+
+
+async def test_calls_go_at_their_own_rate_and_never_hold_up_the_alert_sms(
+    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock
+) -> None:
+    async for world in open_world(committed_db, fake_twilio, clock, calls_per_second=1.0):
+        for distance in (100, 150, 200):
+            await world.volunteer(distance_m=distance, contact_preference="voice")
+        texter = await world.volunteer(distance_m=250)
+        await world.create_incident()
+        assert len(await world.place_calls()) == 1  # a burst of one call per second
+        assert [text.form["To"] for text in await world.send_texts()] == [texter.phone]
 
 
 async def test_calls_per_incident_are_capped_and_the_rest_get_the_sms(
