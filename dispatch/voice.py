@@ -332,23 +332,39 @@ async def _load_call(session: AsyncSession, message_id: uuid.UUID) -> _Call | No
     return _Call(message, volunteer, volunteer.language)
 
 
-async def _open_alert(session: AsyncSession, alert_id: uuid.UUID | None) -> Alert | None:
-    """The call's alert while it is open (incident alerting, unanswered or accepted)."""
+async def _open_alert(
+    session: AsyncSession, alert_id: uuid.UUID | None
+) -> tuple[Alert, Incident] | None:
+    """The call's alert and its incident while the alert is open: the incident alerting,
+    the volunteer not stood down, and unanswered or holding a role."""
     if alert_id is None:
         return None
     row = (
         await session.execute(
-            select(Alert, Incident.status)
+            select(Alert, Incident)
             .join(Incident, Incident.id == Alert.incident_id)
             .where(Alert.id == alert_id)
         )
     ).one_or_none()
     if row is None:
         return None
-    alert, status = row
-    if status != "alerting" or alert.stood_down_at is not None or alert.response != "pending":
+    alert, incident = row
+    if not _holds_open(alert, incident) and not (
+        incident.status == "alerting" and alert.response == "pending"
+    ):
         return None
-    return alert
+    return alert, incident
+
+
+def _holds_open(alert: Alert, incident: Incident | None) -> bool:
+    """A responder still on their way: accepted, a role, not stood down, incident alerting."""
+    return (
+        incident is not None
+        and incident.status == "alerting"
+        and alert.response == "accepted"
+        and alert.role is not None
+        and alert.stood_down_at is None
+    )
 
 
 async def answer_call(
@@ -382,16 +398,20 @@ async def answer_call(
             )
             return _hang_up()
         await _advance(session, call=call, status="delivered", now=now, sid=webhook.call_sid)
-        alert = await _open_alert(session, call.message.alert_id)
-        if alert is None:
+        opened = await _open_alert(session, call.message.alert_id)
+        if opened is None:
             return _twiml_saying(call.language, texts.call_ended_speech(call.language))
-        kind, exercise = (
-            await session.execute(
-                select(Incident.kind, Incident.exercise).where(Incident.id == alert.incident_id)
+        alert, incident = opened
+        if alert.response == "accepted":
+            # Answered by SMS while the phone rang: where to go, not the question again.
+            return await _where_to_go(
+                session, incident=incident, alert=alert, language=call.language
             )
-        ).one()
         prompt = texts.call_alert_speech(
-            call.language, kind=kind, distance_m=alert.distance_m, exercise=exercise
+            call.language,
+            kind=incident.kind,
+            distance_m=alert.distance_m,
+            exercise=incident.exercise,
         )
         return _ask_for_key(call=call, prompt=prompt, attempt=1, settings=settings)
 
@@ -435,6 +455,12 @@ async def press_key(
                 .with_for_update(key_share=True)
             )
         ).scalar_one()
+        # Then the incident and the alert, in the order apply_reply takes them: what the
+        # key changed is read against the alert as it stood under the lock (an SMS YES
+        # may have come first).
+        incident = await lock_incident(session, alert.incident_id)
+        await session.refresh(alert, with_for_update={"key_share": True})
+        before = (alert.response, alert.responded_at)
         outcome = await apply_reply(
             session,
             volunteer=volunteer,
@@ -442,18 +468,19 @@ async def press_key(
             now=now,
             settings=settings,
         )
-        # apply_reply read the alert afresh under the incident's lock (populate_existing):
-        # ``alert`` is that row now, and the incident is still locked by it.
-        incident = await lock_incident(session, alert.incident_id)
-        answered_now = alert.responded_at == now
+        answered_now = (alert.response, alert.responded_at) != before
         if intent == "decline":
             if answered_now and alert.response in ("declined", "withdrawn"):
                 return _twiml_saying(language, texts.call_declined_speech(language))
             return _twiml_saying(language, texts.call_ended_speech(language))
-        if not answered_now or incident is None:
+        if not _holds_open(alert, incident):
+            if answered_now and alert.response == "accepted":
+                return _twiml_saying(language, texts.call_not_needed_speech(language))
             return _twiml_saying(language, texts.call_ended_speech(language))
-        if alert.role is None:
-            return _twiml_saying(language, texts.call_not_needed_speech(language))
+        assert incident is not None
+        if not answered_now:
+            # Accepted by SMS meanwhile: the instructions went with that answer.
+            return await _where_to_go(session, incident=incident, alert=alert, language=language)
         await queue_sms(
             session,
             [
@@ -468,17 +495,17 @@ async def press_key(
             ],
             now=now,
         )
-        said = await _accepted_speech(session, incident=incident, alert=alert, language=language)
-        return _twiml_saying(language, said, said)
+        return await _where_to_go(session, incident=incident, alert=alert, language=language)
 
     return await _once(session, webhook=webhook, now=now, act=act)
 
 
-async def _accepted_speech(
+async def _where_to_go(
     session: AsyncSession, *, incident: Incident, alert: Alert, language: str
 ) -> str:
+    """A responder's role and where to go, said twice: the TwiML that ends the call."""
     aed = await session.get(Aed, alert.aed_id) if alert.aed_id is not None else None
-    return texts.call_accepted_speech(
+    said = texts.call_accepted_speech(
         language,
         role=alert.role or "cpr",
         address=incident.address,
@@ -486,6 +513,7 @@ async def _accepted_speech(
         aed_address=aed.address if aed else None,
         aed_description=aed.description if aed else None,
     )
+    return _twiml_saying(language, said, said)
 
 
 async def call_status(

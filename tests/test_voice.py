@@ -358,6 +358,31 @@ async def test_no_call_is_placed_once_its_alert_has_ended(world: VoiceWorld) -> 
     assert await world.place_calls() == []
 
 
+async def test_a_yes_by_sms_while_the_phone_rings_is_answered_with_where_to_go(
+    world: VoiceWorld,
+) -> None:
+    person = await world.volunteer(distance_m=100, contact_preference="sms_then_voice")
+    await world.create_incident()
+    await world.send_texts()
+    world.clock.advance(timedelta(seconds=61))
+    await queue_follow_up_calls(world.factory, now=world.clock.now(), settings=world.settings)
+    (call,) = await world.place_calls()
+    prompt = await world.answer(call)
+    content, headers = world.fake.inbound_sms(
+        f"{BASE}/webhooks/twilio/sms", from_phone=person.phone or "", body="JA"
+    )
+    assert (
+        await world.client.post("/webhooks/twilio/sms", content=content, headers=headers)
+    ).status_code == 200
+    pressed = await world.press(call, prompt, "1")
+    assert "Drottninggatan 1, Stockholm" in said(pressed)
+    assert "avslutat" not in said(pressed)
+    assert await world.send_texts() == []  # the instructions came with the SMS answer
+
+    again = await world.post(world.fake.call_answered(call))  # a second answer step
+    assert again.text == prompt  # stored: the first answer's TwiML
+
+
 async def test_a_wrong_key_asks_again_and_a_1_then_accepts(world: VoiceWorld) -> None:
     person = await world.volunteer(distance_m=100, contact_preference="voice", language="en")
     await world.create_incident()
