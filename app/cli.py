@@ -1,4 +1,4 @@
-"""The ``responder`` command: serve, worker, db, api-key, user, demo, sms.
+"""The ``responder`` command: serve, worker, db, api-key, user, demo, sms, canary.
 
 Every failure a user can cause (bad configuration, unreachable database, missing
 PostgreSQL) ends with one line on standard error and a non-zero exit code.
@@ -372,6 +372,43 @@ def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
     print(f"reply to {phone}: {answer}")
 
 
+def _point(raw: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(part) for part in raw.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not LAT,LON: {raw}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"not LAT,LON: {raw}")
+    return lat, lon
+
+
+def _seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"not between 0 and 3600 seconds: {raw}")
+    return seconds
+
+
+def cmd_canary(args: argparse.Namespace, settings: Settings) -> None:
+    from app.canary import CANARY_DELIVERED, run_canary
+
+    if settings.canary_api_key is None:
+        fail("RESPONDER_CANARY_API_KEY is not set (an admin key: `responder api-key create`)", 2)
+    outcome = run_canary(
+        api=args.api or settings.public_base_url,
+        api_key=settings.canary_api_key.get_secret_value(),
+        phone=args.to,
+        at=args.at,
+        within_s=args.within,
+    )
+    verdict = "ok" if outcome.code == CANARY_DELIVERED else "FAILED"
+    print(f"canary {verdict}: {outcome.line}")
+    sys.exit(outcome.code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="responder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -425,6 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
     inbound.add_argument("--from", dest="sender", required=True, help="the volunteer's phone")
     inbound.add_argument("text", nargs="+", help='the SMS text, e.g. "YES 4821"')
     inbound.set_defaults(handler=cmd_sms_inbound)
+
+    canary = commands.add_parser(
+        "canary",
+        help="alert a test phone through the whole path; exit 0 only when delivered",
+        description="Exit codes: 0 delivered, 3 could not post, 4 not accepted by the "
+        "provider, 5 accepted but not delivered in time.",
+    )
+    canary.add_argument("--to", required=True, help="the test phone (never a volunteer's)")
+    canary.add_argument(
+        "--at", required=True, type=_point, help="LAT,LON where the test phone is placed"
+    )
+    canary.add_argument("--within", type=_seconds, default=120.0, help="seconds (default 120)")
+    canary.add_argument("--api", default=None, help="the API's URL (default PUBLIC_BASE_URL)")
+    canary.set_defaults(handler=cmd_canary)
     return parser
 
 

@@ -66,6 +66,8 @@ class NewIncident:
     alert: bool = True
     ems_eta_s: int | None = None
     exercise: bool = False
+    canary_volunteer_id: uuid.UUID | None = None
+    """``responder canary``'s: an exercise that alerts this canary volunteer only."""
 
     def request_hash(self) -> str:
         """Canonical: key order, whitespace and omitted defaults do not change it.
@@ -76,9 +78,11 @@ class NewIncident:
         """
         body = asdict(self)
         body["flags"] = {name: bool(self.flags.get(name, False)) for name in SCENE_FLAGS}
-        for added_later in ("ems_eta_s", "exercise"):
+        for added_later in ("ems_eta_s", "exercise", "canary_volunteer_id"):
             if not body[added_later]:
                 del body[added_later]
+        if self.canary_volunteer_id is not None:
+            body["canary_volunteer_id"] = str(self.canary_volunteer_id)
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -104,7 +108,10 @@ def reason_before_selection(
         request.location
     ):
         return "outside_service_area"
-    if within_hours(settings.quiet_hours, now=now, zone=settings.zone):
+    # Quiet hours spare sleeping volunteers; a canary wakes only its test phone.
+    if request.canary_volunteer_id is None and within_hours(
+        settings.quiet_hours, now=now, zone=settings.zone
+    ):
         return "quiet_hours"
     return None
 
@@ -142,6 +149,7 @@ async def create_incident(
                 flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
                 alert_requested=request.alert,
                 exercise=request.exercise,
+                canary_volunteer_id=request.canary_volunteer_id,
                 status="not_alerted" if reason else "alerting",
                 not_alerted_reason=reason,
                 radius_m=settings.alert_radius_m,
@@ -178,13 +186,18 @@ async def create_incident(
     alerts: list[Alert] = []
     if reason is None:
         await lock_selection(session)
-        duplicate_of = await _alerting_duplicate(
-            session,
-            centre=centre,
-            point=request.location,
-            incident_id=inserted,
-            settings=settings,
-            now=now,
+        # A canary is never the duplicate of a real incident, nor of an earlier canary.
+        duplicate_of = (
+            None
+            if request.canary_volunteer_id is not None
+            else await _alerting_duplicate(
+                session,
+                centre=centre,
+                point=request.location,
+                incident_id=inserted,
+                settings=settings,
+                now=now,
+            )
         )
         if duplicate_of is not None:
             await _mark_not_alerted(
@@ -202,6 +215,7 @@ async def create_incident(
                 now=now,
                 limit=settings.batch,
                 ems_eta_at=ems_eta_at,
+                canary_volunteer_id=request.canary_volunteer_id,
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
@@ -277,6 +291,7 @@ async def alert_more(
         radius_m=incident.radius_m,
         ems_eta_at=incident.ems_eta_at,
         alerted_as=alerted_as,
+        canary_volunteer_id=incident.canary_volunteer_id,
     )
     await _announce_queued(session, incident.id, alerts)
     return alerts
@@ -390,6 +405,7 @@ async def _alert_candidates(
     rerun: bool = False,
     radius_m: float | None = None,
     alerted_as: str = "selection",
+    canary_volunteer_id: uuid.UUID | None = None,
 ) -> list[Alert]:
     candidates: list[Candidate] = await select_candidates(
         session,
@@ -401,6 +417,7 @@ async def _alert_candidates(
         incident_id=incident_id if rerun else None,
         radius_m=radius_m,
         ems_eta_at=ems_eta_at,
+        canary_volunteer_id=canary_volunteer_id,
     )
     if not candidates:
         return []

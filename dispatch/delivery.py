@@ -142,7 +142,10 @@ async def mirror_alert_delivery(
 
 MAY_HAVE_REACHED = ("sending", "sent", "delivered", "undelivered")
 """Alert SMS states in which the volunteer may have the alert: handed to the provider,
-or a request in flight or of unknown outcome."""
+or a request in flight or of unknown outcome. Whatever the state, so may a message
+with ``may_have_reached``: an earlier attempt's outcome was unknown (a request that
+timed out and was given up at its deadline, or queued again after a certain failure
+of its retry, may still have reached the phone)."""
 
 
 async def settle_alert_sms(
@@ -159,7 +162,7 @@ async def settle_alert_sms(
     """
     rows = (
         await session.execute(
-            select(Message.id, Message.alert_id, Message.status)
+            select(Message.id, Message.alert_id, Message.status, Message.may_have_reached)
             .join(Alert, Alert.id == Message.alert_id)
             .where(
                 Alert.incident_id == incident_id,
@@ -178,7 +181,7 @@ async def settle_alert_sms(
             .where(Message.id.in_(unsent))
             .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
         )
-    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED}
+    return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED or row.may_have_reached}
 
 
 async def note_gateway_result(

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -223,7 +223,7 @@ async def apply_reply(
         return Outcome(texts.help_text(language))
     if reply.intent == "stop":
         await opt_out(session, volunteer_id=volunteer.id, now=now)
-        await release_roles(
+        await release_open_alerts(
             session, volunteer_id=volunteer.id, reason="stop", now=now, settings=settings
         )
         return Outcome(texts.opted_out_text(language))
@@ -233,7 +233,7 @@ async def apply_reply(
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
         volunteer.paused_until = until
-        await release_roles(
+        await release_open_alerts(
             session, volunteer_id=volunteer.id, reason="pause", now=now, settings=settings
         )
         return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
@@ -400,13 +400,20 @@ async def _accept(change: _Answering) -> str:
 async def _decline(change: _Answering) -> str:
     if change.alert.response == "accepted":
         return await _withdraw(change)
-    await _respond(change, "declined")
+    await _end_pending(change, reason="decline")
+    return texts.declined_text(change.lang)
+
+
+async def _end_pending(change: _Answering, *, reason: str) -> None:
+    """The pending volunteer is not coming: declined (a NO, or ``reason`` STOP, PAUSE,
+    erasure), no longer counted as pending, and with ``ALERT_BATCH`` the place goes
+    to the next nearest at once. Under the incident's lock."""
+    await _respond(change, "declined", reason=reason)
     await stand_down_if_complete(
         change.session, incident=change.incident, settings=change.settings, now=change.now
     )
     if change.settings.alert_batch is not None:
         await _replace_at_once(change)
-    return texts.declined_text(change.lang)
 
 
 async def _withdraw(change: _Answering) -> str:
@@ -442,7 +449,7 @@ async def _replace_at_once(change: _Answering) -> None:
     )
 
 
-async def release_roles(
+async def release_open_alerts(
     session: AsyncSession,
     *,
     volunteer_id: uuid.UUID,
@@ -450,22 +457,26 @@ async def release_roles(
     now: datetime,
     settings: Settings,
 ) -> int:
-    """A responder who opts out (STOP), pauses or is erased while holding a role loses it.
+    """A volunteer who opts out (STOP), pauses or is erased is on no open alert any more.
 
-    Exactly as after WITHDRAW: the slot reopens and, when nobody is pending, the next
-    nearest are alerted; they get no SMS about it (they asked for none, or are gone).
-    The caller holds the volunteer's row; each incident is locked before its alert,
-    in incident-id order, the order every other writer uses.
+    A role they hold is given up exactly as after WITHDRAW: the slot reopens and, when
+    nobody is pending, the next nearest are alerted. A pending alert ends exactly as
+    after NO (:func:`_end_pending`), so it no longer holds a place under the pending
+    cap. They get no SMS about either (they asked for none, or are gone). The caller
+    holds the volunteer's row; each incident is locked before its alert, in
+    incident-id order, the order every other writer uses.
     """
-    holding = (
+    open_alerts = (
         await session.execute(
             select(Alert.id, Alert.incident_id, Volunteer.language)
             .join(Incident, Incident.id == Alert.incident_id)
             .join(Volunteer, Volunteer.id == Alert.volunteer_id)
             .where(
                 Alert.volunteer_id == volunteer_id,
-                Alert.response == "accepted",
-                Alert.role.is_not(None),
+                or_(
+                    Alert.response == "pending",
+                    and_(Alert.response == "accepted", Alert.role.is_not(None)),
+                ),
                 Alert.stood_down_at.is_(None),
                 Incident.status == "alerting",
             )
@@ -473,14 +484,18 @@ async def release_roles(
         )
     ).all()
     released = 0
-    for alert_id, incident_id, language in holding:
+    for alert_id, incident_id, language in open_alerts:
         incident = await lock_incident(session, incident_id)
         alert = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).scalar_one()
-        if incident is None or not _open_row(alert, incident.status) or alert.role is None:
+        if incident is None or not _open_row(alert, incident.status):
             continue
-        await _give_up_role(
-            _Answering(session, incident, alert, language, now, settings), reason=reason
-        )
+        change = _Answering(session, incident, alert, language, now, settings)
+        if alert.response == "pending":
+            await _end_pending(change, reason=reason)
+        elif alert.role is not None:
+            await _give_up_role(change, reason=reason)
+        else:
+            continue
         released += 1
     return released
 

@@ -56,7 +56,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
 from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
-from app.registry.eligibility import eligibility_conditions, is_eligible, usable_live_location
+from app.registry.eligibility import (
+    eligibility_conditions,
+    is_eligible,
+    reachable_canary,
+    usable_live_location,
+)
 from app.registry.retention import purged_before
 from dispatch.ems import ems_reach_m
 from geo.points import LatLon, geography_point, latitude, longitude
@@ -230,17 +235,31 @@ def _param(name: str, type_: Any) -> Any:
     return bindparam(name, type_=type_)
 
 
-def _policy(volunteer_id: Any, *, rerun: bool) -> list[ColumnElement[bool]]:
-    """The filters applied to each row as it streams out of a nearest-first scan."""
+def _policy(volunteer_id: Any, *, rerun: bool, canary: bool) -> list[ColumnElement[bool]]:
+    """The filters applied to each row as it streams out of a nearest-first scan.
+
+    A real incident never selects a canary volunteer; a canary incident selects its
+    own canary volunteer and nobody else, in its first selection and in every re-run
+    (all of them pass here). The cooldown and the busy rule protect people from
+    alert fatigue; a test phone probed by a scheduler is exempt from both.
+    """
     now = _param("now", DateTime(timezone=True))
+    today = _param("today", Date())
     incident_id = _param("incident_id", UUID(as_uuid=True)) if rerun else None
-    filters = [
-        is_eligible(Volunteer, now=now, today=_param("today", Date())),
-        ~_in_cooldown(
-            volunteer_id, since=_param("cooldown_since", DateTime(timezone=True)), now=now
-        ),
-        ~_busy_elsewhere(volunteer_id, incident_id),
-    ]
+    if canary:
+        filters = [
+            volunteer_id == _param("canary_volunteer_id", UUID(as_uuid=True)),
+            reachable_canary(Volunteer, now=now, today=today),
+        ]
+    else:
+        filters = [
+            Volunteer.canary.is_(False),
+            is_eligible(Volunteer, now=now, today=today),
+            ~_in_cooldown(
+                volunteer_id, since=_param("cooldown_since", DateTime(timezone=True)), now=now
+            ),
+            ~_busy_elsewhere(volunteer_id, incident_id),
+        ]
     if incident_id is not None:
         filters.append(
             ~exists().where(Alert.incident_id == incident_id, Alert.volunteer_id == volunteer_id)
@@ -259,8 +278,8 @@ def _nearest_first(location: Any, centre: Any) -> ColumnElement[float]:
     return nearest_first(mercator(location), centre)
 
 
-@lru_cache(maxsize=4)
-def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
+@lru_cache(maxsize=8)
+def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[Any]:
     """Built once per shape: reusing the object reuses SQLAlchemy's compiled form and
     asyncpg's prepared statement; building this tree per call costs more than running it."""
     here = bound_point("lat", "lon")
@@ -289,7 +308,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
             _near(LiveLocation.location, here_mercator, mercator_radius),
             exactly_within(LiveLocation.location, here, radius),
             usable,
-            *_policy(LiveLocation.volunteer_id, rerun=rerun),
+            *_policy(LiveLocation.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(LiveLocation.location, here_mercator))
         .limit(limit)
@@ -321,7 +340,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool) -> Select[Any]:
             covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)),
             ~live_elsewhere,
             ~nearer_covering_place,
-            *_policy(Place.volunteer_id, rerun=rerun),
+            *_policy(Place.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(Place.location, here_mercator))
         .limit(limit)
@@ -373,12 +392,14 @@ def candidate_statement(
     incident_id: uuid.UUID | None = None,
     radius_m: float | None = None,
     ems_eta_at: datetime | None = None,
+    canary_volunteer_id: uuid.UUID | None = None,
 ) -> tuple[Select[Any], dict[str, Any]]:
     """The one candidate statement and its parameters (what ``bench/`` and EXPLAIN run).
 
     ``radius_m`` is the incident's current radius (``ALERT_RADIUS_M`` unless widened);
     with ``ems_eta_at`` the EMS rule narrows it to the distance a volunteer can walk
     before the ambulance is there (``dispatch.ems``), so the rule is the radius itself.
+    ``canary_volunteer_id`` (a canary incident) selects that canary volunteer only.
     """
     radius = selection_radius_m(settings, radius_m=radius_m, ems_eta_at=ems_eta_at, now=now)
     parameters: dict[str, Any] = {
@@ -395,11 +416,17 @@ def candidate_statement(
     }
     if incident_id is not None:
         parameters["incident_id"] = incident_id
+    if canary_volunteer_id is not None:
+        parameters["canary_volunteer_id"] = canary_volunteer_id
     if aed is not None:
         parameters.update(
             aed_lat=aed.location.lat, aed_lon=aed.location.lon, aed_distance_m=aed.distance_m
         )
-    template = _candidate_template(with_aed=aed is not None, rerun=incident_id is not None)
+    template = _candidate_template(
+        with_aed=aed is not None,
+        rerun=incident_id is not None,
+        canary=canary_volunteer_id is not None,
+    )
     return template, parameters
 
 
@@ -423,13 +450,14 @@ async def select_candidates(
     incident_id: uuid.UUID | None = None,
     radius_m: float | None = None,
     ems_eta_at: datetime | None = None,
+    canary_volunteer_id: uuid.UUID | None = None,
 ) -> list[Candidate]:
     """At most ``limit`` candidates, nearest first (ties by volunteer id).
 
     ``incident_id`` excludes volunteers already alerted on that incident (a re-run).
     ``aed`` adds each candidate's detour via that AED, computed here so the
-    volunteer's position is used once and never stored. ``radius_m`` and
-    ``ems_eta_at`` as in :func:`candidate_statement`.
+    volunteer's position is used once and never stored. ``radius_m``,
+    ``ems_eta_at`` and ``canary_volunteer_id`` as in :func:`candidate_statement`.
     """
     statement, parameters = candidate_statement(
         point=point,
@@ -440,6 +468,7 @@ async def select_candidates(
         incident_id=incident_id,
         radius_m=radius_m,
         ems_eta_at=ems_eta_at,
+        canary_volunteer_id=canary_volunteer_id,
     )
     await session.execute(text(KNN_PLANNER_SETTINGS))
     rows = (await session.execute(statement, parameters)).all()

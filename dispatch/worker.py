@@ -336,6 +336,9 @@ async def _claim(
                 status="sending",
                 claimed_by=worker_id,
                 attempts=Message.attempts + 1,
+                # Still ``sending``: the last attempt's outcome is unknown (timed out, or
+                # its worker died with the request perhaps on the wire).
+                may_have_reached=Message.may_have_reached | (Message.status == "sending"),
                 next_attempt_at=now + lease,
                 updated_at=now,
             )
@@ -396,7 +399,8 @@ async def record_failure(
 
     A request that certainly did not reach the provider goes back to ``queued``; one
     whose outcome is unknown stays ``sending`` (it may be at the provider, which is
-    what a stand-down decides by), unleased, until its grace for a callback is over.
+    what a stand-down decides by), unleased, until its grace for a callback is over,
+    and is marked ``may_have_reached`` for good.
     """
     if failure.kind == "opted_out":
         volunteer_id = (
@@ -407,6 +411,11 @@ async def record_failure(
     retry_at = now + backoff(sms.attempts)
     if failure.kind == "unknown":
         retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
+        # Kept whatever comes next (given up at the deadline, a certain failure of the
+        # retry): the volunteer may have this SMS, and is told when it no longer holds.
+        await session.execute(
+            update(Message).where(Message.id == sms.id).values(may_have_reached=True)
+        )
     if failure.kind in ("opted_out", "rejected") or retry_at >= sms.deadline_at:
         reason = failure.reason
         if failure.kind not in ("opted_out", "rejected"):

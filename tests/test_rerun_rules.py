@@ -219,3 +219,33 @@ async def test_a_responder_pausing_in_the_app_loses_the_role_and_the_slot_reopen
 
     assert paused.status_code == 200, paused.text
     await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+@pytest.mark.parametrize("body", ["STOP", "PAUSE 2"])
+async def test_a_pending_volunteer_who_opts_out_or_pauses_ends_the_alert_as_after_a_no(
+    body: str, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    """The alert is declined (the reason in its event), it no longer counts as pending,
+    and with ``ALERT_BATCH`` its place goes to the next nearest at once, as after NO."""
+    settings.alert_batch = 1
+    pending, next_nearest = await volunteers_at(session, 50, 60)
+    incident = await alerted_incident(session, settings, clock)
+    assert await alert_of(session, incident, next_nearest) is None
+
+    await reply(session, settings, clock, pending, body)
+
+    ended = await alert_of(session, incident, pending)
+    assert ended is not None
+    assert (ended.response, ended.role) == ("declined", None)
+    replacement = await alert_of(session, incident, next_nearest)
+    assert replacement is not None
+    assert (replacement.response, replacement.alerted_as) == ("pending", "replacement")
+    assert await count_pending(session, incident.id) == 1
+    reasons = (
+        await session.execute(
+            select(IncidentEvent.data["reason"].astext).where(
+                IncidentEvent.incident_id == incident.id, IncidentEvent.type == "alert.declined"
+            )
+        )
+    ).scalars()
+    assert list(reasons) == [body.split()[0].lower()]

@@ -23,6 +23,7 @@ from app.api.problems import (
 from app.api.ratelimit import RateLimiter
 from app.api.routers import (
     aeds,
+    canary,
     certifications,
     health,
     incident_actions,
@@ -172,6 +173,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(voice.router)
     app.include_router(incident_actions.router)
+    app.include_router(canary.router)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

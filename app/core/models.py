@@ -154,6 +154,8 @@ class Volunteer(Base):
     )
     suspended_reason: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """A test phone for ``responder canary``: never selected for a real incident."""
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -271,6 +273,7 @@ class Incident(Base):
         CheckConstraint(
             "status IN ('alerting', 'not_alerted', 'cancelled', 'closed')", name="status_known"
         ),
+        CheckConstraint("canary_volunteer_id IS NULL OR exercise", name="canary_is_exercise"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -285,6 +288,8 @@ class Incident(Base):
     alert_requested: Mapped[bool] = mapped_column(Boolean, default=True)
     exercise: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     """A drill: texts marked ``EXERCISE``/``ÖVNING``, left out of every statistic."""
+    canary_volunteer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("volunteer.id"))
+    """Set by ``responder canary``: every selection of the incident alerts this volunteer only."""
     status: Mapped[str] = mapped_column(String(20))
     not_alerted_reason: Mapped[str | None] = mapped_column(String(50))
     duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incident.id"))
@@ -420,6 +425,11 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    may_have_reached: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    """An attempt had an unknown outcome (timed out, or its worker died mid-request): the
+    SMS may be on the phone whatever ``status`` says later (``dispatch.delivery``)."""
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_by: Mapped[str | None] = mapped_column(String(100))

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # Where a stand-alone `responder worker` serves /metrics (0: nowhere); `serve`
     # has /metrics on its API port.
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # The admin API key `responder canary` authenticates with (docs/reliability.md).
+    canary_api_key: SecretStr | None = None
 
     timezone: str = "Europe/Stockholm"
     default_region: str = "SE"

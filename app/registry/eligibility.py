@@ -54,6 +54,23 @@ def is_eligible(volunteer: Any = Volunteer, *, now: datetime, today: date) -> Co
     )
 
 
+def reachable_canary(
+    volunteer: Any = Volunteer, *, now: datetime, today: date
+) -> ColumnElement[bool]:
+    """A canary volunteer (``responder canary``'s test phone) may be alerted: the
+    volunteer's conditions but the certification, which a test phone has none of (so it
+    never enters the certificate workflows or their reminders). A STOP from the test
+    phone, a pause or a suspension still keep it from being alerted."""
+    return and_(
+        volunteer.canary.is_(True),
+        *(
+            condition
+            for name, condition in eligibility_conditions(volunteer, now=now, today=today)
+            if name != "no_valid_certification"
+        ),
+    )
+
+
 def ineligibility_reason(
     volunteer: Any = Volunteer, *, now: datetime, today: date
 ) -> ColumnElement[str | None]:

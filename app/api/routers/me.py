@@ -17,7 +17,7 @@ from app.core.errors import Unauthorized
 from app.registry import certifications, eligibility, export, locations, reports, volunteers
 from app.registry.audit import VolunteerSelf
 from app.runtime import Runtime
-from dispatch.responses import release_roles
+from dispatch.responses import release_open_alerts
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -114,7 +114,7 @@ async def put_availability(
     await session.flush()
     now = runtime.clock.now()
     if body.paused_until is not None and body.paused_until > now:
-        await release_roles(
+        await release_open_alerts(
             session, volunteer_id=volunteer_id, reason="pause", now=now, settings=runtime.settings
         )
     return await _me(session, runtime, volunteer_id)

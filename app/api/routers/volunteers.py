@@ -28,7 +28,7 @@ from app.registry import certifications, places, volunteers
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import Runtime
-from dispatch.responses import release_roles
+from dispatch.responses import release_open_alerts
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -221,7 +221,7 @@ async def erase_volunteer(
     """
     now = runtime.clock.now()
     await volunteers.erase_volunteer(session, volunteer_id=volunteer_id, actor=admin, now=now)
-    await release_roles(
+    await release_open_alerts(
         session, volunteer_id=volunteer_id, reason="erased", now=now, settings=runtime.settings
     )
 

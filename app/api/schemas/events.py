@@ -75,9 +75,16 @@ class AlertAccepted(EventPayload):
 
 
 class AlertAnswered(EventPayload):
-    """``alert.declined`` and ``alert.arrived``."""
+    """``alert.arrived``."""
 
     alert_id: str
+
+
+class AlertDeclined(EventPayload):
+    """Not coming: a NO, or STOP/PAUSE/erasure of a volunteer still pending (``reason``)."""
+
+    alert_id: str
+    reason: Literal["decline", "stop", "pause", "erased"] = "decline"
 
 
 class AlertWithdrawn(EventPayload):
@@ -147,7 +154,7 @@ PAYLOADS: dict[str, type[EventPayload]] = {
     "alert.delivery": AlertDelivery,
     "alert.call": AlertCall,
     "alert.accepted": AlertAccepted,
-    "alert.declined": AlertAnswered,
+    "alert.declined": AlertDeclined,
     "alert.withdrawn": AlertWithdrawn,
     "alert.arrived": AlertAnswered,
     "alerts.stood_down": AlertsEnded,
