@@ -257,7 +257,7 @@ async def _run_worker(url: str, settings: Settings) -> None:
     from app.core.clock import SystemClock
     from app.core.db import create_engine, create_session_factory
     from app.runtime import Runtime, create_call_worker, create_worker
-    from dispatch.gateway import create_gateway
+    from dispatch.gateway import create_gateway, create_secondary_gateway
 
     engine = create_engine(url, pool_size=settings.db_pool_size)
     runtime = Runtime(
@@ -266,6 +266,7 @@ async def _run_worker(url: str, settings: Settings) -> None:
         engine=engine,
         session_factory=create_session_factory(engine),
         clock=SystemClock(),
+        secondary_gateway=create_secondary_gateway(settings),
     )
     gateway = create_gateway(settings)
     worker = create_worker(runtime, gateway)
@@ -288,6 +289,8 @@ async def _run_worker(url: str, settings: Settings) -> None:
             metrics.shutdown()
         for pipeline in pipelines:
             await pipeline.gateway.close()
+        if runtime.secondary_gateway is not None:
+            await runtime.secondary_gateway.close()
         await engine.dispose()
         log.info("dispatch worker stopped", worker_id=worker.worker_id)
 

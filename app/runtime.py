@@ -60,6 +60,8 @@ class Runtime:
     session_factory: async_sessionmaker[AsyncSession]
     clock: Clock = field(default_factory=SystemClock)
     gateway: SmsGateway | None = None
+    secondary_gateway: SmsGateway | None = None
+    """The SMS provider that takes alerts over from ``gateway`` (46elks), if configured."""
     worker: DispatchWorker | None = None
     worker_task: asyncio.Task[None] | None = None
     call_worker: CallWorker | None = None
@@ -80,6 +82,7 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     return DispatchWorker(
         session_factory=runtime.session_factory,
         gateway=gateway,
+        secondary=runtime.secondary_gateway,
         settings=settings,
         clock=runtime.clock,
         database_url=runtime.database_url,

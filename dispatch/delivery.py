@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -60,8 +60,16 @@ async def advance_message(
     provider_sid: str | None = None,
     error_code: int | None = None,
     failure_reason: str | None = None,
+    provider: str | None = None,
 ) -> bool:
     """Move one outbound message forward; ``False`` when that would not be forward.
+
+    ``provider``: whose news this is (our send's or a receipt's). A failure it reports
+    is applied only to a message that provider holds: after the secondary took a
+    message over, a late failure receipt for the primary's earlier try must not fail
+    the secondary's send. A success from either is applied (the volunteer has the
+    alert) and makes that provider the message's, so that what follows goes the same
+    way. Written here, under the incident's lock, not before it: the lock order.
 
     A provider id we learn here is kept even when the status does not move (a
     callback can overtake our own record of the send). Locks in the order every
@@ -89,6 +97,13 @@ async def advance_message(
         values["failure_reason"] = failure_reason[:200]
     if status in ("sent", "delivered"):
         values["sent_at"] = func.coalesce(Message.sent_at, now)
+        if provider is not None:
+            values["provider"] = provider
+    holder = (
+        or_(Message.provider.is_(None), Message.provider == provider)
+        if provider is not None and status in ("failed", "undelivered")
+        else true()
+    )
     row = (
         await session.execute(
             update(Message)
@@ -96,6 +111,7 @@ async def advance_message(
                 Message.id == message_id,
                 Message.direction == "out",
                 _rank(Message.status) < STATUS_RANK[status],
+                holder,
             )
             .values(values)
             .returning(Message.alert_id, Message.volunteer_id, Message.purpose)

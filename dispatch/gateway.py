@@ -1,21 +1,28 @@
 """SMS gateways: how a queued ``message`` row leaves the building.
 
-Two implementations behind one protocol: :class:`TwilioGateway` (the official
-``twilio`` package's async client, one per process) and :class:`ConsoleGateway`
+Three implementations behind one protocol: :class:`TwilioGateway` (the official
+``twilio`` package's async client, one per process), :class:`ElksGateway` (the
+optional secondary, 46elks, over its plain REST API) and :class:`ConsoleGateway`
 (the embedded default, which prints each SMS readably). The worker only sees
 :class:`SendResult` or :class:`SendFailure`; the failure's ``kind`` decides what it
-does next, so the retry policy lives in one place (``dispatch.worker``).
+does next, and whether the secondary takes over, so the retry and failover policy
+lives in one place (``dispatch.worker``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal, Protocol, TypeVar
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -173,19 +180,31 @@ def classify_twilio_error(exc: TwilioRestException) -> SendFailure:
     return SendFailure("rejected", reason, code=code, status=status)
 
 
-async def create_with_twilio(create: Awaitable[T], *, timeout_s: float) -> T:
-    """Await one create request (a message, a call), its failures classified for the worker."""
+@contextlib.contextmanager
+def transport_failures(provider: str) -> Iterator[None]:
+    """Classify what went wrong on the way to ``provider`` (not its answer).
+
+    Never connected: certainly not sent (``retry``). Timed out or broken after the
+    request left: the provider may have it (``unknown``).
+    """
     try:
-        async with asyncio.timeout(timeout_s):
-            return await create
-    except TwilioRestException as exc:
-        raise classify_twilio_error(exc) from exc
+        yield
     except TimeoutError as exc:
-        raise SendFailure("unknown", "timed out waiting for Twilio") from exc
+        raise SendFailure("unknown", f"timed out waiting for {provider}") from exc
     except aiohttp.ClientConnectorError as exc:
         raise SendFailure("retry", f"cannot connect: {exc.os_error}") from exc
     except (aiohttp.ClientError, ValueError) as exc:
         raise SendFailure("unknown", f"connection failed: {type(exc).__name__}") from exc
+
+
+async def create_with_twilio(create: Awaitable[T], *, timeout_s: float) -> T:
+    """Await one create request (a message, a call), its failures classified for the worker."""
+    try:
+        with transport_failures("Twilio"):
+            async with asyncio.timeout(timeout_s):
+                return await create
+    except TwilioRestException as exc:
+        raise classify_twilio_error(exc) from exc
 
 
 class TwilioGateway:
@@ -253,6 +272,105 @@ class ConsoleGateway:
         return None
 
 
+ELKS_API_BASE = "https://api.46elks.com"
+ELKS_WEBHOOK_USER = "46elks"
+"""The basic-auth user name in the URLs 46elks posts webhooks to (the secret is the
+password); docs/deployment.md says how to configure the number's ``sms_url``."""
+
+
+def elks_status_token(secret: str, message_id: str) -> str:
+    """The token in a 46elks delivery-receipt URL: our message id, keyed by the secret.
+
+    46elks signs no webhook. The basic auth proves the caller knows the secret; this
+    token also binds the receipt to the one message it was issued for, so a URL seen
+    in one receipt cannot move another message's status.
+    """
+    return hmac.new(secret.encode(), message_id.encode(), hashlib.sha256).hexdigest()
+
+
+def with_basic_auth(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` in it: how 46elks is told to use basic auth."""
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def classify_http_status(provider: str, status: int, body: str) -> SendFailure:
+    """A provider's error answer by its HTTP status, for an API without error codes."""
+    reason = f"{provider} {status}: {body.strip()[:80]}"
+    if status in (401, 402, 403):
+        return SendFailure("refused", reason, status=status)
+    if status == 429 or status >= 500:
+        return SendFailure("retry", reason, status=status)
+    return SendFailure("rejected", reason, status=status)
+
+
+class ElksGateway:
+    """The secondary: ``POST /a1/sms`` of 46elks' documented REST API, on one aiohttp pool.
+
+    46elks publishes no official Python SDK; its API is one form POST with basic auth,
+    so plain aiohttp (already the Twilio client's transport) is all it takes. Each
+    SMS names its delivery-receipt URL (``whendelivered``), authenticated by basic
+    auth and :func:`elks_status_token`.
+    """
+
+    name = "46elks"
+
+    def __init__(
+        self,
+        *,
+        api_username: str,
+        api_password: str,
+        from_number: str,
+        webhook_secret: str,
+        public_base_url: str,
+        api_base: str = ELKS_API_BASE,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(api_username, api_password)}
+        self._from = from_number
+        self._secret = webhook_secret
+        self._public_base_url = public_base_url.rstrip("/")
+        self._url = f"{api_base.rstrip('/')}/a1/sms"
+        self._timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def status_url(self, request: SendRequest) -> str:
+        message_id = str(request.message_id)
+        query = urlencode(
+            {"message_id": message_id, "token": elks_status_token(self._secret, message_id)}
+        )
+        url = f"{self._public_base_url}/webhooks/46elks/status?{query}"
+        return with_basic_auth(url, ELKS_WEBHOOK_USER, self._secret)
+
+    async def send(self, request: SendRequest) -> SendResult:
+        form = {
+            "from": self._from,
+            "to": request.to,
+            "message": request.body,
+            "whendelivered": self.status_url(request),
+        }
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        with transport_failures("46elks"):
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._session.post(self._url, data=form, headers=self._headers) as response,
+            ):
+                status, body = response.status, await response.text()
+            if status >= 300:
+                raise classify_http_status("46elks", status, body)
+            answer = json.loads(body)
+        sid = answer.get("id") if isinstance(answer, dict) else None
+        if not sid:
+            raise SendFailure("unknown", "46elks accepted the request without an SMS id")
+        return SendResult(provider_sid=str(sid), status=str(answer.get("status", "")))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 def create_gateway(settings: Settings) -> SmsGateway:
     """Twilio when credentials are configured, else the console (the embedded default)."""
     if settings.twilio_enabled and settings.twilio_auth_token is not None:
@@ -266,3 +384,19 @@ def create_gateway(settings: Settings) -> SmsGateway:
             timeout_s=settings.send_timeout_s,
         )
     return ConsoleGateway()
+
+
+def create_secondary_gateway(settings: Settings) -> SmsGateway | None:
+    """46elks when configured: it takes over alert SMS the primary fails (``dispatch.worker``)."""
+    password, secret = settings.elks_api_password, settings.elks_webhook_secret
+    if not settings.elks_enabled or password is None or secret is None:
+        return None  # the settings refuse a username without the other two
+    return ElksGateway(
+        api_username=settings.elks_api_username or "",
+        api_password=password.get_secret_value(),
+        from_number=settings.elks_from or "",
+        webhook_secret=secret.get_secret_value(),
+        public_base_url=settings.public_base_url,
+        api_base=settings.elks_api_base,
+        timeout_s=settings.send_timeout_s,
+    )

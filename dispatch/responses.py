@@ -1,4 +1,4 @@
-"""A volunteer's SMS, from arrival to answer: the one path for Twilio and the CLI.
+"""A volunteer's SMS, from arrival to answer: the one path for both providers and the CLI.
 
 Guarantees:
 - Idempotent by provider message id: the inbound row is inserted first (unique
@@ -9,7 +9,8 @@ Guarantees:
 - Replies to one incident are serialised on its row lock, so roles are handed out
   strictly in order of arrival and two simultaneous YES never take one slot.
 - Every inbound message gets an answer (help for what cannot be understood); the
-  caller sends it back as TwiML.
+  caller sends it back through the provider it came by (TwiML for Twilio, the
+  webhook's plain-text answer for 46elks).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ _INSERT_INBOUND = (
         phone=bindparam("new_phone"),
         body=bindparam("new_body"),
         provider_sid=bindparam("new_sid"),
+        provider=bindparam("new_provider"),
         status="received",
         created_at=bindparam("new_now"),
         updated_at=bindparam("new_now"),
@@ -108,6 +110,8 @@ class InboundSms:
     message_sid: str
     from_phone: str
     body: str
+    provider: str | None = None
+    """The gateway it came through (None: the primary); the answer goes back by it."""
 
 
 REPLY_ATTEMPTS = 3
@@ -170,6 +174,7 @@ async def _insert_inbound(
                 "new_phone": sms.from_phone[:20],
                 "new_body": sms.body[:BODY_STORE_LIMIT],
                 "new_sid": sms.message_sid[:64],
+                "new_provider": sms.provider,
                 "new_now": now,
             },
         )

@@ -27,6 +27,11 @@ every few seconds is only the fallback. Timers (abandoning what is no longer wor
 sending, no_reply, automatic close, purges, reminders) run in a task of their own,
 with the injected clock, so a slow timer pass never delays a claim.
 
+With a secondary provider, an alert SMS the primary refuses, or fails
+``SMS_PRIMARY_ATTEMPTS`` times, is handed over to it (``message.provider``), and
+new alerts go straight to it while the primary rests (``PRIMARY_REST``);
+docs/dispatch.md "Two SMS providers".
+
 Duplicate window: a message is re-sent only when the worker that claimed it did
 not record an outcome before its lease ran out (the worker died, or lost the
 database, between handing the SMS to the provider and committing the result), or
@@ -75,6 +80,11 @@ SMS_FAILED = Counter(
 SMS_ABANDONED = Counter(
     "responder_sms_abandoned_total", "Queued SMS given up without being sent", ["reason"]
 )
+SMS_HANDED_OVER = Counter(
+    "responder_sms_handed_over_total",
+    "Alert SMS the secondary provider took over from the primary",
+    ["kind"],
+)
 OUTBOX_DEPTH = Gauge(
     "responder_outbox_depth", "Outbound SMS queued or being sent, by purpose", ["purpose"]
 )
@@ -97,6 +107,10 @@ UNKNOWN_OUTCOME_GRACE = timedelta(seconds=5)
 """After a timed-out send, how long a status callback has to reconcile it first."""
 MIN_VALIDITY = timedelta(seconds=1)
 """An alert with less than this left before its deadline is given up, not sent."""
+PRIMARY_REST = timedelta(seconds=30)
+"""After the primary lost an alert SMS to the secondary, how long this worker sends new
+alert SMS straight to the secondary before it tries the primary again: during an
+outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed tries."""
 HEALTH_SUCCESS_EVERY_S = 1.0
 """A run of successful sends refreshes the shared health row at most this often."""
 
@@ -124,6 +138,9 @@ class ClaimedSms:
     queued_at: datetime
     exercise: bool = False
     """Of an exercise incident: sent like any other, counted in no statistic."""
+    provider: str | None = None
+    """The gateway to send it through: the row's own (set when the secondary took it
+    over), else its alert SMS's, so a stand-down follows its alert; None: the primary."""
 
     @property
     def bulk(self) -> bool:
@@ -356,6 +373,17 @@ async def _claim(
                 .where(Incident.id == Message.incident_id)
                 .scalar_subquery()
                 .label("exercise"),
+                func.coalesce(
+                    Message.provider,
+                    select(_alert_sms.provider)
+                    .where(
+                        _alert_sms.alert_id == Message.alert_id,
+                        _alert_sms.purpose == "alert",
+                        _alert_sms.direction == "out",
+                    )
+                    .limit(1)
+                    .scalar_subquery(),
+                ).label("provider"),
             )
         )
     ).all()
@@ -371,6 +399,7 @@ async def _claim(
             deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
             queued_at=row.created_at,
             exercise=bool(row.exercise),
+            provider=row.provider,
         )
         for row in rows
     ]
@@ -380,20 +409,35 @@ async def _claim(
 
 
 async def record_success(
-    session: AsyncSession, *, sms: ClaimedSms, result: SendResult, now: datetime
+    session: AsyncSession,
+    *,
+    sms: ClaimedSms,
+    result: SendResult,
+    now: datetime,
+    provider: str | None = None,
 ) -> None:
+    """``provider``: the gateway that took it, which its receipts and replies map back to."""
     status = PROVIDER_STATUS.get(result.status, "sent")
-    if status == "delivered":
+    steps = ("sent", "delivered") if status == "delivered" else (status,)
+    for step in steps:
         await advance_message(
-            session, message_id=sms.id, status="sent", now=now, provider_sid=result.provider_sid
+            session,
+            message_id=sms.id,
+            status=step,
+            now=now,
+            provider_sid=result.provider_sid,
+            provider=provider,
         )
-    await advance_message(
-        session, message_id=sms.id, status=status, now=now, provider_sid=result.provider_sid
-    )
 
 
 async def record_failure(
-    session: AsyncSession, *, sms: ClaimedSms, failure: SendFailure, now: datetime
+    session: AsyncSession,
+    *,
+    sms: ClaimedSms,
+    failure: SendFailure,
+    now: datetime,
+    holder: str | None = None,
+    handed_over: bool = False,
 ) -> None:
     """Retry with backoff until the deadline, or give up now when retrying cannot help.
 
@@ -401,6 +445,10 @@ async def record_failure(
     whose outcome is unknown stays ``sending`` (it may be at the provider, which is
     what a stand-down decides by), unleased, until its grace for a callback is over,
     and is marked ``may_have_reached`` for good.
+    ``holder``: the gateway that makes the next try (recorded, so that any worker
+    makes it there and its receipts map back). ``handed_over``: the holder just took
+    it over, so it tries at once (after the grace when the outcome is unknown): its
+    own backoff starts only if it fails too.
     """
     if failure.kind == "opted_out":
         volunteer_id = (
@@ -408,7 +456,7 @@ async def record_failure(
         ).scalar_one_or_none()
         if volunteer_id is not None:
             await opt_out(session, volunteer_id=volunteer_id, now=now)
-    retry_at = now + backoff(sms.attempts)
+    retry_at = now if handed_over else now + backoff(sms.attempts)
     if failure.kind == "unknown":
         retry_at = max(retry_at, now + UNKNOWN_OUTCOME_GRACE)
         # Kept whatever comes next (given up at the deadline, a certain failure of the
@@ -429,18 +477,19 @@ async def record_failure(
             failure_reason=reason,
         )
         return
+    values: dict[str, object] = {
+        "status": "sending" if failure.kind == "unknown" else "queued",
+        "claimed_by": None,
+        "next_attempt_at": retry_at,
+        "error_code": failure.code,
+        "failure_reason": failure.reason[:200],
+        "updated_at": now,
+    }
+    if holder is not None:
+        values["provider"] = holder
     # Only if no callback reconciled it meanwhile (still ours, sending).
     await session.execute(
-        update(Message)
-        .where(Message.id == sms.id, Message.status == "sending")
-        .values(
-            status="sending" if failure.kind == "unknown" else "queued",
-            claimed_by=None,
-            next_attempt_at=retry_at,
-            error_code=failure.code,
-            failure_reason=failure.reason[:200],
-            updated_at=now,
-        )
+        update(Message).where(Message.id == sms.id, Message.status == "sending").values(values)
     )
 
 
@@ -500,6 +549,7 @@ class DispatchWorker:
         gateway: SmsGateway,
         settings: Settings,
         clock: Clock,
+        secondary: SmsGateway | None = None,
         database_url: str | None = None,
         worker_id: str | None = None,
         timers: TimerPass | None = None,
@@ -508,6 +558,10 @@ class DispatchWorker:
     ) -> None:
         self.session_factory = session_factory
         self.gateway = gateway
+        self.secondary = secondary
+        self.gateways = {gateway.name: gateway}
+        if secondary is not None:
+            self.gateways[secondary.name] = secondary
         self.settings = settings
         self.clock = clock
         self.database_url = database_url
@@ -526,7 +580,8 @@ class DispatchWorker:
             else 0
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
-        self._last_health_success = float("-inf")
+        self._last_health_success: dict[str, float] = {}
+        self._primary_rests_until: datetime | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.listening = threading.Event()
@@ -610,43 +665,105 @@ class DispatchWorker:
             body=sms.body,
             validity_s=validity,
         )
+        gateway = self._gateway_for(sms)
         try:
-            result = await self.gateway.send(request)
+            result = await gateway.send(request)
         except SendFailure as failure:
             if self.counted(sms):
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
+            failover_to = self._failover_to(sms, gateway, failure)
+            if failover_to is not None:
+                self._primary_rests_until = self.clock.now() + PRIMARY_REST
+                if not sms.exercise:
+                    SMS_HANDED_OVER.labels(failure.kind).inc()
             log.warning(
-                "sms send failed", message_id=str(sms.id), kind=failure.kind, reason=failure
+                "sms send failed",
+                message_id=str(sms.id),
+                gateway=gateway.name,
+                kind=failure.kind,
+                reason=failure,
+                failover_to=failover_to,
             )
             async with unit_of_work(self.session_factory) as session:
-                await record_failure(session, sms=sms, failure=failure, now=self.clock.now())
-            await self._note_health(failure)
+                await record_failure(
+                    session,
+                    sms=sms,
+                    failure=failure,
+                    now=self.clock.now(),
+                    holder=failover_to or (gateway.name if self.secondary else None),
+                    handed_over=failover_to is not None,
+                )
+            await self._note_health(gateway, failure)
             return failure
         accepted_at = self.clock.now()
+        if gateway is self.gateway:
+            self._primary_rests_until = None
         if self.counted(sms):
             SMS_SENT.labels(sms.purpose).inc()
         if sms.purpose == "alert" and self.counted(sms):
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
-            await record_success(session, sms=sms, result=result, now=accepted_at)
-        await self._note_health(None)
+            await record_success(
+                session,
+                sms=sms,
+                result=result,
+                now=accepted_at,
+                provider=gateway.name,
+            )
+        await self._note_health(gateway, None)
         return None
 
-    async def _note_health(self, failure: SendFailure | None) -> None:
-        """Keep the shared health row current without one write per successful send."""
+    def _gateway_for(self, sms: ClaimedSms) -> SmsGateway:
+        """The message's own provider; a new alert SMS while the primary rests: the secondary.
+
+        A provider this process does not have (configured in another): the primary.
+        """
+        if sms.provider is not None:
+            return self.gateways.get(sms.provider, self.gateway)
+        resting = self._primary_rests_until is not None and (
+            self.clock.now() < self._primary_rests_until
+        )
+        if self.secondary is not None and sms.purpose == "alert" and resting:
+            return self.secondary
+        return self.gateway
+
+    def _failover_to(
+        self, sms: ClaimedSms, gateway: SmsGateway, failure: SendFailure
+    ) -> str | None:
+        """The secondary, when it should take this alert SMS over from the primary.
+
+        At once when the primary refuses us (every send would fail); after
+        ``SMS_PRIMARY_ATTEMPTS`` tries that failed for its availability (5xx, 429,
+        cannot connect, timed out). Never for what the recipient or the request
+        decides (opted out, rejected): the secondary would be told the same, or
+        should not be asked. Whether the deadline leaves time, ``record_failure``
+        decides as for any retry.
+        """
+        if self.secondary is None or gateway is not self.gateway or sms.purpose != "alert":
+            return None
+        if failure.kind == "refused" or (
+            failure.kind in ("retry", "unknown")
+            and sms.attempts >= self.settings.sms_primary_attempts
+        ):
+            return self.secondary.name
+        return None
+
+    async def _note_health(self, gateway: SmsGateway, failure: SendFailure | None) -> None:
+        """Keep the shared health rows current without one write per successful send."""
         if failure is not None and failure.kind == "opted_out":
             return
         loop = asyncio.get_running_loop()
+        last_success = self._last_health_success.get(gateway.name, float("-inf"))
         if failure is None:
-            if loop.time() - self._last_health_success < HEALTH_SUCCESS_EVERY_S:
+            if loop.time() - last_success < HEALTH_SUCCESS_EVERY_S:
                 return
-            self._last_health_success = loop.time()
+            self._last_health_success[gateway.name] = loop.time()
         else:
-            self._last_health_success = float("-inf")
+            self._last_health_success[gateway.name] = float("-inf")
         async with unit_of_work(self.session_factory) as session:
             await note_gateway_result(
                 session,
-                gateway=self.gateway.name,
+                gateway=gateway.name,
                 now=self.clock.now(),
                 ok=failure is None,
                 refused=failure is not None and failure.kind == "refused",

@@ -36,6 +36,7 @@ from app.migrate import upgrade
 from app.runtime import Runtime
 from app.web.console import install_console
 from tests.console_harness import WebServer, browser_page, chromium, serve
+from tests.elks_fake import FakeElks
 from tests.factories import make_settings
 from tests.twilio_fake import FakeTwilio
 from tests.worker_harness import Harness, open_harness
@@ -154,6 +155,14 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def fake_twilio() -> Iterator[FakeTwilio]:
     """The provider's edge: a local Twilio-compatible server (``tests/twilio_fake.py``)."""
     fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_elks() -> Iterator[FakeElks]:
+    """The secondary provider's edge: a local 46elks-compatible server (``tests/elks_fake.py``)."""
+    fake = FakeElks().start()
     yield fake
     fake.stop()
 

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import Message
+from tests.elks_fake import FakeElks, elks_settings_values
 from tests.factories import STOCKHOLM, create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
     MESSAGING_SERVICE_SID,
@@ -56,7 +57,12 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, count: int = 1, *, send_timeout_s: float = SEND_TIMEOUT_S, metrics_port: int = 0
+        self,
+        count: int = 1,
+        *,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+        metrics_port: int = 0,
+        extra_env: dict[str, str] | None = None,
     ) -> list[subprocess.Popen[bytes]]:
         env = {
             **os.environ,
@@ -69,6 +75,7 @@ class Workers:
             "RESPONDER_SEND_TIMEOUT_S": str(send_timeout_s),
             "RESPONDER_LOG_LEVEL": "WARNING",
             "RESPONDER_WORKER_METRICS_PORT": str(metrics_port),
+            **(extra_env or {}),
         }
         started = []
         for _ in range(count):
@@ -278,3 +285,23 @@ async def test_a_stand_alone_worker_serves_its_queue_and_latency_metrics(
         text = await scrape("responder_alert_sms_accepted_seconds_count 3.0")
     assert 'responder_outbox_depth{purpose="cert_reminder"}' in text
     assert "responder_outbox_oldest_due_alert_age_seconds" in text
+
+
+async def test_a_worker_process_hands_alerts_to_the_secondary_while_the_primary_fails(
+    committed_db: str, fake_twilio: FakeTwilio, fake_elks: FakeElks, workers: Workers
+) -> None:
+    """``responder worker`` wires the secondary from RESPONDER_ELKS_*: with the primary
+    answering 500, every alert goes out once, through 46elks, before its deadline."""
+    queued = await queue_alerts(committed_db, 6)
+    fake_twilio.script(*[SERVER_ERROR] * 100)
+    env = {
+        f"RESPONDER_{name.upper()}": str(value)
+        for name, value in elks_settings_values(fake_elks).items()
+    }
+    workers.start(extra_env=env)
+
+    final = await wait_until_all_sent(committed_db, len(queued))
+
+    assert Counter(request.form["to"] for request in fake_elks.sent()) == Counter(queued.values())
+    assert fake_twilio.messages() == []
+    assert all(sent_at is not None and sent_at <= due for _, sent_at, due in final.values())

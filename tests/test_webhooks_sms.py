@@ -304,3 +304,43 @@ async def test_stop_start_pause_resume_change_the_volunteer(
     await reply(client, volunteer, "resume")
     await session.refresh(volunteer)
     assert volunteer.paused_until is None
+
+
+async def keyword(
+    client: httpx.AsyncClient, volunteer: Volunteer, body: str, opt_out_type: str
+) -> str:
+    """The TwiML answer to a keyword that Twilio's Advanced Opt-Out handled itself."""
+    content, headers = TWILIO.inbound_sms(
+        SMS_URL, from_phone=volunteer.phone or "", body=body, opt_out_type=opt_out_type
+    )
+    response = await client.post("/webhooks/twilio/sms", content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+async def test_keywords_twilio_answered_change_our_state_but_get_no_second_answer(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    volunteer = await create_volunteer(session, language="en")
+
+    stopped = await keyword(client, volunteer, "STOP", "STOP")
+    await session.refresh(volunteer)
+    assert volunteer.opted_out is True
+    assert "<Message>" not in stopped
+    started = await keyword(client, volunteer, "START", "START")
+    await session.refresh(volunteer)
+    assert volunteer.opted_out is False
+    assert "<Message>" not in started
+    assert "<Message>" not in await keyword(client, volunteer, "HELP", "HELP")
+
+
+async def test_a_yes_twilio_counts_as_opt_in_still_gets_its_instructions(
+    client: httpx.AsyncClient, session: AsyncSession, clock: FrozenClock
+) -> None:
+    _, alert, volunteer = await one_alert(session, clock, address="Sveavägen 1")
+
+    answer = await keyword(client, volunteer, "YES", "START")
+
+    assert "Sveavägen 1" in html.unescape(answer)
+    await session.refresh(alert)
+    assert alert.response == "accepted"

@@ -19,17 +19,20 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jsonschema
 import yaml
 from twilio.request_validator import RequestValidator
 
+from app.core.clock import Clock
 from app.core.settings import Settings
 from tests.factories import make_settings
+from tests.local_server import LocalServer, answer, last_values, read_form_values
 
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -78,25 +81,24 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeTwilio:
+class FakeTwilio(LocalServer):
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
     requests: list[RecordedRequest] = field(default_factory=list)
     arrivals: int = 0
     _script: deque[Behaviour] = field(default_factory=deque)
+    _outage: tuple[Clock, datetime, Behaviour] | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def script(self, *behaviours: Behaviour) -> None:
         """The next requests get these answers, in order; later ones get 201."""
         with self._lock:
             self._script.extend(behaviours)
+
+    def outage(self, clock: Clock, until: datetime, behaviour: Behaviour = SERVER_ERROR) -> None:
+        """Every request gets ``behaviour`` while ``clock`` (the test's) is before ``until``."""
+        with self._lock:
+            self._outage = (clock, until, behaviour)
 
     def messages(self) -> list[RecordedRequest]:
         """The SMS accepted (201), in order of arrival."""
@@ -125,6 +127,8 @@ class FakeTwilio:
         with self._lock:
             self.arrivals += 1
             self._lock.notify_all()
+            if self._outage is not None and self._outage[0].now() < self._outage[1]:
+                return self._outage[2]
             return self._script.popleft() if self._script else OK
 
     def _record(self, request: RecordedRequest) -> None:
@@ -140,12 +144,9 @@ class FakeTwilio:
                 return None
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8")
-                lists = parse_qs(raw)
-                form = {key: values[-1] for key, values in lists.items()}
+                lists = read_form_values(self)
                 request = RecordedRequest(
-                    "POST", self.path, dict(self.headers.items()), form, lists=lists
+                    "POST", self.path, dict(self.headers.items()), last_values(lists), lists=lists
                 )
                 behaviour = fake._next()
                 if behaviour.drop:
@@ -174,25 +175,10 @@ class FakeTwilio:
                     }
                 request.answered = behaviour.status
                 fake._record(request)
-                payload = json.dumps(body).encode()
-                try:
-                    self.send_response(behaviour.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                answer(self, behaviour.status, "application/json", json.dumps(body).encode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
     def _message_resource(self, request: RecordedRequest) -> dict[str, Any]:
         return {
@@ -288,9 +274,18 @@ class FakeTwilio:
         return url, urlencode(params).encode(), self.sign(url, params)
 
     def inbound_sms(
-        self, url: str, *, from_phone: str, body: str, message_sid: str | None = None
+        self,
+        url: str,
+        *,
+        from_phone: str,
+        body: str,
+        message_sid: str | None = None,
+        opt_out_type: str | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """(body, headers) of a signed inbound-SMS webhook, as Twilio posts it."""
+        """(body, headers) of a signed inbound-SMS webhook, as Twilio posts it.
+
+        ``opt_out_type``: what Advanced Opt-Out adds to a keyword it handled itself.
+        """
         params = {
             "MessageSid": message_sid or "SM" + uuid.uuid4().hex,
             "AccountSid": self.account_sid,
@@ -299,6 +294,8 @@ class FakeTwilio:
             "Body": body,
             "NumMedia": "0",
         }
+        if opt_out_type is not None:
+            params["OptOutType"] = opt_out_type
         return urlencode(params).encode(), self.sign(url, params)
 
 

@@ -40,7 +40,7 @@ from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.runtime import DetachedTasks, Runtime, create_call_worker, create_worker
 from dispatch.events import EventHub
-from dispatch.gateway import create_gateway
+from dispatch.gateway import create_gateway, create_secondary_gateway
 from geo.search import load_service_area
 
 
@@ -75,6 +75,7 @@ class RequestMetrics:
 async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     """The SMS gateway and event hub of this process, and the worker when it runs one."""
     runtime.gateway = create_gateway(runtime.settings)
+    runtime.secondary_gateway = create_secondary_gateway(runtime.settings)
     runtime.events = EventHub(runtime.database_url)
     runtime.events.start()
     if run_worker:
@@ -97,8 +98,9 @@ async def stop_dispatch(runtime: Runtime) -> None:
         await runtime.call_worker.gateway.close()
     if runtime.events is not None:
         await runtime.events.stop()
-    if runtime.gateway is not None:
-        await runtime.gateway.close()
+    for gateway in (runtime.gateway, runtime.secondary_gateway):
+        if gateway is not None:
+            await gateway.close()
 
 
 PageLayer = Callable[[FastAPI, Settings], ErrorPage]
@@ -171,6 +173,7 @@ def create_app(
     app.include_router(me.router)
     app.include_router(locations.router)
     app.include_router(webhooks.router)
+    app.include_router(webhooks.elks_router)
     app.include_router(voice.router)
     app.include_router(incident_actions.router)
     app.include_router(canary.router)

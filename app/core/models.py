@@ -421,6 +421,9 @@ class Message(Base):
     body: Mapped[str | None] = mapped_column(Text)
     reply_body: Mapped[str | None] = mapped_column(Text)
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider: Mapped[str | None] = mapped_column(String(30))
+    """The gateway that took this message (or, queued, is to take it); inbound: the one
+    it came through. NULL: the primary (``dispatch.gateway``)."""
     status: Mapped[str] = mapped_column(String(20))
     error_code: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(200))

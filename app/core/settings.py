@@ -27,6 +27,8 @@ INCIDENT_KINDS: tuple[IncidentKind, ...] = (
     "other",
 )
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_WEBHOOK_SECRET = 32
+"""Characters of a webhook secret: 32 random ones are far beyond guessing."""
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -74,6 +76,27 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
+    # The secondary SMS provider, 46elks (docs/dispatch.md "Two providers"): off while
+    # ELKS_API_USERNAME is unset. It takes an alert SMS over when the primary refuses
+    # it, or after SMS_PRIMARY_ATTEMPTS failed tries there, while the deadline allows.
+    elks_api_username: str | None = None
+    elks_api_password: SecretStr | None = None
+    elks_from: str | None = Field(
+        default=None, description="the 46elks number alerts go out from (replies come back to it)"
+    )
+    elks_api_base: str = "https://api.46elks.com"
+    elks_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="the 46elks webhooks' basic-auth password and the key of their URL "
+        "tokens (at least 32 characters)",
+    )
+    sms_primary_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="tries of an alert SMS at the primary provider (5xx, 429, timeouts) "
+        "before the secondary takes it over; a refusal hands it over at once",
+    )
     sms_number: str | None = Field(
         default=None, description="the number volunteers text (START), shown on their page"
     )
@@ -262,7 +285,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown phone region {value!r}")
         return value.upper()
 
-    @field_validator("follow_up_phone", "sms_number", "twilio_voice_from")
+    @field_validator("follow_up_phone", "sms_number", "elks_from", "twilio_voice_from")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -292,7 +315,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
         return value
 
-    @field_validator("public_base_url", "twilio_api_base", "map_tile_url")
+    @field_validator("public_base_url", "twilio_api_base", "elks_api_base", "map_tile_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -318,6 +341,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "Twilio needs RESPONDER_TWILIO_MESSAGING_SERVICE_SID or RESPONDER_TWILIO_FROM"
             )
+        self._check_secondary_sms()
         if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
             raise ValueError(
                 "RESPONDER_OIDC_ISSUER needs RESPONDER_OIDC_CLIENT_ID and "
@@ -327,6 +351,22 @@ class Settings(BaseSettings):
         if self.service_area is not None and not self.service_area.is_file():
             raise ValueError(f"RESPONDER_SERVICE_AREA: no such file {self.service_area}")
         return self
+
+    def _check_secondary_sms(self) -> None:
+        if not self.elks_api_username:
+            return
+        missing = [
+            f"RESPONDER_{name.upper()}"
+            for name in ("elks_api_password", "elks_from", "elks_webhook_secret")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"RESPONDER_ELKS_API_USERNAME needs {', '.join(missing)}")
+        secret = self.elks_webhook_secret
+        if secret is not None and len(secret.get_secret_value()) < MIN_WEBHOOK_SECRET:
+            raise ValueError(
+                f"RESPONDER_ELKS_WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET} characters"
+            )
 
     def _check_strategy(self) -> None:
         if self.alert_batch is not None and self.alert_batch > self.max_alerted:
@@ -377,6 +417,10 @@ class Settings(BaseSettings):
     def voice_enabled(self) -> bool:
         """Calls can be placed: Twilio credentials and a voice-capable number."""
         return self.twilio_enabled and self.twilio_voice_from is not None
+
+    @property
+    def elks_enabled(self) -> bool:
+        return bool(self.elks_api_username)
 
     @property
     def reply_number(self) -> str | None:

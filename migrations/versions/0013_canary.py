@@ -8,7 +8,7 @@ attempt's outcome was unknown, so a stand-down or cancellation still goes to a
 volunteer whose timed-out alert was given up. The defaults rewrite no table.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-01 10:45:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,4 @@
-"""Liveness, readiness, the SMS provider's health and metrics: no authentication.
+"""Liveness, readiness, the SMS providers' health and metrics: no authentication.
 
 Which probe for what (docs/reliability.md): ``/healthz`` for a liveness probe
 (restart the process), ``/readyz`` for a load balancer (send this process traffic:
@@ -65,19 +65,37 @@ SMS_DEGRADED_AFTER = 5
 
 
 async def _sms_check(runtime: RuntimeDep) -> dict[str, Any]:
-    """The provider's health as every worker records it (shared through the database).
+    """The providers' health as every worker records it (shared through the database).
 
-    ``ok`` is false while the provider refuses us (authentication, suspended
-    account: no alert can leave) or after ``SMS_DEGRADED_AFTER`` failed sends in a
-    row (``degraded``: retries may still get through, but people must look).
+    ``ok`` is false while a provider refuses us (authentication, suspended account:
+    nothing leaves through it) or after ``SMS_DEGRADED_AFTER`` failed sends in a row
+    (``degraded``: retries may still get through, but people must look). The
+    primary's health is at the top level; a configured secondary's under
+    ``secondary``, and either one failing makes ``ok`` false: while the secondary
+    carries the alerts of a failed primary, someone must still mend the primary.
+    ``alerts_can_leave`` says whether at least one of them accepts sends.
     """
-    from dispatch.delivery import gateway_health
-
     name = (
         runtime.gateway.name
         if runtime.gateway is not None
         else ("twilio" if runtime.settings.twilio_enabled else "console")
     )
+    check = await _provider_health(runtime, name)
+    if runtime.secondary_gateway is None and not runtime.settings.elks_enabled:
+        return check
+    secondary_name = runtime.secondary_gateway.name if runtime.secondary_gateway else "46elks"
+    secondary = await _provider_health(runtime, secondary_name)
+    return {
+        **check,
+        "ok": check["ok"] and secondary["ok"],
+        "alerts_can_leave": check["ok"] or secondary["ok"],
+        "secondary": secondary,
+    }
+
+
+async def _provider_health(runtime: RuntimeDep, name: str) -> dict[str, Any]:
+    from dispatch.delivery import gateway_health
+
     async with runtime.session_factory() as session:
         health = await gateway_health(session, gateway=name)
     if health is None:

@@ -1,13 +1,23 @@
-"""Twilio's webhooks: inbound SMS (answered with TwiML) and delivery status callbacks.
+"""The providers' webhooks: inbound SMS and delivery receipts, for Twilio and 46elks.
 
-Both check ``X-Twilio-Signature`` with the twilio package's ``RequestValidator``
+Twilio's check ``X-Twilio-Signature`` with the twilio package's ``RequestValidator``
 against the URL Twilio was given, built from ``PUBLIC_BASE_URL`` (behind a proxy
-the request's own URL would differ). No auth token configured (console gateway)
-means no request can be genuine: every webhook is refused with 403.
+the request's own URL would differ). 46elks signs nothing: its webhooks carry HTTP
+basic auth whose password is ``ELKS_WEBHOOK_SECRET`` (in the URLs we give it), and
+a delivery receipt's URL also a token binding it to its message
+(``dispatch.gateway.elks_status_token``); both are compared in constant time. A
+provider without its secret configured has no genuine webhooks: all get 403.
+
+Both providers' payloads are translated into the same two domain calls,
+``handle_inbound_sms`` and ``advance_message``; an inbound SMS is answered through
+the provider it came by (TwiML for Twilio, a plain-text body for 46elks).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import uuid
 from typing import Annotated
 from urllib.parse import parse_qsl
@@ -22,9 +32,12 @@ from app.api.ratelimit import limit_unsigned_webhook
 from app.core import texts
 from app.core.errors import Forbidden, PayloadTooLarge, ResponderError
 from dispatch.delivery import PROVIDER_STATUS, advance_message
+from dispatch.gateway import ELKS_WEBHOOK_USER, ElksGateway, TwilioGateway, elks_status_token
+from dispatch.replies import Intent, parse_reply
 from dispatch.responses import InboundSms, handle_inbound_sms
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+elks_router = APIRouter(prefix="/webhooks/46elks", tags=["webhooks"])
 
 WEBHOOK_MAX_BYTES = 16 * 1024
 DEFAULT_LANGUAGE = "sv"
@@ -55,6 +68,46 @@ async def _verified_form(request: Request, runtime: RuntimeDep) -> dict[str, str
     signature = request.headers.get("x-twilio-signature")
     if token is None or not signature:
         raise Forbidden("missing or invalid X-Twilio-Signature")
+    params = await _read_form(request)
+    url = runtime.settings.public_base_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    if not RequestValidator(token.get_secret_value()).validate(url, params, signature):
+        raise Forbidden("missing or invalid X-Twilio-Signature")
+    return params
+
+
+async def elks_form(request: Request, runtime: RuntimeDep) -> dict[str, str]:
+    """The form parameters of a request that knows the 46elks webhook secret (403 otherwise).
+
+    Counted against the unsigned-webhook limit when refused, as for Twilio.
+    """
+    try:
+        secret = runtime.settings.elks_webhook_secret
+        if secret is None or not _basic_auth_is(
+            request.headers.get("authorization", ""), ELKS_WEBHOOK_USER, secret.get_secret_value()
+        ):
+            raise Forbidden("missing or invalid 46elks webhook credentials")
+        return await _read_form(request)
+    except (Forbidden, PayloadTooLarge, BadWebhook):
+        await limit_unsigned_webhook(request)
+        raise
+
+
+def _basic_auth_is(header: str, user: str, password: str) -> bool:
+    """Whether ``header`` is HTTP basic auth for exactly ``user:password``, in constant time."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, f"{user}:{password}".encode())
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """A webhook's form body, refused when larger than ``WEBHOOK_MAX_BYTES`` or not a form."""
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit():
         raise BadWebhook("invalid Content-Length")
@@ -70,11 +123,6 @@ async def _verified_form(request: Request, runtime: RuntimeDep) -> dict[str, str
         params = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadWebhook("the body is not a UTF-8 form") from exc
-    url = runtime.settings.public_base_url + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    if not RequestValidator(token.get_secret_value()).validate(url, params, signature):
-        raise Forbidden("missing or invalid X-Twilio-Signature")
     return params
 
 
@@ -86,7 +134,66 @@ def _storable(text: str) -> str:
     return text.replace("\x00", " ")
 
 
+ANSWERED_BY_TWILIO: dict[str, Intent] = {"STOP": "stop", "START": "start", "HELP": "help"}
+"""Twilio's ``OptOutType`` values (Advanced Opt-Out) and the intent each one answers."""
+
+
+def answered_by_twilio(form: dict[str, str]) -> bool:
+    """Whether Twilio's Advanced Opt-Out already answered this SMS (docs/deployment.md).
+
+    Twilio posts a keyword it handles with ``OptOutType`` and sends its own configured
+    reply: our answer would be a second one. Only when we read the same keyword: a
+    YES that a Messaging Service still lists as an opt-in word arrives as ``START``,
+    and must get its instructions whatever Twilio also sent.
+    """
+    intent = ANSWERED_BY_TWILIO.get(form.get("OptOutType", "").upper())
+    return intent is not None and parse_reply(form.get("Body", "")).intent == intent
+
+
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
+ElksForm = Annotated[dict[str, str], Depends(elks_form)]
+
+
+async def _answer(
+    session: SessionDep, runtime: RuntimeDep, *, provider: str, sid: str, sender: str, body: str
+) -> str:
+    """The answer to an inbound SMS, whichever provider brought it."""
+    if not (sid.isprintable() and sender.isprintable()):
+        # Authentic, yet no provider id or number looks like this: nobody to look up
+        # and no id to store it under. The help answers it; nothing is stored or changed.
+        return texts.help_text(DEFAULT_LANGUAGE)
+    return await handle_inbound_sms(
+        session,
+        sms=InboundSms(message_sid=sid, from_phone=sender, body=_storable(body), provider=provider),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
+    )
+
+
+async def _receipt(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    *,
+    provider: str,
+    message_id: uuid.UUID | None,
+    provider_status: str,
+    provider_sid: str | None,
+    error_code: int | None = None,
+) -> None:
+    """A delivery receipt, whichever provider sent it: forward-only, duplicates change nothing."""
+    if provider_sid is not None and not provider_sid.isprintable():
+        raise BadWebhook("the message id is not a provider id")
+    status = PROVIDER_STATUS.get(provider_status.lower())
+    if status is not None and message_id is not None:
+        await advance_message(
+            session,
+            message_id=message_id,
+            status=status,
+            now=runtime.clock.now(),
+            provider_sid=provider_sid,
+            error_code=error_code,
+            provider=provider,
+        )
 
 
 @router.post(
@@ -98,26 +205,23 @@ SignedForm = Annotated[dict[str, str], Depends(signed_form)]
     },
 )
 async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep) -> Response:
-    """A volunteer's SMS: applied once per MessageSid, answered as TwiML."""
+    """A volunteer's SMS: applied once per MessageSid, answered as TwiML (an empty
+    ``<Response/>`` when Twilio's Advanced Opt-Out has answered the keyword itself)."""
     message_sid = form.get("MessageSid") or form.get("SmsSid")
     sender = form.get("From")
     if not message_sid or not sender:
         raise BadWebhook("MessageSid and From are required")
-    if not (message_sid.isprintable() and sender.isprintable()):
-        # Signed, yet no provider id or number looks like this: nobody to look up and
-        # no id to store it under. The help answers it; nothing is stored or changed.
-        answer = texts.help_text(DEFAULT_LANGUAGE)
-    else:
-        answer = await handle_inbound_sms(
-            session,
-            sms=InboundSms(
-                message_sid=message_sid, from_phone=sender, body=_storable(form.get("Body", ""))
-            ),
-            now=runtime.clock.now(),
-            settings=runtime.settings,
-        )
+    answer = await _answer(
+        session,
+        runtime,
+        provider=TwilioGateway.name,
+        sid=message_sid,
+        sender=sender,
+        body=form.get("Body", ""),
+    )
     twiml = MessagingResponse()
-    twiml.message(answer)
+    if not answered_by_twilio(form):
+        twiml.message(answer)
     return Response(str(twiml), media_type=TWIML)
 
 
@@ -134,18 +238,76 @@ async def delivery_status(
     message_id: uuid.UUID | None = None,
 ) -> Response:
     """A delivery receipt: the status only moves forward; duplicates change nothing."""
-    status = PROVIDER_STATUS.get(form.get("MessageStatus", "").lower())
-    provider_sid = form.get("MessageSid") or None
-    if provider_sid is not None and not provider_sid.isprintable():
-        raise BadWebhook("MessageSid is not a provider id")
-    if status is not None and message_id is not None:
-        code = form.get("ErrorCode")
-        await advance_message(
-            session,
-            message_id=message_id,
-            status=status,
-            now=runtime.clock.now(),
-            provider_sid=provider_sid,
-            error_code=int(code) if code and code.isdigit() else None,
-        )
+    code = form.get("ErrorCode")
+    await _receipt(
+        session,
+        runtime,
+        provider=TwilioGateway.name,
+        message_id=message_id,
+        provider_status=form.get("MessageStatus", ""),
+        provider_sid=form.get("MessageSid") or None,
+        error_code=int(code) if code and code.isdigit() else None,
+    )
+    return Response(status_code=204)
+
+
+@elks_router.post(
+    "/sms",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The answer, sent back by 46elks"},
+        **error_responses(400, 403, 413, 429),
+    },
+)
+async def elks_inbound_sms(form: ElksForm, session: SessionDep, runtime: RuntimeDep) -> Response:
+    """A volunteer's SMS to the 46elks number: applied once per 46elks id, answered in the body.
+
+    46elks sends a plain-text answer body back to the sender as an SMS.
+    """
+    sms_id, sender = form.get("id"), form.get("from")
+    if not sms_id or not sender:
+        raise BadWebhook("id and from are required")
+    answer = await _answer(
+        session,
+        runtime,
+        provider=ElksGateway.name,
+        sid=sms_id,
+        sender=sender,
+        body=form.get("message", ""),
+    )
+    return Response(answer, media_type="text/plain")
+
+
+@elks_router.post(
+    "/status",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(400, 403, 413, 429),
+)
+async def elks_delivery_status(
+    form: ElksForm,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    message_id: uuid.UUID,
+    token: str,
+) -> Response:
+    """A 46elks delivery receipt (``sent``, ``delivered`` or ``failed``) for one message.
+
+    Its URL's token must be the one issued for ``message_id`` (403 otherwise).
+    """
+    secret = runtime.settings.elks_webhook_secret
+    assert secret is not None  # elks_form refused the request otherwise
+    expected = elks_status_token(secret.get_secret_value(), str(message_id))
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        await limit_unsigned_webhook(request)
+        raise Forbidden("invalid 46elks receipt token")
+    await _receipt(
+        session,
+        runtime,
+        provider=ElksGateway.name,
+        message_id=message_id,
+        provider_status=form.get("status", ""),
+        provider_sid=form.get("id") or None,
+    )
     return Response(status_code=204)
