@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import uuid
@@ -98,18 +99,51 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from app.web.console import install_console
 
     with database(settings) as url:
-        app = create_app(settings, database_url=url, run_worker=True, pages=install_console)
         host = args.host or settings.host
         port = args.port or settings.port
-        log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+        log.info(
+            "serving",
+            url=f"http://{host}:{port}",
+            docs=f"http://{host}:{port}/docs",
+            processes=args.processes,
+        )
         # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal;
         # these handlers turn that into an exception so the embedded cluster is stopped too.
+        # (With several processes uvicorn's supervisor handles the signals and returns.)
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop_signal, _raise_stopped)
         try:
-            uvicorn.run(app, host=host, port=port, **server_options(settings))
+            if args.processes == 1:
+                app = create_app(settings, database_url=url, run_worker=True, pages=install_console)
+                uvicorn.run(app, host=host, port=port, **server_options(settings))
+            else:
+                # Each process builds its own app (and engine, worker) from the
+                # environment: the database found or started here is handed down in it.
+                os.environ["RESPONDER_DATABASE_URL"] = url
+                uvicorn.run(
+                    f"{__name__}:served_app",
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=args.processes,
+                    **server_options(settings),
+                )
         except ServiceStopped:
             log.info("service stopped")
+
+
+def served_app() -> Any:
+    """One process of ``serve --processes N``: the API and its own dispatch worker.
+
+    Every process runs an in-process worker (they claim with ``SKIP LOCKED``, like any
+    number of ``responder worker``), so N processes are also N sending pipelines.
+    """
+    from app.api.main import create_app
+    from app.web.console import install_console
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings, run_worker=True, pages=install_console)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -419,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="API and dispatch worker in one process")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="uvicorn worker processes, each with its own dispatch worker (default 1)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="schema migrations")

@@ -20,9 +20,10 @@ import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, Float, Select, String, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict
@@ -31,6 +32,7 @@ from app.core.outbox import OutboundSms, queue_sms
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
+from app.core.timing import phase
 from dispatch.channels import alert_channels
 from dispatch.events import record_event
 from dispatch.selection import (
@@ -41,7 +43,13 @@ from dispatch.selection import (
 )
 from dispatch.views import distance_band
 from geo.points import LatLon, geography_point, latitude, longitude
-from geo.search import NearestAed, load_service_area, nearest_first, within_radius
+from geo.search import (
+    NearestAed,
+    bound_point,
+    load_service_area,
+    nearest_first,
+    within_radius,
+)
 
 SCENE_FLAGS = (
     "patient_under_8",
@@ -132,42 +140,46 @@ async def create_incident(
     """
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
-    aed = await nearest_available_aed(session, point=request.location, settings=settings, now=now)
-    ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
-    inserted = (
-        await session.execute(
-            insert(Incident)
-            .values(
-                id=uuid.uuid4(),
-                centre=centre,
-                external_ref=request.external_ref,
-                request_hash=request_hash,
-                kind=request.kind,
-                location=geography_point(request.location),
-                address=request.address,
-                access_notes=request.access_notes,
-                flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
-                alert_requested=request.alert,
-                exercise=request.exercise,
-                canary_volunteer_id=request.canary_volunteer_id,
-                status="not_alerted" if reason else "alerting",
-                not_alerted_reason=reason,
-                radius_m=settings.alert_radius_m,
-                radius_changed_at=now,
-                ems_eta_at=ems_eta_at,
-                cpr_slots=settings.cpr_responders,
-                aed_slots=settings.aed_responders if aed else 0,
-                nearest_aed_id=aed.id if aed else None,
-                nearest_aed_distance_m=aed.distance_m if aed else None,
-                selected_at=None if reason else now,
-                created_by=created_by,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
-            .returning(Incident.id)
+    with phase("aed"):
+        aed = await nearest_available_aed(
+            session, point=request.location, settings=settings, now=now
         )
-    ).scalar_one_or_none()
+    ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
+    with phase("insert"):
+        inserted = (
+            await session.execute(
+                insert(Incident)
+                .values(
+                    id=uuid.uuid4(),
+                    centre=centre,
+                    external_ref=request.external_ref,
+                    request_hash=request_hash,
+                    kind=request.kind,
+                    location=geography_point(request.location),
+                    address=request.address,
+                    access_notes=request.access_notes,
+                    flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
+                    alert_requested=request.alert,
+                    exercise=request.exercise,
+                    canary_volunteer_id=request.canary_volunteer_id,
+                    status="not_alerted" if reason else "alerting",
+                    not_alerted_reason=reason,
+                    radius_m=settings.alert_radius_m,
+                    radius_changed_at=now,
+                    ems_eta_at=ems_eta_at,
+                    cpr_slots=settings.cpr_responders,
+                    aed_slots=settings.aed_responders if aed else 0,
+                    nearest_aed_id=aed.id if aed else None,
+                    nearest_aed_distance_m=aed.distance_m if aed else None,
+                    selected_at=None if reason else now,
+                    created_by=created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
+                .returning(Incident.id)
+            )
+        ).scalar_one_or_none()
     if inserted is None:
         existing = (
             await session.execute(
@@ -185,20 +197,21 @@ async def create_incident(
 
     alerts: list[Alert] = []
     if reason is None:
-        await lock_selection(session)
-        # A canary is never the duplicate of a real incident, nor of an earlier canary.
-        duplicate_of = (
-            None
-            if request.canary_volunteer_id is not None
-            else await _alerting_duplicate(
-                session,
-                centre=centre,
-                point=request.location,
-                incident_id=inserted,
-                settings=settings,
-                now=now,
+        with phase("duplicate"):
+            await lock_selection(session)
+            # A canary is never the duplicate of a real incident, nor of an earlier canary.
+            duplicate_of = (
+                None
+                if request.canary_volunteer_id is not None
+                else await _alerting_duplicate(
+                    session,
+                    centre=centre,
+                    point=request.location,
+                    incident_id=inserted,
+                    settings=settings,
+                    now=now,
+                )
             )
-        )
         if duplicate_of is not None:
             await _mark_not_alerted(
                 session, inserted, "duplicate", now=now, duplicate_of=duplicate_of
@@ -219,19 +232,22 @@ async def create_incident(
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
-    incident = (await session.execute(select(Incident).where(Incident.id == inserted))).scalar_one()
-    await record_event(
-        session,
-        incident_id=incident.id,
-        type="incident.created",
-        data={
-            "status": incident.status,
-            "not_alerted_reason": incident.not_alerted_reason,
-            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
-            "alerted": len(alerts),
-        },
-    )
-    await _announce_queued(session, incident.id, alerts)
+    with phase("events"):
+        incident = (
+            await session.execute(select(Incident).where(Incident.id == inserted))
+        ).scalar_one()
+        await record_event(
+            session,
+            incident_id=incident.id,
+            type="incident.created",
+            data={
+                "status": incident.status,
+                "not_alerted_reason": incident.not_alerted_reason,
+                "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
+                "alerted": len(alerts),
+            },
+        )
+        await _announce_queued(session, incident.id, alerts)
     return Created(incident=incident, created=True)
 
 
@@ -334,6 +350,26 @@ async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed 
     )
 
 
+@lru_cache(maxsize=1)
+def _duplicate_statement() -> Select[uuid.UUID]:
+    """Built once with bound parameters (per call, building it cost more than running it)."""
+    here = bound_point("lat", "lon")
+    now = bindparam("now", type_=DateTime(timezone=True))
+    return (
+        select(Incident.id)
+        .where(
+            Incident.centre == bindparam("centre", type_=String()),
+            Incident.status == "alerting",
+            Incident.id != bindparam("incident_id", type_=UUID(as_uuid=True)),
+            Incident.created_at >= bindparam("window_start", type_=DateTime(timezone=True)),
+            Incident.created_at <= now,
+            within_radius(Incident.location, here, bindparam("radius_m", type_=Float())),
+        )
+        .order_by(nearest_first(Incident.location, here))
+        .limit(1)
+    )
+
+
 async def _alerting_duplicate(
     session: AsyncSession,
     *,
@@ -343,20 +379,18 @@ async def _alerting_duplicate(
     settings: Settings,
     now: datetime,
 ) -> uuid.UUID | None:
-    here = geography_point(point)
     found: uuid.UUID | None = (
         await session.execute(
-            select(Incident.id)
-            .where(
-                Incident.centre == centre,
-                Incident.status == "alerting",
-                Incident.id != incident_id,
-                Incident.created_at >= now - settings.duplicate_window,
-                Incident.created_at <= now,
-                within_radius(Incident.location, here, settings.duplicate_radius_m),
-            )
-            .order_by(nearest_first(Incident.location, here))
-            .limit(1)
+            _duplicate_statement(),
+            {
+                "lat": point.lat,
+                "lon": point.lon,
+                "centre": centre,
+                "incident_id": incident_id,
+                "now": now,
+                "window_start": now - settings.duplicate_window,
+                "radius_m": settings.duplicate_radius_m,
+            },
         )
     ).scalar_one_or_none()
     return found
@@ -407,20 +441,46 @@ async def _alert_candidates(
     alerted_as: str = "selection",
     canary_volunteer_id: uuid.UUID | None = None,
 ) -> list[Alert]:
-    candidates: list[Candidate] = await select_candidates(
-        session,
-        point=point,
-        settings=settings,
-        now=now,
-        limit=limit,
-        aed=aed,
-        incident_id=incident_id if rerun else None,
-        radius_m=radius_m,
-        ems_eta_at=ems_eta_at,
-        canary_volunteer_id=canary_volunteer_id,
-    )
+    with phase("selection"):
+        candidates: list[Candidate] = await select_candidates(
+            session,
+            point=point,
+            settings=settings,
+            now=now,
+            limit=limit,
+            aed=aed,
+            incident_id=incident_id if rerun else None,
+            radius_m=radius_m,
+            ems_eta_at=ems_eta_at,
+            canary_volunteer_id=canary_volunteer_id,
+        )
     if not candidates:
         return []
+    with phase("alerts"):
+        return await _queue_alerts(
+            session,
+            candidates,
+            incident_id=incident_id,
+            kind=kind,
+            address=address,
+            settings=settings,
+            now=now,
+            alerted_as=alerted_as,
+        )
+
+
+async def _queue_alerts(
+    session: AsyncSession,
+    candidates: list[Candidate],
+    *,
+    incident_id: uuid.UUID,
+    kind: str,
+    address: str,
+    settings: Settings,
+    now: datetime,
+    alerted_as: str,
+) -> list[Alert]:
+    """The alerts and their queued texts (one flush, one outbox insert)."""
     alerts = [
         Alert(
             id=uuid.uuid4(),

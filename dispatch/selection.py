@@ -126,12 +126,19 @@ async def nearest_available_aed(
     session: AsyncSession, *, point: LatLon, settings: Settings, now: datetime
 ) -> NearestAed | None:
     """An AED counts when active and open now (its hours are in ``TIMEZONE``)."""
-    available = and_(
-        Aed.status == "active", covers(Aed.open_minutes, minute_of_week(now, settings.zone))
-    )
     return await nearest_aed(
-        session, point=point, radius_m=settings.aed_search_radius_m, available=available
+        session,
+        point=point,
+        radius_m=settings.aed_search_radius_m,
+        available=_AED_AVAILABLE,
+        parameters={"minute_of_week": minute_of_week(now, settings.zone)},
     )
+
+
+_AED_AVAILABLE = and_(
+    Aed.status == "active", covers(Aed.open_minutes, bindparam("minute_of_week", type_=Integer()))
+)
+"""The dispatch rule for an AED, built once (``nearest_aed`` caches its statement by it)."""
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,10 @@ def _environment(data_dir: Path) -> dict[str, str]:
     return environment
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def _start(data_dir: Path, port: int, *options: str) -> subprocess.Popen[str]:
     with (data_dir.parent / "serve.log").open("a") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *options],
             env=_environment(data_dir),
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -113,4 +113,30 @@ def test_serve_stops_its_cluster_on_a_signal_and_finds_its_data_again(data_dir: 
     finally:
         if second.poll() is None:
             second.kill()
+    assert not EmbeddedPostgres(data_dir).is_running()
+
+
+def _served_children(parent: int) -> list[int]:
+    """The uvicorn worker processes (spawned interpreters) under ``parent``."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def test_serve_with_two_processes_answers_and_stops_them_and_its_cluster(data_dir: Path) -> None:
+    port = _free_port()
+    served = _start(data_dir, port, "--processes", "2")
+    try:
+        ready = _wait_ready(served, port)
+        assert ready.json()["checks"]["database"]["ok"] is True
+        assert len(_served_children(served.pid)) == 2
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(timeout=60) == 0
+    finally:
+        if served.poll() is None:
+            served.terminate()  # a killed supervisor would leave its workers running
+            served.wait(timeout=60)
     assert not EmbeddedPostgres(data_dir).is_running()

@@ -6,6 +6,7 @@ always means the incident and its queued alerts are durable.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.ratelimit import rate_limiter_of
 from app.core.errors import Forbidden
 from app.core.settings import Settings
+from app.core.timing import current, mark, phase
 from app.registry.keys import Principal, Role, authenticate
 from app.runtime import Runtime
 
@@ -30,8 +32,15 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_runtime(request).session_factory() as session, session.begin():
-        yield session
+    """The request's transaction; ``committing`` is when its commit starts, ``commit`` how long."""
+    async with get_runtime(request).session_factory() as session:
+        async with session.begin():
+            yield session
+            mark("committing")
+            committing = time.perf_counter()
+        timings = current()
+        if timings is not None:
+            timings.add("commit", time.perf_counter() - committing)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -51,11 +60,14 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         # Counted before the session takes its connection; a 401 is counted per IP
         # by its error handler (app/ratelimit.py).
-        await rate_limiter_of(request).check_caller(
-            get_runtime(request).engine, token=credentials.credentials if credentials else None
-        )
+        mark("dependencies")
+        with phase("ratelimit"):
+            await rate_limiter_of(request).check_caller(
+                get_runtime(request).engine, token=credentials.credentials if credentials else None
+            )
         header = f"Bearer {credentials.credentials}" if credentials else None
-        caller = await authenticate(session, header)
+        with phase("auth"):
+            caller = await authenticate(session, header)
         if caller.role not in roles:
             raise Forbidden(f"this operation needs the role {' or '.join(roles)}")
         return caller

@@ -38,6 +38,7 @@ from app.core.clock import Clock, SystemClock
 from app.core.db import create_engine, create_session_factory
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
+from app.core.timing import collect
 from app.runtime import DetachedTasks, Runtime, create_call_worker, create_worker
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway, create_secondary_gateway
@@ -70,6 +71,33 @@ class RequestMetrics:
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+class ServerTiming:
+    """``Server-Timing`` on every response: the phases timed by ``app.core.timing``.
+
+    Outermost, so ``app`` (to the response's first byte) covers every middleware;
+    installed only when ``RESPONDER_SERVER_TIMING`` is on (the benchmark reads it).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timings = collect()
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                timings.since_start("app")
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", timings.header().encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
@@ -201,4 +229,6 @@ def create_app(
     app.add_middleware(InternalErrors, error_page=error_page)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes, error_page=error_page)
+    if settings.server_timing:
+        app.add_middleware(ServerTiming)
     return app

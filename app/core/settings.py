@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server_timing: bool = Field(
+        default=False,
+        description="add a Server-Timing header (phases of each request) for the benchmark",
+    )
     log_format: Literal["console", "json"] = "console"
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     readyz_versions: bool = Field(

@@ -26,6 +26,7 @@ from app.api.schemas.incidents import (
     SelectionExplanation,
 )
 from app.core.db import unit_of_work
+from app.core.timing import mark, phase
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
@@ -113,6 +114,7 @@ async def post_incident(
 ) -> IncidentView:
     """Create the incident and queue its alerts in one transaction (committed before 201)."""
     assert caller.centre is not None
+    mark("handler")
     now = runtime.clock.now()
     result = await create_incident(
         session,
@@ -134,7 +136,9 @@ async def post_incident(
             background.add_task(_record_selection_after_commit, runtime, incident.id, now)
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
-    return IncidentView.model_validate(await incident_view(session, incident_id=incident.id))
+    with phase("view"):
+        view = await incident_view(session, incident_id=incident.id)
+    return IncidentView.model_validate(view)
 
 
 @router.get(
