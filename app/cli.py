@@ -290,7 +290,7 @@ async def _run_worker(url: str, settings: Settings) -> None:
 
     from app.core.clock import SystemClock
     from app.core.db import create_engine, create_session_factory
-    from app.runtime import Runtime, create_worker
+    from app.runtime import Runtime, create_call_worker, create_worker
     from dispatch.gateway import create_gateway, create_secondary_gateway
 
     engine = create_engine(url, pool_size=settings.db_pool_size)
@@ -304,17 +304,25 @@ async def _run_worker(url: str, settings: Settings) -> None:
     )
     gateway = create_gateway(settings)
     worker = create_worker(runtime, gateway)
+    calls = create_call_worker(runtime)
+    pipelines = [worker] if calls is None else [worker, calls]
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for pipeline in pipelines:
+            pipeline.stop()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, worker.stop)
+        loop.add_signal_handler(signum, stop)
     metrics = serve_worker_metrics(settings)
     log.info("dispatch worker started", worker_id=worker.worker_id, gateway=gateway.name)
     try:
-        await worker.run()
+        await asyncio.gather(*(pipeline.run() for pipeline in pipelines))
     finally:
         if metrics is not None:
             metrics.shutdown()
-        await gateway.close()
+        for pipeline in pipelines:
+            await pipeline.gateway.close()
         if runtime.secondary_gateway is not None:
             await runtime.secondary_gateway.close()
         await engine.dispose()

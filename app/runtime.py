@@ -19,6 +19,7 @@ from app.core.settings import Settings
 from dispatch.events import EventHub
 from dispatch.gateway import SmsGateway
 from dispatch.lifecycle import run_timers
+from dispatch.voice import CallWorker, create_voice_gateway
 from dispatch.worker import DispatchWorker
 
 
@@ -63,6 +64,8 @@ class Runtime:
     """The SMS provider that takes alerts over from ``gateway`` (46elks), if configured."""
     worker: DispatchWorker | None = None
     worker_task: asyncio.Task[None] | None = None
+    call_worker: CallWorker | None = None
+    call_worker_task: asyncio.Task[None] | None = None
     events: EventHub | None = None
     # Set by the lifespan, which drains it; without one (an app driven without its
     # lifespan) after-response work runs as a plain BackgroundTask.
@@ -84,4 +87,18 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
         clock=runtime.clock,
         database_url=runtime.database_url,
         timers=timers,
+    )
+
+
+def create_call_worker(runtime: Runtime) -> CallWorker | None:
+    """The call pipeline of a process, when calls can be placed (``TWILIO_VOICE_FROM``)."""
+    gateway = create_voice_gateway(runtime.settings)
+    if gateway is None:
+        return None
+    return CallWorker(
+        session_factory=runtime.session_factory,
+        gateway=gateway,
+        settings=runtime.settings,
+        clock=runtime.clock,
+        database_url=runtime.database_url,
     )

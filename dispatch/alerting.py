@@ -33,6 +33,7 @@ from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
 from app.core.timing import phase
+from dispatch.channels import alert_channels
 from dispatch.events import record_event
 from dispatch.selection import (
     Candidate,
@@ -500,6 +501,12 @@ async def _queue_alerts(
     session.add_all(alerts)
     await session.flush()
     deadline = now + settings.alert_send_deadline
+    channels = await alert_channels(
+        session,
+        incident_id=incident_id,
+        preferences=[candidate.contact_preference for candidate in candidates],
+        settings=settings,
+    )
     await queue_sms(
         session,
         [
@@ -519,8 +526,9 @@ async def _queue_alerts(
                 incident_id=incident_id,
                 alert_id=alert.id,
                 deadline_at=deadline,
+                channel=channel,
             )
-            for candidate, alert in zip(candidates, alerts, strict=True)
+            for candidate, alert, channel in zip(candidates, alerts, channels, strict=True)
         ],
         now=now,
     )

@@ -19,9 +19,9 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -40,6 +40,7 @@ OPTED_OUT_CODE = 21610
 REFUSAL_CODES = frozenset({20003, 20005, 20008, 30002})
 """Authentication failed, account suspended or not active: every send will fail."""
 
+T = TypeVar("T")
 FailureKind = Literal["retry", "unknown", "refused", "opted_out", "rejected"]
 
 
@@ -196,6 +197,16 @@ def transport_failures(provider: str) -> Iterator[None]:
         raise SendFailure("unknown", f"connection failed: {type(exc).__name__}") from exc
 
 
+async def create_with_twilio(create: Awaitable[T], *, timeout_s: float) -> T:
+    """Await one create request (a message, a call), its failures classified for the worker."""
+    try:
+        with transport_failures("Twilio"):
+            async with asyncio.timeout(timeout_s):
+                return await create
+    except TwilioRestException as exc:
+        raise classify_twilio_error(exc) from exc
+
+
 class TwilioGateway:
     """Sends with ``messages.create_async``; one instance (one HTTP pool) per process."""
 
@@ -233,12 +244,9 @@ class TwilioGateway:
             options["from_"] = self._from
         if request.validity_s is not None:
             options["validity_period"] = max(1, min(36000, request.validity_s))
-        try:
-            with transport_failures("Twilio"):
-                async with asyncio.timeout(self._timeout_s):
-                    message = await self._client.messages.create_async(**options)
-        except TwilioRestException as exc:
-            raise classify_twilio_error(exc) from exc
+        message = await create_with_twilio(
+            self._client.messages.create_async(**options), timeout_s=self._timeout_s
+        )
         return SendResult(provider_sid=str(message.sid), status=str(message.status or "queued"))
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from app.registry.certifications import queue_certification_reminders
 from app.registry.locations import purge_live_locations
 from app.registry.retention import enforce_retention
 from dispatch.alerting import SCENE_FLAGS, alert_more
+from dispatch.channels import queue_follow_up_calls
 from dispatch.delivery import settle_alert_sms
 from dispatch.events import record_event
 from dispatch.replan import replan_after_move
@@ -470,11 +471,13 @@ async def run_timers(
     factory: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
 ) -> None:
     """Every timed transition, each in short transactions of its own: the incidents'
-    own (then their strategy steps: replacing the silent, widening), then the
+    own (then the calls to ``sms_then_voice`` volunteers silent for ``CALL_AFTER``, and
+    the strategy steps: replacing the silent, widening), then the
     registry's (the live-location purge, certification renewal reminders, the
     retention purge of docs/privacy.md)."""
     await expire_unanswered(factory, now=now, settings=settings)
     await close_stale_incidents(factory, now=now, settings=settings)
+    await queue_follow_up_calls(factory, now=now, settings=settings)
     await run_strategy_steps(factory, now=now, settings=settings)
     async with unit_of_work(factory) as session:
         await purge_live_locations(session, now=now, retention=settings.live_location_retention)

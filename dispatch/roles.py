@@ -78,6 +78,27 @@ def should_stand_down(
     )
 
 
+async def lock_for_timed_step(session: AsyncSession, incident_id: uuid.UUID) -> Incident | None:
+    """The incident, locked, while a timed step may still help it: alerting, the
+    ambulance not there, a role slot open. ``None`` otherwise, or when another
+    transaction holds the row (``SKIP LOCKED``: the next pass takes the step)."""
+    incident = (
+        await session.execute(
+            select(Incident)
+            .where(Incident.id == incident_id)
+            .with_for_update(key_share=True, skip_locked=True)
+        )
+    ).scalar_one_or_none()
+    if (
+        incident is None
+        or incident.status != "alerting"
+        or incident.ems_arrived_at is not None
+        or (await open_slots(session, incident)).full
+    ):
+        return None
+    return incident
+
+
 async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incident | None:
     """The incident row, locked until commit: replies to one incident are serialised.
 

@@ -106,6 +106,7 @@ class Candidate:
     volunteer_id: uuid.UUID
     phone: str
     language: str
+    contact_preference: str
     distance_m: float
     location_source: str
     aed_detour_m: float | None
@@ -307,6 +308,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             literal_column("'live'").label("source"),
             Volunteer.phone,
             Volunteer.language,
+            Volunteer.contact_preference,
         )
         .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
         .where(
@@ -336,6 +338,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             literal_column("'place'").label("source"),
             Volunteer.phone,
             Volunteer.language,
+            Volunteer.contact_preference,
         )
         .join(Volunteer, Volunteer.id == Place.volunteer_id)
         .where(
@@ -375,6 +378,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             found.c.volunteer_id,
             found.c.phone,
             found.c.language,
+            found.c.contact_preference,
             found.c.source,
             distance.label("distance_m"),
             cast(detour, Float()).label("aed_detour_m"),
@@ -480,6 +484,7 @@ async def select_candidates(
             volunteer_id=row.volunteer_id,
             phone=row.phone,
             language=row.language,
+            contact_preference=row.contact_preference,
             distance_m=row.distance_m,
             location_source=row.source,
             aed_detour_m=row.aed_detour_m,

@@ -38,7 +38,7 @@ from app.core.models import Alert, Incident
 from app.core.settings import Settings
 from dispatch.alerting import alert_more
 from dispatch.events import record_event
-from dispatch.roles import open_slots
+from dispatch.roles import lock_for_timed_step, open_slots
 
 IN_PLAY = and_(
     Alert.stood_down_at.is_(None),
@@ -153,19 +153,8 @@ async def take_strategy_steps(
     Locks the incident (skipping it when another transaction holds it), then its
     alerts; the caller's transaction is this incident's only.
     """
-    incident = (
-        await session.execute(
-            select(Incident)
-            .where(Incident.id == incident_id)
-            .with_for_update(key_share=True, skip_locked=True)
-        )
-    ).scalar_one_or_none()
-    if (
-        incident is None
-        or incident.status != "alerting"
-        or incident.ems_arrived_at is not None
-        or (await open_slots(session, incident)).full
-    ):
+    incident = await lock_for_timed_step(session, incident_id)
+    if incident is None:
         return False
     silent: list[uuid.UUID] = []
     if settings.replace_after is not None:

@@ -30,9 +30,10 @@ from sqlalchemy import Row, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
-from app.core.models import Aed, Alert, Incident, Volunteer
+from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.paging import Paged, fetch_page
 from app.registry.keys import Principal
+from dispatch.channels import ALERT_CALL
 from geo.points import LatLon, latitude, longitude
 
 
@@ -120,6 +121,7 @@ class AlertSnapshot:
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
+    call_status: str | None
     response: str
     responded_at: datetime | None
     role: str | None
@@ -262,13 +264,25 @@ async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> Inc
     return views[0]
 
 
+def _latest_call_status() -> Any:
+    """What Twilio last said of the alert's call (``queued`` before it did); NULL: none."""
+    return (
+        select(func.coalesce(Message.call_status, "queued"))
+        .where(Message.alert_id == Alert.id, *ALERT_CALL)
+        .order_by(Message.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("call_status")
+    )
+
+
 async def alert_views(
     session: AsyncSession, *, incident_id: uuid.UUID, caller: Principal
 ) -> list[AlertSnapshot]:
     """Every alert of the incident, nearest first, as much as ``caller`` may see."""
     rows = (
         await session.execute(
-            select(Alert, Volunteer.name, Volunteer.phone)
+            select(Alert, Volunteer.name, Volunteer.phone, _latest_call_status())
             .join(Volunteer, Volunteer.id == Alert.volunteer_id)
             .where(Alert.incident_id == incident_id)
             .order_by(Alert.distance_m, Alert.id)
@@ -294,6 +308,7 @@ async def alert_views(
                 ),
                 delivery_status=alert.delivery_status,
                 delivery_updated_at=alert.delivery_updated_at,
+                call_status=row.call_status,
                 response=alert.response,
                 responded_at=alert.responded_at,
                 role=alert.role,

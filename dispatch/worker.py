@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -125,7 +126,9 @@ ALERT_STILL_WANTED = and_(
     Alert.response == "pending",
     Alert.stood_down_at.is_(None),
 )
-"""An alert SMS is worth sending only while this holds for its alert."""
+"""An alert SMS (or call) is worth sending only while this holds for its alert."""
+ALERT_PURPOSES = ("alert", "alert_call")
+"""The alert itself, by SMS or call, and the follow-up call to a silent volunteer."""
 ANSWERED = ("accepted", "declined", "withdrawn")
 
 
@@ -209,7 +212,7 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
             .join(Incident, Incident.id == Alert.incident_id)
             .where(
                 Message.direction == "out",
-                Message.purpose == "alert",
+                Message.purpose.in_(ALERT_PURPOSES),
                 Message.status.in_(("queued", "sending")),
                 waiting,
                 ~ALERT_STILL_WANTED,
@@ -264,7 +267,7 @@ def _tier(tier: str) -> ColumnElement[bool]:
     return Message.priority == BULK_PRIORITY
 
 
-def _claimable(*, now: datetime, tier: str, limit: int) -> Select[uuid.UUID]:
+def _claimable(*, now: datetime, tier: str, limit: int, channel: str) -> Select[uuid.UUID]:
     """Due messages in claim order, locked (``SKIP LOCKED``): alerts only while wanted.
 
     ``queued`` and due, or ``sending`` whose lease ran out (the worker died) or whose
@@ -275,15 +278,16 @@ def _claimable(*, now: datetime, tier: str, limit: int) -> Select[uuid.UUID]:
     priority = _tier(tier)
     return (
         select(Message.id)
-        .outerjoin(Alert, and_(Alert.id == Message.alert_id, Message.purpose == "alert"))
+        .outerjoin(Alert, and_(Alert.id == Message.alert_id, Message.purpose.in_(ALERT_PURPOSES)))
         .outerjoin(Incident, Incident.id == Alert.incident_id)
         .where(
             Message.direction == "out",
             Message.status.in_(("queued", "sending")),
             Message.next_attempt_at <= now,
+            Message.channel == channel,
             priority,
             or_(Message.deadline_at.is_(None), Message.deadline_at > now + MIN_VALIDITY),
-            or_(Message.purpose != "alert", ALERT_STILL_WANTED),
+            or_(Message.purpose.not_in(ALERT_PURPOSES), ALERT_STILL_WANTED),
             or_(
                 Message.purpose == "alert",
                 Message.alert_id.is_(None),
@@ -305,29 +309,28 @@ async def claim_due(
     lease: timedelta,
     other_limit: int | None = None,
     bulk_limit: int = 0,
+    channel: str = "sms",
 ) -> list[ClaimedSms]:
     """Claim up to ``limit`` due messages: alerts first, then at most ``other_limit``
     others (default: as many as fit), of which at most ``bulk_limit`` bulk ones.
 
     Each tier is read only when room is left, in priority order. Each claimed row
-    becomes ``sending`` with a lease of ``lease`` from ``now``.
+    becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
+    ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
     """
-    claimed = await _claim(
-        session, now=now, worker_id=worker_id, limit=limit, lease=lease, tier="alert"
+    claim = functools.partial(
+        _claim, session, now=now, worker_id=worker_id, lease=lease, channel=channel
     )
+    claimed = await claim(limit=limit, tier="alert")
     others = limit - len(claimed) if other_limit is None else other_limit
     room = min(others, limit - len(claimed))
     if room > 0:
-        urgent = await _claim(
-            session, now=now, worker_id=worker_id, limit=room, lease=lease, tier="urgent"
-        )
+        urgent = await claim(limit=room, tier="urgent")
         claimed += urgent
         others -= len(urgent)
     room = min(bulk_limit, others, limit - len(claimed))
     if room > 0:
-        claimed += await _claim(
-            session, now=now, worker_id=worker_id, limit=room, lease=lease, tier="bulk"
-        )
+        claimed += await claim(limit=room, tier="bulk")
     alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
     if alert_ids:
         # SKIP LOCKED: an alert held by a reply (which may be standing this incident's
@@ -354,8 +357,9 @@ async def _claim(
     limit: int,
     lease: timedelta,
     tier: str,
+    channel: str,
 ) -> list[ClaimedSms]:
-    due = _claimable(now=now, tier=tier, limit=limit)
+    due = _claimable(now=now, tier=tier, limit=limit, channel=channel)
     rows = (
         await session.execute(
             update(Message)
@@ -512,7 +516,11 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
     """
     rows = await session.execute(
         select(Message.purpose, func.count())
-        .where(Message.direction == "out", Message.status.in_(("queued", "sending")))
+        .where(
+            Message.direction == "out",
+            Message.channel == "sms",
+            Message.status.in_(("queued", "sending")),
+        )
         .group_by(Message.purpose)
     )
     depth: dict[str, int] = dict(rows.all())
@@ -523,6 +531,7 @@ async def measure_outbox(session: AsyncSession, *, now: datetime) -> None:
             select(func.min(Message.created_at)).where(
                 Message.direction == "out",
                 Message.purpose == "alert",
+                Message.channel == "sms",
                 Message.status.in_(("queued", "sending")),
                 Message.next_attempt_at <= now,
             )
@@ -544,6 +553,9 @@ TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[Non
 
 class DispatchWorker:
     """One sending pipeline per process; see the module docstring for the guarantees."""
+
+    channel = "sms"
+    """The outbox rows this pipeline sends (calls: ``dispatch.voice.CallWorker``)."""
 
     def __init__(
         self,
@@ -595,7 +607,7 @@ class DispatchWorker:
 
     async def fill_slots(self) -> list[asyncio.Task[SendFailure | None]]:
         """Claim as many due messages as there are free slots and start sending each."""
-        free = self.slots - len(self._sending)
+        free = self.claimable(self.slots - len(self._sending))
         if free <= 0:
             return []
         now = self.clock.now()
@@ -615,6 +627,7 @@ class DispatchWorker:
                 lease=self.lease,
                 other_limit=other_limit,
                 bulk_limit=bulk_limit,
+                channel=self.channel,
             )
         started = []
         for sms in claimed:
@@ -623,6 +636,14 @@ class DispatchWorker:
             task.add_done_callback(self._finished)
             started.append(task)
         return started
+
+    def claimable(self, free_slots: int) -> int:
+        """How many messages to claim now, for this many free slots (a call worker's rate)."""
+        return free_slots
+
+    def counted(self, sms: ClaimedSms) -> bool:
+        """Whether a send counts in the SMS metrics: not an exercise's (nor a call's)."""
+        return not sms.exercise and self.channel == "sms"
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
         """A slot is free. A send whose outcome could not be recorded (the database
@@ -647,7 +668,7 @@ class DispatchWorker:
             if left < MIN_VALIDITY:
                 failure = SendFailure("rejected", "deadline: too late to send")
                 await self._record_failure(sms, failure)
-                if not sms.exercise:
+                if self.counted(sms):
                     SMS_ABANDONED.labels("deadline").inc()
                 return failure
             validity = int(left.total_seconds())
@@ -662,7 +683,7 @@ class DispatchWorker:
         try:
             result = await gateway.send(request)
         except SendFailure as failure:
-            if not sms.exercise:
+            if self.counted(sms):
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             failover_to = self._failover_to(sms, gateway, failure)
             if failover_to is not None:
@@ -688,9 +709,9 @@ class DispatchWorker:
         accepted_at = self.clock.now()
         if gateway is self.gateway:
             self._primary_rests_until = None
-        if not sms.exercise:
+        if self.counted(sms):
             SMS_SENT.labels(sms.purpose).inc()
-        if sms.purpose == "alert" and not sms.exercise:
+        if sms.purpose == "alert" and self.counted(sms):
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
         async with unit_of_work(self.session_factory) as session:
             await record_success(

@@ -78,10 +78,12 @@ async def create_volunteer(
     expires_on: date | None = None,
     schedule: list[dict[str, Any]] | None = None,
     timezone: str = "Europe/Stockholm",
+    contact_preference: str = "sms",
 ) -> Volunteer:
     """A volunteer; by default eligible (verified CPR) with a home place at ``near``."""
     volunteer = Volunteer(
         name=name,
+        contact_preference=contact_preference,
         phone=phone or next_phone(),
         language=language,
         status=status,

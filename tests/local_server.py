@@ -29,11 +29,19 @@ class LocalServer:
             self._server.server_close()
 
 
+def read_form_values(handler: BaseHTTPRequestHandler) -> dict[str, list[str]]:
+    """The request's form body, every value of each key (a repeated parameter)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    return parse_qs(handler.rfile.read(length).decode("utf-8"))
+
+
 def read_form(handler: BaseHTTPRequestHandler) -> dict[str, str]:
     """The request's form body, the last value of each key."""
-    length = int(handler.headers.get("Content-Length") or 0)
-    raw = handler.rfile.read(length).decode("utf-8")
-    return {key: values[-1] for key, values in parse_qs(raw).items()}
+    return last_values(read_form_values(handler))
+
+
+def last_values(lists: dict[str, list[str]]) -> dict[str, str]:
+    return {key: values[-1] for key, values in lists.items()}
 
 
 def answer(handler: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:

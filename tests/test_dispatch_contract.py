@@ -6,10 +6,13 @@ import pytest
 
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.outbox import OutboundSms, queue_sms
 from dispatch.gateway import create_gateway
+from dispatch.voice import CallWorker, create_voice_gateway
 from dispatch.worker import DispatchWorker
 from tests.factories import create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
+    CALLS_OPERATION,
     TWILIO_SPEC,
     FakeTwilio,
     RecordedRequest,
@@ -17,6 +20,7 @@ from tests.twilio_fake import (
     create_message_schema,
     schema_from_twilio_spec,
     twilio_settings,
+    vendored_schema,
 )
 
 
@@ -50,6 +54,69 @@ async def test_alert_send_validates_against_twilio_create_message(
         assert contract_violations(request) == []
 
 
+@pytest.mark.parametrize("purpose", ["voice", "sms_then_voice"])
+async def test_every_call_validates_against_twilio_create_call(
+    committed_db: str, fake_twilio: FakeTwilio, clock: FrozenClock, purpose: str
+) -> None:
+    """An alert call (``voice``) and a follow-up call to the silent (``sms_then_voice``)."""
+    settings = twilio_settings(
+        fake_twilio, twilio_voice_from="+46100000001", call_after="PT1M", calls_per_second=100
+    )
+    engine = create_engine(committed_db, pool_size=2)
+    factory = create_session_factory(engine)
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        for language in ("sv", "en"):
+            volunteer = await create_volunteer(
+                session, language=language, contact_preference=purpose
+            )
+            alert = await create_alert(
+                session, incident=incident, volunteer=volunteer, now=clock.now()
+            )
+            await queue_sms(
+                session,
+                [
+                    OutboundSms(
+                        phone=volunteer.phone or "",
+                        body="alert",
+                        purpose="alert" if purpose == "voice" else "alert_call",
+                        volunteer_id=volunteer.id,
+                        incident_id=incident.id,
+                        alert_id=alert.id,
+                        deadline_at=clock.now() + settings.alert_send_deadline,
+                        channel="voice",
+                    )
+                ],
+                now=clock.now(),
+            )
+    gateway = create_voice_gateway(settings)
+    assert gateway is not None
+    worker = CallWorker(session_factory=factory, gateway=gateway, settings=settings, clock=clock)
+    try:
+        assert await worker.send_due() == 2
+    finally:
+        await gateway.close()
+        await engine.dispose()
+
+    assert len(fake_twilio.calls()) == 2
+    for request in fake_twilio.calls():
+        assert contract_violations(request) == []
+
+
+def test_the_contract_check_catches_a_malformed_call() -> None:
+    bad = RecordedRequest(
+        "POST",
+        "/2010-04-01/Accounts/AC" + "a" * 32 + "/Calls.json",
+        {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic x"},
+        {"To": "0701234567", "From": "+46100000001", "Timeout": "soon", "Body": "hi"},
+    )
+    problems = contract_violations(bad)
+    assert "unknown parameter Body" in problems
+    assert any("Timeout" in problem for problem in problems)
+    assert any("endpoint" in problem for problem in problems)
+    assert "neither Url, Twiml nor ApplicationSid" in problems
+
+
 def test_the_contract_check_catches_a_malformed_send() -> None:
     bad = RecordedRequest(
         "POST",
@@ -69,3 +136,4 @@ def test_the_contract_check_catches_a_malformed_send() -> None:
 )
 def test_the_vendored_contract_matches_twilios_openapi_file() -> None:
     assert create_message_schema() == schema_from_twilio_spec(TWILIO_SPEC)
+    assert vendored_schema(CALLS_OPERATION) == schema_from_twilio_spec(TWILIO_SPEC, CALLS_OPERATION)

@@ -275,3 +275,31 @@ async def test_my_page_in_swedish_says_how_to_undo_stop(browser: Browser, web: W
             f"skickar START till {SMS_NUMBER}"
         )
         await snap(page, "volunteer-my-page-sv")
+
+
+async def test_a_volunteer_asks_for_calls_and_a_coordinator_changes_it_back(
+    page: Page, browser: Browser, web: WebServer
+) -> None:
+    phone = next_phone()
+    await join(page, web, phone=phone)
+    await enter(page, await code_sent_to(web, phone))
+    await page.get_by_label("How alerts reach you").select_option(
+        label="By a phone call instead of the SMS (a landline, say)"
+    )
+    await page.get_by_role("button", name="Save how alerts reach you").click()
+    await expect(page.get_by_label("How alerts reach you")).to_have_value("voice")
+    volunteer_id = await volunteer_id_of(web, phone)
+
+    async with browser_page(browser) as console:
+        await sign_in(console, web, await web.staff(), path=f"/console/volunteers/{volunteer_id}")
+        choice = console.get_by_label("How alerts reach them")
+        await expect(choice).to_have_value("voice")
+        await choice.select_option(label="By SMS, and a phone call if I have not answered")
+        await console.get_by_role("button", name="Save how alerts reach them").click()
+        await expect(console.get_by_label("How alerts reach them")).to_have_value("sms_then_voice")
+
+    async def preference(session: AsyncSession) -> str:
+        volunteer = await session.get_one(Volunteer, volunteer_id)
+        return volunteer.contact_preference
+
+    assert await web.run(preference) == "sms_then_voice"

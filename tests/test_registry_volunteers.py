@@ -186,6 +186,23 @@ async def test_patch_changes_the_number_and_refuses_one_already_taken(
     assert unchanged.json()["phone"] == "+46739876543"
 
 
+async def test_the_contact_preference_is_set_at_registration_and_changed_by_patch(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    assert (await register(client, admin)).json()["contact_preference"] == "sms"
+    landline = await register(client, admin, phone="0701112233", contact_preference="voice")
+    assert landline.status_code == 201, landline.text
+    assert landline.json()["contact_preference"] == "voice"
+    url = f"/v1/volunteers/{landline.json()['id']}"
+    changed = await client.patch(url, json={"contact_preference": "sms_then_voice"}, headers=admin)
+    assert changed.json()["contact_preference"] == "sms_then_voice"
+    for wrong in ("fax", None):
+        refused = await client.patch(url, json={"contact_preference": wrong}, headers=admin)
+        assert refused.status_code == 422
+        assert error_fields(refused) == ["contact_preference"]
+    assert (await client.get(url, headers=admin)).json()["contact_preference"] == "sms_then_voice"
+
+
 async def test_patch_refuses_status_changes_and_nulls_of_required_fields(
     client: httpx.AsyncClient, admin: dict[str, str], session: AsyncSession
 ) -> None:

@@ -16,6 +16,7 @@ from app.core.models import (
     AccessLog,
     Alert,
     AuditLog,
+    CallStep,
     CertificationAttachment,
     Incident,
     IncidentEvent,
@@ -88,6 +89,27 @@ async def test_message_bodies_and_numbers_go_after_their_period_and_the_rows_sta
 
     await purge_at(session, settings, clock.now() + settings.message_retention + DAY)
     assert (await session.execute(texts)).all() == [(None, None, "delivered")]
+
+
+async def test_what_a_call_said_goes_with_the_texts(
+    session: AsyncSession, clock: FrozenClock, settings: Settings
+) -> None:
+    session.add(
+        CallStep(
+            call_sid="CA" + "1" * 32,
+            step="digits:1",
+            twiml="<Response><Say>Drottninggatan 1</Say></Response>",
+            created_at=clock.now(),
+        )
+    )
+    await session.flush()
+    steps = select(func.count()).select_from(CallStep)
+    await purge_at(
+        session, settings, clock.now() + settings.message_retention - timedelta(minutes=1)
+    )
+    assert await session.scalar(steps) == 1
+    await purge_at(session, settings, clock.now() + settings.message_retention + DAY)
+    assert await session.scalar(steps) == 0
 
 
 async def test_a_queued_text_is_never_blanked(

@@ -46,6 +46,7 @@ from dispatch.delivery import advance_message
 from dispatch.lifecycle import IncidentChanges, close_incident, expire_unanswered, update_incident
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.strategies import run_strategy_steps
+from dispatch.voice import call_status
 from tests.factories import (
     STOCKHOLM,
     create_aed,
@@ -192,8 +193,16 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
     """An incident that went through each kind of change, committed (its id)."""
     # A batch of 3 (a NO is replaced at once) and one widening step: their events too.
     widen_after = timedelta(minutes=1)
+    # Calls can be placed (the one who says NO prefers them): an alert call's events too.
     settings = make_settings(
-        cpr_responders=1, alert_batch=3, widen_after=widen_after, widen_steps_m=[1000]
+        cpr_responders=1,
+        alert_batch=3,
+        widen_after=widen_after,
+        widen_steps_m=[1000],
+        twilio_account_sid="AC" + "a" * 32,
+        twilio_auth_token="token",
+        twilio_from="+46700000000",
+        twilio_voice_from="+46700000001",
     )
     clock = FrozenClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
     engine = create_engine(url, pool_size=1)
@@ -219,6 +228,7 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
                     session,
                     near=offset(STOCKHOLM, bearing_deg=bearing, distance_m=40 + bearing),
                     language="en",
+                    contact_preference="voice" if bearing == 60 else "sms",
                 )
                 for bearing in range(0, 300, 60)
             ]
@@ -239,16 +249,33 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
                 (
                     await session.execute(
                         select(Message.id).where(
-                            Message.incident_id == incident_id, Message.purpose == "alert"
+                            Message.incident_id == incident_id,
+                            Message.purpose == "alert",
+                            Message.channel == "sms",
                         )
                     )
                 )
                 .scalars()
                 .first()
             )
+            call = (
+                await session.execute(
+                    select(Message.id).where(
+                        Message.incident_id == incident_id, Message.channel == "voice"
+                    )
+                )
+            ).scalar_one()
         async with unit_of_work(factory) as session:
             assert message is not None
             await advance_message(session, message_id=message, status="sent", now=clock.now())
+            await call_status(
+                session,
+                message_id=call,
+                call_sid="CA" + "c" * 32,
+                status="ringing",
+                answered_by=None,
+                now=clock.now(),
+            )
         await reply(people[0], "YES")
         await reply(people[1], "NO")
         await reply(people[2], "YES")

@@ -1,15 +1,17 @@
 """A local Twilio-compatible HTTP server: the outside world, faked at its edge only.
 
 The real ``twilio`` client talks to it over HTTP (``RESPONDER_TWILIO_API_BASE``).
-It answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` the way Twilio does
-(201 with a JSON message resource), records every request, can be scripted to
-answer 429 / 500 / an error code, or to hang before answering, and can sign status
-callbacks and inbound SMS exactly as Twilio would, for the webhooks under test.
+It answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``…/Calls.json``
+the way Twilio does (201 with a JSON message or call resource), records every
+request, can be scripted to answer 429 / 500 / an error code, or to hang before
+answering, and signs status callbacks, inbound SMS and a call's webhooks (answered,
+a key pressed, its status) exactly as Twilio would, for the webhooks under test.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import json
 import re
 import threading
@@ -30,12 +32,13 @@ from twilio.request_validator import RequestValidator
 from app.core.clock import Clock
 from app.core.settings import Settings
 from tests.factories import make_settings
-from tests.local_server import LocalServer, answer, read_form
+from tests.local_server import LocalServer, answer, last_values, read_form_values
 
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 MESSAGING_SERVICE_SID = "MG" + "b" * 32
 _MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
+_CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class RecordedRequest:
     form: dict[str, str]
     sid: str | None = None
     answered: int = 0
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    """Every value of a repeated parameter (a call's ``StatusCallbackEvent``)."""
 
 
 @dataclass
@@ -96,8 +101,14 @@ class FakeTwilio(LocalServer):
             self._outage = (clock, until, behaviour)
 
     def messages(self) -> list[RecordedRequest]:
+        """The SMS accepted (201), in order of arrival."""
         with self._lock:
-            return [request for request in self.requests if request.sid is not None]
+            return [request for request in self.requests if (request.sid or "").startswith("SM")]
+
+    def calls(self) -> list[RecordedRequest]:
+        """The calls placed (201), in order of arrival."""
+        with self._lock:
+            return [request for request in self.requests if (request.sid or "").startswith("CA")]
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[RecordedRequest]:
         """Block until ``count`` requests have been received (any answer)."""
@@ -133,20 +144,26 @@ class FakeTwilio(LocalServer):
                 return None
 
             def do_POST(self) -> None:
-                form = read_form(self)
-                request = RecordedRequest("POST", self.path, dict(self.headers.items()), form)
+                lists = read_form_values(self)
+                request = RecordedRequest(
+                    "POST", self.path, dict(self.headers.items()), last_values(lists), lists=lists
+                )
                 behaviour = fake._next()
                 if behaviour.drop:
                     self.close_connection = True
                     return
-                match = _MESSAGES_PATH.match(self.path)
+                call = _CALLS_PATH.match(self.path)
+                match = call or _MESSAGES_PATH.match(self.path)
                 if match is None or match.group(1) != fake.account_sid:
                     behaviour = Behaviour(status=404, code=20404)
                 if behaviour.hang_s:
                     time.sleep(behaviour.hang_s)
                 if behaviour.hold is not None:
                     behaviour.hold.wait(timeout=120)
-                if behaviour.status == 201:
+                if behaviour.status == 201 and call is not None:
+                    request.sid = "CA" + uuid.uuid4().hex
+                    body = fake._call_resource(request)
+                elif behaviour.status == 201:
                     request.sid = "SM" + uuid.uuid4().hex
                     body = fake._message_resource(request)
                 else:
@@ -178,6 +195,60 @@ class FakeTwilio(LocalServer):
             "date_created": "Tue, 24 Nov 2026 14:32:00 +0000",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{request.sid}.json",
         }
+
+    def _call_resource(self, request: RecordedRequest) -> dict[str, Any]:
+        return {
+            "sid": request.sid,
+            "account_sid": self.account_sid,
+            "from": request.form.get("From"),
+            "to": request.form.get("To"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": "Tue, 24 Nov 2026 14:32:00 +0000",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{request.sid}.json",
+        }
+
+    def _call_params(self, call: RecordedRequest, **more: str) -> dict[str, str]:
+        return {
+            "CallSid": call.sid or "",
+            "AccountSid": self.account_sid,
+            "From": call.form.get("From", ""),
+            "To": call.form.get("To", ""),
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+            **more,
+        }
+
+    def call_answered(
+        self, call: RecordedRequest, *, answered_by: str = "human"
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, headers) of Twilio fetching the TwiML of an answered call.
+
+        With ``MachineDetection=Enable`` Twilio waits for its verdict and sends it as
+        ``AnsweredBy`` (``human``, ``machine_start``, ``fax``, ``unknown``).
+        """
+        params = self._call_params(call, CallStatus="in-progress", AnsweredBy=answered_by)
+        url = call.form["Url"]
+        return url, urlencode(params).encode(), self.sign(url, params)
+
+    def key_pressed(
+        self, call: RecordedRequest, twiml: str, digits: str
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, headers) of the ``<Gather>`` in ``twiml`` posting the key pressed."""
+        found = re.search(r'<Gather [^>]*action="([^"]+)"', twiml)
+        assert found is not None, twiml
+        url = html.unescape(found.group(1))
+        params = self._call_params(call, CallStatus="in-progress", Digits=digits)
+        return url, urlencode(params).encode(), self.sign(url, params)
+
+    def call_status_callback(
+        self, call: RecordedRequest, status: str
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, headers) of a signed call status callback (``CallStatus``)."""
+        params = self._call_params(call, CallStatus=status)
+        url = call.form["StatusCallback"]
+        return url, urlencode(params).encode(), self.sign(url, params)
 
     def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
         """The headers Twilio would send with a form POST of ``params`` to ``url``."""
@@ -243,16 +314,21 @@ def twilio_settings(fake: FakeTwilio, **overrides: Any) -> Settings:
 
 
 TWILIO_SPEC = Path(__file__).resolve().parents[2] / "shared" / "twilio" / "twilio_api_v2010.yaml"
-VENDORED_CONTRACT = Path(__file__).resolve().parent / "contracts" / "twilio_create_message.json"
+CONTRACTS = Path(__file__).resolve().parent / "contracts"
 MESSAGES_OPERATION = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
+CALLS_OPERATION = "/2010-04-01/Accounts/{AccountSid}/Calls.json"
+VENDORED_CONTRACTS = {
+    MESSAGES_OPERATION: CONTRACTS / "twilio_create_message.json",
+    CALLS_OPERATION: CONTRACTS / "twilio_create_call.json",
+}
 
 
-def schema_from_twilio_spec(path: Path) -> dict[str, Any]:
-    """CreateMessage's form schema from Twilio's OpenAPI file, with the components it uses."""
+def schema_from_twilio_spec(path: Path, operation: str = MESSAGES_OPERATION) -> dict[str, Any]:
+    """An operation's form schema from Twilio's OpenAPI file, with the components it uses."""
     spec = yaml.safe_load(path.read_text())
-    operation = spec["paths"][MESSAGES_OPERATION]["post"]
+    post = spec["paths"][operation]["post"]
     schema: dict[str, Any] = dict(
-        operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+        post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     )
     names = sorted(set(re.findall(r"#/components/schemas/(\w+)", json.dumps(schema))))
     schema["components"] = {
@@ -262,22 +338,28 @@ def schema_from_twilio_spec(path: Path) -> dict[str, Any]:
 
 
 @functools.cache
-def create_message_schema() -> dict[str, Any]:
-    """The contract: Twilio's CreateMessage schema, vendored so that a clean clone has it.
+def vendored_schema(operation: str) -> dict[str, Any]:
+    """The contract: Twilio's own schema of an operation, vendored so that a clean clone has it.
 
-    ``tests/contracts/`` holds the extract (with Twilio's MIT licence); when Twilio's
-    whole OpenAPI file is beside the project, a test checks the extract still matches it.
+    ``tests/contracts/`` holds the extracts (CreateMessage, CreateCall, with Twilio's
+    MIT licence); when Twilio's whole OpenAPI file is beside the project, a test
+    checks the extracts still match it.
     """
-    vendored: dict[str, Any] = json.loads(VENDORED_CONTRACT.read_text())["schema"]
+    vendored: dict[str, Any] = json.loads(VENDORED_CONTRACTS[operation].read_text())["schema"]
     return vendored
 
 
+def create_message_schema() -> dict[str, Any]:
+    return vendored_schema(MESSAGES_OPERATION)
+
+
 def contract_violations(request: RecordedRequest) -> list[str]:
-    """What in a recorded send does not match Twilio's CreateMessage contract."""
-    schema = create_message_schema()
+    """What in a recorded send or call does not match Twilio's CreateMessage or CreateCall."""
+    is_call = _CALLS_PATH.match(request.path) is not None
+    schema = vendored_schema(CALLS_OPERATION if is_call else MESSAGES_OPERATION)
     properties: dict[str, Any] = schema["properties"]
     problems = [f"unknown parameter {name}" for name in request.form if name not in properties]
-    if not _MESSAGES_PATH.match(request.path):
+    if not is_call and not _MESSAGES_PATH.match(request.path):
         problems.append(f"not the Messages resource: {request.path}")
     if not request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
         problems.append("body is not application/x-www-form-urlencoded")
@@ -286,6 +368,12 @@ def contract_violations(request: RecordedRequest) -> list[str]:
     typed: dict[str, Any] = {}
     for name, value in request.form.items():
         kind = properties.get(name, {}).get("type")
+        if kind == "array":
+            typed[name] = request.lists.get(name, [value])
+            continue
+        if kind == "boolean":
+            typed[name] = {"true": True, "false": False}.get(value, value)
+            continue
         try:
             typed[name] = {"integer": int, "number": float}.get(kind, str)(value)
         except ValueError:
@@ -296,6 +384,9 @@ def contract_violations(request: RecordedRequest) -> list[str]:
     def _phone(value: object) -> bool:
         return isinstance(value, str) and re.fullmatch(r"\+[1-9]\d{6,14}", value) is not None
 
+    # A call's To/From: a number, a SIP address or a client; we only ever dial numbers.
+    checker.checks("endpoint")(_phone)
+
     @checker.checks("uri")
     def _uri(value: object) -> bool:
         parts = urlsplit(str(value))
@@ -303,6 +394,10 @@ def contract_violations(request: RecordedRequest) -> list[str]:
 
     validator = jsonschema.Draft202012Validator(schema, format_checker=checker)
     problems.extend(error.message for error in validator.iter_errors(typed))
+    if is_call:
+        if not ({"Url", "Twiml", "ApplicationSid"} & set(request.form)):
+            problems.append("neither Url, Twiml nor ApplicationSid")
+        return problems
     if not ({"From", "MessagingServiceSid"} & set(request.form)):
         problems.append("neither From nor MessagingServiceSid")
     if not ({"Body", "ContentSid", "MediaUrl"} & set(request.form)):

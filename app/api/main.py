@@ -30,6 +30,7 @@ from app.api.routers import (
     incidents,
     locations,
     me,
+    voice,
     volunteers,
     webhooks,
 )
@@ -38,7 +39,7 @@ from app.core.db import create_engine, create_session_factory
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.core.timing import collect
-from app.runtime import DetachedTasks, Runtime, create_worker
+from app.runtime import DetachedTasks, Runtime, create_call_worker, create_worker
 from dispatch.events import EventHub
 from dispatch.gateway import create_gateway, create_secondary_gateway
 from geo.search import load_service_area
@@ -108,12 +109,21 @@ async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     if run_worker:
         runtime.worker = create_worker(runtime, runtime.gateway)
         runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="dispatch-worker")
+        runtime.call_worker = create_call_worker(runtime)
+        if runtime.call_worker is not None:
+            runtime.call_worker_task = asyncio.create_task(
+                runtime.call_worker.run(), name="call-worker"
+            )
 
 
 async def stop_dispatch(runtime: Runtime) -> None:
     if runtime.worker is not None and runtime.worker_task is not None:
         runtime.worker.stop()
         await runtime.worker_task
+    if runtime.call_worker is not None and runtime.call_worker_task is not None:
+        runtime.call_worker.stop()
+        await runtime.call_worker_task
+        await runtime.call_worker.gateway.close()
     if runtime.events is not None:
         await runtime.events.stop()
     for gateway in (runtime.gateway, runtime.secondary_gateway):
@@ -192,6 +202,7 @@ def create_app(
     app.include_router(locations.router)
     app.include_router(webhooks.router)
     app.include_router(webhooks.elks_router)
+    app.include_router(voice.router)
     app.include_router(incident_actions.router)
     app.include_router(canary.router)
     if settings.service_area is not None:

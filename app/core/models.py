@@ -398,6 +398,14 @@ class Message(Base):
         Index("ix_message_alert_id", "alert_id"),
         _brin_on_created_at("message"),
         CheckConstraint("direction IN ('in', 'out')", name="direction_known"),
+        CheckConstraint("channel IN ('sms', 'voice')", name="channel_known"),
+        # At most one alert call per alert (per volunteer and incident).
+        Index(
+            "ix_message_alert_call",
+            "alert_id",
+            unique=True,
+            postgresql_where=text("channel = 'voice' AND purpose IN ('alert', 'alert_call')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -429,8 +437,32 @@ class Message(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # ``voice``: a call placed by the call worker (dispatch/voice.py), not an SMS.
+    channel: Mapped[str] = mapped_column(String(10), default="sms", server_default=text("'sms'"))
+    # What Twilio last said about a call (CallStatus, AnsweredBy); NULL for an SMS.
+    call_status: Mapped[str | None] = mapped_column(String(20))
+    answered_by: Mapped[str | None] = mapped_column(String(30))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class CallStep(Base):
+    """The TwiML answered to one webhook of a call: a retry gets it again, changing nothing.
+
+    One call posts several webhooks (the answer, each key pressed); ``step`` names
+    which (``answer``, ``digits:1`` …).
+    """
+
+    __tablename__ = "call_step"
+    __table_args__ = (_brin_on_created_at("call_step"),)
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(20), primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), index=True
+    )
+    twiml: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class SelectionRecord(Base):

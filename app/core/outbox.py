@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +61,8 @@ class OutboundSms:
     incident_id: uuid.UUID | None = None
     alert_id: uuid.UUID | None = None
     deadline_at: datetime | None = None
+    channel: str = "sms"
+    """``voice``: placed as a call by the call worker (``dispatch/voice.py``)."""
 
 
 async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
@@ -99,10 +101,51 @@ async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) ->
     ]
 
 
+SAID_BY_CALL_TOO = ("stand_down", "cancellation")
+STAND_DOWN_CALL_LIFETIME = timedelta(minutes=5)
+"""A stand-down or cancellation call later than this is no longer worth a ring."""
+
+
+async def _calls_too(
+    session: AsyncSession, messages: list[OutboundSms], *, now: datetime
+) -> list[OutboundSms]:
+    """A volunteer whose alert was a call (``voice``: a landline, say) also hears the
+    stand-down or the cancellation in a short call, beside the SMS.
+
+    Here, where every such text passes, for the reason exercises are marked here.
+    One indexed look-up, only for a stand-down or a cancellation.
+    """
+    alert_ids = {
+        item.alert_id
+        for item in messages
+        if item.purpose in SAID_BY_CALL_TOO and item.alert_id is not None
+    }
+    if not alert_ids:
+        return []
+    called = set(
+        (
+            await session.execute(
+                select(Message.alert_id).where(
+                    Message.alert_id.in_(alert_ids),
+                    Message.channel == "voice",
+                    Message.purpose == "alert",
+                )
+            )
+        ).scalars()
+    )
+    return [
+        replace(item, channel="voice", deadline_at=now + STAND_DOWN_CALL_LIFETIME)
+        for item in messages
+        if item.purpose in SAID_BY_CALL_TOO and item.alert_id in called
+    ]
+
+
 async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: datetime) -> None:
-    """Queue texts with one INSERT and wake the senders when the transaction commits."""
+    """Queue texts (and the calls that repeat some of them) with one INSERT and wake the
+    senders when the transaction commits."""
     if not messages:
         return
+    messages = messages + await _calls_too(session, messages, now=now)
     messages = await _mark_exercises(session, messages)
     await session.execute(
         insert(Message),
@@ -119,6 +162,7 @@ async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: 
                 "incident_id": item.incident_id,
                 "alert_id": item.alert_id,
                 "deadline_at": item.deadline_at,
+                "channel": item.channel,
                 "next_attempt_at": now,
                 "created_at": now,
                 "updated_at": now,

@@ -114,6 +114,19 @@ class Settings(BaseSettings):
     # take, so stand-downs or updates hanging on a slow provider never hold every
     # slot when a new alert arrives; docs/dispatch.md.
     send_alert_reserve: float = Field(default=0.25, gt=0, lt=1)
+    # Voice calls (docs/dispatch.md, "Channels"). A voice-capable Twilio number (a
+    # Messaging Service cannot place calls); unset = every alert goes by SMS,
+    # whatever a volunteer's contact preference.
+    twilio_voice_from: str | None = None
+    # sms_then_voice: call a volunteer whose alert SMS got no answer this long while
+    # a role slot is open; unset = no such calls. Must be shorter than REPLACE_AFTER.
+    call_after: timedelta | None = None
+    call_max_per_incident: int = Field(default=10, ge=0, le=1000)
+    call_concurrency: int = Field(default=4, ge=1, le=100)
+    # Twilio places about one call per second per account unless raised for it.
+    calls_per_second: float = Field(default=1.0, gt=0, le=100)
+    # Seconds a call rings before we give up: shorter than a typical voicemail pick-up.
+    call_ring_timeout_s: int = Field(default=20, ge=5, le=60)
     # Where a stand-alone `responder worker` serves /metrics (0: nowhere); `serve`
     # has /metrics on its API port.
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
@@ -253,7 +266,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("replace_after", "widen_after")
+    @field_validator("replace_after", "widen_after", "call_after")
     @classmethod
     def _positive_step(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):
@@ -276,7 +289,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown phone region {value!r}")
         return value.upper()
 
-    @field_validator("follow_up_phone", "sms_number", "elks_from")
+    @field_validator("follow_up_phone", "sms_number", "elks_from", "twilio_voice_from")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -375,6 +388,13 @@ class Settings(BaseSettings):
             )
         if self.widen_after is not None and not self.widen_steps_m:
             raise ValueError("RESPONDER_WIDEN_AFTER needs RESPONDER_WIDEN_STEPS_M")
+        if (
+            self.call_after is not None
+            and self.replace_after is not None
+            and self.call_after >= self.replace_after
+        ):
+            # A silent volunteer is called before being replaced, not after.
+            raise ValueError("RESPONDER_CALL_AFTER must be shorter than RESPONDER_REPLACE_AFTER")
 
     @property
     def batch(self) -> int:
@@ -396,6 +416,11 @@ class Settings(BaseSettings):
     @property
     def twilio_enabled(self) -> bool:
         return bool(self.twilio_account_sid)
+
+    @property
+    def voice_enabled(self) -> bool:
+        """Calls can be placed: Twilio credentials and a voice-capable number."""
+        return self.twilio_enabled and self.twilio_voice_from is not None
 
     @property
     def elks_enabled(self) -> bool:

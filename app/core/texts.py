@@ -555,3 +555,93 @@ def hindrance_text(
     }
     sv, en = words[code]
     return _pick(language, sv, en)
+
+
+# What a call says (``dispatch/voice.py``), in the volunteer's language: read aloud by
+# Twilio's <Say>, so no segments and no GSM-7, but short sentences, numbers a voice
+# reads well, and nothing a voicemail should hear before a key is pressed.
+
+SAY_LANGUAGE = {"sv": "sv-SE", "en": "en-GB"}
+
+
+def _metres(distance_m: float) -> str:
+    return f"{round(distance_m / 10) * 10:.0f}"
+
+
+def call_alert_speech(language: str, *, kind: str, distance_m: float, exercise: bool) -> str:
+    """What and how far, then the keys: never the address, which waits for a 1."""
+    drill = _pick(language, "Detta är en övning. ", "This is an exercise. ") if exercise else ""
+    what = KIND_NAMES["sv" if language == "sv" else "en"][kind]
+    far = _metres(distance_m)
+    return drill + _pick(
+        language,
+        f"Hjärt-larm. {what.capitalize()}, {far} meter från dig. "
+        "Tryck 1 om du kan gå nu. Tryck 2 om du inte kan.",
+        f"CPR alert. {what.capitalize()}, {far} metres from you. "
+        "Press 1 if you can go now. Press 2 if you cannot.",
+    )
+
+
+def call_keys_speech(language: str) -> str:
+    return _pick(
+        language,
+        "Tryck 1 om du kan gå nu. Tryck 2 om du inte kan.",
+        "Press 1 if you can go now. Press 2 if you cannot.",
+    )
+
+
+def call_accepted_speech(
+    language: str,
+    *,
+    role: str,
+    address: str,
+    access_notes: str | None,
+    aed_address: str | None,
+    aed_description: str | None,
+) -> str:
+    """After a 1: the role and where, said once; the call repeats it, the SMS follows."""
+    notes = f" {access_notes}." if access_notes else ""
+    if role == "aed":
+        detail = f", {aed_description}" if aed_description else ""
+        return _pick(
+            language,
+            f"Tack. Hämta hjärtstartaren vid {aed_address}{detail}. "
+            f"Ta den till {address}.{notes} Instruktionerna kommer också med SMS.",
+            f"Thank you. Fetch the defibrillator at {aed_address}{detail}. "
+            f"Bring it to {address}.{notes} The instructions are also coming by text message.",
+        )
+    return _pick(
+        language,
+        f"Tack. Gå direkt till patienten och starta hjärt-lungräddning: {address}.{notes} "
+        "Instruktionerna kommer också med SMS.",
+        f"Thank you. Go straight to the patient and start CPR: {address}.{notes} "
+        "The instructions are also coming by text message.",
+    )
+
+
+def call_not_needed_speech(language: str) -> str:
+    return _pick(
+        language,
+        "Tack. Tillräckligt många är redan på väg. Du behöver inte gå.",
+        "Thank you. Enough responders are already on their way. You do not need to go.",
+    )
+
+
+def call_declined_speech(language: str) -> str:
+    return _pick(language, "Tack för svaret. Hej då.", "Thank you for answering. Goodbye.")
+
+
+def call_ended_speech(language: str) -> str:
+    return _pick(
+        language,
+        "Larmet är avslutat. Gå inte dit. Hej då.",
+        "This alert has ended. Do not go. Goodbye.",
+    )
+
+
+def call_no_key_speech(language: str) -> str:
+    return _pick(
+        language,
+        "Vi hörde ingen knapptryckning. Hej då.",
+        "We did not hear a key. Goodbye.",
+    )

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.models import (
     AccessLog,
     AuditLog,
+    CallStep,
     Certification,
     CertificationAttachment,
     Incident,
@@ -69,7 +70,9 @@ def _count(result: object) -> int:
 
 
 async def _message_contents(session: AsyncSession, since: datetime, before: datetime) -> int:
-    """Bodies and numbers of texts in and out; the row (purpose, status, times) stays."""
+    """Bodies and numbers of texts and calls in and out, and what each call said (its
+    ``call_step`` rows: a 1 is answered with the patient's address); the message row
+    (purpose, status, call status, times) stays."""
     result = await session.execute(
         update(Message)
         .where(Message.created_at >= since, Message.created_at < before)
@@ -77,7 +80,10 @@ async def _message_contents(session: AsyncSession, since: datetime, before: date
         .where(Message.body.is_not(None) | Message.phone.is_not(None))
         .values(body=None, phone=None, reply_body=None)
     )
-    return _count(result)
+    said = await session.execute(
+        delete(CallStep).where(CallStep.created_at >= since, CallStep.created_at < before)
+    )
+    return _count(result) + _count(said)
 
 
 async def _code_texts(session: AsyncSession, since: datetime, before: datetime) -> int:

@@ -55,6 +55,7 @@ class NewVolunteer:
     phone: str
     language: str
     email: str | None
+    contact_preference: str = "sms"
 
 
 class VolunteerChanges(TypedDict, total=False):
@@ -65,6 +66,7 @@ class VolunteerChanges(TypedDict, total=False):
     language: str | None
     email: str | None
     paused_until: datetime | None
+    contact_preference: str | None
 
 
 def _phone(raw: str, *, region: str, field: str = "phone") -> str:
@@ -124,6 +126,7 @@ async def create_volunteer(
                 phone=phone,
                 email=data.email,
                 language=data.language,
+                contact_preference=data.contact_preference,
                 status="active",
                 opted_out=False,
                 consent_at=now,
@@ -199,7 +202,7 @@ async def update_volunteer(
 ) -> Volunteer:
     volunteer = await lock_volunteer(session, volunteer_id)
     values: dict[str, Any] = dict(changes)
-    for required in ("name", "phone", "language"):
+    for required in ("name", "phone", "language", "contact_preference"):
         if required in values and values[required] is None:
             raise InvalidInput(required, "may not be null")
     if "phone" in values:

@@ -18,6 +18,15 @@ def kind_names() -> dict[str, str]:
     }
 
 
+def contact_preference_names() -> dict[str, str]:
+    """How alerts reach a volunteer (``volunteer.contact_preference``), as they choose it."""
+    return {
+        "sms": _("By SMS"),
+        "voice": _("By a phone call instead of the SMS (a landline, say)"),
+        "sms_then_voice": _("By SMS, and a phone call if I have not answered"),
+    }
+
+
 def status_names() -> dict[str, str]:
     return {
         "alerting": _("Alerting"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Role = Literal["cpr", "aed"]
 
@@ -47,6 +47,26 @@ class AlertsQueued(EventPayload):
 class AlertDelivery(EventPayload):
     alert_id: str
     delivery_status: Literal["sending", "sent", "delivered", "undelivered", "failed"]
+
+
+class AlertCall(EventPayload):
+    """What Twilio said of an alert's call (``dispatch.voice``); only forward."""
+
+    alert_id: str
+    call_status: Literal[
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "failed",
+        "canceled",
+    ]
+    answered_by: str | None = Field(
+        description="answering-machine detection: human, machine_start, fax, unknown"
+    )
 
 
 class AlertAccepted(EventPayload):
@@ -132,6 +152,7 @@ PAYLOADS: dict[str, type[EventPayload]] = {
     "incident.created": IncidentCreated,
     "alerts.queued": AlertsQueued,
     "alert.delivery": AlertDelivery,
+    "alert.call": AlertCall,
     "alert.accepted": AlertAccepted,
     "alert.declined": AlertDeclined,
     "alert.withdrawn": AlertWithdrawn,

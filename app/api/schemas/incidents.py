@@ -145,6 +145,10 @@ class AlertView(ReadModel):
     aed_detour_m: int | None
     delivery_status: str
     delivery_updated_at: datetime | None
+    call_status: str | None = Field(
+        description="the alert's call (voice alerts, docs/dispatch.md): queued, initiated, "
+        "ringing, in-progress, completed, busy, no-answer, failed or canceled; null: no call"
+    )
     response: str
     responded_at: datetime | None
     role: str | None

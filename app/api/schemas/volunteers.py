@@ -15,6 +15,11 @@ from app.registry.uploads import ImportOutcome
 from app.registry.volunteers import NewVolunteer, VolunteerChanges
 
 Language = Literal["sv", "en"]
+ContactPreference = Literal["sms", "voice", "sms_then_voice"]
+CONTACT_PREFERENCE = (
+    "how alerts reach the volunteer: sms; voice (a call instead of the alert SMS, e.g. "
+    "a landline); sms_then_voice (a call when the SMS got no answer within CALL_AFTER)"
+)
 VolunteerStatus = Literal["active", "suspended"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 PhoneInput = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
@@ -32,10 +37,15 @@ class VolunteerCreate(StrictInput):
     consent: Literal[True] = Field(
         description="the volunteer agreed to be alerted by SMS; registration needs it"
     )
+    contact_preference: ContactPreference = Field(default="sms", description=CONTACT_PREFERENCE)
 
     def to_domain(self) -> NewVolunteer:
         return NewVolunteer(
-            name=self.name, phone=self.phone, language=self.language, email=self.email
+            name=self.name,
+            phone=self.phone,
+            language=self.language,
+            email=self.email,
+            contact_preference=self.contact_preference,
         )
 
 
@@ -47,6 +57,9 @@ class VolunteerUpdate(StrictInput):
     language: Language | None = None
     email: Email | None = None
     paused_until: AwareDatetime | None = None
+    contact_preference: ContactPreference | None = Field(
+        default=None, description=CONTACT_PREFERENCE
+    )
 
     def to_changes(self) -> VolunteerChanges:
         return cast(VolunteerChanges, self.model_dump(exclude_unset=True))
@@ -72,7 +85,7 @@ class VolunteerOut(BaseModel):
     consent_requested_at: datetime | None = Field(
         description="asked by SMS (import without recorded consent); YES records consent_at"
     )
-    contact_preference: Literal["sms", "voice", "sms_then_voice"]
+    contact_preference: ContactPreference = Field(description=CONTACT_PREFERENCE)
     suspended_reason: str | None
     created_at: datetime
     updated_at: datetime

@@ -42,6 +42,7 @@ from app.runtime import Runtime
 from app.web.auth import see_other
 from app.web.forms import FormErrors, form_data, number, text_field, upload_field, validate
 from app.web.i18n import _
+from app.web.labels import contact_preference_names
 from app.web.pages import JOIN, ME, ME_HOME, render
 from app.web.volunteer_auth import (
     ME_COOKIE,
@@ -257,6 +258,7 @@ async def _my_page(
     context = await _me_context(session, runtime, me.volunteer_id)
     context["errors"] = errors or {}
     context["values"] = values or {}
+    context["contact_preferences"] = list(contact_preference_names().items())
     return render(request, "me/me.html", context, status=status)
 
 
@@ -324,9 +326,28 @@ async def resume(
 async def language(
     request: Request, me: VolunteerSessionDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    return await _change_field(request, session, runtime, me, "language")
+
+
+@router.post(f"{ME}/contact")
+async def contact(
+    request: Request, me: VolunteerSessionDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    """How alerts reach me: SMS, a call instead, or a call when I have not answered."""
+    return await _change_field(request, session, runtime, me, "contact_preference")
+
+
+async def _change_field(
+    request: Request,
+    session: AsyncSession,
+    runtime: Runtime,
+    me: VolunteerSession,
+    field: str,
+) -> Response:
+    """One field of my record from a form, validated as the API validates it."""
     form = await form_data(request)
     try:
-        changes = validate(VolunteerUpdate, {"language": text_field(form, "language")})
+        changes = validate(VolunteerUpdate, {field: text_field(form, field)})
     except FormErrors as exc:
         return await _my_page(request, session, runtime, me, errors=exc.errors, status=422)
     await _change(session, runtime, me, changes)

@@ -17,6 +17,7 @@ from app.api.deps import RuntimeDep, SessionDep
 from app.api.routers.certifications import attachment_response
 from app.api.schemas.aeds import AedCreate, AedUpdate, validate_aed_entries
 from app.api.schemas.certifications import DecisionRequest, RevokeRequest
+from app.api.schemas.volunteers import VolunteerUpdate
 from app.api.uploads import MAX_IMPORT_BYTES
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.registry.access import PersonalRead, record_reads
@@ -50,6 +51,7 @@ from app.registry.volunteers import (
     get_volunteer,
     is_volunteer_eligible,
     set_status,
+    update_volunteer,
 )
 from app.web.auth import CoordinatorDep, see_other
 from app.web.forms import FormErrors, form_data, number, text_field, upload_field, validate
@@ -59,6 +61,7 @@ from app.web.labels import (
     aed_statuses,
     certification_kinds,
     certification_statuses,
+    contact_preference_names,
     role_names,
     volunteer_filters,
     volunteer_status,
@@ -360,6 +363,7 @@ def _volunteer_labels() -> dict[str, Any]:
         "filter_names": volunteer_filters(),
         "access_text": access_text,
         "roles": role_names(),
+        "contact_preferences": contact_preference_names(),
     }
 
 
@@ -493,6 +497,33 @@ async def erase(
         session, volunteer_id=volunteer_id, actor=principal_of(staff.user), now=runtime.clock.now()
     )
     return see_other(request, f"{CONSOLE}/volunteers")
+
+
+@router.post("/volunteers/{volunteer_id}/contact")
+async def change_contact_preference(
+    request: Request,
+    volunteer_id: uuid.UUID,
+    staff: CoordinatorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    """How alerts reach the volunteer, validated as ``PATCH /v1/volunteers`` validates it."""
+    form = await form_data(request)
+    field = "contact_preference"
+    try:
+        changes = validate(VolunteerUpdate, {field: text_field(form, field)})
+    except FormErrors as exc:
+        return await _volunteer_page(
+            request, session, runtime, volunteer_id, errors=exc.errors, status=422
+        )
+    await update_volunteer(
+        session,
+        volunteer_id=volunteer_id,
+        changes=changes.to_changes(),
+        actor=principal_of(staff.user),
+        region=runtime.settings.default_region,
+    )
+    return see_other(request, f"{CONSOLE}/volunteers/{volunteer_id}")
 
 
 @router.post("/volunteers/{volunteer_id}/{change}")
