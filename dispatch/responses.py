@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
-from app.registry.volunteers import opt_in, opt_out
+from app.registry.audit import Actor
+from app.registry.volunteers import erase_volunteer, opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
@@ -511,6 +512,23 @@ _RECIPIENT = (
     .where(Message.id == bindparam("message_id"))
     .with_for_update(of=Volunteer, key_share=True)
 )
+
+
+async def erase_and_release(
+    session: AsyncSession,
+    *,
+    volunteer_id: uuid.UUID,
+    actor: Actor,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """Erasure by anyone (an administrator, a coordinator, the volunteer), and what it
+    ends: a role they held reopens as after WITHDRAW, a pending alert ends as after NO
+    (:func:`release_open_alerts`), so nobody who is gone keeps a place."""
+    await erase_volunteer(session, volunteer_id=volunteer_id, actor=actor, now=now)
+    await release_open_alerts(
+        session, volunteer_id=volunteer_id, reason="erased", now=now, settings=settings
+    )
 
 
 async def release_if_unalertable(

@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import FrozenClock
 from app.core.models import Incident, IncidentEvent, Volunteer
 from app.core.settings import Settings
-from app.registry.web_sessions import open_volunteer_session
+from app.registry.staff import create_staff_user
+from app.registry.web_sessions import open_session, open_volunteer_session
+from app.web.auth import SESSION_COOKIE
 from app.web.volunteer_auth import ME_COOKIE
 from dispatch.alerting import NewIncident, count_pending, create_incident
 from dispatch.lifecycle import IncidentChanges, update_incident
@@ -254,6 +256,21 @@ async def test_a_pending_volunteer_who_opts_out_or_pauses_ends_the_alert_as_afte
     assert list(reasons) == [body.split()[0].lower()]
 
 
+async def my_page(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    clock: FrozenClock,
+    volunteer: Volunteer,
+) -> httpx.Response:
+    """The volunteer's own page, signed in as after entering their SMS code."""
+    token = await open_volunteer_session(
+        session, volunteer_id=volunteer.id, now=clock.now(), settings=settings
+    )
+    client.cookies.set(ME_COOKIE, token)
+    return await client.get("/me/")
+
+
 async def test_a_responder_paused_by_an_administrator_loses_the_role_and_the_slot_reopens(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
 ) -> None:
@@ -287,14 +304,70 @@ async def test_a_responder_pausing_or_turning_sms_off_on_their_page_loses_the_ro
     incident, responder, next_nearest = await one_responder_and_one_waiting(
         session, settings, clock
     )
-    token = await open_volunteer_session(
-        session, volunteer_id=responder.id, now=clock.now(), settings=settings
-    )
-    client.cookies.set(ME_COOKIE, token)
-    mine = await client.get("/me/")
+    mine = await my_page(client, session, settings, clock, responder)
     assert mine.status_code == 200, mine.text
 
     changed = await client.post(path, data={"csrf_token": csrf_of(mine), **form})
 
     assert changed.status_code == 303, changed.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+async def test_a_responder_deleting_their_own_account_loses_the_role(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    token = await create_key(session, role="volunteer", volunteer=responder)
+
+    deleted = await client.delete("/v1/me", headers=token)
+
+    assert deleted.status_code == 204, deleted.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+async def test_a_responder_deleting_their_account_on_their_page_loses_the_role(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    page = await my_page(client, session, settings, clock, responder)
+    form = await client.get("/me/delete")
+
+    deleted = await client.post("/me/delete", data={"csrf_token": csrf_of(form), "confirm": "yes"})
+
+    assert page.status_code == 200
+    assert deleted.status_code == 200, deleted.text
+    await assert_role_given_up(session, incident, responder, next_nearest)
+
+
+async def test_a_responder_erased_in_the_console_loses_the_role(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    incident, responder, next_nearest = await one_responder_and_one_waiting(
+        session, settings, clock
+    )
+    link = await create_staff_user(
+        session,
+        email="cora@example.org",
+        name="Cora",
+        role="coordinator",
+        centre=None,
+        actor=None,
+        now=clock.now(),
+        settings=settings,
+    )
+    token = await open_session(session, user_id=link.user.id, now=clock.now(), settings=settings)
+    client.cookies.set(SESSION_COOKIE, token)
+    page = await client.get(f"/console/volunteers/{responder.id}")
+    assert page.status_code == 200, page.text
+
+    erased = await client.post(
+        f"/console/volunteers/{responder.id}/erase",
+        data={"csrf_token": csrf_of(page), "confirm": responder.phone},
+    )
+
+    assert erased.status_code == 303, erased.text
     await assert_role_given_up(session, incident, responder, next_nearest)

@@ -17,7 +17,7 @@ from app.core.errors import Unauthorized
 from app.registry import certifications, eligibility, export, locations, reports, volunteers
 from app.registry.audit import VolunteerSelf
 from app.runtime import Runtime
-from dispatch.responses import release_if_unalertable
+from dispatch.responses import erase_and_release, release_if_unalertable
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -133,11 +133,12 @@ async def export_me(session: SessionDep, me: VolunteerDep) -> dict[str, Any]:
 async def delete_me(session: SessionDep, runtime: RuntimeDep, me: VolunteerDep) -> None:
     """Erase my account: the same erasure as an administrator's DELETE (this token too)."""
     volunteer_id = _own_id(me.volunteer_id)
-    await volunteers.erase_volunteer(
+    await erase_and_release(
         session,
         volunteer_id=volunteer_id,
         actor=VolunteerSelf(volunteer_id),
         now=runtime.clock.now(),
+        settings=runtime.settings,
     )
 
 

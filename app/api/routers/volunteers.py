@@ -28,7 +28,7 @@ from app.registry import certifications, places, volunteers
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
 from app.runtime import Runtime
-from dispatch.responses import release_if_unalertable, release_open_alerts
+from dispatch.responses import erase_and_release, release_if_unalertable
 
 router = APIRouter(prefix="/v1/volunteers", tags=["volunteers"])
 
@@ -222,10 +222,12 @@ async def erase_volunteer(
 
     A role they held is given up as after WITHDRAW (the slot reopens).
     """
-    now = runtime.clock.now()
-    await volunteers.erase_volunteer(session, volunteer_id=volunteer_id, actor=admin, now=now)
-    await release_open_alerts(
-        session, volunteer_id=volunteer_id, reason="erased", now=now, settings=runtime.settings
+    await erase_and_release(
+        session,
+        volunteer_id=volunteer_id,
+        actor=admin,
+        now=runtime.clock.now(),
+        settings=runtime.settings,
     )
 
 

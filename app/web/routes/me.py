@@ -51,7 +51,7 @@ from app.web.volunteer_auth import (
     clear_volunteer_cookie,
     set_volunteer_cookie,
 )
-from dispatch.responses import release_if_unalertable
+from dispatch.responses import erase_and_release, release_if_unalertable
 
 router = APIRouter(include_in_schema=False)
 
@@ -516,11 +516,12 @@ async def delete_account(
     if text_field(form, "confirm") != "yes":
         errors = {"confirm": _("Tick the box to confirm that your account should be deleted.")}
         return render(request, "me/delete.html", {"errors": errors}, status=422)
-    await volunteers.erase_volunteer(
+    await erase_and_release(
         session,
         volunteer_id=me.volunteer_id,
         actor=VolunteerSelf(me.volunteer_id),
         now=runtime.clock.now(),
+        settings=runtime.settings,
     )
     request.state.volunteer = None
     response = render(request, "me/deleted.html", {})

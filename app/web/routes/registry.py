@@ -47,7 +47,6 @@ from app.registry.phones import normalise_phone
 from app.registry.places import places_of
 from app.registry.staff import principal_of
 from app.registry.volunteers import (
-    erase_volunteer,
     get_volunteer,
     is_volunteer_eligible,
     set_status,
@@ -68,6 +67,7 @@ from app.web.labels import (
 )
 from app.web.pages import CONSOLE, render
 from app.web.routes.account import safe_next
+from dispatch.responses import erase_and_release
 
 router = APIRouter(prefix=CONSOLE, include_in_schema=False)
 
@@ -493,8 +493,12 @@ async def erase(
         return await _volunteer_page(
             request, session, runtime, volunteer_id, errors=errors, status=422
         )
-    await erase_volunteer(
-        session, volunteer_id=volunteer_id, actor=principal_of(staff.user), now=runtime.clock.now()
+    await erase_and_release(
+        session,
+        volunteer_id=volunteer_id,
+        actor=principal_of(staff.user),
+        now=runtime.clock.now(),
+        settings=runtime.settings,
     )
     return see_other(request, f"{CONSOLE}/volunteers")
 
