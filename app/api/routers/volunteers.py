@@ -196,16 +196,18 @@ async def update_volunteer(
     runtime: RuntimeDep,
     admin: AdminDep,
 ) -> VolunteerOut:
+    changes = body.to_changes()
     volunteer = await volunteers.update_volunteer(
         session,
         volunteer_id=volunteer_id,
-        changes=body.to_changes(),
+        changes=changes,
         actor=admin,
         region=runtime.settings.default_region,
     )
-    await release_if_unalertable(
-        session, volunteer_id=volunteer_id, now=runtime.clock.now(), settings=runtime.settings
-    )
+    if "paused_until" in changes:
+        await release_if_unalertable(
+            session, volunteer_id=volunteer_id, now=runtime.clock.now(), settings=runtime.settings
+        )
     return VolunteerOut.model_validate(volunteer)
 
 

@@ -285,7 +285,6 @@ async def _change(
         actor=VolunteerSelf(me.volunteer_id),
         region=runtime.settings.default_region,
     )
-    await _release_if_unalertable(session, runtime, me)
 
 
 async def _release_if_unalertable(
@@ -311,6 +310,7 @@ async def pause(
         )
     until = runtime.clock.now() + timedelta(hours=hours)
     await _change(session, runtime, me, VolunteerUpdate(paused_until=until))
+    await _release_if_unalertable(session, runtime, me)
     return see_other(request, ME_HOME)
 
 
