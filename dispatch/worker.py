@@ -642,8 +642,9 @@ class DispatchWorker:
         return free_slots
 
     def counted(self, sms: ClaimedSms) -> bool:
-        """Whether a send counts in the SMS metrics: not an exercise's (nor a call's)."""
-        return not sms.exercise and self.channel == "sms"
+        """Whether a send counts in the SMS metrics: not an exercise's (a call worker
+        counts none: :class:`dispatch.voice.CallWorker` has metrics of its own)."""
+        return not sms.exercise
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
         """A slot is free. A send whose outcome could not be recorded (the database
@@ -688,7 +689,7 @@ class DispatchWorker:
             failover_to = self._failover_to(sms, gateway, failure)
             if failover_to is not None:
                 self._primary_rests_until = self.clock.now() + PRIMARY_REST
-                if not sms.exercise:
+                if self.counted(sms):
                     SMS_HANDED_OVER.labels(failure.kind).inc()
             log.warning(
                 "sms send failed",
