@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, SystemClock
+from app.core.db import create_session_factory
 from app.core.settings import Settings
 from dispatch.events import EventHub
 from dispatch.gateway import SmsGateway
@@ -58,6 +59,9 @@ class Runtime:
     database_url: str
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    dispatch_engine: AsyncEngine | None = None
+    """The dispatch pipelines' own pool (``app.core.db.create_dispatch_engine``) in a
+    process that also serves requests; without one they use ``engine``."""
     clock: Clock = field(default_factory=SystemClock)
     gateway: SmsGateway | None = None
     secondary_gateway: SmsGateway | None = None
@@ -71,6 +75,13 @@ class Runtime:
     # lifespan) after-response work runs as a plain BackgroundTask.
     detached: DetachedTasks | None = None
 
+    @property
+    def dispatch_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Where the dispatch worker and the call worker open their transactions."""
+        if self.dispatch_engine is None:
+            return self.session_factory
+        return create_session_factory(self.dispatch_engine)
+
 
 def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
@@ -80,7 +91,7 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
         await run_timers(factory, now=now, settings=settings)
 
     return DispatchWorker(
-        session_factory=runtime.session_factory,
+        session_factory=runtime.dispatch_sessions,
         gateway=gateway,
         secondary=runtime.secondary_gateway,
         settings=settings,
@@ -96,7 +107,7 @@ def create_call_worker(runtime: Runtime) -> CallWorker | None:
     if gateway is None:
         return None
     return CallWorker(
-        session_factory=runtime.session_factory,
+        session_factory=runtime.dispatch_sessions,
         gateway=gateway,
         settings=runtime.settings,
         clock=runtime.clock,

@@ -461,9 +461,11 @@ def table(report: dict[str, Any]) -> str:
         ("  POST response p50 / p99 (ms)",
          f"{_figure(r, 'alert_path', 'post_response_ms', 'p50')} / "
          f"{_figure(r, 'alert_path', 'post_response_ms', 'p99')}",
-         "server side: " + ", ".join(
+         "server side, wall (CPU): " + ", ".join(
              f"{name} {_figure(r, 'alert_path', 'post_server_timing_ms', name, 'p50')}"
+             f" ({_figure(r, 'alert_path', 'post_server_timing_ms', f'{name}-cpu', 'p50')})"
              for name in (r.get("alert_path", {}).get("post_server_timing_ms") or {})
+             if not name.endswith("-cpu")
          ), "p50 ≤ 20"),
         ("floor: bare route GET /healthz (req/s; CPU ms per request)",
          f"{_figure(r, 'floors', 'bare_route', 'requests_per_s')};"

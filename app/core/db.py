@@ -50,8 +50,14 @@ backend: measured on the 2-core machine, 2.97 ms for checkout and ``SELECT 1``
 after 1.2 s idle with the old ping, 2.50 ms with none (docs/benchmarks.md)."""
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
     """The request/worker engine; connections idle over ``PING_AFTER_IDLE_S`` are pinged.
+
+    ``max_overflow`` (default ``pool_size``) connections beyond the pool are opened in a
+    burst and closed when it ends. A new connection is slow on its first statements
+    (connect, asyncpg's type introspection, PostGIS and PROJ loaded by the backend,
+    every statement prepared and planned again), so a pool that overflows on every
+    burst hands later requests cold connections: see :func:`create_dispatch_engine`.
 
     ``pool_pre_ping`` would cost a round trip on every checkout (a third of the
     round trips of a location update). A connection in steady use does not need
@@ -64,7 +70,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=1800,
         # An error's message must not carry the statement's values (names, phones, SMS
         # texts) into a log record.
@@ -93,6 +99,22 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             raise exc.InvalidatePoolError("connection lost while idle") from error
 
     return engine
+
+
+def create_dispatch_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """The dispatch pipelines' own pool, never overflowing.
+
+    A worker's send slots (``SEND_CONCURRENCY``, 32) each record their send in a
+    transaction that takes the incident's row lock, so the 30 records of one incident
+    queue on that lock while holding 30 connections. Sharing the API's pool, that burst
+    overflowed it after every incident and, as overflow connections were closed and
+    reopened, left the next dispatcher's POST on a cold connection: its selection and
+    AED statements parsed and planned again, 22 ms where a warm one takes 2
+    (docs/benchmarks.md, "Cold connections"). Here the records wait for one of
+    ``pool_size`` warm connections instead (they would wait on the lock anyway), and
+    the API's pool never sees the burst.
+    """
+    return create_engine(url, pool_size=pool_size, max_overflow=0)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
