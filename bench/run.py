@@ -471,6 +471,11 @@ def table(report: dict[str, Any]) -> str:
          f"{_figure(r, 'floors', 'bare_route', 'requests_per_s')};"
          f" {_figure(r, 'floors', 'bare_route', 'service_cpu_ms_per_request')}",
          _http_detail(r["floors"], "bare_route") if "floors" in r else "", ""),
+        ("floor: one Twilio request (CPU ms; p50 ms; 30 at once p50 ms)",
+         f"{_figure(r, 'floors', 'provider_send', 'cpu_ms_per_send')};"
+         f" {_figure(r, 'floors', 'provider_send', 'send_ms', 'p50')};"
+         f" {_figure(r, 'floors', 'provider_send', 'burst_of_30_ms', 'p50')}",
+         "the official client, one process, no database", ""),
         ("floor: one commit p50 / p99 (ms)",
          f"{_figure(r, 'floors', 'commit_ms', 'p50')} / {_figure(r, 'floors', 'commit_ms', 'p99')}",
          "single-row insert, its own connection", ""),

@@ -16,9 +16,10 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -140,34 +141,57 @@ async def _calls_too(
     ]
 
 
+_MESSAGE_COLUMNS = (
+    "id",
+    "direction",
+    "status",
+    "purpose",
+    "priority",
+    "phone",
+    "body",
+    "volunteer_id",
+    "incident_id",
+    "alert_id",
+    "deadline_at",
+    "channel",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+_MESSAGE_INSERT = unnest_insert(Message, _MESSAGE_COLUMNS)
+
+
 async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: datetime) -> None:
-    """Queue texts (and the calls that repeat some of them) with one INSERT and wake the
-    senders when the transaction commits."""
+    """Queue texts (and the calls that repeat some of them) with one INSERT statement
+    (``app.core.db.unnest_insert``) and wake the senders when the transaction commits."""
     if not messages:
         return
     messages = messages + await _calls_too(session, messages, now=now)
     messages = await _mark_exercises(session, messages)
     await session.execute(
-        insert(Message),
-        [
-            {
-                "id": uuid.uuid4(),
-                "direction": "out",
-                "status": "queued",
-                "purpose": item.purpose,
-                "priority": priority_of(item.purpose),
-                "phone": item.phone,
-                "body": item.body,
-                "volunteer_id": item.volunteer_id,
-                "incident_id": item.incident_id,
-                "alert_id": item.alert_id,
-                "deadline_at": item.deadline_at,
-                "channel": item.channel,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for item in messages
-        ],
+        _MESSAGE_INSERT,
+        unnest_rows(
+            _MESSAGE_COLUMNS,
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "direction": "out",
+                    "status": "queued",
+                    "purpose": item.purpose,
+                    "priority": priority_of(item.purpose),
+                    "phone": item.phone,
+                    "body": item.body,
+                    "volunteer_id": item.volunteer_id,
+                    "incident_id": item.incident_id,
+                    "alert_id": item.alert_id,
+                    "deadline_at": item.deadline_at,
+                    "channel": item.channel,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for item in messages
+            ],
+        ),
     )
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": OUTBOX_CHANNEL})

@@ -32,7 +32,13 @@ from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import IncidentSnapshot, alert_views, incident_view, visible_incident
+from dispatch.views import (
+    IncidentSnapshot,
+    alert_views,
+    incident_view,
+    new_incident_view,
+    visible_incident,
+)
 from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
@@ -137,7 +143,13 @@ async def post_incident(
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
     with phase("view"):
-        view = await incident_view(session, incident_id=incident.id)
+        view = (
+            new_incident_view(
+                incident, location=body.location.to_latlon(), aed=result.aed, alerted=result.alerted
+            )
+            if result.created
+            else await incident_view(session, incident_id=incident.id)
+        )
     return IncidentView.model_validate(view)
 
 
