@@ -36,14 +36,31 @@ class DetachedTasks:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[asyncio.TimerHandle, Coroutine[Any, Any, None]] = {}
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], *, after_s: float = 0.0) -> None:
+        """Run ``work`` now, or ``after_s`` seconds from now (at once if drained first)."""
+        if after_s <= 0:
+            self._start(work)
+            return
+
+        def due() -> None:
+            self._start(self._waiting.pop(handle))
+
+        handle = asyncio.get_running_loop().call_later(after_s, due)
+        self._waiting[handle] = work
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self, *, timeout_s: float) -> None:
-        """Wait for running work; cancel what is still running after ``timeout_s``."""
+        """Start what waits, wait for running work; cancel what still runs after ``timeout_s``."""
+        for handle, work in list(self._waiting.items()):
+            handle.cancel()
+            self._start(work)
+        self._waiting.clear()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)

@@ -81,6 +81,13 @@ def _responder_contacts(
     ]
 
 
+SELECTION_RECORD_AFTER_S = 2.0
+"""The record waits until the incident's alerts are out. Its CPU (as much as the POST's
+own, docs/benchmarks.md) would otherwise share ``serve``'s event loop with the
+in-process worker building those very requests; ``/explain`` writes a record that is
+not there yet itself, and shutdown starts a waiting one at once."""
+
+
 async def _record_selection_after_commit(
     runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
 ) -> None:
@@ -98,7 +105,10 @@ async def _detach_selection_record(
     detached: DetachedTasks, runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
 ) -> None:
     """Async so Starlette calls it on the loop (a sync task would run in a thread)."""
-    detached.spawn(_record_selection_after_commit(runtime, incident_id, selected_at))
+    detached.spawn(
+        _record_selection_after_commit(runtime, incident_id, selected_at),
+        after_s=SELECTION_RECORD_AFTER_S,
+    )
 
 
 @router.post(
