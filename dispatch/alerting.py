@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from app.core.db import unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
-from app.core.outbox import OutboundSms, queue_sms
+from app.core.outbox import OutboundSms, note_exercise, queue_sms
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
@@ -186,6 +186,8 @@ async def create_incident(
                 },
             )
         ).scalar_one_or_none()
+    if inserted is not None:
+        note_exercise(session, inserted, exercise=request.exercise)
     if inserted is None:
         existing = (
             await session.execute(
