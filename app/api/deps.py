@@ -27,7 +27,13 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies are ``async def`` although they never await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a thread hand-off on every request.
+async def _runtime_dependency(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
+async def _settings_dependency(request: Request) -> Settings:
     return get_runtime(request).settings
 
 
@@ -44,8 +50,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 
 _bearer = HTTPBearer(auto_error=False, description="API key or volunteer token")
 

@@ -48,7 +48,7 @@ from starlette.requests import Request
 
 from app.core.buckets import MINUTE_S, count_hit, purge_windows, retry_after_s, window_of
 from app.core.clock import Clock, SystemClock
-from app.core.db import async_url
+from app.core.db import async_url, kept_pool
 from app.core.errors import RateLimited
 from app.core.models import ApiKey
 from app.core.settings import Settings
@@ -93,11 +93,9 @@ class RateLimiter:
         cost. A connection broken by a database restart fails its one statement,
         which fails open (one request uncounted) and is replaced.
         """
-        size = self._settings.db_pool_size
         self._engine = create_async_engine(
             async_url(database_url),
-            pool_size=size,
-            max_overflow=size,
+            **kept_pool(self._settings.db_pool_size),
             pool_recycle=1800,
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,  # bucket keys name client IPs
