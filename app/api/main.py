@@ -196,8 +196,8 @@ def create_app(
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
-    error_page = pages(app, settings) if pages is not None else None
-    install_problem_handlers(app, error_page=error_page)
+    # The API's routes before the pages': a request is matched against the routes in
+    # order (FastAPI tries each in Python), and the API's are the busy ones.
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(volunteers.router)
@@ -210,6 +210,8 @@ def create_app(
     app.include_router(voice.router)
     app.include_router(incident_actions.router)
     app.include_router(canary.router)
+    error_page = pages(app, settings) if pages is not None else None
+    install_problem_handlers(app, error_page=error_page)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

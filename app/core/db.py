@@ -51,14 +51,13 @@ backend: measured on the 2-core machine, 2.97 ms for checkout and ``SELECT 1``
 after 1.2 s idle with the old ping, 2.50 ms with none (docs/benchmarks.md)."""
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
-    """The request/worker engine; connections idle over ``PING_AFTER_IDLE_S`` are pinged.
+def kept_pool(pool_size: int) -> dict[str, int]:
+    """Pool options for up to ``2 * pool_size`` connections, none closed on return."""
+    return {"pool_size": 2 * pool_size, "max_overflow": 0}
 
-    ``max_overflow`` (default ``pool_size``) connections beyond the pool are opened in a
-    burst and closed when it ends. A new connection is slow on its first statements
-    (connect, asyncpg's type introspection, PostGIS and PROJ loaded by the backend,
-    every statement prepared and planned again), so a pool that overflows on every
-    burst hands later requests cold connections: see :func:`create_dispatch_engine`.
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The request/worker engine; connections idle over ``PING_AFTER_IDLE_S`` are pinged.
 
     ``pool_pre_ping`` would cost a round trip on every checkout (a third of the
     round trips of a location update). A connection in steady use does not need
@@ -67,11 +66,21 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = N
     A connection that sat idle (the case after a database restart at a quiet hour)
     is pinged as before; a failed ping invalidates the pool and the checkout
     continues on a fresh connection, so the first request after an outage succeeds.
+
+    The pool keeps every connection it opens, up to ``2 * pool_size`` (``pool_size``
+    plus as many in "overflow", as before), rather than closing overflow connections
+    on return: under steady load around ``pool_size`` in use, a QueuePool closes a
+    returned overflow connection whenever its idle queue is full and opens a new one
+    moments later, an asyncpg handshake and a backend fork every few requests (79
+    connects per 2,000 location updates at 16 in flight, docs/benchmarks.md).
     """
+    return _engine(url, kept_pool(pool_size))
+
+
+def _engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
     engine = create_async_engine(
         async_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size if max_overflow is None else max_overflow,
+        **sizes,
         pool_recycle=1800,
         # An error's message must not carry the statement's values (names, phones, SMS
         # texts) into a log record.
@@ -103,19 +112,20 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = N
 
 
 def create_dispatch_engine(url: str, *, pool_size: int) -> AsyncEngine:
-    """The dispatch pipelines' own pool, never overflowing.
+    """The dispatch pipelines' own pool: ``pool_size`` connections, kept, no more.
 
     A worker's send slots (``SEND_CONCURRENCY``, 32) each record their send in a
     transaction that takes the incident's row lock, so the 30 records of one incident
     queue on that lock while holding 30 connections. Sharing the API's pool, that burst
     overflowed it after every incident and, as overflow connections were closed and
-    reopened, left the next dispatcher's POST on a cold connection: its selection and
-    AED statements parsed and planned again, 22 ms where a warm one takes 2
+    reopened, left the next dispatcher's POST on a cold connection (a new backend
+    loads PostGIS and PROJ, asyncpg introspects its types, every statement is
+    prepared and planned again): its selection took 22 ms where a warm one takes 2
     (docs/benchmarks.md, "Cold connections"). Here the records wait for one of
     ``pool_size`` warm connections instead (they would wait on the lock anyway), and
     the API's pool never sees the burst.
     """
-    return create_engine(url, pool_size=pool_size, max_overflow=0)
+    return _engine(url, {"pool_size": pool_size, "max_overflow": 0})
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
