@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.api.deps import get_session
+from app.api.deps import get_autocommit_connection, get_session
 from app.api.main import create_app
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory
@@ -140,7 +140,12 @@ def app(
         async with session.begin_nested():
             yield session
 
+    async def connection_in_savepoint() -> AsyncIterator[AsyncConnection]:
+        async with session.begin_nested():
+            yield await session.connection()
+
     application.dependency_overrides[get_session] = session_in_savepoint
+    application.dependency_overrides[get_autocommit_connection] = connection_in_savepoint
     return application
 
 

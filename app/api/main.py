@@ -35,7 +35,7 @@ from app.api.routers import (
     webhooks,
 )
 from app.core.clock import Clock, SystemClock
-from app.core.db import create_engine, create_session_factory
+from app.core.db import create_dispatch_engine, create_engine, create_session_factory
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.core.timing import collect
@@ -107,6 +107,9 @@ async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     runtime.events = EventHub(runtime.database_url)
     runtime.events.start()
     if run_worker:
+        runtime.dispatch_engine = create_dispatch_engine(
+            runtime.database_url, pool_size=runtime.settings.db_pool_size
+        )
         runtime.worker = create_worker(runtime, runtime.gateway)
         runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="dispatch-worker")
         runtime.call_worker = create_call_worker(runtime)
@@ -129,6 +132,8 @@ async def stop_dispatch(runtime: Runtime) -> None:
     for gateway in (runtime.gateway, runtime.secondary_gateway):
         if gateway is not None:
             await gateway.close()
+    if runtime.dispatch_engine is not None:
+        await runtime.dispatch_engine.dispose()
 
 
 PageLayer = Callable[[FastAPI, Settings], ErrorPage]
@@ -191,8 +196,8 @@ def create_app(
     )
     app.state.run_worker = run_worker
     app.state.rate_limiter = RateLimiter(settings)
-    error_page = pages(app, settings) if pages is not None else None
-    install_problem_handlers(app, error_page=error_page)
+    # The API's routes before the pages': a request is matched against the routes in
+    # order (FastAPI tries each in Python), and the API's are the busy ones.
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(volunteers.router)
@@ -205,6 +210,8 @@ def create_app(
     app.include_router(voice.router)
     app.include_router(incident_actions.router)
     app.include_router(canary.router)
+    error_page = pages(app, settings) if pages is not None else None
+    install_problem_handlers(app, error_page=error_page)
     if settings.service_area is not None:
         load_service_area(settings.service_area)  # a broken file stops the start, not an alert
 

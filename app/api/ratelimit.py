@@ -43,12 +43,19 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from starlette.requests import Request
 
-from app.core.buckets import MINUTE_S, count_hit, purge_windows, retry_after_s, window_of
+from app.core.buckets import (
+    MINUTE_S,
+    WindowCount,
+    count_hit,
+    purge_windows,
+    retry_after_s,
+    window_of,
+)
 from app.core.clock import Clock, SystemClock
-from app.core.db import async_url
+from app.core.db import async_url, kept_pool
 from app.core.errors import RateLimited
 from app.core.models import ApiKey
 from app.core.settings import Settings
@@ -93,11 +100,9 @@ class RateLimiter:
         cost. A connection broken by a database restart fails its one statement,
         which fails open (one request uncounted) and is replaced.
         """
-        size = self._settings.db_pool_size
         self._engine = create_async_engine(
             async_url(database_url),
-            pool_size=size,
-            max_overflow=size,
+            **kept_pool(self._settings.db_pool_size),
             pool_recycle=1800,
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,  # bucket keys name client IPs
@@ -180,6 +185,10 @@ class RateLimiter:
             self._roles.popitem(last=False)
         return identity
 
+    def now(self) -> datetime:
+        """The limiter's clock: the wall clock, whatever the domain clock says."""
+        return self._clock.now()
+
     async def _count(self, engine: AsyncEngine, *, bucket: str, limit: int) -> None:
         moment = self._clock.now()
         window_start, _ = window_of(moment)
@@ -192,27 +201,43 @@ class RateLimiter:
             counted = await count_hit(
                 connection, key=bucket, moment=moment, window_s=MINUTE_S, cost=cost
             )
-            if self._purged_window != window_start:
-                self._purged_window = window_start
-                await purge_windows(connection, moment=moment)
-                self._leases = {
-                    key: lease for key, lease in self._leases.items() if lease[0] == window_start
-                }
+            await self.purge_once_per_window(connection, moment=moment)
         granted = cost - max(0, math.ceil(counted.estimate - limit))
         if granted >= 1:
             if cost > 1:
                 self._leases[bucket] = (window_start, granted - 1)
             return
         self._leases.pop(bucket, None)
+        raise self.refusal(counted, limit=limit)
+
+    def judge(self, counted: WindowCount, *, limit: int) -> None:
+        """Raise ``RateLimited`` when a hit counted elsewhere (one request, cost 1) is over."""
+        if counted.estimate > limit:
+            raise self.refusal(counted, limit=limit)
+
+    def refusal(self, counted: WindowCount, *, limit: int) -> RateLimited:
         wait = retry_after_s(
             previous=counted.previous,
             current=counted.current,
             limit=limit,
             elapsed=counted.elapsed,
         )
-        raise RateLimited(
+        return RateLimited(
             f"more than {limit} requests a minute; retry in {wait} s", retry_after=wait
         )
+
+    async def purge_once_per_window(
+        self, connection: AsyncConnection | AsyncSession, *, moment: datetime
+    ) -> None:
+        """Drop old windows, the first time this process counts in a new window."""
+        window_start, _ = window_of(moment)
+        if self._purged_window == window_start:
+            return
+        self._purged_window = window_start
+        await purge_windows(connection, moment=moment)
+        self._leases = {
+            key: lease for key, lease in self._leases.items() if lease[0] == window_start
+        }
 
     @asynccontextmanager
     async def _autocommit(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:

@@ -19,13 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 MINUTE_S = 60
 
+COUNT_CONFLICT = """
+        ON CONFLICT (key, window_start) DO UPDATE SET count = bucket.count + EXCLUDED.count
+        RETURNING bucket.count
+"""
+"""How a hit lands on its window's row: the count after it, under the row's lock
+(``INSERT INTO rate_limit_bucket AS bucket … {COUNT_CONFLICT}``)."""
 _COUNT = text(
-    """
+    f"""
     WITH hit AS (
         INSERT INTO rate_limit_bucket AS bucket (key, window_start, count, window_s)
         VALUES (:key, :window_start, :cost, :window_s)
-        ON CONFLICT (key, window_start) DO UPDATE SET count = bucket.count + EXCLUDED.count
-        RETURNING bucket.count
+        {COUNT_CONFLICT}
     )
     SELECT hit.count AS current,
            coalesce((SELECT earlier.count FROM rate_limit_bucket AS earlier

@@ -11,14 +11,15 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, bindparam, column, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import func
 from sqlalchemy.types import Interval
 
+from app.core.buckets import COUNT_CONFLICT, MINUTE_S, WindowCount, window_of
 from app.core.errors import Unauthorized
 from app.core.models import ApiKey
 
@@ -30,10 +31,8 @@ LAST_USED_GRAIN = timedelta(minutes=1)
 # data-modifying CTE (PostgreSQL runs it whether or not the outer query reads it).
 # SKIP LOCKED: concurrent requests with one key never queue on its row; a key whose
 # row is locked simply keeps its previous last_used_at for this request.
-_AUTHENTICATE = (
-    text(
-        """
-    WITH found AS (
+_FOUND_AND_TOUCHED = """
+    found AS (
         SELECT id, name, role, centre, volunteer_id, last_used_at FROM api_key
         WHERE key_hash = :key_hash AND revoked_at IS NULL
     ), touched AS (
@@ -44,17 +43,44 @@ _AUTHENTICATE = (
             FOR UPDATE OF api_key SKIP LOCKED
         )
     )
-    SELECT id, name, role, centre, volunteer_id FROM found
+"""
+_PRINCIPAL_COLUMNS = (
+    ApiKey.__table__.c.id,
+    ApiKey.__table__.c.name,
+    ApiKey.__table__.c.role,
+    ApiKey.__table__.c.centre,
+    ApiKey.__table__.c.volunteer_id,
+)
+_AUTHENTICATE = (
+    text(f"WITH {_FOUND_AND_TOUCHED} SELECT id, name, role, centre, volunteer_id FROM found")
+    .bindparams(bindparam("grain", type_=Interval()))
+    .columns(*_PRINCIPAL_COLUMNS)
+)
+# The same lookup with the key's hit in its rate-limit window (``app.core.buckets``),
+# for a route that runs on an autocommit connection: one round trip instead of the
+# limiter's count and the lookup. Only a key of ``counted_role`` is counted.
+_AUTHENTICATE_COUNTED = (
+    text(
+        f"""
+    WITH {_FOUND_AND_TOUCHED}, hit AS (
+        INSERT INTO rate_limit_bucket AS bucket (key, window_start, count, window_s)
+        SELECT 'key:' || found.id, CAST(:window_start AS timestamptz), 1,
+               CAST(:window_s AS integer)
+        FROM found
+        WHERE found.role = :counted_role
+        {COUNT_CONFLICT}
+    )
+    SELECT found.id, found.name, found.role, found.centre, found.volunteer_id,
+           (SELECT hit.count FROM hit) AS current,
+           coalesce((SELECT earlier.count FROM rate_limit_bucket AS earlier
+                     WHERE earlier.key = 'key:' || found.id
+                       AND earlier.window_start = CAST(:previous_start AS timestamptz)), 0)
+               AS previous
+    FROM found
     """
     )
     .bindparams(bindparam("grain", type_=Interval()))
-    .columns(
-        ApiKey.__table__.c.id,
-        ApiKey.__table__.c.name,
-        ApiKey.__table__.c.role,
-        ApiKey.__table__.c.centre,
-        ApiKey.__table__.c.volunteer_id,
-    )
+    .columns(*_PRINCIPAL_COLUMNS, column("current", Integer()), column("previous", Integer()))
 )
 
 
@@ -112,17 +138,16 @@ async def issue_key(
     return plaintext, record
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+def _bearer_token(authorization: str | None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("send Authorization: Bearer <key>")
     token = authorization[7:].strip()
     if not token:
         raise Unauthorized("send Authorization: Bearer <key>")
-    record = (
-        await session.execute(
-            _AUTHENTICATE, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
-        )
-    ).one_or_none()
+    return token
+
+
+def _principal(record: Any) -> Principal:
     if record is None:
         raise Unauthorized("unknown or revoked key")
     role: Role = record.role
@@ -133,6 +158,55 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         centre=record.centre,
         volunteer_id=record.volunteer_id,
     )
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+    token = _bearer_token(authorization)
+    record = (
+        await session.execute(
+            _AUTHENTICATE, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
+        )
+    ).one_or_none()
+    return _principal(record)
+
+
+async def authenticate_counted(
+    connection: AsyncConnection | AsyncSession,
+    authorization: str | None,
+    *,
+    counted_role: Role,
+    moment: datetime,
+) -> tuple[Principal, WindowCount | None]:
+    """Authenticate and, for a key of ``counted_role``, count its hit in one statement.
+
+    The count is the limiter's (bucket ``key:<id>``, one-minute windows, the refused
+    requests counted too): the upsert returns the window's count after this hit, so
+    judging it against the limit is exact however many requests run at once. The
+    caller judges; ``None`` when the key has another role (nothing was counted).
+    Revocation takes effect at once: the key is looked up every time.
+    """
+    token = _bearer_token(authorization)
+    window_start, elapsed = window_of(moment)
+    record: Any = (
+        await connection.execute(
+            _AUTHENTICATE_COUNTED,
+            {
+                "key_hash": hash_key(token),
+                "grain": LAST_USED_GRAIN,
+                "counted_role": counted_role,
+                "window_start": window_start,
+                "previous_start": window_start - timedelta(seconds=MINUTE_S),
+                "window_s": MINUTE_S,
+            },
+        )
+    ).one_or_none()
+    principal = _principal(record)
+    if record.current is None:
+        return principal, None
+    counted = WindowCount(
+        previous=record.previous, current=record.current, elapsed=elapsed, window_s=MINUTE_S
+    )
+    return principal, counted
 
 
 async def revoke_key(session: AsyncSession, *, key_id: uuid.UUID) -> bool:

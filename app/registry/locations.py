@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.errors import InvalidInput
 from app.core.models import LiveLocation
@@ -134,7 +134,7 @@ def _check_age(recorded_at: datetime, *, now: datetime) -> None:
 
 
 async def record_location(
-    session: AsyncSession,
+    executor: AsyncConnection | AsyncSession,
     *,
     volunteer_id: uuid.UUID,
     fix: LocationFix,
@@ -146,7 +146,7 @@ async def record_location(
     _check_age(fix.recorded_at, now=now)
     if fix.recorded_at < now - retention:
         return False
-    written = await session.scalar(
+    written = await executor.scalar(
         _UPSERT_ONE,
         {
             "volunteer_id": volunteer_id,

@@ -8,7 +8,13 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import RuntimeDep, SessionDep, VolunteerDep
+from app.api.deps import (
+    AutocommitDep,
+    RuntimeDep,
+    SessionDep,
+    VolunteerDep,
+    VolunteerOnConnectionDep,
+)
 from app.api.problems import error_responses
 from app.api.schemas.certifications import CertificationOut
 from app.api.schemas.locations import LiveLocationOut, LocationFix, LocationResult
@@ -70,21 +76,35 @@ async def get_me(session: SessionDep, runtime: RuntimeDep, me: VolunteerDep) -> 
     return await _me(session, runtime, _own_id(me.volunteer_id))
 
 
+_LOCATION_ANSWERS = {
+    written: LocationResult(status="accepted" if written else "stale").model_dump_json().encode()
+    for written in (True, False)
+}
+
+
 @router.put(
     "/location", response_model=LocationResult, responses=error_responses(*AUTH, 413, 415, 422)
 )
 async def put_location(
-    body: LocationFix, session: SessionDep, runtime: RuntimeDep, me: VolunteerDep
-) -> LocationResult:
-    """Replaces the stored fix only if this one was recorded later (else ``stale``)."""
+    body: LocationFix,
+    connection: AutocommitDep,
+    runtime: RuntimeDep,
+    me: VolunteerOnConnectionDep,
+) -> Response:
+    """Replaces the stored fix only if this one was recorded later (else ``stale``).
+
+    The app sends this every few minutes from every volunteer's phone, so it is the
+    service's busiest request: two statements on an autocommit connection (the key
+    with its rate-limit count, then the upsert) and an answer serialised once.
+    """
     written = await locations.record_location(
-        session,
+        connection,
         volunteer_id=_own_id(me.volunteer_id),
         fix=body.to_domain(),
         now=runtime.clock.now(),
         retention=runtime.settings.live_location_retention,
     )
-    return LocationResult(status="accepted" if written else "stale")
+    return Response(_LOCATION_ANSWERS[written], media_type="application/json")
 
 
 @router.delete(
