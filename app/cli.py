@@ -289,11 +289,11 @@ async def _run_worker(url: str, settings: Settings) -> None:
     import signal
 
     from app.core.clock import SystemClock
-    from app.core.db import create_engine, create_session_factory
+    from app.core.db import create_dispatch_engine, create_session_factory
     from app.runtime import Runtime, create_call_worker, create_worker
     from dispatch.gateway import create_gateway, create_secondary_gateway
 
-    engine = create_engine(url, pool_size=settings.db_pool_size)
+    engine = create_dispatch_engine(url, pool_size=settings.db_pool_size)
     runtime = Runtime(
         settings=settings,
         database_url=url,

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, SystemClock
+from app.core.db import create_session_factory
 from app.core.settings import Settings
 from dispatch.events import EventHub
 from dispatch.gateway import SmsGateway
@@ -35,14 +36,31 @@ class DetachedTasks:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[asyncio.TimerHandle, Coroutine[Any, Any, None]] = {}
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], *, after_s: float = 0.0) -> None:
+        """Run ``work`` now, or ``after_s`` seconds from now (at once if drained first)."""
+        if after_s <= 0:
+            self._start(work)
+            return
+
+        def due() -> None:
+            self._start(self._waiting.pop(handle))
+
+        handle = asyncio.get_running_loop().call_later(after_s, due)
+        self._waiting[handle] = work
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self, *, timeout_s: float) -> None:
-        """Wait for running work; cancel what is still running after ``timeout_s``."""
+        """Start what waits, wait for running work; cancel what still runs after ``timeout_s``."""
+        for handle, work in list(self._waiting.items()):
+            handle.cancel()
+            self._start(work)
+        self._waiting.clear()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
@@ -58,6 +76,9 @@ class Runtime:
     database_url: str
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    dispatch_engine: AsyncEngine | None = None
+    """The dispatch pipelines' own pool (``app.core.db.create_dispatch_engine``) in a
+    process that also serves requests; without one they use ``engine``."""
     clock: Clock = field(default_factory=SystemClock)
     gateway: SmsGateway | None = None
     secondary_gateway: SmsGateway | None = None
@@ -71,6 +92,13 @@ class Runtime:
     # lifespan) after-response work runs as a plain BackgroundTask.
     detached: DetachedTasks | None = None
 
+    @property
+    def dispatch_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Where the dispatch worker and the call worker open their transactions."""
+        if self.dispatch_engine is None:
+            return self.session_factory
+        return create_session_factory(self.dispatch_engine)
+
 
 def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
     """The worker of a process, with the timed transitions of ``dispatch.lifecycle``."""
@@ -80,7 +108,7 @@ def create_worker(runtime: Runtime, gateway: SmsGateway) -> DispatchWorker:
         await run_timers(factory, now=now, settings=settings)
 
     return DispatchWorker(
-        session_factory=runtime.session_factory,
+        session_factory=runtime.dispatch_sessions,
         gateway=gateway,
         secondary=runtime.secondary_gateway,
         settings=settings,
@@ -96,7 +124,7 @@ def create_call_worker(runtime: Runtime) -> CallWorker | None:
     if gateway is None:
         return None
     return CallWorker(
-        session_factory=runtime.session_factory,
+        session_factory=runtime.dispatch_sessions,
         gateway=gateway,
         settings=runtime.settings,
         clock=runtime.clock,

@@ -496,7 +496,8 @@ async def measure_floors(service: Service, database_url: str) -> dict[str, Any]:
     (2,000 by wrk, 16 connections): HTTP, routing and the middleware, per request.
     ``commit_ms``: one single-row insert and its commit on a fresh asyncpg connection
     (the round trips and the WAL flush every write request waits for), into a
-    scratch table dropped afterwards.
+    scratch table dropped afterwards. ``provider_send``: building and sending one
+    Twilio request (:func:`measure_provider_send`).
     """
     raw = [
         wrk.raw_request(
@@ -517,4 +518,62 @@ async def measure_floors(service: Service, database_url: str) -> dict[str, Any]:
     finally:
         await connection.execute("DROP TABLE IF EXISTS bench_commit")
         await connection.close()
-    return {"bare_route": bare, "commit_ms": summary_ms(commits)}
+    return {
+        "bare_route": bare,
+        "commit_ms": summary_ms(commits),
+        "provider_send": await measure_provider_send(service.sink_url),
+    }
+
+
+async def measure_provider_send(
+    sink_url: str, *, sends: int = 300, bursts: int = 20
+) -> dict[str, Any]:
+    """What the official Twilio client costs per SMS, with no database at all.
+
+    The service's own ``TwilioGateway`` (twilio's ``Client`` over its aiohttp
+    transport) against the same sink: ``sends`` one after another (CPU of this process
+    per send, and latency), then ``bursts`` × 30 at once, the wall time until the
+    30th is answered: the floor of "accepted → 30th" for one process.
+    """
+    from dispatch.gateway import SendRequest, TwilioGateway
+
+    gateway = TwilioGateway(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        public_base_url="https://bench.invalid",
+        messaging_service_sid=None,
+        from_number=SERVICE_NUMBER,
+        api_base=sink_url,
+        timeout_s=10.0,
+    )
+
+    def request(number: int) -> SendRequest:
+        return SendRequest(
+            message_id=uuid.uuid4(),
+            alert_id=uuid.uuid4(),
+            to=f"+4670{number % 10_000_000:07d}",
+            body=f"Floor {number}: cardiac arrest 240 m from you, Floorgatan 1. Reply YES 1234",
+            validity_s=120,
+        )
+
+    try:
+        await gateway.send(request(0))  # the connection pool's first connection
+        latencies: list[float] = []
+        cpu_started = time.process_time()
+        for number in range(sends):
+            started = time.perf_counter()
+            await gateway.send(request(number))
+            latencies.append((time.perf_counter() - started) * 1000)
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / sends
+        burst_ms: list[float] = []
+        for burst in range(bursts):
+            started = time.perf_counter()
+            await asyncio.gather(*(gateway.send(request(burst * 30 + n)) for n in range(30)))
+            burst_ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        await gateway.close()
+    return {
+        "cpu_ms_per_send": round(cpu_ms, 3),
+        "send_ms": summary_ms(latencies),
+        "burst_of_30_ms": summary_ms(burst_ms),
+    }

@@ -21,14 +21,17 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import DateTime, Float, Select, String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
+from app.core.db import unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
-from app.core.outbox import OutboundSms, queue_sms
+from app.core.outbox import OutboundSms, note_exercise, queue_sms
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
@@ -42,7 +45,7 @@ from dispatch.selection import (
     select_candidates,
 )
 from dispatch.views import distance_band
-from geo.points import LatLon, geography_point, latitude, longitude
+from geo.points import LatLon, latitude, longitude
 from geo.search import (
     NearestAed,
     bound_point,
@@ -99,6 +102,10 @@ class NewIncident:
 class Created:
     incident: Incident
     created: bool
+    aed: NearestAed | None = None
+    """The AED found for a new incident (its roles refer to it)."""
+    alerted: int = 0
+    """Alerts queued for a new incident."""
 
 
 def reason_before_selection(
@@ -148,38 +155,39 @@ async def create_incident(
     with phase("insert"):
         inserted = (
             await session.execute(
-                insert(Incident)
-                .values(
-                    id=uuid.uuid4(),
-                    centre=centre,
-                    external_ref=request.external_ref,
-                    request_hash=request_hash,
-                    kind=request.kind,
-                    location=geography_point(request.location),
-                    address=request.address,
-                    access_notes=request.access_notes,
-                    flags={name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
-                    alert_requested=request.alert,
-                    exercise=request.exercise,
-                    canary_volunteer_id=request.canary_volunteer_id,
-                    status="not_alerted" if reason else "alerting",
-                    not_alerted_reason=reason,
-                    radius_m=settings.alert_radius_m,
-                    radius_changed_at=now,
-                    ems_eta_at=ems_eta_at,
-                    cpr_slots=settings.cpr_responders,
-                    aed_slots=settings.aed_responders if aed else 0,
-                    nearest_aed_id=aed.id if aed else None,
-                    nearest_aed_distance_m=aed.distance_m if aed else None,
-                    selected_at=None if reason else now,
-                    created_by=created_by,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
-                .returning(Incident.id)
+                _incident_insert(),
+                {
+                    "id": uuid.uuid4(),
+                    "centre": centre,
+                    "external_ref": request.external_ref,
+                    "request_hash": request_hash,
+                    "kind": request.kind,
+                    "lat": request.location.lat,
+                    "lon": request.location.lon,
+                    "address": request.address,
+                    "access_notes": request.access_notes,
+                    "flags": {name: bool(request.flags.get(name, False)) for name in SCENE_FLAGS},
+                    "alert_requested": request.alert,
+                    "exercise": request.exercise,
+                    "canary_volunteer_id": request.canary_volunteer_id,
+                    "status": "not_alerted" if reason else "alerting",
+                    "not_alerted_reason": reason,
+                    "radius_m": settings.alert_radius_m,
+                    "radius_changed_at": now,
+                    "ems_eta_at": ems_eta_at,
+                    "cpr_slots": settings.cpr_responders,
+                    "aed_slots": settings.aed_responders if aed else 0,
+                    "nearest_aed_id": aed.id if aed else None,
+                    "nearest_aed_distance_m": aed.distance_m if aed else None,
+                    "selected_at": None if reason else now,
+                    "created_by": created_by,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
         ).scalar_one_or_none()
+    if inserted is not None:
+        note_exercise(session, inserted, exercise=request.exercise)
     if inserted is None:
         existing = (
             await session.execute(
@@ -195,7 +203,7 @@ async def create_incident(
             )
         return Created(incident=existing, created=False)
 
-    alerts: list[Alert] = []
+    alerts: list[QueuedAlert] = []
     if reason is None:
         with phase("duplicate"):
             await lock_selection(session)
@@ -248,7 +256,7 @@ async def create_incident(
             },
         )
         await _announce_queued(session, incident.id, alerts)
-    return Created(incident=incident, created=True)
+    return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
 
 
 async def alert_more(
@@ -259,7 +267,7 @@ async def alert_more(
     now: datetime,
     alerted_as: str = "rerun",
     wanted: int | None = None,
-) -> list[Alert]:
+) -> list[QueuedAlert]:
     """Alert the next nearest eligible volunteers not yet alerted on this incident.
 
     Same rules as the first selection, at the incident's current location and radius
@@ -347,6 +355,51 @@ async def incident_aed(session: AsyncSession, incident: Incident) -> NearestAed 
         distance_m=incident.nearest_aed_distance_m,
         address=row.address,
         description=row.description,
+    )
+
+
+_INCIDENT_COLUMNS = (
+    "id",
+    "centre",
+    "external_ref",
+    "request_hash",
+    "kind",
+    "address",
+    "access_notes",
+    "flags",
+    "alert_requested",
+    "exercise",
+    "canary_volunteer_id",
+    "status",
+    "not_alerted_reason",
+    "radius_m",
+    "radius_changed_at",
+    "ems_eta_at",
+    "cpr_slots",
+    "aed_slots",
+    "nearest_aed_id",
+    "nearest_aed_distance_m",
+    "selected_at",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+
+
+@lru_cache(maxsize=1)
+def _incident_insert() -> ReturningInsert[uuid.UUID]:
+    """Built once with bound parameters, like the statements after it (built per call,
+    this ~25-column INSERT cost more Python than the database spent running it)."""
+    table = Incident.__table__
+    values: dict[str, Any] = {
+        name: bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS
+    }
+    values["location"] = bound_point("lat", "lon")
+    return (
+        insert(Incident)
+        .values(values)
+        .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
+        .returning(Incident.id)
     )
 
 
@@ -440,7 +493,7 @@ async def _alert_candidates(
     radius_m: float | None = None,
     alerted_as: str = "selection",
     canary_volunteer_id: uuid.UUID | None = None,
-) -> list[Alert]:
+) -> list[QueuedAlert]:
     with phase("selection"):
         candidates: list[Candidate] = await select_candidates(
             session,
@@ -469,6 +522,33 @@ async def _alert_candidates(
         )
 
 
+_ALERT_COLUMNS = (
+    "id",
+    "incident_id",
+    "volunteer_id",
+    "code",
+    "distance_m",
+    "location_source",
+    "aed_detour_m",
+    "alerted_as",
+    "delivery_status",
+    "response",
+    "created_at",
+    "updated_at",
+)
+_ALERT_INSERT = unnest_insert(Alert, _ALERT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class QueuedAlert:
+    """An alert just written with its queued text (what the callers and events need)."""
+
+    id: uuid.UUID
+    volunteer_id: uuid.UUID
+    distance_m: float
+    alerted_as: str
+
+
 async def _queue_alerts(
     session: AsyncSession,
     candidates: list[Candidate],
@@ -479,27 +559,36 @@ async def _queue_alerts(
     settings: Settings,
     now: datetime,
     alerted_as: str,
-) -> list[Alert]:
-    """The alerts and their queued texts (one flush, one outbox insert)."""
+) -> list[QueuedAlert]:
+    """The alerts and their queued texts: one statement each, however many."""
+    codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
-        Alert(
+        QueuedAlert(
             id=uuid.uuid4(),
-            incident_id=incident_id,
             volunteer_id=candidate.volunteer_id,
-            code=_reply_code(candidate.taken_codes),
             distance_m=candidate.distance_m,
-            location_source=candidate.location_source,
-            aed_detour_m=candidate.aed_detour_m,
             alerted_as=alerted_as,
-            delivery_status="queued",
-            response="pending",
-            created_at=now,
-            updated_at=now,
         )
         for candidate in candidates
     ]
-    session.add_all(alerts)
-    await session.flush()
+    rows = [
+        {
+            "id": alert.id,
+            "incident_id": incident_id,
+            "volunteer_id": candidate.volunteer_id,
+            "code": code,
+            "distance_m": candidate.distance_m,
+            "location_source": candidate.location_source,
+            "aed_detour_m": candidate.aed_detour_m,
+            "alerted_as": alerted_as,
+            "delivery_status": "queued",
+            "response": "pending",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for candidate, alert, code in zip(candidates, alerts, codes, strict=True)
+    ]
+    await session.execute(_ALERT_INSERT, unnest_rows(_ALERT_COLUMNS, rows))
     deadline = now + settings.alert_send_deadline
     channels = await alert_channels(
         session,
@@ -519,7 +608,7 @@ async def _queue_alerts(
                     zone=settings.zone,
                     distance_m=candidate.distance_m,
                     address=address,
-                    code=alert.code,
+                    code=code,
                 ),
                 purpose="alert",
                 volunteer_id=candidate.volunteer_id,
@@ -528,7 +617,9 @@ async def _queue_alerts(
                 deadline_at=deadline,
                 channel=channel,
             )
-            for candidate, alert, channel in zip(candidates, alerts, channels, strict=True)
+            for candidate, alert, code, channel in zip(
+                candidates, alerts, codes, channels, strict=True
+            )
         ],
         now=now,
     )
@@ -536,7 +627,7 @@ async def _queue_alerts(
 
 
 async def _announce_queued(
-    session: AsyncSession, incident_id: uuid.UUID, alerts: list[Alert]
+    session: AsyncSession, incident_id: uuid.UUID, alerts: list[QueuedAlert]
 ) -> None:
     """The ``alerts.queued`` event; for a new incident, after ``incident.created``."""
     if not alerts:

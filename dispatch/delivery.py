@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, true, update
+from sqlalchemy import Table, Update, bindparam, case, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -53,6 +54,74 @@ def _rank(column: Any) -> ColumnElement[int]:
     return case(STATUS_RANK, value=column, else_=-1)
 
 
+# Built once: every send the worker records and every delivery receipt runs these,
+# and constructing and cache-keying them per call cost more CPU than executing them.
+_message: Table = Message.__table__  # type: ignore[assignment]
+_alert: Table = Alert.__table__  # type: ignore[assignment]
+_SET_PROVIDER_SID = (
+    update(_message)
+    .where(
+        _message.c.id == bindparam("message_id"),
+        _message.c.provider_sid.is_(None),
+        ~select(_message.c.id).where(_message.c.provider_sid == bindparam("new_sid")).exists(),
+    )
+    .values(provider_sid=bindparam("new_sid"))
+)
+_MIRROR_ON_ALERT = (
+    update(_alert)
+    .where(
+        _alert.c.id == bindparam("alert_id"), _rank(_alert.c.delivery_status) < bindparam("rank")
+    )
+    .values(
+        delivery_status=bindparam("new_status"),
+        delivery_updated_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .returning(_alert.c.incident_id)
+)
+
+
+@cache
+def _advance_statement(
+    *, error_code: bool, failure_reason: bool, sent: bool, provider: bool, holder: bool
+) -> Update:
+    """The forward-only status update, with the columns this news sets (at most 32 shapes).
+
+    Parameters: ``message_id``, ``new_status``, ``rank`` (the new status's), ``now``,
+    and ``error_code``, ``failure_reason``, ``provider`` when their flag is set.
+    ``holder``: applied only to a message ``provider`` holds (or nobody does).
+    """
+    values: dict[str, Any] = {
+        "status": bindparam("new_status"),
+        "updated_at": bindparam("now"),
+        "claimed_by": None,
+    }
+    if error_code:
+        values["error_code"] = bindparam("new_error_code")
+    if failure_reason:
+        values["failure_reason"] = bindparam("new_failure_reason")
+    if sent:
+        values["sent_at"] = func.coalesce(_message.c.sent_at, bindparam("now"))
+        if provider:
+            values["provider"] = bindparam("new_provider")
+    held = (
+        or_(_message.c.provider.is_(None), _message.c.provider == bindparam("new_provider"))
+        if holder
+        else true()
+    )
+    return (
+        update(_message)
+        .where(
+            _message.c.id == bindparam("message_id"),
+            _message.c.direction == "out",
+            _rank(_message.c.status) < bindparam("rank"),
+            held,
+        )
+        .values(values)
+        .returning(_message.c.alert_id, _message.c.volunteer_id, _message.c.purpose)
+    )
+
+
 async def advance_message(
     session: AsyncSession,
     *,
@@ -84,39 +153,28 @@ async def advance_message(
     await lock_incident_of_message(session, message_id)
     if provider_sid is not None:
         await session.execute(
-            update(Message)
-            .where(
-                Message.id == message_id,
-                Message.provider_sid.is_(None),
-                ~select(Message.id).where(Message.provider_sid == provider_sid).exists(),
-            )
-            .values(provider_sid=provider_sid)
+            _SET_PROVIDER_SID, {"message_id": message_id, "new_sid": provider_sid}
         )
-    values: dict[str, Any] = {"status": status, "updated_at": now, "claimed_by": None}
-    if error_code is not None:
-        values["error_code"] = error_code
-    if failure_reason is not None:
-        values["failure_reason"] = failure_reason[:200]
-    if status in ("sent", "delivered"):
-        values["sent_at"] = func.coalesce(Message.sent_at, now)
-        if provider is not None:
-            values["provider"] = provider
-    holder = (
-        or_(Message.provider.is_(None), Message.provider == provider)
-        if provider is not None and status in ("failed", "undelivered")
-        else true()
+    sent = status in ("sent", "delivered")
+    statement = _advance_statement(
+        error_code=error_code is not None,
+        failure_reason=failure_reason is not None,
+        sent=sent,
+        provider=sent and provider is not None,
+        holder=provider is not None and status in ("failed", "undelivered"),
     )
     row = (
         await session.execute(
-            update(Message)
-            .where(
-                Message.id == message_id,
-                Message.direction == "out",
-                _rank(Message.status) < STATUS_RANK[status],
-                holder,
-            )
-            .values(values)
-            .returning(Message.alert_id, Message.volunteer_id, Message.purpose)
+            statement,
+            {
+                "message_id": message_id,
+                "new_status": status,
+                "rank": STATUS_RANK[status],
+                "now": now,
+                "new_error_code": error_code,
+                "new_failure_reason": None if failure_reason is None else failure_reason[:200],
+                "new_provider": provider,
+            },
         )
     ).one_or_none()
     if row is None:
@@ -132,10 +190,8 @@ async def mirror_alert_delivery(
     """Under the incident's lock (taken by :func:`advance_message`)."""
     incident_id = (
         await session.execute(
-            update(Alert)
-            .where(Alert.id == alert_id, _rank(Alert.delivery_status) < STATUS_RANK[status])
-            .values(delivery_status=status, delivery_updated_at=now, updated_at=now)
-            .returning(Alert.incident_id)
+            _MIRROR_ON_ALERT,
+            {"alert_id": alert_id, "rank": STATUS_RANK[status], "new_status": status, "now": now},
         )
     ).scalar_one_or_none()
     if incident_id is not None:

@@ -93,17 +93,21 @@ async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID)
     anyway, and taking it first keeps the one lock order (incident, then its alert
     SMS and alerts) that replies and cancels use. Other messages: nothing to lock.
     """
-    await session.execute(
-        select(literal(1, Integer()))
-        .select_from(Incident)
-        .where(
-            Incident.id
-            == select(Message.incident_id)
-            .where(Message.id == message_id, Message.purpose == "alert")
-            .scalar_subquery()
-        )
-        .with_for_update(key_share=True)
+    await session.execute(_LOCK_INCIDENT_OF_MESSAGE, {"message_id": message_id})
+
+
+# Built once: every recorded send and every delivery receipt runs it.
+_LOCK_INCIDENT_OF_MESSAGE = (
+    select(literal(1, Integer()))
+    .select_from(Incident)
+    .where(
+        Incident.id
+        == select(Message.incident_id)
+        .where(Message.id == bindparam("message_id"), Message.purpose == "alert")
+        .scalar_subquery()
     )
+    .with_for_update(key_share=True)
+)
 
 
 async def events_after(

@@ -106,6 +106,11 @@ _RECORD_ANSWER = (
 )
 
 
+_INCIDENT_POINT = select(latitude(Incident.location), longitude(Incident.location)).where(
+    Incident.id == bindparam("incident_id")
+)
+
+
 @dataclass(frozen=True)
 class InboundSms:
     message_sid: str
@@ -600,13 +605,7 @@ async def instructions(
     session: AsyncSession, *, incident: Incident, alert: Alert, language: str
 ) -> str:
     """Where to go and what to do, for the role the volunteer now holds."""
-    point = (
-        await session.execute(
-            select(latitude(Incident.location), longitude(Incident.location)).where(
-                Incident.id == incident.id
-            )
-        )
-    ).one()
+    point = (await session.execute(_INCIDENT_POINT, {"incident_id": incident.id})).one()
     aed: Any = None
     aed_id = alert.aed_id or incident.nearest_aed_id
     if alert.role == "aed" and aed_id is not None:

@@ -122,19 +122,8 @@ _LOCK_INCIDENT = (
 
 
 async def open_slots(session: AsyncSession, incident: Incident) -> Slots:
-    rows = (
-        await session.execute(
-            select(Alert.role, func.count())
-            .where(
-                Alert.incident_id == incident.id,
-                Alert.response == "accepted",
-                Alert.role.is_not(None),
-            )
-            .group_by(Alert.role)
-        )
-    ).all()
-    taken: dict[str | None, int] = {row[0]: row[1] for row in rows}
-    return _slots(incident, cpr_taken=taken.get("cpr", 0), aed_taken=taken.get("aed", 0))
+    taken_cpr, taken_aed = (await session.execute(_TAKEN_ROLES, {"incident_id": incident.id})).one()
+    return _slots(incident, cpr_taken=taken_cpr, aed_taken=taken_aed)
 
 
 def _slots(incident: Incident, *, cpr_taken: int, aed_taken: int) -> Slots:
@@ -148,6 +137,11 @@ def _slots(incident: Incident, *, cpr_taken: int, aed_taken: int) -> Slots:
 
 _accepted = (Alert.response == "accepted") & Alert.role.is_not(None)
 _pending = (Alert.response == "pending") & Alert.stood_down_at.is_(None)
+# Built once: every YES counts the taken roles under the incident's lock.
+_TAKEN_ROLES = select(
+    func.count().filter(_accepted & (Alert.role == "cpr")),
+    func.count().filter(_accepted & (Alert.role == "aed")),
+).where(Alert.incident_id == bindparam("incident_id"))
 _SLOTS_AND_PENDING = select(
     func.count().filter(_accepted & (Alert.role == "cpr")),
     func.count().filter(_accepted & (Alert.role == "aed")),

@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident
 from app.core.settings import Settings
-from dispatch.alerting import alert_more
+from dispatch.alerting import QueuedAlert, alert_more
 from dispatch.events import record_event
 from dispatch.roles import lock_for_timed_step, open_slots
 
@@ -58,7 +58,7 @@ async def replace_in_batch(
     now: datetime,
     replaced: list[uuid.UUID],
     alerted_as: str = "replacement",
-) -> list[Alert]:
+) -> list[QueuedAlert]:
     """Fill the batch's free places while a role slot is open; the caller holds the lock.
 
     ``replaced`` names the alerts that freed places (a decline, a withdrawal, the

@@ -35,6 +35,7 @@ from app.core.paging import Paged, fetch_page
 from app.registry.keys import Principal
 from dispatch.channels import ALERT_CALL
 from geo.points import LatLon, latitude, longitude
+from geo.search import NearestAed as FoundAed
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,36 @@ def _incident_view(
         cancelled_at=incident.cancelled_at,
         closed_at=incident.closed_at,
     )
+
+
+def new_incident_view(
+    incident: Incident, *, location: LatLon, aed: FoundAed | None, alerted: int
+) -> IncidentSnapshot:
+    """The view of an incident its transaction just created, from what the creator holds.
+
+    What :func:`incident_view` would read back (``tests/test_incidents_api.py`` compares
+    the two), without its three queries on the dispatcher's POST: nothing has been
+    answered or delivered yet, so the counts are the alerts just queued.
+    """
+    row = _HeldRow(
+        Incident=incident,
+        lat=location.lat,
+        lon=location.lon,
+        aed_address=aed.address if aed else None,
+        aed_description=aed.description if aed else None,
+    )
+    return _incident_view(row, AlertCounts(alerted=alerted) if alerted else None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldRow:
+    """The columns ``_incident_view`` reads from a row of ``incident_views``."""
+
+    Incident: Incident  # noqa: N815 - the attribute name of the row it stands for
+    lat: float
+    lon: float
+    aed_address: str | None
+    aed_description: str | None
 
 
 async def incident_view(session: AsyncSession, *, incident_id: uuid.UUID) -> IncidentSnapshot:

@@ -56,9 +56,9 @@ from datetime import datetime, timedelta
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Exists, Select, and_, func, or_, select, update
+from sqlalchemy import ARRAY, Select, Table, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.clock import Clock
@@ -121,10 +121,17 @@ outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed t
 HEALTH_SUCCESS_EVERY_S = 1.0
 """A run of successful sends refreshes the shared health row at most this often."""
 
+# Table columns, not ORM attributes, in what the claim's UPDATE is built from: an
+# ORM-enabled UPDATE rebuilds its cache key on every execution (SQLAlchemy 2.1), and
+# for the claim that cost more CPU than the rest of a send.
+_message: Table = Message.__table__  # type: ignore[assignment]
+_alert: Table = Alert.__table__  # type: ignore[assignment]
+_incident: Table = Incident.__table__  # type: ignore[assignment]
+
 ALERT_STILL_WANTED = and_(
-    Incident.status == "alerting",
-    Alert.response == "pending",
-    Alert.stood_down_at.is_(None),
+    _incident.c.status == "alerting",
+    _alert.c.response == "pending",
+    _alert.c.stood_down_at.is_(None),
 )
 """An alert SMS (or call) is worth sending only while this holds for its alert."""
 ALERT_PURPOSES = ("alert", "alert_call")
@@ -236,22 +243,23 @@ async def abandon_unsendable(session: AsyncSession, *, now: datetime) -> int:
     return count
 
 
-_alert_sms = aliased(Message)
+_alert_sms = _message.alias("alert_sms")
 
-
-def _alert_in_flight(now: datetime) -> Exists:
-    """The message's alert SMS is leased by a worker: its request may be on the wire."""
-    return (
-        select(_alert_sms.id)
-        .where(
-            _alert_sms.alert_id == Message.alert_id,
-            _alert_sms.purpose == "alert",
-            _alert_sms.status == "sending",
-            _alert_sms.claimed_by.is_not(None),
-            _alert_sms.next_attempt_at > now,
-        )
-        .exists()
+# The claim runs on every wake of every worker (after each finished send), so its
+# statements are built once with bound parameters: constructing and cache-keying
+# these expressions per call cost several times more CPU than executing them.
+_ALERT_IN_FLIGHT = (
+    select(_alert_sms.c.id)
+    .where(
+        _alert_sms.c.alert_id == _message.c.alert_id,
+        _alert_sms.c.purpose == "alert",
+        _alert_sms.c.status == "sending",
+        _alert_sms.c.claimed_by.is_not(None),
+        _alert_sms.c.next_attempt_at > bindparam("now"),
     )
+    .exists()
+)
+"""The message's alert SMS is leased by a worker: its request may be on the wire."""
 
 
 TIERS = ("alert", "urgent", "bulk")
@@ -260,44 +268,114 @@ stand-downs, cancellations, codes and the rest; bulk (renewal reminders)."""
 
 
 def _tier(tier: str) -> ColumnElement[bool]:
+    priority = _message.c.priority
     if tier == "alert":
-        return Message.priority == ALERT_PRIORITY
+        return priority == ALERT_PRIORITY
     if tier == "urgent":
-        return and_(Message.priority > ALERT_PRIORITY, Message.priority < BULK_PRIORITY)
-    return Message.priority == BULK_PRIORITY
+        return and_(priority > ALERT_PRIORITY, priority < BULK_PRIORITY)
+    return priority == BULK_PRIORITY
 
 
-def _claimable(*, now: datetime, tier: str, limit: int, channel: str) -> Select[uuid.UUID]:
-    """Due messages in claim order, locked (``SKIP LOCKED``): alerts only while wanted.
+def _claimable(tier: str) -> Select[tuple[uuid.UUID]]:
+    """Due messages of ``tier`` in claim order, locked (``SKIP LOCKED``): alerts only
+    while wanted. Parameters: ``now``, ``valid_after`` (``now`` + ``MIN_VALIDITY``),
+    ``claim_channel``, ``limit``.
 
     ``queued`` and due, or ``sending`` whose lease ran out (the worker died) or whose
     unknown outcome had its grace; never past (or within a second of) the deadline;
     a text about an alert (stand-down, cancellation) not while that alert's own
     request is in flight.
     """
-    priority = _tier(tier)
+    message = _message.c
     return (
-        select(Message.id)
-        .outerjoin(Alert, and_(Alert.id == Message.alert_id, Message.purpose.in_(ALERT_PURPOSES)))
-        .outerjoin(Incident, Incident.id == Alert.incident_id)
-        .where(
-            Message.direction == "out",
-            Message.status.in_(("queued", "sending")),
-            Message.next_attempt_at <= now,
-            Message.channel == channel,
-            priority,
-            or_(Message.deadline_at.is_(None), Message.deadline_at > now + MIN_VALIDITY),
-            or_(Message.purpose.not_in(ALERT_PURPOSES), ALERT_STILL_WANTED),
-            or_(
-                Message.purpose == "alert",
-                Message.alert_id.is_(None),
-                ~_alert_in_flight(now),
-            ),
+        select(message.id)
+        .select_from(
+            _message.outerjoin(
+                _alert,
+                and_(_alert.c.id == message.alert_id, message.purpose.in_(ALERT_PURPOSES)),
+            ).outerjoin(_incident, _incident.c.id == _alert.c.incident_id)
         )
-        .order_by(Message.priority, Message.next_attempt_at)
-        .limit(limit)
-        .with_for_update(of=Message, skip_locked=True)
+        .where(
+            message.direction == "out",
+            message.status.in_(("queued", "sending")),
+            message.next_attempt_at <= bindparam("now"),
+            message.channel == bindparam("claim_channel"),
+            _tier(tier),
+            or_(message.deadline_at.is_(None), message.deadline_at > bindparam("valid_after")),
+            or_(message.purpose.not_in(ALERT_PURPOSES), ALERT_STILL_WANTED),
+            or_(message.purpose == "alert", message.alert_id.is_(None), ~_ALERT_IN_FLIGHT),
+        )
+        .order_by(message.priority, message.next_attempt_at)
+        .limit(bindparam("limit"))
+        .with_for_update(of=_message, skip_locked=True)
     )
+
+
+def _claim_statement(tier: str) -> Update:
+    """Claim ``tier``'s due rows (:func:`_claimable`) for ``worker_id`` until ``lease_until``."""
+    message = _message.c
+    return (
+        update(_message)
+        .where(message.id.in_(_claimable(tier).scalar_subquery()))
+        .values(
+            status="sending",
+            claimed_by=bindparam("worker_id"),
+            attempts=message.attempts + 1,
+            # Still ``sending``: the last attempt's outcome is unknown (timed out, or
+            # its worker died with the request perhaps on the wire).
+            may_have_reached=message.may_have_reached | (message.status == "sending"),
+            next_attempt_at=bindparam("lease_until"),
+            updated_at=bindparam("now"),
+        )
+        .returning(
+            message.id,
+            message.alert_id,
+            message.purpose,
+            message.priority,
+            message.phone,
+            message.body,
+            message.attempts,
+            message.deadline_at,
+            message.created_at,
+            select(_incident.c.exercise)
+            .where(_incident.c.id == message.incident_id)
+            .scalar_subquery()
+            .label("exercise"),
+            func.coalesce(
+                message.provider,
+                select(_alert_sms.c.provider)
+                .where(
+                    _alert_sms.c.alert_id == message.alert_id,
+                    _alert_sms.c.purpose == "alert",
+                    _alert_sms.c.direction == "out",
+                )
+                .limit(1)
+                .scalar_subquery(),
+            ).label("provider"),
+        )
+    )
+
+
+_CLAIM = {tier: _claim_statement(tier) for tier in TIERS}
+
+# SKIP LOCKED: an alert held by a reply (which may be standing this incident's alerts
+# down) must neither delay the claim nor deadlock with it; its delivery status then
+# moves on from queued when the send's outcome is recorded.
+_CLAIM_ALERTS = (
+    update(_alert)
+    .where(
+        _alert.c.id.in_(
+            select(_alert.c.id)
+            .where(
+                _alert.c.id == func.any(bindparam("alert_ids", type_=ARRAY(UUID(as_uuid=True)))),
+                _alert.c.delivery_status == "queued",
+            )
+            .with_for_update(skip_locked=True, key_share=True)
+            .scalar_subquery()
+        )
+    )
+    .values(delivery_status="sending", delivery_updated_at=bindparam("now"))
+)
 
 
 async def claim_due(
@@ -318,9 +396,14 @@ async def claim_due(
     becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
     ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
     """
-    claim = functools.partial(
-        _claim, session, now=now, worker_id=worker_id, lease=lease, channel=channel
-    )
+    parameters = {
+        "now": now,
+        "valid_after": now + MIN_VALIDITY,
+        "claim_channel": channel,
+        "worker_id": worker_id,
+        "lease_until": now + lease,
+    }
+    claim = functools.partial(_claim, session, parameters)
     claimed = await claim(limit=limit, tier="alert")
     others = limit - len(claimed) if other_limit is None else other_limit
     room = min(others, limit - len(claimed))
@@ -333,75 +416,14 @@ async def claim_due(
         claimed += await claim(limit=room, tier="bulk")
     alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
     if alert_ids:
-        # SKIP LOCKED: an alert held by a reply (which may be standing this incident's
-        # alerts down) must neither delay the claim nor deadlock with it; its delivery
-        # status then moves on from queued when the send's outcome is recorded.
-        free = (
-            select(Alert.id)
-            .where(Alert.id.in_(alert_ids), Alert.delivery_status == "queued")
-            .with_for_update(skip_locked=True, key_share=True)
-        )
-        await session.execute(
-            update(Alert)
-            .where(Alert.id.in_(free.scalar_subquery()))
-            .values(delivery_status="sending", delivery_updated_at=now)
-        )
+        await session.execute(_CLAIM_ALERTS, {"alert_ids": alert_ids, "now": now})
     return claimed
 
 
 async def _claim(
-    session: AsyncSession,
-    *,
-    now: datetime,
-    worker_id: str,
-    limit: int,
-    lease: timedelta,
-    tier: str,
-    channel: str,
+    session: AsyncSession, parameters: dict[str, object], *, limit: int, tier: str
 ) -> list[ClaimedSms]:
-    due = _claimable(now=now, tier=tier, limit=limit, channel=channel)
-    rows = (
-        await session.execute(
-            update(Message)
-            .where(Message.id.in_(due.scalar_subquery()))
-            .values(
-                status="sending",
-                claimed_by=worker_id,
-                attempts=Message.attempts + 1,
-                # Still ``sending``: the last attempt's outcome is unknown (timed out, or
-                # its worker died with the request perhaps on the wire).
-                may_have_reached=Message.may_have_reached | (Message.status == "sending"),
-                next_attempt_at=now + lease,
-                updated_at=now,
-            )
-            .returning(
-                Message.id,
-                Message.alert_id,
-                Message.purpose,
-                Message.priority,
-                Message.phone,
-                Message.body,
-                Message.attempts,
-                Message.deadline_at,
-                Message.created_at,
-                select(Incident.exercise)
-                .where(Incident.id == Message.incident_id)
-                .scalar_subquery()
-                .label("exercise"),
-                func.coalesce(
-                    Message.provider,
-                    select(_alert_sms.provider)
-                    .where(
-                        _alert_sms.alert_id == Message.alert_id,
-                        _alert_sms.purpose == "alert",
-                        _alert_sms.direction == "out",
-                    )
-                    .limit(1)
-                    .scalar_subquery(),
-                ).label("provider"),
-            )
-        )
-    ).all()
+    rows = (await session.execute(_CLAIM[tier], {**parameters, "limit": limit})).all()
     claimed = [
         ClaimedSms(
             id=row.id,
@@ -546,6 +568,14 @@ def _pass_failed(event: str, error: BaseException) -> None:
         log.warning(event, reason="database unreachable", error=type(error).__name__)
     else:
         log.error(event, exc_info=error)
+
+
+_NEXT_DUE = select(func.min(Message.next_attempt_at)).where(
+    Message.direction == "out",
+    Message.status.in_(("queued", "sending")),
+    Message.next_attempt_at > bindparam("now"),
+)
+"""When the next retry or lease falls due (the worker's idle wait, on every wake)."""
 
 
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
@@ -856,15 +886,7 @@ class DispatchWorker:
         now = self.clock.now()
         try:
             async with self.session_factory() as session:
-                due = (
-                    await session.execute(
-                        select(func.min(Message.next_attempt_at)).where(
-                            Message.direction == "out",
-                            Message.status.in_(("queued", "sending")),
-                            Message.next_attempt_at > now,
-                        )
-                    )
-                ).scalar_one_or_none()
+                due = (await session.execute(_NEXT_DUE, {"now": now})).scalar_one_or_none()
         except Exception:  # noqa: BLE001 - the database is gone: poll
             return self.poll_interval_s
         if due is None:

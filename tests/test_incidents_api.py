@@ -75,6 +75,34 @@ async def test_incident_alerts_volunteers_nearest_first_and_queues_their_sms(
         assert f"JA {alert.code}" in (codes[alert.id] or "")
 
 
+@pytest.mark.parametrize(
+    "case", ["alerting with an AED", "no eligible volunteers", "alert false", "duplicate"]
+)
+async def test_the_posts_answer_is_what_reading_the_incident_back_gives(
+    client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str], case: str
+) -> None:
+    """The POST builds its answer from what it holds (dispatch.views.new_incident_view)."""
+    if case != "no eligible volunteers":
+        for distance in (80, 160, 240):
+            await create_volunteer(
+                session, near=offset(STOCKHOLM, bearing_deg=45, distance_m=distance)
+            )
+        await create_aed(session, at=offset(STOCKHOLM, bearing_deg=180, distance_m=60))
+    if case == "duplicate":
+        first = await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)
+        assert first.status_code == 201, first.text
+    body = incident_body(alert=case != "alert false", flags={"trauma": False})
+
+    posted = await client.post("/v1/incidents", json=body, headers=dispatcher)
+
+    assert posted.status_code == 201, posted.text
+    read = await client.get(posted.headers["location"], headers=dispatcher)
+    assert read.status_code == 200, read.text
+    assert posted.json() == read.json()
+    expected_status = "alerting" if case == "alerting with an AED" else "not_alerted"
+    assert posted.json()["status"] == expected_status
+
+
 async def test_same_external_ref_and_body_again_returns_the_stored_incident(
     client: httpx.AsyncClient, session: AsyncSession, dispatcher: dict[str, str]
 ) -> None:

@@ -82,3 +82,16 @@ async def test_drain_cancels_work_still_running_after_its_timeout() -> None:
     await detached.drain(timeout_s=0.01)
 
     assert cancelled.is_set()
+
+
+async def test_drain_starts_work_still_waiting_for_its_time() -> None:
+    detached = DetachedTasks()
+    ran = asyncio.Event()
+
+    async def later() -> None:
+        ran.set()
+
+    detached.spawn(later(), after_s=3600)
+    await detached.drain(timeout_s=5)
+
+    assert ran.is_set()

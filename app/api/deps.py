@@ -43,10 +43,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         async with session.begin():
             yield session
             mark("committing")
-            committing = time.perf_counter()
+            committing, committing_cpu = time.perf_counter(), time.thread_time()
         timings = current()
         if timings is not None:
-            timings.add("commit", time.perf_counter() - committing)
+            timings.add(
+                "commit", time.perf_counter() - committing, time.thread_time() - committing_cpu
+            )
 
 
 async def get_autocommit_connection(request: Request) -> AsyncIterator[AsyncConnection]:

@@ -35,7 +35,7 @@ from app.api.routers import (
     webhooks,
 )
 from app.core.clock import Clock, SystemClock
-from app.core.db import create_engine, create_session_factory
+from app.core.db import create_dispatch_engine, create_engine, create_session_factory
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.core.timing import collect
@@ -107,6 +107,9 @@ async def start_dispatch(runtime: Runtime, *, run_worker: bool) -> None:
     runtime.events = EventHub(runtime.database_url)
     runtime.events.start()
     if run_worker:
+        runtime.dispatch_engine = create_dispatch_engine(
+            runtime.database_url, pool_size=runtime.settings.db_pool_size
+        )
         runtime.worker = create_worker(runtime, runtime.gateway)
         runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="dispatch-worker")
         runtime.call_worker = create_call_worker(runtime)
@@ -129,6 +132,8 @@ async def stop_dispatch(runtime: Runtime) -> None:
     for gateway in (runtime.gateway, runtime.secondary_gateway):
         if gateway is not None:
             await gateway.close()
+    if runtime.dispatch_engine is not None:
+        await runtime.dispatch_engine.dispose()
 
 
 PageLayer = Callable[[FastAPI, Settings], ErrorPage]

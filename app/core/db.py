@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import TextClause, event, exc
+from sqlalchemy import Insert, TextClause, bindparam, event, exc, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -75,9 +76,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     moments later, an asyncpg handshake and a backend fork every few requests (79
     connects per 2,000 location updates at 16 in flight, docs/benchmarks.md).
     """
+    return _engine(url, kept_pool(pool_size))
+
+
+def _engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
     engine = create_async_engine(
         async_url(url),
-        **kept_pool(pool_size),
+        **sizes,
         pool_recycle=1800,
         # An error's message must not carry the statement's values (names, phones, SMS
         # texts) into a log record.
@@ -106,6 +111,23 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             raise exc.InvalidatePoolError("connection lost while idle") from error
 
     return engine
+
+
+def create_dispatch_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """The dispatch pipelines' own pool: ``pool_size`` connections, kept, no more.
+
+    A worker's send slots (``SEND_CONCURRENCY``, 32) each record their send in a
+    transaction that takes the incident's row lock, so the 30 records of one incident
+    queue on that lock while holding 30 connections. Sharing the API's pool, that burst
+    overflowed it after every incident and, as overflow connections were closed and
+    reopened, left the next dispatcher's POST on a cold connection (a new backend
+    loads PostGIS and PROJ, asyncpg introspects its types, every statement is
+    prepared and planned again): its selection took 22 ms where a warm one takes 2
+    (docs/benchmarks.md, "Cold connections"). Here the records wait for one of
+    ``pool_size`` warm connections instead (they would wait on the lock anyway), and
+    the API's pool never sees the burst.
+    """
+    return _engine(url, {"pool_size": pool_size, "max_overflow": 0})
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -192,3 +214,27 @@ class DriverStatement:
                 await connection.invalidate(error)
             raise
         return record
+
+
+def unnest_insert(entity: type[Any], columns: tuple[str, ...]) -> Insert:
+    """Many rows of a mapped class in one statement: ``INSERT … SELECT … FROM unnest(…)``.
+
+    Executed with one list per column (:func:`unnest_rows`). An executemany of a
+    plain INSERT (what the ORM's flush and ``execute(insert(...), [rows])`` send when
+    nothing is returned) runs one statement per row: the 30 alerts and 30 texts of an
+    incident were 60 server-side executions inside the dispatcher's POST. Multi-row
+    ``VALUES`` would be one statement too, but its SQL changes with the row count, so
+    every count is prepared and planned anew; this text is the same for any count and
+    is prepared once per connection.
+    """
+    table = entity.__table__
+    arrays = [bindparam(name, type_=ARRAY(table.c[name].type)) for name in columns]
+    rows = func.unnest(*arrays).table_valued(*columns).render_derived()
+    return insert(table).from_select(
+        [table.c[name] for name in columns], select(*(rows.c[name] for name in columns))
+    )
+
+
+def unnest_rows(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of an :func:`unnest_insert`: each column's values, row by row."""
+    return {name: [row[name] for row in rows] for name in columns}

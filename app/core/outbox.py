@@ -16,9 +16,10 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -65,23 +66,37 @@ class OutboundSms:
     """``voice``: placed as a call by the call worker (``dispatch/voice.py``)."""
 
 
+_KNOWN_EXERCISES = "responder.known_exercises"
+
+
+def note_exercise(session: AsyncSession, incident_id: uuid.UUID, *, exercise: bool) -> None:
+    """What the session already knows of an incident it created (the flag never changes
+    after), so the texts queued for it need no look-up (the dispatcher's POST)."""
+    session.info.setdefault(_KNOWN_EXERCISES, {})[incident_id] = exercise
+
+
 async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
     """Every text about an exercise incident starts with ``EXERCISE`` / ``ÖVNING``.
 
     Marked here, where every incident's texts pass, rather than at each of their
     call sites, so no new kind of text can forget it. One indexed look-up per call
-    with an incident; a second (the recipients' language) only for an exercise.
+    with an incident the transaction has not told it about (:func:`note_exercise`);
+    a second (the recipients' language) only for an exercise.
     """
     incident_ids = {item.incident_id for item in messages if item.incident_id is not None}
     if not incident_ids:
         return messages
-    exercises = set(
-        (
-            await session.execute(
-                select(Incident.id).where(Incident.id.in_(incident_ids), Incident.exercise)
-            )
-        ).scalars()
-    )
+    known: dict[uuid.UUID, bool] = session.info.get(_KNOWN_EXERCISES, {})
+    exercises = {incident_id for incident_id in incident_ids if known.get(incident_id)}
+    unknown = incident_ids - known.keys()
+    if unknown:
+        exercises |= set(
+            (
+                await session.execute(
+                    select(Incident.id).where(Incident.id.in_(unknown), Incident.exercise)
+                )
+            ).scalars()
+        )
     if not exercises:
         return messages
     volunteer_ids = {
@@ -140,34 +155,58 @@ async def _calls_too(
     ]
 
 
+_MESSAGE_COLUMNS = (
+    "id",
+    "direction",
+    "status",
+    "purpose",
+    "priority",
+    "phone",
+    "body",
+    "volunteer_id",
+    "incident_id",
+    "alert_id",
+    "deadline_at",
+    "channel",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+_queued = unnest_insert(Message, _MESSAGE_COLUMNS).returning(Message.id).cte("queued")
+_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(exists(select(_queued.c.id)))
+"""The insert and the senders' wake-up (delivered at commit) in one round trip."""
+
+
 async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: datetime) -> None:
-    """Queue texts (and the calls that repeat some of them) with one INSERT and wake the
-    senders when the transaction commits."""
+    """Queue texts (and the calls that repeat some of them) with one INSERT statement
+    (``app.core.db.unnest_insert``) and wake the senders when the transaction commits."""
     if not messages:
         return
     messages = messages + await _calls_too(session, messages, now=now)
     messages = await _mark_exercises(session, messages)
     await session.execute(
-        insert(Message),
-        [
-            {
-                "id": uuid.uuid4(),
-                "direction": "out",
-                "status": "queued",
-                "purpose": item.purpose,
-                "priority": priority_of(item.purpose),
-                "phone": item.phone,
-                "body": item.body,
-                "volunteer_id": item.volunteer_id,
-                "incident_id": item.incident_id,
-                "alert_id": item.alert_id,
-                "deadline_at": item.deadline_at,
-                "channel": item.channel,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for item in messages
-        ],
+        _QUEUE_AND_NOTIFY,
+        unnest_rows(
+            _MESSAGE_COLUMNS,
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "direction": "out",
+                    "status": "queued",
+                    "purpose": item.purpose,
+                    "priority": priority_of(item.purpose),
+                    "phone": item.phone,
+                    "body": item.body,
+                    "volunteer_id": item.volunteer_id,
+                    "incident_id": item.incident_id,
+                    "alert_id": item.alert_id,
+                    "deadline_at": item.deadline_at,
+                    "channel": item.channel,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for item in messages
+            ],
+        ),
     )
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": OUTBOX_CHANNEL})

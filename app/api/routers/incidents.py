@@ -32,7 +32,13 @@ from app.registry.keys import Principal
 from app.runtime import DetachedTasks, Runtime
 from dispatch.alerting import create_incident
 from dispatch.selection import explain_selection, record_selection, selection_ran
-from dispatch.views import IncidentSnapshot, alert_views, incident_view, visible_incident
+from dispatch.views import (
+    IncidentSnapshot,
+    alert_views,
+    incident_view,
+    new_incident_view,
+    visible_incident,
+)
 from dispatch.views import list_incidents as list_visible_incidents
 
 log = structlog.get_logger(__name__)
@@ -75,6 +81,13 @@ def _responder_contacts(
     ]
 
 
+SELECTION_RECORD_AFTER_S = 2.0
+"""The record waits until the incident's alerts are out. Its CPU (as much as the POST's
+own, docs/benchmarks.md) would otherwise share ``serve``'s event loop with the
+in-process worker building those very requests; ``/explain`` writes a record that is
+not there yet itself, and shutdown starts a waiting one at once."""
+
+
 async def _record_selection_after_commit(
     runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
 ) -> None:
@@ -92,7 +105,10 @@ async def _detach_selection_record(
     detached: DetachedTasks, runtime: Runtime, incident_id: uuid.UUID, selected_at: datetime
 ) -> None:
     """Async so Starlette calls it on the loop (a sync task would run in a thread)."""
-    detached.spawn(_record_selection_after_commit(runtime, incident_id, selected_at))
+    detached.spawn(
+        _record_selection_after_commit(runtime, incident_id, selected_at),
+        after_s=SELECTION_RECORD_AFTER_S,
+    )
 
 
 @router.post(
@@ -137,7 +153,13 @@ async def post_incident(
         else:
             background.add_task(_detach_selection_record, detached, runtime, incident.id, now)
     with phase("view"):
-        view = await incident_view(session, incident_id=incident.id)
+        view = (
+            new_incident_view(
+                incident, location=body.location.to_latlon(), aed=result.aed, alerted=result.alerted
+            )
+            if result.created
+            else await incident_view(session, incident_id=incident.id)
+        )
     return IncidentView.model_validate(view)
 
 
