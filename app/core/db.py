@@ -185,7 +185,8 @@ class DriverStatement:
     and execute. Only on a connection in autocommit mode, where nothing has to join
     a transaction SQLAlchemy keeps; on any other (a test's connection inside its
     rolled-back transaction) the statement runs through SQLAlchemy, with the same
-    SQL and the same answer. A lost connection is invalidated as SQLAlchemy would.
+    SQL and the same answer. A lost connection is invalidated and reported as
+    SQLAlchemy would (``DBAPIError`` with ``connection_invalidated``: a 503).
     """
 
     def __init__(self, statement: TextClause) -> None:
@@ -210,9 +211,16 @@ class DriverStatement:
                 self.sql, *(parameters[name] for name in self.names)
             )
         except Exception as error:
-            if database_unreachable(error):
-                await connection.invalidate(error)
-            raise
+            # SQLAlchemy's own test for a lost connection (``is_disconnect``) asks the
+            # driver whether it is closed; a connection killed between two requests
+            # also shows up as the protocol's "another operation is in progress".
+            lost = driver.is_closed() or isinstance(error, asyncpg.InternalClientError)
+            if not (lost or database_unreachable(error)):
+                raise
+            await connection.invalidate(error)
+            raise exc.DBAPIError(
+                self.sql, None, error, hide_parameters=True, connection_invalidated=True
+            ) from error
         return record
 
 
