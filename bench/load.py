@@ -314,6 +314,11 @@ async def measure_alert_path(
         "accepted_to_last_request_ms": summary_ms([(last[n] - posted[n][1]) * 1000 for n in full]),
         # Server-Timing of each POST: offsets (dependencies, handler, app) and phases.
         "post_server_timing_ms": summarise_phases(phases),
+        # The first 20 (few incidents open yet) against the last 20 (every earlier one
+        # still open: its alerts' volunteers busy or cooling down, so selection walks
+        # further out from the centre).
+        "post_server_timing_first_20_ms": summarise_phases(phases[:20]),
+        "post_server_timing_last_20_ms": summarise_phases(phases[-20:]),
     }
 
 

@@ -501,6 +501,94 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _value(results: dict[str, Any], *path: str) -> float | None:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _sum(*values: float | None) -> float | None:
+    return None if any(value is None for value in values) else sum(v for v in values if v)
+
+
+def floor_table(report: dict[str, Any]) -> str:
+    """Each #17 target beside what it measured and the floor of the same run, as markdown.
+
+    A floor is what the same run measured for the parts no implementation avoids:
+    the bare route's CPU (HTTP, routing, middleware), one commit, the official
+    Twilio client's request (one, or 30 at once), the bare KNN (``pgbench``).
+    """
+    r = report["results"]
+    bare_cpu = _value(r, "floors", "bare_route", "service_cpu_ms_per_request")
+    commit = _value(r, "floors", "commit_ms", "p50")
+    burst = _value(r, "floors", "provider_send", "burst_of_30_ms", "p50")
+    send_cpu = _value(r, "floors", "provider_send", "cpu_ms_per_send")
+    post_floor = _sum(bare_cpu, commit, _value(r, "selection_with_aed_ms", "p50"))
+    rows = [
+        (
+            "client sent → 30th p50 (ms)",
+            ("alert_path", "posted_to_last_request_ms", "p50"),
+            30.0,
+            _sum(post_floor, burst),
+            "POST floor + 30 Twilio requests at once",
+        ),
+        (
+            "client sent → 30th p99 (ms)",
+            ("alert_path", "posted_to_last_request_ms", "p99"),
+            80.0,
+            None,
+            "",
+        ),
+        (
+            "POST response p50 (ms)",
+            ("alert_path", "post_response_ms", "p50"),
+            20.0,
+            post_floor,
+            "bare route CPU + selection with AED p50 + one commit",
+        ),
+        (
+            "selection incl. nearest AED p99 (ms)",
+            ("selection_with_aed_ms", "p99"),
+            5.0,
+            _value(r, "floor_pgbench_ms", "p99"),
+            "bare KNN (pgbench) p99",
+        ),
+        (
+            "service CPU per reply (ms)",
+            ("webhooks", "service_cpu_ms_per_request"),
+            3.0,
+            _sum(bare_cpu, send_cpu),
+            "bare route CPU + one Twilio request's CPU",
+        ),
+        (
+            "service CPU per location update (ms)",
+            ("single_locations", "service_cpu_ms_per_request"),
+            1.0,
+            bare_cpu,
+            "bare route CPU",
+        ),
+    ]
+    lines = [
+        "| target | measured | target value | floor, same run | measured / target |"
+        " measured / floor | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, path, target, floor, what in rows:
+        measured = _value(r, *path)
+        if measured is None:
+            continue
+        over_floor = "—" if not floor else f"{measured / floor:.1f}×"
+        floor_text = "—" if floor is None else f"{floor:.2f} ({what})"
+        lines.append(
+            f"| {name} | {measured:.2f} | ≤ {target:g} | {floor_text} |"
+            f" {measured / target:.1f}× | {over_floor} | {'yes' if measured <= target else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def _plan(args: argparse.Namespace) -> Plan:
     plan = replace(SMOKE if args.smoke else Plan(), workers=args.workers, processes=args.processes)
     if args.incident_interval is not None:
@@ -550,6 +638,8 @@ def main(argv: list[str] | None = None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
+    print()
+    print(floor_table(report))
     print(f"\nwritten: {output}", file=sys.stderr)
 
 

@@ -37,7 +37,7 @@ from app.core.settings import Settings
 from app.core.texts import alert_text
 from app.core.timing import phase
 from dispatch.channels import alert_channels
-from dispatch.events import record_event
+from dispatch.events import Event, record_events
 from dispatch.selection import (
     Candidate,
     lock_selection,
@@ -244,18 +244,15 @@ async def create_incident(
         incident = (
             await session.execute(select(Incident).where(Incident.id == inserted))
         ).scalar_one()
-        await record_event(
-            session,
-            incident_id=incident.id,
-            type="incident.created",
-            data={
-                "status": incident.status,
-                "not_alerted_reason": incident.not_alerted_reason,
-                "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
-                "alerted": len(alerts),
-            },
+        created = {
+            "status": incident.status,
+            "not_alerted_reason": incident.not_alerted_reason,
+            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
+            "alerted": len(alerts),
+        }
+        await _announce_queued(
+            session, incident.id, alerts, after=Event(type="incident.created", data=created)
         )
-        await _announce_queued(session, incident.id, alerts)
     return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
 
 
@@ -627,24 +624,25 @@ async def _queue_alerts(
 
 
 async def _announce_queued(
-    session: AsyncSession, incident_id: uuid.UUID, alerts: list[QueuedAlert]
+    session: AsyncSession,
+    incident_id: uuid.UUID,
+    alerts: list[QueuedAlert],
+    *,
+    after: Event | None = None,
 ) -> None:
-    """The ``alerts.queued`` event; for a new incident, after ``incident.created``."""
-    if not alerts:
-        return
-    await record_event(
-        session,
-        incident_id=incident_id,
-        type="alerts.queued",
-        data={
-            "alerts": [
-                # A band, not metres: dispatchers read this stream (dispatch/views.py).
-                {
-                    "id": str(alert.id),
-                    "distance_band": distance_band(alert.distance_m),
-                    "alerted_as": alert.alerted_as,
-                }
-                for alert in alerts
-            ]
-        },
-    )
+    """The ``alerts.queued`` event, after the event ``after`` (``incident.created``) if
+    given, in one statement."""
+    events = [] if after is None else [after]
+    if alerts:
+        queued = [
+            # A band, not metres: dispatchers read this stream (dispatch/views.py).
+            {
+                "id": str(alert.id),
+                "distance_band": distance_band(alert.distance_m),
+                "alerted_as": alert.alerted_as,
+            }
+            for alert in alerts
+        ]
+        events.append(Event(type="alerts.queued", data={"alerts": queued}))
+    if events:
+        await record_events(session, incident_id=incident_id, events=events)

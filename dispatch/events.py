@@ -25,12 +25,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import Integer, Text, bindparam, cast, func, insert, literal, select, update
+from sqlalchemy import (
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,17 +64,45 @@ async def record_event(
     One round trip: the counter increment (which takes or re-takes the incident's
     row lock until commit), the insert and its ``pg_notify`` are one statement.
     """
-    await session.execute(_RECORD_EVENT, {"incident_id": incident_id, "type": type, "data": data})
+    await record_events(session, incident_id=incident_id, events=[Event(type=type, data=data)])
 
 
-def _record_event_statement() -> Any:
+@dataclass(frozen=True)
+class Event:
+    """One event to append (``type`` as in ``app/api/schemas/events.py``)."""
+
+    type: str
+    data: dict[str, Any]
+
+
+async def record_events(
+    session: AsyncSession, *, incident_id: uuid.UUID, events: Sequence[Event]
+) -> None:
+    """Append several events of one incident, numbered in order, in that one statement."""
+    await session.execute(
+        _RECORD_EVENTS,
+        {
+            "incident_id": incident_id,
+            "count": len(events),
+            "events": [{"type": event.type, "data": event.data} for event in events],
+        },
+    )
+
+
+def _record_events_statement() -> Any:
+    count = bindparam("count", type_=Integer())
     numbered = (
         update(Incident)
         .where(Incident.id == bindparam("incident_id"))
         # updated_at named so its onupdate does not fire: an event is not an edit.
-        .values(event_seq=Incident.event_seq + 1, updated_at=Incident.updated_at)
+        .values(event_seq=Incident.event_seq + count, updated_at=Incident.updated_at)
         .returning(Incident.id, Incident.event_seq)
         .cte("numbered")
+    )
+    given = (
+        func.jsonb_array_elements(bindparam("events", type_=JSONB()))
+        .table_valued(column("event", JSONB()), with_ordinality="position")
+        .render_derived()
     )
     inserted = (
         insert(IncidentEvent)
@@ -69,20 +110,21 @@ def _record_event_statement() -> Any:
             ["incident_id", "seq", "type", "data"],
             select(
                 numbered.c.id,
-                numbered.c.event_seq,
-                bindparam("type", type_=Text()),
-                bindparam("data", type_=JSONB()),
-            ),
+                numbered.c.event_seq - count + cast(given.c.position, Integer()),
+                given.c.event["type"].astext,
+                given.c.event["data"],
+            ).select_from(numbered.join(given, true())),
         )
         .returning(IncidentEvent.incident_id)
         .cte("inserted")
     )
+    # One row per event, one payload: PostgreSQL delivers it once per transaction.
     return select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
         inserted
     )
 
 
-_RECORD_EVENT = _record_event_statement()
+_RECORD_EVENTS = _record_events_statement()
 
 
 async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.run import PHASES, SMOKE, run, table
+from bench.run import PHASES, SMOKE, floor_table, run, table
 
 
 def test_benchmark_harness_measures_every_target_at_ten_thousand_volunteers(
@@ -48,4 +48,6 @@ def test_benchmark_harness_measures_every_target_at_ten_thousand_volunteers(
     assert results["single_locations"]["requests_per_s"] > 0
     assert set(results["bulk_locations"]["http_statuses"]) == {"200"}
     assert results["bulk_locations"]["points_per_s"] > 0
+    assert results["floors"]["provider_send"]["burst_of_30_ms"]["n"] > 0
     assert "candidate selection" in table(report)
+    assert "service CPU per reply" in floor_table(report)

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.api.main import create_app
 from app.api.ratelimit import RateLimiter
+from app.core import db
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import ApiKey, LiveLocation, RateLimitBucket
@@ -24,9 +25,9 @@ from app.registry.keys import Role, hash_key, revoke_key
 from tests.factories import create_key, create_volunteer, make_settings
 
 
-def limited(**limits: int) -> Settings:
+def limited(*, db_pool_size: int = 12, **limits: int) -> Settings:
     return make_settings(
-        db_pool_size=12,
+        db_pool_size=db_pool_size,
         **{f"rate_limit_{name}_per_minute": value for name, value in limits.items()},
     )
 
@@ -173,3 +174,33 @@ async def test_a_bad_body_is_judged_after_the_token(committed_db: str, clock: Fr
         with_key = await client.put("/v1/me/location", headers=headers, json=bad)
 
     assert (without_key.status_code, with_key.status_code) == (401, 422)
+
+
+async def test_a_connection_lost_under_an_update_is_replaced_for_the_next(
+    committed_db: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statements run on the driver, past SQLAlchemy's own disconnect handling, so
+    a lost connection must still be thrown away rather than handed to the next request."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)  # no ping to find it first
+    headers = await committed_key(committed_db, "volunteer")
+    async with running(committed_db, clock, limited(volunteer=100, db_pool_size=1)) as client:
+        before = await client.put("/v1/me/location", headers=headers, json=fix(clock))
+        others = (
+            "FROM pg_stat_activity WHERE application_name = 'responder'"
+            " AND pid <> pg_backend_pid() AND datname = current_database()"
+        )
+        engine = create_engine(committed_db, pool_size=1)
+        try:
+            async with engine.connect() as admin:
+                admin = await admin.execution_options(isolation_level="AUTOCOMMIT")
+                await admin.execute(text(f"SELECT pg_terminate_backend(pid) {others}"))
+                for _ in range(500):  # until the backends are gone, not for a while
+                    if not await admin.scalar(text(f"SELECT count(*) {others}")):
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            await engine.dispose()
+        lost = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=1))
+        after = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=2))
+
+    assert (before.status_code, lost.status_code, after.status_code) == (200, 503, 200)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Integer, bindparam, column, text, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import func
 from sqlalchemy.types import Interval
 
 from app.core.buckets import COUNT_CONFLICT, MINUTE_S, WindowCount, window_of
+from app.core.db import DriverStatement
 from app.core.errors import Unauthorized
 from app.core.models import ApiKey
 
@@ -59,7 +61,7 @@ _AUTHENTICATE = (
 # The same lookup with the key's hit in its rate-limit window (``app.core.buckets``),
 # for a route that runs on an autocommit connection: one round trip instead of the
 # limiter's count and the lookup. Only a key of ``counted_role`` is counted.
-_AUTHENTICATE_COUNTED = (
+_AUTHENTICATE_COUNTED = DriverStatement(
     text(
         f"""
     WITH {_FOUND_AND_TOUCHED}, hit AS (
@@ -78,9 +80,7 @@ _AUTHENTICATE_COUNTED = (
                AS previous
     FROM found
     """
-    )
-    .bindparams(bindparam("grain", type_=Interval()))
-    .columns(*_PRINCIPAL_COLUMNS, column("current", Integer()), column("previous", Integer()))
+    ).bindparams(bindparam("grain", type_=Interval()))
 )
 
 
@@ -147,16 +147,17 @@ def _bearer_token(authorization: str | None) -> str:
     return token
 
 
-def _principal(record: Any) -> Principal:
-    if record is None:
-        raise Unauthorized("unknown or revoked key")
-    role: Role = record.role
+UNKNOWN_KEY = "unknown or revoked key"
+
+
+def _principal(record: Mapping[Any, Any]) -> Principal:
+    role: Role = record["role"]
     return Principal(
-        key_id=record.id,
-        name=record.name,
+        key_id=record["id"],
+        name=record["name"],
         role=role,
-        centre=record.centre,
-        volunteer_id=record.volunteer_id,
+        centre=record["centre"],
+        volunteer_id=record["volunteer_id"],
     )
 
 
@@ -167,11 +168,13 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
             _AUTHENTICATE, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
         )
     ).one_or_none()
-    return _principal(record)
+    if record is None:
+        raise Unauthorized(UNKNOWN_KEY)
+    return _principal(record._mapping)
 
 
 async def authenticate_counted(
-    connection: AsyncConnection | AsyncSession,
+    connection: AsyncConnection,
     authorization: str | None,
     *,
     counted_role: Role,
@@ -187,24 +190,24 @@ async def authenticate_counted(
     """
     token = _bearer_token(authorization)
     window_start, elapsed = window_of(moment)
-    record: Any = (
-        await connection.execute(
-            _AUTHENTICATE_COUNTED,
-            {
-                "key_hash": hash_key(token),
-                "grain": LAST_USED_GRAIN,
-                "counted_role": counted_role,
-                "window_start": window_start,
-                "previous_start": window_start - timedelta(seconds=MINUTE_S),
-                "window_s": MINUTE_S,
-            },
-        )
-    ).one_or_none()
+    record = await _AUTHENTICATE_COUNTED.fetchrow(
+        connection,
+        {
+            "key_hash": hash_key(token),
+            "grain": LAST_USED_GRAIN,
+            "counted_role": counted_role,
+            "window_start": window_start,
+            "previous_start": window_start - timedelta(seconds=MINUTE_S),
+            "window_s": MINUTE_S,
+        },
+    )
+    if record is None:
+        raise Unauthorized(UNKNOWN_KEY)
     principal = _principal(record)
-    if record.current is None:
+    if record["current"] is None:
         return principal, None
     counted = WindowCount(
-        previous=record.previous, current=record.current, elapsed=elapsed, window_s=MINUTE_S
+        previous=record["previous"], current=record["current"], elapsed=elapsed, window_s=MINUTE_S
     )
     return principal, counted
 

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.db import DriverStatement
 from app.core.errors import InvalidInput
 from app.core.models import LiveLocation
 from app.registry.phones import lookup_phone
@@ -36,11 +37,13 @@ ON CONFLICT (volunteer_id) DO UPDATE SET
 WHERE current.recorded_at < EXCLUDED.recorded_at
 RETURNING volunteer_id
 """
-_UPSERT_ONE = text(
-    "INSERT INTO live_location AS current"
-    " (volunteer_id, location, accuracy_m, recorded_at, source, updated_at)"
-    f" VALUES (:volunteer_id, {_POINT.format(lon=':lon', lat=':lat')},"
-    " :accuracy_m, :recorded_at, :source, :now)" + _ON_CONFLICT
+_UPSERT_ONE = DriverStatement(
+    text(
+        "INSERT INTO live_location AS current"
+        " (volunteer_id, location, accuracy_m, recorded_at, source, updated_at)"
+        f" VALUES (:volunteer_id, {_POINT.format(lon=':lon', lat=':lat')},"
+        " :accuracy_m, :recorded_at, :source, :now)" + _ON_CONFLICT
+    )
 )
 # Items naming a volunteer by id and by phone are resolved by two index joins (an
 # OR in one join would defeat both indexes); duplicates of one volunteer keep the
@@ -142,12 +145,17 @@ async def record_location(
     retention: timedelta,
     source: str = "app",
 ) -> bool:
-    """Store the fix unless a newer one is stored; ``False`` when it was stale."""
+    """Store the fix unless a newer one is stored; ``False`` when it was stale.
+
+    On an autocommit connection (the app's ``PUT /v1/me/location``) the upsert is one
+    statement through the driver (``DriverStatement``); in a session, in its transaction.
+    """
     _check_age(fix.recorded_at, now=now)
     if fix.recorded_at < now - retention:
         return False
-    written = await executor.scalar(
-        _UPSERT_ONE,
+    connection = executor if isinstance(executor, AsyncConnection) else await executor.connection()
+    written = await _UPSERT_ONE.fetchrow(
+        connection,
         {
             "volunteer_id": volunteer_id,
             "lat": fix.lat,
