@@ -132,8 +132,13 @@ async def advance_message(
     error_code: int | None = None,
     failure_reason: str | None = None,
     provider: str | None = None,
+    purpose: str | None = None,
 ) -> bool:
     """Move one outbound message forward; ``False`` when that would not be forward.
+
+    ``purpose``: the message's, when the caller knows it (the worker claimed it): only
+    an alert SMS has an incident to lock first, so for any other that round trip is
+    skipped.
 
     ``provider``: whose news this is (our send's or a receipt's). A failure it reports
     is applied only to a message that provider holds: after the secondary took a
@@ -150,7 +155,8 @@ async def advance_message(
     first, with :func:`dispatch.responses.carrier_opt_out` (it ends open alerts,
     which this module, below the reply path, cannot).
     """
-    await lock_incident_of_message(session, message_id)
+    if purpose in (None, "alert"):
+        await lock_incident_of_message(session, message_id)
     if provider_sid is not None:
         await session.execute(
             _SET_PROVIDER_SID, {"message_id": message_id, "new_sid": provider_sid}

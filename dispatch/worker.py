@@ -464,6 +464,7 @@ async def record_success(
             now=now,
             provider_sid=result.provider_sid,
             provider=provider,
+            purpose=sms.purpose,
         )
 
 

@@ -1,0 +1,66 @@
+"""The worker's claim and its record of a send run statements built once.
+
+They run on every wake of every worker and for every SMS sent. SQLAlchemy caches a
+statement's compiled form under a cache key that it computes once per statement
+object, except for an ORM-enabled UPDATE (an ORM entity or attribute anywhere in
+it), whose key it rebuilds on every execution: for the claim's UPDATE that cost
+more CPU than the rest of a send (docs/benchmarks.md, "Replies (perf-reply)").
+So these statements are built on table columns, once; this test fails when a
+statement of that path is built per call again, or made ORM-enabled. No timing is
+asserted: it counts the cache keys computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.sql.cache_key import HasCacheKey
+
+from app.core.db import unit_of_work
+from dispatch.gateway import SendResult
+from dispatch.worker import claim_due, record_success
+from tests.worker_harness import Harness
+
+
+def count_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-element counter of the statement cache keys SQLAlchemy computes."""
+    computed = [0]
+    compute: Callable[[Any], Any] = HasCacheKey._generate_cache_key
+
+    def counting(element: Any) -> Any:
+        computed[0] += 1
+        return compute(element)
+
+    monkeypatch.setattr(HasCacheKey, "_generate_cache_key", counting)
+    return computed
+
+
+async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alerts = await harness.alerts(2)
+    computed = count_cache_keys(monkeypatch)
+    per_send = []
+    for number, _ in enumerate(alerts):
+        computed[0] = 0
+        now = harness.clock.now()
+        async with unit_of_work(harness.factory) as session:
+            [claimed] = await claim_due(
+                session, now=now, worker_id="w", limit=1, lease=timedelta(seconds=30)
+            )
+        async with unit_of_work(harness.factory) as session:
+            await record_success(
+                session,
+                sms=claimed,
+                result=SendResult(provider_sid=f"SM{number}", status="queued"),
+                now=now,
+                provider="twilio",
+            )
+        per_send.append(computed[0])
+
+    assert per_send[1] == 0, f"cache keys computed for the second send: {per_send}"
+    for alert in alerts:
+        assert (await harness.reload(alert)).delivery_status == "sent"
