@@ -4,8 +4,9 @@
 the seconds since start, then the CPU seconds each group used in that second
 (``postgres``, ``serve``, ``worker``, ``loadgen`` = ``bench.run``, ``sink``), i.e. its
 share of one core. A process that exits between two samples loses its last
-second, so short-lived backends are under-counted. Used for the webhook CPU split
-in docs/benchmarks.md ("Third pass"), alongside ``python -m bench.run``.
+second, so short-lived backends are under-counted. Used for the 2026-11-28 webhook
+CPU split (``bench/results/2026-11-28T211031Z-1000000-cpu-per-second.txt``),
+alongside ``python -m bench.run``.
 """
 
 from __future__ import annotations
