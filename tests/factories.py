@@ -11,6 +11,7 @@ from geographiclib.geodesic import Geodesic
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import (
     Aed,
     Alert,
@@ -328,3 +329,15 @@ async def reply_from(
         now=now,
         settings=settings,
     )
+
+
+async def committed_key(url: str, role: Role) -> dict[str, str]:
+    """A key committed on its own connection, where any other connection (the limiter's,
+    the location route's autocommit one) can see it."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with unit_of_work(create_session_factory(engine)) as session:
+            volunteer = await create_volunteer(session) if role == "volunteer" else None
+            return await create_key(session, role=role, volunteer=volunteer)
+    finally:
+        await engine.dispose()

@@ -21,8 +21,8 @@ from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import ApiKey, LiveLocation, RateLimitBucket
 from app.core.settings import Settings
-from app.registry.keys import Role, hash_key, revoke_key
-from tests.factories import create_key, create_volunteer, make_settings
+from app.registry.keys import hash_key, revoke_key
+from tests.factories import committed_key, make_settings
 
 
 def limited(*, db_pool_size: int = 12, **limits: int) -> Settings:
@@ -30,16 +30,6 @@ def limited(*, db_pool_size: int = 12, **limits: int) -> Settings:
         db_pool_size=db_pool_size,
         **{f"rate_limit_{name}_per_minute": value for name, value in limits.items()},
     )
-
-
-async def committed_key(url: str, role: Role) -> dict[str, str]:
-    engine = create_engine(url, pool_size=1)
-    try:
-        async with unit_of_work(create_session_factory(engine)) as session:
-            volunteer = await create_volunteer(session) if role == "volunteer" else None
-            return await create_key(session, role=role, volunteer=volunteer)
-    finally:
-        await engine.dispose()
 
 
 async def read(url: str, statement: Any) -> Any:

@@ -20,8 +20,8 @@ from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.errors import RateLimited
 from app.core.models import RateLimitBucket
 from app.core.settings import Settings
-from app.registry.keys import Principal, Role, issue_key, revoke_key
-from tests.factories import create_key, create_volunteer, make_settings
+from app.registry.keys import Principal, issue_key, revoke_key
+from tests.factories import committed_key, make_settings
 
 probe = APIRouter()
 
@@ -59,17 +59,6 @@ def limited(**limits: int) -> Settings:
 
 
 LIMITS = limited(admin=3, volunteer=2, locator=1000, anonymous=3, unsigned_webhook=2)
-
-
-async def committed_key(url: str, role: Role) -> dict[str, str]:
-    """A key committed where the limiter's own connection can see it."""
-    engine = create_engine(url, pool_size=1)
-    try:
-        async with unit_of_work(create_session_factory(engine)) as session:
-            volunteer = await create_volunteer(session) if role == "volunteer" else None
-            return await create_key(session, role=role, volunteer=volunteer)
-    finally:
-        await engine.dispose()
 
 
 @asynccontextmanager
