@@ -415,12 +415,20 @@ def run(
     return report
 
 
-def _figure(results: dict[str, Any], *path: str) -> str:
+def _lookup(results: dict[str, Any], *path: str) -> Any:
+    """The value at ``path`` in a results tree, or None where a phase did not run."""
     value: Any = results
     for key in path:
         if not isinstance(value, dict) or key not in value:
-            return "—"
+            return None
         value = value[key]
+    return value
+
+
+def _figure(results: dict[str, Any], *path: str) -> str:
+    value = _lookup(results, *path)
+    if value is None:
+        return "—"
     if isinstance(value, list):
         return " + ".join(f"{item:,.2f}" for item in value)
     return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
@@ -502,11 +510,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def _value(results: dict[str, Any], *path: str) -> float | None:
-    value: Any = results
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
+    value = _lookup(results, *path)
     return float(value) if isinstance(value, int | float) else None
 
 

@@ -186,8 +186,6 @@ async def create_incident(
                 },
             )
         ).scalar_one_or_none()
-    if inserted is not None:
-        note_exercise(session, inserted, exercise=request.exercise)
     if inserted is None:
         existing = (
             await session.execute(
@@ -202,6 +200,7 @@ async def create_incident(
                 extra={"incident_id": str(existing.id)},
             )
         return Created(incident=existing, created=False)
+    note_exercise(session, inserted, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []
     if reason is None:

@@ -132,10 +132,11 @@ async def post_incident(
     assert caller.centre is not None
     mark("handler")
     now = runtime.clock.now()
+    request = body.to_request()
     result = await create_incident(
         session,
         centre=caller.centre,
-        request=body.to_request(),
+        request=request,
         settings=runtime.settings,
         now=now,
         created_by=caller.key_id,
@@ -155,7 +156,7 @@ async def post_incident(
     with phase("view"):
         view = (
             new_incident_view(
-                incident, location=body.location.to_latlon(), aed=result.aed, alerted=result.alerted
+                incident, location=request.location, aed=result.aed, alerted=result.alerted
             )
             if result.created
             else await incident_view(session, incident_id=incident.id)
