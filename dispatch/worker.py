@@ -396,6 +396,40 @@ async def claim_due(
     becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
     ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
     """
+    claim = await claim_tiers(
+        session,
+        now=now,
+        worker_id=worker_id,
+        limit=limit,
+        lease=lease,
+        other_limit=other_limit,
+        bulk_limit=bulk_limit,
+        channel=channel,
+    )
+    return claim.claimed
+
+
+@dataclass(frozen=True)
+class Claim:
+    claimed: list[ClaimedSms]
+    drained: bool
+    """Every tier it read had fewer claimable rows than it asked for, and no tier was
+    left unread for want of room: a slot freed later finds nothing more to claim
+    (bulk outside ``REMINDER_HOURS`` aside: time, not a slot, makes that claimable)."""
+
+
+async def claim_tiers(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    other_limit: int | None = None,
+    bulk_limit: int = 0,
+    channel: str = "sms",
+) -> Claim:
+    """:func:`claim_due`, and whether it drained what a free slot could take."""
     parameters = {
         "now": now,
         "valid_after": now + MIN_VALIDITY,
@@ -405,19 +439,25 @@ async def claim_due(
     }
     claim = functools.partial(_claim, session, parameters)
     claimed = await claim(limit=limit, tier="alert")
+    drained = len(claimed) < limit
     others = limit - len(claimed) if other_limit is None else other_limit
     room = min(others, limit - len(claimed))
     if room > 0:
         urgent = await claim(limit=room, tier="urgent")
         claimed += urgent
         others -= len(urgent)
+        drained = drained and len(urgent) < room
+    else:
+        drained = False
     room = min(bulk_limit, others, limit - len(claimed))
     if room > 0:
-        claimed += await claim(limit=room, tier="bulk")
+        bulk = await claim(limit=room, tier="bulk")
+        claimed += bulk
+        drained = drained and len(bulk) < room
     alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
     if alert_ids:
         await session.execute(_CLAIM_ALERTS, {"alert_ids": alert_ids, "now": now})
-    return claimed
+    return Claim(claimed, drained)
 
 
 async def _claim(
@@ -629,6 +669,8 @@ class DispatchWorker:
         self._last_health_success: dict[str, float] = {}
         self._primary_rests_until: datetime | None = None
         self._wake = asyncio.Event()
+        self._drained = False
+        """The last claim left nothing that a slot freed since could take."""
         self._stopping = asyncio.Event()
         self.listening = threading.Event()
         """Set once LISTEN is active (for tests and readiness, from any thread)."""
@@ -636,8 +678,14 @@ class DispatchWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def claim_wanted(self) -> bool:
+        """Whether the loop claims again on its next turn (it was woken since its last)."""
+        return self._wake.is_set()
+
     async def fill_slots(self) -> list[asyncio.Task[SendFailure | None]]:
         """Claim as many due messages as there are free slots and start sending each."""
+        self._drained = False
         free = self.claimable(self.slots - len(self._sending))
         if free <= 0:
             return []
@@ -650,7 +698,7 @@ class DispatchWorker:
         )
         other_limit = max(0, self.slots - self.alert_reserved_slots - others_in_flight)
         async with unit_of_work(self.session_factory) as session:
-            claimed = await claim_due(
+            claim = await claim_tiers(
                 session,
                 now=now,
                 worker_id=self.worker_id,
@@ -660,8 +708,9 @@ class DispatchWorker:
                 bulk_limit=bulk_limit,
                 channel=self.channel,
             )
+        self._drained = claim.drained
         started = []
-        for sms in claimed:
+        for sms in claim.claimed:
             task = asyncio.create_task(self._send_one(sms), name=f"send-{sms.id}")
             self._sending[task] = sms
             task.add_done_callback(self._finished)
@@ -678,12 +727,23 @@ class DispatchWorker:
         return not sms.exercise
 
     def _finished(self, task: asyncio.Task[SendFailure | None]) -> None:
-        """A slot is free. A send whose outcome could not be recorded (the database
-        went away) stays ``sending`` until its lease runs out: the duplicate window."""
-        self._sending.pop(task, None)
+        """A slot is free: claim again, unless nothing can have become claimable.
+
+        That is when the last claim drained the queue and this send went out as it
+        should and was not an alert SMS: a claim and the idle query after every one of
+        an incident's stand-downs found nothing. After an alert SMS a follow-up
+        (stand-down, cancellation) may be waiting for its request to end, after a
+        failure the retry's time is new, after bulk its share frees up.
+
+        A send whose outcome could not be recorded (the database went away) stays
+        ``sending`` until its lease runs out: the duplicate window.
+        """
+        sms = self._sending.pop(task, None)
+        failed = task.cancelled() or task.exception() is not None or task.result() is not None
         if not task.cancelled() and (error := task.exception()) is not None:
             _pass_failed("sms outcome not recorded", error)
-        self.wake()
+        if failed or sms is None or not self._drained or sms.purpose == "alert" or sms.bulk:
+            self.wake()
 
     async def send_due(self) -> int:
         """Fill the free slots once and wait for those sends; how many were accepted.

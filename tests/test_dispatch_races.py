@@ -320,3 +320,29 @@ async def test_a_reply_picked_as_deadlock_victim_is_tried_again_or_asked_for_aga
     else:
         assert alert.response == "pending"
         assert answered == texts.reply_not_recorded_text()
+
+
+async def test_a_finished_alert_sms_claims_again_for_the_stand_down_waiting_behind_it(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    # The claim after the stand-down was committed found it behind its alert and the
+    # queue otherwise empty; the alert's end must still let it go.
+    incident, [queued, _] = await scene(harness, sms_statuses=["queued", "sent"])
+    answer = threading.Event()
+    fake_twilio.script(Behaviour(hold=answer))
+    worker = harness.worker()
+    sending = asyncio.create_task(worker.send_due())
+    try:
+        await asyncio.to_thread(fake_twilio.wait_for_arrivals, 1)
+        async with unit_of_work(harness.factory) as session:
+            await fill_last_slot(session, harness, incident)
+        assert await asyncio.gather(*await worker.fill_slots()) == []
+        assert not worker.claim_wanted
+    finally:
+        answer.set()
+    assert await sending == 1
+
+    assert worker.claim_wanted
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+    assert texts_to(fake_twilio, queued)[1] == texts.stand_down_text("en", code=queued.alert.code)

@@ -363,3 +363,42 @@ async def test_running_worker_is_woken_by_notify_not_by_polling(
         worker.stop()
         await task
         await worker.gateway.close()
+
+
+async def test_a_finished_send_claims_nothing_more_after_a_claim_that_drained_the_queue(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    # An incident's stand-downs: each finished send used to wake a claim and the idle
+    # query that found nothing (docs/benchmarks.md, "second pass").
+    await harness.texts("stand_down", 3)
+    worker = harness.worker()
+
+    assert await worker.send_due() == 3
+    await worker.gateway.close()
+
+    assert not worker.claim_wanted
+
+
+async def test_a_finished_send_claims_again_while_the_last_claim_left_rows_for_want_of_slots(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    await harness.texts("stand_down", 2)
+    worker = harness.worker(overrides={"send_concurrency": 2})  # one slot for non-alerts
+
+    assert await worker.send_due() == 1
+    assert worker.claim_wanted
+    assert await worker.send_due() == 1
+    await worker.gateway.close()
+
+
+async def test_a_failed_send_claims_again_so_that_its_retry_time_is_seen(
+    harness: Harness, fake_twilio: FakeTwilio
+) -> None:
+    await harness.texts("stand_down", 1)
+    fake_twilio.script(SERVER_ERROR)
+    worker = harness.worker()
+
+    assert await worker.send_due() == 0
+    await worker.gateway.close()
+
+    assert worker.claim_wanted
