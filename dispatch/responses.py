@@ -73,18 +73,29 @@ _INSERT_INBOUND = (
     .returning(_message.c.id)
 )
 _STORED_ANSWER = select(_message.c.reply_body).where(_message.c.provider_sid == bindparam("sid"))
-# NO KEY UPDATE: another reply's stand-down texts to this volunteer take FOR KEY
-# SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
-_SENDER = (
-    select(Volunteer)
-    .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
-    .with_for_update(key_share=True)
-)
 _RECENT_ALERTS = (
     select(Alert, Incident.status)
     .join(Incident, Incident.id == Alert.incident_id)
     .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
     .order_by(Alert.created_at.desc())
+)
+# The sender, locked, with their recent alerts (``_RECENT_ALERTS``) in the same read:
+# one row per alert, or one without when there is none. NO KEY UPDATE: another
+# reply's stand-down texts to this volunteer take FOR KEY SHARE through
+# message.volunteer_id; FOR UPDATE would deadlock them. The alerts come from the
+# statement's snapshot, taken before any wait for the sender's lock: they only say
+# which alert the reply is about; what it does is decided on that alert and its
+# incident locked and read afresh (``_LOCK_ALERT``, ``lock_incident``).
+_SENDER_AND_RECENT_ALERTS = (
+    select(Volunteer, Alert, Incident.status)
+    .outerjoin(
+        Alert,
+        and_(Alert.volunteer_id == Volunteer.id, Alert.created_at >= bindparam("since")),
+    )
+    .outerjoin(Incident, Incident.id == Alert.incident_id)
+    .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
+    .order_by(Alert.created_at.desc())
+    .with_for_update(of=Volunteer, key_share=True)
 )
 # populate_existing: the alert was read (unlocked) to find it; the decision must be
 # taken on the row as locked, not on the object the session kept from that read.
@@ -197,13 +208,24 @@ async def _apply_inbound(
             await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
         ).scalar_one_or_none()
         return stored or texts.help_text("sv")
-    volunteer = (await session.execute(_SENDER, {"phone": sms.from_phone})).scalar_one_or_none()
+    rows = (
+        await session.execute(
+            _SENDER_AND_RECENT_ALERTS,
+            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
+        )
+    ).all()
+    volunteer = rows[0][0] if rows else None
     if volunteer is None:
         answer = texts.unknown_sender_text()
         alert_id = incident_id = None
     else:
         outcome = await apply_reply(
-            session, volunteer=volunteer, reply=parse_reply(sms.body), now=now, settings=settings
+            session,
+            volunteer=volunteer,
+            reply=parse_reply(sms.body),
+            now=now,
+            settings=settings,
+            recent=[(alert, status) for _, alert, status in rows if alert is not None],
         )
         answer, alert_id, incident_id = outcome.answer, outcome.alert_id, outcome.incident_id
     await session.execute(
@@ -227,8 +249,17 @@ class Outcome:
 
 
 async def apply_reply(
-    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime, settings: Settings
+    session: AsyncSession,
+    *,
+    volunteer: Volunteer,
+    reply: Reply,
+    now: datetime,
+    settings: Settings,
+    recent: list[tuple[Alert, str]] | None = None,
 ) -> Outcome:
+    """What ``reply`` from ``volunteer`` (locked by the caller) does; ``recent``: their
+    alerts of the last ``RECENT_ALERT_WINDOW`` with each incident's status, newest
+    first, when the caller read them with the sender (read here otherwise)."""
     language = volunteer.language
     if reply.intent == "unknown" or reply.intent == "help":
         return Outcome(texts.help_text(language))
@@ -255,16 +286,28 @@ async def apply_reply(
         # Asked for consent (CSV import); never alerted before it, so YES is about that.
         volunteer.consent_at = now
         return Outcome(texts.consent_recorded_text(language))
+    if recent is None:
+        recent = list(
+            await session.execute(
+                _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
+            )
+        )
     return await _answer_alert(
-        session, volunteer=volunteer, reply=reply, now=now, settings=settings
+        session, volunteer=volunteer, reply=reply, now=now, settings=settings, recent=recent
     )
 
 
 async def _answer_alert(
-    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime, settings: Settings
+    session: AsyncSession,
+    *,
+    volunteer: Volunteer,
+    reply: Reply,
+    now: datetime,
+    settings: Settings,
+    recent: list[tuple[Alert, str]],
 ) -> Outcome:
     language = volunteer.language
-    target = await _target_alert(session, volunteer=volunteer, reply=reply, now=now)
+    target = _target_alert(volunteer=volunteer, reply=reply, recent=recent)
     if isinstance(target, str):
         return Outcome(target)
     incident = await lock_incident(session, target.incident_id)
@@ -301,16 +344,11 @@ async def _needs_code(
     )
 
 
-async def _target_alert(
-    session: AsyncSession, *, volunteer: Volunteer, reply: Reply, now: datetime
+def _target_alert(
+    *, volunteer: Volunteer, reply: Reply, recent: list[tuple[Alert, str]]
 ) -> Alert | str:
     """The alert a reply is about, or the answer when that cannot be known."""
     language = volunteer.language
-    recent = (
-        await session.execute(
-            _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
-        )
-    ).all()
     if reply.code is not None:
         coded = [alert for alert, _ in recent if alert.code == reply.code]
         if not coded:
