@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +55,9 @@ RECENT_ALERT_WINDOW = timedelta(hours=12)
 # Built once: the webhook runs these on every inbound SMS, and constructing a
 # statement (and its cache key) per request cost more CPU than executing it.
 _message: Table = Message.__table__  # type: ignore[assignment]
+# The inbound row is written last, with its answer: one statement, not an INSERT
+# and an UPDATE. The unique MessageSid still decides: a second insert of one waits
+# for the first's transaction and then finds it (``_AlreadyStored``).
 _INSERT_INBOUND = (
     pg_insert(_message)
     .values(
@@ -66,6 +69,10 @@ _INSERT_INBOUND = (
         provider_sid=bindparam("new_sid"),
         provider=bindparam("new_provider"),
         status="received",
+        reply_body=bindparam("answer"),
+        volunteer_id=bindparam("answer_volunteer_id"),
+        alert_id=bindparam("answer_alert_id"),
+        incident_id=bindparam("answer_incident_id"),
         created_at=bindparam("new_now"),
         updated_at=bindparam("new_now"),
     )
@@ -105,16 +112,6 @@ _LOCK_ALERT = (
     .with_for_update(key_share=True)
     .execution_options(populate_existing=True)
 )
-_RECORD_ANSWER = (
-    update(_message)
-    .where(_message.c.id == bindparam("message_id"))
-    .values(
-        reply_body=bindparam("answer"),
-        volunteer_id=bindparam("answer_volunteer_id"),
-        alert_id=bindparam("answer_alert_id"),
-        incident_id=bindparam("answer_incident_id"),
-    )
-)
 
 
 _INCIDENT_POINT = select(latitude(Incident.location), longitude(Incident.location)).where(
@@ -152,38 +149,47 @@ async def handle_inbound_sms(
     reply is tried again, up to ``attempts`` times. A reply that still cannot be
     applied is stored with, and answered by, a text asking the volunteer to reply
     again: never an error that Twilio would not retry and nobody would see.
+
+    The SMS is stored at the end of its attempt, with the answer. When its
+    MessageSid was stored before (a retried webhook, or the same one arriving twice
+    at once, whose insert waits for the other's transaction), the attempt is rolled
+    back, whatever it did, and the stored answer is returned.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            async with session.begin_nested():
-                return await _apply_inbound(session, sms=sms, now=now, settings=settings)
-        except DBAPIError as error:
-            sqlstate = getattr(error.orig, "sqlstate", None)
-            if sqlstate not in RETRYABLE_SQLSTATES:
-                raise
-            log.warning("reply not applied; retrying", sqlstate=sqlstate, attempt=attempt)
-    answer = texts.reply_not_recorded_text()
-    async with session.begin_nested():
-        inserted = await _insert_inbound(session, sms=sms, now=now)
-        if inserted is not None:
-            await session.execute(
-                _RECORD_ANSWER,
-                {
-                    "message_id": inserted,
-                    "answer": answer,
-                    "answer_volunteer_id": None,
-                    "answer_alert_id": None,
-                    "answer_incident_id": None,
-                },
-            )
-    return answer
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                async with session.begin_nested():
+                    return await _apply_inbound(session, sms=sms, now=now, settings=settings)
+            except DBAPIError as error:
+                sqlstate = getattr(error.orig, "sqlstate", None)
+                if sqlstate not in RETRYABLE_SQLSTATES:
+                    raise
+                log.warning("reply not applied; retrying", sqlstate=sqlstate, attempt=attempt)
+        answer = texts.reply_not_recorded_text()
+        async with session.begin_nested():
+            await _store_inbound(session, sms=sms, now=now, outcome=Outcome(answer), sender=None)
+        return answer
+    except _AlreadyStored:
+        stored = (
+            await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
+        ).scalar_one_or_none()
+        return stored or texts.help_text("sv")
 
 
-async def _insert_inbound(
-    session: AsyncSession, *, sms: InboundSms, now: datetime
-) -> uuid.UUID | None:
-    """The new inbound row's id; ``None`` when this MessageSid was stored before."""
-    inserted: uuid.UUID | None = (
+class _AlreadyStored(Exception):
+    """This MessageSid was stored before: the attempt is rolled back (its savepoint)."""
+
+
+async def _store_inbound(
+    session: AsyncSession,
+    *,
+    sms: InboundSms,
+    now: datetime,
+    outcome: Outcome,
+    sender: Volunteer | None,
+) -> None:
+    """The inbound row with its answer; :class:`_AlreadyStored` when it exists."""
+    inserted = (
         await session.execute(
             _INSERT_INBOUND,
             {
@@ -193,21 +199,20 @@ async def _insert_inbound(
                 "new_sid": sms.message_sid[:64],
                 "new_provider": sms.provider,
                 "new_now": now,
+                "answer": outcome.answer,
+                "answer_volunteer_id": sender.id if sender else None,
+                "answer_alert_id": outcome.alert_id,
+                "answer_incident_id": outcome.incident_id,
             },
         )
     ).scalar_one_or_none()
-    return inserted
+    if inserted is None:
+        raise _AlreadyStored
 
 
 async def _apply_inbound(
     session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
 ) -> str:
-    inserted = await _insert_inbound(session, sms=sms, now=now)
-    if inserted is None:
-        stored = (
-            await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
-        ).scalar_one_or_none()
-        return stored or texts.help_text("sv")
     rows = (
         await session.execute(
             _SENDER_AND_RECENT_ALERTS,
@@ -216,8 +221,7 @@ async def _apply_inbound(
     ).all()
     volunteer = rows[0][0] if rows else None
     if volunteer is None:
-        answer = texts.unknown_sender_text()
-        alert_id = incident_id = None
+        outcome = Outcome(texts.unknown_sender_text())
     else:
         outcome = await apply_reply(
             session,
@@ -227,18 +231,8 @@ async def _apply_inbound(
             settings=settings,
             recent=[(alert, status) for _, alert, status in rows if alert is not None],
         )
-        answer, alert_id, incident_id = outcome.answer, outcome.alert_id, outcome.incident_id
-    await session.execute(
-        _RECORD_ANSWER,
-        {
-            "message_id": inserted,
-            "answer": answer,
-            "answer_volunteer_id": volunteer.id if volunteer else None,
-            "answer_alert_id": alert_id,
-            "answer_incident_id": incident_id,
-        },
-    )
-    return answer
+    await _store_inbound(session, sms=sms, now=now, outcome=outcome, sender=volunteer)
+    return outcome.answer
 
 
 @dataclass(frozen=True)
@@ -310,6 +304,10 @@ async def _answer_alert(
     target = _target_alert(volunteer=volunteer, reply=reply, recent=recent)
     if isinstance(target, str):
         return Outcome(target)
+    if not any(_open_row(alert, status) for alert, status in recent if alert is target):
+        # Ended for good when it was read (an alert never opens again, nor an incident
+        # start alerting again): the same answer as under the locks, without taking them.
+        return Outcome(texts.alert_ended_text(language), target.id, target.incident_id)
     incident = await lock_incident(session, target.incident_id)
     alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
     if incident is None or not _open_row(alert, incident.status):

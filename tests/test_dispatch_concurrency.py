@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.api.routers.incident_actions import incident_event_stream
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
-from app.core.models import Alert
+from app.core.models import Alert, IncidentEvent, Message
 from dispatch.events import EventHub, record_event
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
@@ -89,3 +89,37 @@ async def test_two_simultaneous_yes_never_take_one_slot(
             )
         ).scalars()
         assert sorted(role or "-" for role in roles) == ["-"] * 5 + ["cpr"]
+
+
+async def test_one_sms_delivered_twice_at_once_is_applied_and_stored_once(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    # The inbound row is written last, with its answer: the second copy's insert waits
+    # for the first's transaction, finds the row, and rolls back what it did.
+    settings = make_settings()
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        volunteer = await create_volunteer(session, language="en")
+        alert = await create_alert(session, incident=incident, volunteer=volunteer, now=clock.now())
+    sms = InboundSms("SM" + "7" * 32, volunteer.phone or "", f"YES {alert.code}")
+
+    async def deliver() -> str:
+        async with unit_of_work(factory) as session:
+            return await handle_inbound_sms(session, sms=sms, now=clock.now(), settings=settings)
+
+    first, second = await asyncio.gather(deliver(), deliver())
+
+    assert first == second
+    async with factory() as session:
+        stored = (
+            await session.execute(select(Message.reply_body).where(Message.direction == "in"))
+        ).scalars()
+        accepted = (
+            await session.execute(
+                select(IncidentEvent.type).where(
+                    IncidentEvent.incident_id == incident.id, IncidentEvent.type == "alert.accepted"
+                )
+            )
+        ).scalars()
+        assert list(stored) == [first]
+        assert list(accepted) == ["alert.accepted"]

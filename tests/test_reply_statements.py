@@ -1,0 +1,92 @@
+"""What one inbound reply costs in statements: the webhook's own share of a reply's CPU.
+
+Each statement through SQLAlchemy costs ~0.2 ms of the service's CPU beside its round
+trip (docs/benchmarks.md), so the reply path is held to what it needs: a savepoint,
+the sender with their recent alerts in one read, the incident and the alert locked
+only while the alert is open, the change itself, and the inbound row stored with its
+answer in one INSERT. No timing is asserted: the statements are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.clock import FrozenClock
+from app.core.db import unit_of_work
+from app.core.models import Volunteer
+from dispatch.responses import InboundSms, handle_inbound_sms
+from tests.factories import create_alert, create_incident, create_volunteer, make_settings
+
+
+@contextmanager
+def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The first words of every statement sent while the block runs (BEGIN and COMMIT
+    are the driver's own and not seen here: every transaction has one of each)."""
+    sent: list[str] = []
+
+    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def replied(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock, volunteer: Volunteer, body: str
+) -> str:
+    async with unit_of_work(factory) as session:
+        return await handle_inbound_sms(
+            session,
+            sms=InboundSms(
+                f"SM{body.replace(' ', '')}{volunteer.id.hex}", volunteer.phone or "", body
+            ),
+            now=clock.now(),
+            settings=make_settings(),
+        )
+
+
+async def test_a_no_and_a_reply_to_an_ended_alert_take_only_the_statements_they_need(
+    factory: async_sessionmaker[AsyncSession], committed_engine: AsyncEngine, clock: FrozenClock
+) -> None:
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now())
+        people = [await create_volunteer(session, language="en") for _ in range(3)]
+        alerts = [
+            await create_alert(session, incident=incident, volunteer=person, now=clock.now())
+            for person in people
+        ]
+    # Warm: the first reply of a connection prepares its statements.
+    await replied(factory, clock, people[0], f"NO {alerts[0].code}")
+
+    with counted_statements(committed_engine) as declining:
+        answer = await replied(factory, clock, people[1], f"NO {alerts[1].code}")
+    assert "Thank you" in answer
+    with counted_statements(committed_engine) as too_late:
+        answer = await replied(factory, clock, people[1], f"YES {alerts[1].code}")
+    assert "ended" in answer
+
+    assert declining == [
+        "SAVEPOINT sa_savepoint_1",
+        "SELECT volunteer.id, volunteer.name,",  # the sender and their recent alerts
+        "SELECT incident.id, incident.centre,",  # the incident, locked
+        "SELECT alert.id, alert.incident_id,",  # the alert, locked and read afresh
+        "UPDATE alert SET",
+        "WITH numbered AS",  # its event
+        "SELECT count(*) FILTER",  # whether the rest now stand down
+        "INSERT INTO message",  # the SMS with its answer
+        "RELEASE SAVEPOINT sa_savepoint_1",
+    ]
+    assert too_late == [
+        "SAVEPOINT sa_savepoint_1",
+        "SELECT volunteer.id, volunteer.name,",
+        "INSERT INTO message",
+        "RELEASE SAVEPOINT sa_savepoint_1",
+    ]
