@@ -19,7 +19,20 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, Update, bindparam, case, func, or_, select, true, update
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -209,6 +222,9 @@ async def mirror_alert_delivery(
         )
 
 
+SettleRead = Select[uuid.UUID, uuid.UUID | None, str, bool]
+"""The locking read of :func:`settle_alert_sms` (:func:`settle_statement`)."""
+
 MAY_HAVE_REACHED = ("sending", "sent", "delivered", "undelivered")
 """Alert SMS states in which the volunteer may have the alert: handed to the provider,
 or a request in flight or of unknown outcome. Whatever the state, so may a message
@@ -217,11 +233,47 @@ timed out and was given up at its deadline, or queued again after a certain fail
 of its retry, may still have reached the phone)."""
 
 
+def settle_statement(alerts: ColumnElement[bool]) -> SettleRead:
+    """The locking read of :func:`settle_alert_sms` for an incident's ``alerts``.
+
+    Built once by each caller at import, with the condition its alerts meet (bound
+    parameters for what varies): a stand-down runs it under a reply's incident lock,
+    where building and cache-keying a statement per call cost more than running it.
+    Parameters: ``incident_id`` and those of ``alerts``.
+    """
+    return (
+        select(Message.id, Message.alert_id, Message.status, Message.may_have_reached)
+        .join(Alert, Alert.id == Message.alert_id)
+        .where(
+            Alert.incident_id == bindparam("incident_id"),
+            alerts,
+            Message.direction == "out",
+            Message.purpose == "alert",
+        )
+        .order_by(Message.id)
+        .with_for_update(of=Message)
+    )
+
+
+_GIVE_UP_UNSENT = (
+    update(_message)
+    .where(_message.c.id == func.any(bindparam("unsent", type_=ARRAY(UUID(as_uuid=True)))))
+    .values(
+        status="failed", failure_reason="not_needed", claimed_by=None, updated_at=bindparam("now")
+    )
+)
+
+
 async def settle_alert_sms(
-    session: AsyncSession, *, incident_id: uuid.UUID, alerts: ColumnElement[bool], now: datetime
+    session: AsyncSession,
+    *,
+    statement: SettleRead,
+    parameters: dict[str, Any],
+    now: datetime,
 ) -> set[uuid.UUID]:
-    """Of an incident's ``alerts`` about to be stood down or cancelled: those whose
-    volunteer may have the alert.
+    """Of an incident's alerts about to be stood down or cancelled (``statement``, from
+    :func:`settle_statement`, with its ``parameters``): those whose volunteer may have
+    the alert.
 
     Decided from each alert SMS's own row, locked here (``FOR UPDATE``, before any
     alert row, the order a worker's record takes too): a worker's claim of it either
@@ -229,27 +281,10 @@ async def settle_alert_sms(
     finds it given up. An SMS still ``queued`` is given up here as ``not_needed``
     in the same transaction, so no claim that started earlier can still send it.
     """
-    rows = (
-        await session.execute(
-            select(Message.id, Message.alert_id, Message.status, Message.may_have_reached)
-            .join(Alert, Alert.id == Message.alert_id)
-            .where(
-                Alert.incident_id == incident_id,
-                alerts,
-                Message.direction == "out",
-                Message.purpose == "alert",
-            )
-            .order_by(Message.id)
-            .with_for_update(of=Message)
-        )
-    ).all()
+    rows = (await session.execute(statement, parameters)).all()
     unsent = [row.id for row in rows if row.status == "queued"]
     if unsent:
-        await session.execute(
-            update(Message)
-            .where(Message.id.in_(unsent))
-            .values(status="failed", failure_reason="not_needed", claimed_by=None, updated_at=now)
-        )
+        await session.execute(_GIVE_UP_UNSENT, {"unsent": unsent, "now": now})
     return {row.alert_id for row in rows if row.status in MAY_HAVE_REACHED or row.may_have_reached}
 
 

@@ -32,7 +32,7 @@ from app.registry.locations import purge_live_locations
 from app.registry.retention import enforce_retention
 from dispatch.alerting import SCENE_FLAGS, alert_more
 from dispatch.channels import queue_follow_up_calls
-from dispatch.delivery import settle_alert_sms
+from dispatch.delivery import settle_alert_sms, settle_statement
 from dispatch.events import record_event
 from dispatch.replan import replan_after_move
 from dispatch.roles import lock_incident, open_slots, stand_down_if_complete, stand_down_pending
@@ -84,6 +84,10 @@ async def _recipients(
     return [(alert, phone or "", language) for alert, phone, language in rows]
 
 
+_OPEN_ALERT = and_(Alert.response.in_(("pending", "accepted")), Alert.stood_down_at.is_(None))
+_SETTLE_OPEN_ALERTS = settle_statement(_OPEN_ALERT)
+
+
 async def cancel_incident(
     session: AsyncSession,
     *,
@@ -111,12 +115,13 @@ async def cancel_incident(
     incident.cancelled_at = now
     incident.updated_at = now
     if was_alerting:
-        is_open = and_(Alert.response.in_(("pending", "accepted")), Alert.stood_down_at.is_(None))
-        reached = await settle_alert_sms(session, incident_id=incident.id, alerts=is_open, now=now)
-        recipients = await _recipients(session, incident_id=incident.id, condition=is_open)
+        reached = await settle_alert_sms(
+            session, statement=_SETTLE_OPEN_ALERTS, parameters={"incident_id": incident.id}, now=now
+        )
+        recipients = await _recipients(session, incident_id=incident.id, condition=_OPEN_ALERT)
         await session.execute(
             update(Alert)
-            .where(Alert.incident_id == incident.id, is_open)
+            .where(Alert.incident_id == incident.id, _OPEN_ALERT)
             .values(cancelled_at=now, updated_at=now)
         )
         await _queue_cancellations(

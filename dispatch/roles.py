@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ARRAY, Table, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
 from app.core.texts import stand_down_text
-from dispatch.delivery import settle_alert_sms
+from dispatch.delivery import SettleRead, settle_alert_sms, settle_statement
 from dispatch.events import record_event
 
 Role = Literal["cpr", "aed"]
@@ -135,18 +138,21 @@ def _slots(incident: Incident, *, cpr_taken: int, aed_taken: int) -> Slots:
     )
 
 
-_accepted = (Alert.response == "accepted") & Alert.role.is_not(None)
-_pending = (Alert.response == "pending") & Alert.stood_down_at.is_(None)
+# Table columns: the stand-down's UPDATE is built from them, and an ORM attribute
+# anywhere in an UPDATE makes SQLAlchemy rebuild its cache key on every execution.
+_alert: Table = Alert.__table__  # type: ignore[assignment]
+_accepted = (_alert.c.response == "accepted") & _alert.c.role.is_not(None)
+_pending = (_alert.c.response == "pending") & _alert.c.stood_down_at.is_(None)
 # Built once: every YES counts the taken roles under the incident's lock.
 _TAKEN_ROLES = select(
-    func.count().filter(_accepted & (Alert.role == "cpr")),
-    func.count().filter(_accepted & (Alert.role == "aed")),
-).where(Alert.incident_id == bindparam("incident_id"))
+    func.count().filter(_accepted & (_alert.c.role == "cpr")),
+    func.count().filter(_accepted & (_alert.c.role == "aed")),
+).where(_alert.c.incident_id == bindparam("incident_id"))
 _SLOTS_AND_PENDING = select(
-    func.count().filter(_accepted & (Alert.role == "cpr")),
-    func.count().filter(_accepted & (Alert.role == "aed")),
-    func.array_agg(Alert.aed_detour_m).filter(_pending),
-).where(Alert.incident_id == bindparam("incident_id"))
+    func.count().filter(_accepted & (_alert.c.role == "cpr")),
+    func.count().filter(_accepted & (_alert.c.role == "aed")),
+    func.array_agg(_alert.c.aed_detour_m).filter(_pending),
+).where(_alert.c.incident_id == bindparam("incident_id"))
 
 
 def accept_stands_down_others(
@@ -204,6 +210,34 @@ async def stand_down_if_complete(
     return await stand_down_pending(session, incident=incident, now=now)
 
 
+@dataclass(frozen=True)
+class _StandingDown:
+    """The stand-down of an incident's pending alerts matching ``alerts``, built once:
+    it runs under a reply's incident lock. Parameters: ``incident_id`` (the read),
+    ``of_incident`` (the UPDATE: a column's name is reserved there), ``now``, and
+    those of ``alerts``."""
+
+    settle: SettleRead
+    stand_down: ReturningUpdate[uuid.UUID, str, uuid.UUID]
+
+    @classmethod
+    def of(cls, alerts: ColumnElement[bool]) -> _StandingDown:
+        return cls(
+            settle=settle_statement(alerts),
+            stand_down=update(_alert)
+            .where(_alert.c.incident_id == bindparam("of_incident"), alerts)
+            .values(stood_down_at=bindparam("now"), updated_at=bindparam("now"))
+            .returning(_alert.c.id, _alert.c.code, _alert.c.volunteer_id),
+        )
+
+
+_UUIDS = ARRAY(UUID(as_uuid=True))
+_STAND_DOWN_PENDING = _StandingDown.of(_pending)
+_STAND_DOWN_ONLY = _StandingDown.of(
+    _pending & (_alert.c.id == func.any(bindparam("only", type_=_UUIDS)))
+)
+
+
 async def stand_down_pending(
     session: AsyncSession,
     *,
@@ -219,18 +253,12 @@ async def stand_down_pending(
     (:func:`dispatch.delivery.settle_alert_sms`), never from the alert's mirrored
     delivery status, which a concurrent claim may not have updated yet.
     """
-    standing_down = _pending if only is None else _pending & Alert.id.in_(only)
+    statements = _STAND_DOWN_PENDING if only is None else _STAND_DOWN_ONLY
+    parameters = {"incident_id": incident.id, "of_incident": incident.id, "now": now, "only": only}
     reached = await settle_alert_sms(
-        session, incident_id=incident.id, alerts=standing_down, now=now
+        session, statement=statements.settle, parameters=parameters, now=now
     )
-    rows = (
-        await session.execute(
-            update(Alert)
-            .where(Alert.incident_id == incident.id, standing_down)
-            .values(stood_down_at=now, updated_at=now)
-            .returning(Alert.id, Alert.code, Alert.volunteer_id)
-        )
-    ).all()
+    rows = (await session.execute(statements.stand_down, parameters)).all()
     if not rows:
         return 0
     told = [row for row in rows if row.id in reached]
@@ -260,17 +288,18 @@ async def stand_down_pending(
     return len(rows)
 
 
+_CONTACTS = select(Volunteer.id, Volunteer.phone, Volunteer.language).where(
+    Volunteer.id == func.any(bindparam("volunteer_ids", type_=_UUIDS)),
+    Volunteer.phone.is_not(None),
+    Volunteer.opted_out.is_(False),
+)
+
+
 async def _contacts(
     session: AsyncSession, volunteer_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[str, str]]:
     """Phone and language of each volunteer still reachable (not erased, not opted out)."""
     if not volunteer_ids:
         return {}
-    rows = await session.execute(
-        select(Volunteer.id, Volunteer.phone, Volunteer.language).where(
-            Volunteer.id.in_(volunteer_ids),
-            Volunteer.phone.is_not(None),
-            Volunteer.opted_out.is_(False),
-        )
-    )
+    rows = await session.execute(_CONTACTS, {"volunteer_ids": volunteer_ids})
     return {row.id: (row.phone, row.language) for row in rows}

@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
-from app.core.models import Volunteer
+from app.core.models import Alert, Message, Volunteer
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
+from tests.test_worker_statements import count_cache_keys
 
 
 @contextmanager
@@ -90,3 +92,46 @@ async def test_a_no_and_a_reply_to_an_ended_alert_take_only_the_statements_they_
         "INSERT INTO message",
         "RELEASE SAVEPOINT sa_savepoint_1",
     ]
+
+
+async def test_a_stand_down_builds_no_statement_of_its_own(
+    factory: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The YES that fills an incident's last slot stands the rest down under the
+    # incident's lock: its statements are built once, at import, like the worker's.
+    scenes = []
+    for _ in range(2):
+        async with unit_of_work(factory) as session:
+            incident = await create_incident(session, created_at=clock.now(), cpr_slots=1)
+            people = [await create_volunteer(session, language="en") for _ in range(2)]
+            for person in people:
+                await create_alert(
+                    session, incident=incident, volunteer=person, now=clock.now(), sms_status="sent"
+                )
+            scenes.append(people)
+    computed = count_cache_keys(monkeypatch)
+    built = []
+    for responder, stood_down in scenes:
+        async with factory() as session:
+            code = (
+                await session.execute(select(Alert.code).where(Alert.volunteer_id == responder.id))
+            ).scalar_one()
+        computed[0] = 0
+        answer = await replied(factory, clock, responder, f"YES {code}")
+        built.append(computed[0])
+        assert "CPR" in answer
+        async with factory() as session:
+            texts = (
+                await session.execute(
+                    select(Message.purpose).where(
+                        Message.volunteer_id == stood_down.id, Message.direction == "out"
+                    )
+                )
+            ).scalars()
+            assert "stand_down" in list(texts)
+
+    # Two for the savepoint's SAVEPOINT and RELEASE, whose clauses SQLAlchemy builds
+    # per transaction.
+    assert built[1] == 2, f"cache keys computed for the second stand-down: {built}"

@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ARRAY, bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import unnest_insert, unnest_rows
@@ -75,6 +76,18 @@ def note_exercise(session: AsyncSession, incident_id: uuid.UUID, *, exercise: bo
     session.info.setdefault(_KNOWN_EXERCISES, {})[incident_id] = exercise
 
 
+# Built once: a stand-down runs both under a reply's incident lock.
+_UUIDS = ARRAY(UUID(as_uuid=True))
+_EXERCISES_AMONG = select(Incident.id).where(
+    Incident.id == func.any(bindparam("incident_ids", type_=_UUIDS)), Incident.exercise
+)
+_CALLED_AMONG = select(Message.alert_id).where(
+    Message.alert_id == func.any(bindparam("alert_ids", type_=_UUIDS)),
+    Message.channel == "voice",
+    Message.purpose == "alert",
+)
+
+
 async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
     """Every text about an exercise incident starts with ``EXERCISE`` / ``ÖVNING``.
 
@@ -91,11 +104,7 @@ async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) ->
     unknown = incident_ids - known.keys()
     if unknown:
         exercises |= set(
-            (
-                await session.execute(
-                    select(Incident.id).where(Incident.id.in_(unknown), Incident.exercise)
-                )
-            ).scalars()
+            (await session.execute(_EXERCISES_AMONG, {"incident_ids": list(unknown)})).scalars()
         )
     if not exercises:
         return messages
@@ -137,17 +146,7 @@ async def _calls_too(
     }
     if not alert_ids:
         return []
-    called = set(
-        (
-            await session.execute(
-                select(Message.alert_id).where(
-                    Message.alert_id.in_(alert_ids),
-                    Message.channel == "voice",
-                    Message.purpose == "alert",
-                )
-            )
-        ).scalars()
-    )
+    called = set((await session.execute(_CALLED_AMONG, {"alert_ids": list(alert_ids)})).scalars())
     return [
         replace(item, channel="voice", deadline_at=now + STAND_DOWN_CALL_LIFETIME)
         for item in messages
