@@ -34,7 +34,7 @@ from app.registry.volunteers import erase_volunteer, opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
-from dispatch.replies import Reply, parse_reply
+from dispatch.replies import Intent, Reply, parse_reply
 from dispatch.roles import (
     accept_would_stand_down_others,
     choose_role,
@@ -86,13 +86,11 @@ _RECENT_ALERTS = (
     .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
     .order_by(Alert.created_at.desc())
 )
-# The sender, locked, with their recent alerts (``_RECENT_ALERTS``) in the same read:
-# one row per alert, or one without when there is none. NO KEY UPDATE: another
-# reply's stand-down texts to this volunteer take FOR KEY SHARE through
-# message.volunteer_id; FOR UPDATE would deadlock them. The alerts come from the
-# statement's snapshot, taken before any wait for the sender's lock: they only say
-# which alert the reply is about; what it does is decided on that alert and its
-# incident locked and read afresh (``_LOCK_ALERT``, ``lock_incident``).
+# The sender with their recent alerts (``_RECENT_ALERTS``) in one read, unlocked:
+# one row per alert, or one without when there is none. It decides which alert a
+# reply is about, and answers a reply that changes nothing; what one that changes
+# something does is decided on the sender, the incident and the alert locked and
+# read afresh (``_LOCK_SENDER``, ``lock_incident``, ``_LOCK_ALERT``).
 _SENDER_AND_RECENT_ALERTS = (
     select(Volunteer, Alert, Incident.status)
     .outerjoin(
@@ -102,7 +100,14 @@ _SENDER_AND_RECENT_ALERTS = (
     .outerjoin(Incident, Incident.id == Alert.incident_id)
     .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
     .order_by(Alert.created_at.desc())
-    .with_for_update(of=Volunteer, key_share=True)
+)
+# NO KEY UPDATE: another reply's stand-down texts to this volunteer take FOR KEY
+# SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
+_LOCK_SENDER = (
+    select(Volunteer)
+    .where(Volunteer.id == bindparam("volunteer_id"), Volunteer.status != "erased")
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
 )
 # populate_existing: the alert was read (unlocked) to find it; the decision must be
 # taken on the row as locked, not on the object the session kept from that read.
@@ -144,30 +149,67 @@ async def handle_inbound_sms(
 ) -> str:
     """Store the SMS, apply it, and return the answer to send back (stored with it).
 
-    Each attempt runs in a savepoint (nothing else is held by the caller's
-    transaction); a deadlock or serialization failure rolls back to it and the
-    reply is tried again, up to ``attempts`` times. A reply that still cannot be
-    applied is stored with, and answered by, a text asking the volunteer to reply
-    again: never an error that Twilio would not retry and nobody would see.
+    The sender and their recent alerts are read first, unlocked. A reply that
+    changes nothing (from an unknown number, a help, about an alert that had ended)
+    is then stored with its answer at once: no savepoint, no lock. One that may
+    change something runs in a savepoint (nothing else is held by the caller's
+    transaction), from the sender's lock on; a deadlock or serialization failure
+    rolls back to it, releasing every lock the attempt took, and the reply is tried
+    again, up to ``attempts`` times. A reply that still cannot be applied is stored
+    with, and answered by, a text asking the volunteer to reply again: never an
+    error that Twilio would not retry and nobody would see.
 
-    The SMS is stored at the end of its attempt, with the answer. When its
-    MessageSid was stored before (a retried webhook, or the same one arriving twice
-    at once, whose insert waits for the other's transaction), the attempt is rolled
-    back, whatever it did, and the stored answer is returned.
+    The SMS is stored last, with the answer. When its MessageSid was stored before
+    (a retried webhook, or the same one arriving twice at once, whose insert waits
+    for the other's transaction), what the attempt did is rolled back and the stored
+    answer is returned.
     """
+    rows = (
+        await session.execute(
+            _SENDER_AND_RECENT_ALERTS,
+            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
+        )
+    ).all()
+    volunteer = rows[0][0] if rows else None
+    recent = [(alert, status) for _, alert, status in rows if alert is not None]
+    reply = parse_reply(sms.body)
     try:
+        unchanging = (
+            Outcome(texts.unknown_sender_text())
+            if volunteer is None
+            else _unchanging_answer(volunteer, reply, recent)
+        )
+        if unchanging is not None:
+            await _store_inbound(session, sms=sms, now=now, outcome=unchanging, sender=volunteer)
+            return unchanging.answer
+        assert volunteer is not None
         for attempt in range(1, attempts + 1):
             try:
                 async with session.begin_nested():
-                    return await _apply_inbound(session, sms=sms, now=now, settings=settings)
+                    sender = (
+                        await session.execute(_LOCK_SENDER, {"volunteer_id": volunteer.id})
+                    ).scalar_one_or_none()
+                    outcome = (
+                        Outcome(texts.unknown_sender_text())
+                        if sender is None
+                        else await apply_reply(
+                            session,
+                            volunteer=sender,
+                            reply=reply,
+                            now=now,
+                            settings=settings,
+                            recent=recent,
+                        )
+                    )
+                    await _store_inbound(session, sms=sms, now=now, outcome=outcome, sender=sender)
+                    return outcome.answer
             except DBAPIError as error:
                 sqlstate = getattr(error.orig, "sqlstate", None)
                 if sqlstate not in RETRYABLE_SQLSTATES:
                     raise
                 log.warning("reply not applied; retrying", sqlstate=sqlstate, attempt=attempt)
         answer = texts.reply_not_recorded_text()
-        async with session.begin_nested():
-            await _store_inbound(session, sms=sms, now=now, outcome=Outcome(answer), sender=None)
+        await _store_inbound(session, sms=sms, now=now, outcome=Outcome(answer), sender=None)
         return answer
     except _AlreadyStored:
         stored = (
@@ -210,31 +252,6 @@ async def _store_inbound(
         raise _AlreadyStored
 
 
-async def _apply_inbound(
-    session: AsyncSession, *, sms: InboundSms, now: datetime, settings: Settings
-) -> str:
-    rows = (
-        await session.execute(
-            _SENDER_AND_RECENT_ALERTS,
-            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
-        )
-    ).all()
-    volunteer = rows[0][0] if rows else None
-    if volunteer is None:
-        outcome = Outcome(texts.unknown_sender_text())
-    else:
-        outcome = await apply_reply(
-            session,
-            volunteer=volunteer,
-            reply=parse_reply(sms.body),
-            now=now,
-            settings=settings,
-            recent=[(alert, status) for _, alert, status in rows if alert is not None],
-        )
-    await _store_inbound(session, sms=sms, now=now, outcome=outcome, sender=volunteer)
-    return outcome.answer
-
-
 @dataclass(frozen=True)
 class Outcome:
     answer: str
@@ -255,8 +272,15 @@ async def apply_reply(
     alerts of the last ``RECENT_ALERT_WINDOW`` with each incident's status, newest
     first, when the caller read them with the sender (read here otherwise)."""
     language = volunteer.language
-    if reply.intent == "unknown" or reply.intent == "help":
-        return Outcome(texts.help_text(language))
+    if recent is None and reply.intent in ANSWERING:
+        recent = list(
+            await session.execute(
+                _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
+            )
+        )
+    unchanging = _unchanging_answer(volunteer, reply, recent or [])
+    if unchanging is not None:
+        return unchanging
     if reply.intent == "stop":
         await opt_out(session, volunteer_id=volunteer.id, now=now)
         await release_open_alerts(
@@ -276,19 +300,48 @@ async def apply_reply(
     if reply.intent == "resume":
         volunteer.paused_until = None
         return Outcome(texts.resumed_text(language))
-    if reply.intent == "accept" and volunteer.consent_requested_at and not volunteer.consent_at:
+    if _consent_asked(volunteer, reply):
         # Asked for consent (CSV import); never alerted before it, so YES is about that.
         volunteer.consent_at = now
         return Outcome(texts.consent_recorded_text(language))
-    if recent is None:
-        recent = list(
-            await session.execute(
-                _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
-            )
-        )
+    target = _target_alert(volunteer=volunteer, reply=reply, recent=recent or [])
+    assert not isinstance(target, str)  # _unchanging_answer answered those
     return await _answer_alert(
-        session, volunteer=volunteer, reply=reply, now=now, settings=settings, recent=recent
+        session, volunteer=volunteer, reply=reply, now=now, settings=settings, target=target
     )
+
+
+ANSWERING: tuple[Intent, ...] = ("accept", "decline", "withdraw", "arrived")
+"""The intents that answer an alert (the rest act on the volunteer, or are help)."""
+
+
+def _consent_asked(volunteer: Volunteer, reply: Reply) -> bool:
+    return bool(
+        reply.intent == "accept" and volunteer.consent_requested_at and not volunteer.consent_at
+    )
+
+
+def _unchanging_answer(
+    volunteer: Volunteer, reply: Reply, recent: list[tuple[Alert, str]]
+) -> Outcome | None:
+    """The answer to a reply that changes nothing, decided without taking a lock;
+    ``None`` when the reply may change something.
+
+    An alert that had ended when ``recent`` was read (stood down, answered, its
+    incident no longer alerting) has ended for good: no alert opens again and no
+    incident starts alerting again, so its answer is the one the locks would give.
+    """
+    language = volunteer.language
+    if reply.intent in ("unknown", "help"):
+        return Outcome(texts.help_text(language))
+    if reply.intent not in ANSWERING or _consent_asked(volunteer, reply):
+        return None
+    target = _target_alert(volunteer=volunteer, reply=reply, recent=recent)
+    if isinstance(target, str):
+        return Outcome(target)
+    if not any(_open_row(alert, status) for alert, status in recent if alert is target):
+        return Outcome(texts.alert_ended_text(language), target.id, target.incident_id)
+    return None
 
 
 async def _answer_alert(
@@ -298,16 +351,9 @@ async def _answer_alert(
     reply: Reply,
     now: datetime,
     settings: Settings,
-    recent: list[tuple[Alert, str]],
+    target: Alert,
 ) -> Outcome:
     language = volunteer.language
-    target = _target_alert(volunteer=volunteer, reply=reply, recent=recent)
-    if isinstance(target, str):
-        return Outcome(target)
-    if not any(_open_row(alert, status) for alert, status in recent if alert is target):
-        # Ended for good when it was read (an alert never opens again, nor an incident
-        # start alerting again): the same answer as under the locks, without taking them.
-        return Outcome(texts.alert_ended_text(language), target.id, target.incident_id)
     incident = await lock_incident(session, target.incident_id)
     alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
     if incident is None or not _open_row(alert, incident.status):
