@@ -1,9 +1,10 @@
 """A volunteer's SMS, from arrival to answer: the one path for both providers and the CLI.
 
 Guarantees:
-- Idempotent by provider message id: the inbound row is inserted first (unique
-  ``provider_sid``); a webhook retried with the same ``MessageSid`` gets the stored
-  answer and changes nothing.
+- Idempotent by provider message id: the inbound row (unique ``provider_sid``) is
+  inserted with its answer at the end; a webhook retried with the same
+  ``MessageSid``, or delivered twice at once, finds it, has what it did rolled
+  back, and gets the stored answer.
 - A YES counts whatever the delivery receipts say: delivery, response and outcome
   are separate columns.
 - Replies to one incident are serialised on its row lock, so roles are handed out
