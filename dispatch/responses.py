@@ -37,11 +37,13 @@ from dispatch.ems import arrives_before_ems, estimated_arrival
 from dispatch.events import record_event
 from dispatch.replies import Intent, Reply, parse_reply
 from dispatch.roles import (
+    TALLY_OF_ALERTS_INCIDENT,
+    Tally,
     accept_would_stand_down_others,
     choose_role,
     lock_incident,
-    open_slots,
     stand_down_if_complete,
+    tally_of,
 )
 from dispatch.strategies import replace_in_batch
 from geo.points import latitude, longitude
@@ -112,10 +114,12 @@ _LOCK_SENDER = (
 )
 # populate_existing: the alert was read (unlocked) to find it; the decision must be
 # taken on the row as locked, not on the object the session kept from that read.
+# With the incident's tally (taken roles, pending detours): the reply decides by it,
+# under the incident's lock, without counting again.
 _LOCK_ALERT = (
-    select(Alert)
+    select(Alert, *TALLY_OF_ALERTS_INCIDENT)
     .where(Alert.id == bindparam("alert_id"))
-    .with_for_update(key_share=True)
+    .with_for_update(of=Alert, key_share=True)
     .execution_options(populate_existing=True)
 )
 
@@ -356,22 +360,23 @@ async def _answer_alert(
 ) -> Outcome:
     language = volunteer.language
     incident = await lock_incident(session, target.incident_id)
-    alert = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).scalar_one()
+    locked = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).one()
+    alert, tally = locked[0], tally_of(locked)
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
-    if await _needs_code(session, incident=incident, alert=alert, reply=reply, settings=settings):
+    if _needs_code(incident=incident, alert=alert, tally=tally, reply=reply, settings=settings):
         answer = texts.confirm_with_code_text(language, code=alert.code)
         return Outcome(answer, alert.id, incident.id)
     if reply.intent == "arrived":
         answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
     else:
         respond = {"accept": _accept, "decline": _decline, "withdraw": _withdraw}[reply.intent]
-        answer = await respond(_Answering(session, incident, alert, language, now, settings))
+        answer = await respond(_Answering(session, incident, alert, tally, language, now, settings))
     return Outcome(answer, alert.id, incident.id)
 
 
-async def _needs_code(
-    session: AsyncSession, *, incident: Incident, alert: Alert, reply: Reply, settings: Settings
+def _needs_code(
+    *, incident: Incident, alert: Alert, tally: Tally, reply: Reply, settings: Settings
 ) -> bool:
     """A YES without the code may not stand other volunteers down (docs/reliability.md).
 
@@ -383,8 +388,8 @@ async def _needs_code(
         reply.intent == "accept"
         and reply.code is None
         and alert.response == "pending"
-        and await accept_would_stand_down_others(
-            session, incident=incident, alert=alert, settings=settings
+        and accept_would_stand_down_others(
+            incident=incident, alert=alert, tally=tally, settings=settings
         )
     )
 
@@ -432,11 +437,13 @@ def _open_row(alert: Alert, incident_status: str) -> bool:
 
 @dataclass(frozen=True)
 class _Answering:
-    """What every change of a response works on: the locked incident and alert."""
+    """What every change of a response works on: the locked incident and alert, and
+    the incident's tally as read with the alert."""
 
     session: AsyncSession
     incident: Incident
     alert: Alert
+    tally: Tally
     lang: str
     now: datetime
     settings: Settings
@@ -463,7 +470,7 @@ async def _accept(change: _Answering) -> str:
         return await instructions(session, incident=incident, alert=alert, language=change.lang)
     via_aed_m = alert.distance_m + (alert.aed_detour_m or 0.0)
     role = choose_role(
-        await open_slots(session, incident),
+        change.tally.slots(incident),
         detour_m=alert.aed_detour_m,
         settings=change.settings,
         aed_before_ems=arrives_before_ems(
@@ -486,7 +493,11 @@ async def _accept(change: _Answering) -> str:
     if role is None:
         return texts.not_needed_text(change.lang)
     await stand_down_if_complete(
-        session, incident=incident, settings=change.settings, now=change.now
+        session,
+        incident=incident,
+        settings=change.settings,
+        now=change.now,
+        tally=change.tally.answered(alert.aed_detour_m, role=role),
     )
     return await instructions(session, incident=incident, alert=alert, language=change.lang)
 
@@ -504,7 +515,11 @@ async def _end_pending(change: _Answering, *, reason: str) -> None:
     to the next nearest at once. Under the incident's lock."""
     await _respond(change, "declined", reason=reason)
     await stand_down_if_complete(
-        change.session, incident=change.incident, settings=change.settings, now=change.now
+        change.session,
+        incident=change.incident,
+        settings=change.settings,
+        now=change.now,
+        tally=change.tally.answered(change.alert.aed_detour_m, role=None),
     )
     if change.settings.alert_batch is not None:
         await _replace_at_once(change)
@@ -580,10 +595,11 @@ async def release_open_alerts(
     released = 0
     for alert_id, incident_id, language in open_alerts:
         incident = await lock_incident(session, incident_id)
-        alert = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).scalar_one()
+        locked = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).one()
+        alert = locked[0]
         if incident is None or not _open_row(alert, incident.status):
             continue
-        change = _Answering(session, incident, alert, language, now, settings)
+        change = _Answering(session, incident, alert, tally_of(locked), language, now, settings)
         if alert.response == "pending":
             await _end_pending(change, reason=reason)
         elif alert.role is not None:

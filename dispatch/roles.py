@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ARRAY, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause
 
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
@@ -141,16 +142,24 @@ def _slots(incident: Incident, *, cpr_taken: int, aed_taken: int) -> Slots:
 # Table columns: the stand-down's UPDATE is built from them, and an ORM attribute
 # anywhere in an UPDATE makes SQLAlchemy rebuild its cache key on every execution.
 _alert: Table = Alert.__table__  # type: ignore[assignment]
-_accepted = (_alert.c.response == "accepted") & _alert.c.role.is_not(None)
-_pending = (_alert.c.response == "pending") & _alert.c.stood_down_at.is_(None)
+
+
+def _taken(alerts: FromClause, role: Role) -> ColumnElement[int]:
+    return func.count().filter((alerts.c.response == "accepted") & (alerts.c.role == role))
+
+
+def _is_pending(alerts: FromClause) -> ColumnElement[bool]:
+    return (alerts.c.response == "pending") & alerts.c.stood_down_at.is_(None)
+
+
+_pending = _is_pending(_alert)
 # Built once: every YES counts the taken roles under the incident's lock.
-_TAKEN_ROLES = select(
-    func.count().filter(_accepted & (_alert.c.role == "cpr")),
-    func.count().filter(_accepted & (_alert.c.role == "aed")),
-).where(_alert.c.incident_id == bindparam("incident_id"))
+_TAKEN_ROLES = select(_taken(_alert, "cpr"), _taken(_alert, "aed")).where(
+    _alert.c.incident_id == bindparam("incident_id")
+)
 _SLOTS_AND_PENDING = select(
-    func.count().filter(_accepted & (_alert.c.role == "cpr")),
-    func.count().filter(_accepted & (_alert.c.role == "aed")),
+    _taken(_alert, "cpr"),
+    _taken(_alert, "aed"),
     func.array_agg(_alert.c.aed_detour_m).filter(_pending),
 ).where(_alert.c.incident_id == bindparam("incident_id"))
 
@@ -175,37 +184,88 @@ def accept_stands_down_others(
     return should_stand_down(after, pending_detours=others_pending, settings=settings)
 
 
-async def accept_would_stand_down_others(
-    session: AsyncSession, *, incident: Incident, alert: Alert, settings: Settings
+@dataclass(frozen=True)
+class Tally:
+    """An incident's roles taken and its pending alerts' AED detours, as read under
+    its lock (:data:`TALLY_OF_ALERTS_INCIDENT`): a reply decides by it without a
+    statement of its own, since nothing else changes them while the lock is held."""
+
+    cpr_taken: int
+    aed_taken: int
+    pending_detours: tuple[float | None, ...]
+
+    def slots(self, incident: Incident) -> Slots:
+        return _slots(incident, cpr_taken=self.cpr_taken, aed_taken=self.aed_taken)
+
+    def answered(self, detour_m: float | None, *, role: Role | None) -> Tally:
+        """The tally once a pending alert with this detour has answered (``role``: taken)."""
+        pending = list(self.pending_detours)
+        pending.remove(detour_m)
+        return Tally(
+            cpr_taken=self.cpr_taken + (role == "cpr"),
+            aed_taken=self.aed_taken + (role == "aed"),
+            pending_detours=tuple(pending),
+        )
+
+
+_tallied = _alert.alias("tallied")
+TALLY_OF_ALERTS_INCIDENT = tuple(
+    select(aggregate)
+    .where(_tallied.c.incident_id == _alert.c.incident_id)
+    .scalar_subquery()
+    .label(name)
+    for name, aggregate in (
+        ("cpr_taken", _taken(_tallied, "cpr")),
+        ("aed_taken", _taken(_tallied, "aed")),
+        ("pending_detours", func.array_agg(_tallied.c.aed_detour_m).filter(_is_pending(_tallied))),
+    )
+)
+"""The :class:`Tally` of the incident of the alert row selected beside these columns
+(``select(Alert, *TALLY_OF_ALERTS_INCIDENT)``): read with the alert's lock, after the
+incident's."""
+
+
+def tally_of(row: Any) -> Tally:
+    """The :class:`Tally` in a row selected with :data:`TALLY_OF_ALERTS_INCIDENT`."""
+    return Tally(row.cpr_taken, row.aed_taken, tuple(row.pending_detours or ()))
+
+
+def accept_would_stand_down_others(
+    *, incident: Incident, alert: Alert, tally: Tally, settings: Settings
 ) -> bool:
-    """``accept_stands_down_others`` for a pending alert, under the incident's lock."""
-    taken_cpr, taken_aed, detours = (
-        await session.execute(_SLOTS_AND_PENDING, {"incident_id": incident.id})
-    ).one()
-    others = list(detours or ())
-    others.remove(alert.aed_detour_m)  # this alert is pending: its own detour is listed
+    """``accept_stands_down_others`` for a pending alert, by the incident's tally."""
     return accept_stands_down_others(
-        _slots(incident, cpr_taken=taken_cpr, aed_taken=taken_aed),
+        tally.slots(incident),
         detour_m=alert.aed_detour_m,
-        others_pending=others,
+        # This alert is pending: its own detour is listed.
+        others_pending=list(tally.answered(alert.aed_detour_m, role=None).pending_detours),
         settings=settings,
     )
 
 
 async def stand_down_if_complete(
-    session: AsyncSession, *, incident: Incident, settings: Settings, now: datetime
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    settings: Settings,
+    now: datetime,
+    tally: Tally | None = None,
 ) -> int:
     """Stand down every pending volunteer once the slots no longer need them.
 
-    The taken slots and the pending detours are read in one statement (this runs
-    under the incident's row lock on every reply, so each round trip saved is time
-    other replies to the incident do not wait).
+    ``tally``: the incident's as it now stands, when the caller knows it (a reply,
+    from its lock); read here otherwise, the taken slots and the pending detours in
+    one statement (this runs under the incident's row lock, so each round trip saved
+    is time other replies to the incident do not wait).
     """
-    taken_cpr, taken_aed, detours = (
-        await session.execute(_SLOTS_AND_PENDING, {"incident_id": incident.id})
-    ).one()
-    slots = _slots(incident, cpr_taken=taken_cpr, aed_taken=taken_aed)
-    if not should_stand_down(slots, pending_detours=list(detours or ()), settings=settings):
+    if tally is None:
+        taken_cpr, taken_aed, detours = (
+            await session.execute(_SLOTS_AND_PENDING, {"incident_id": incident.id})
+        ).one()
+        tally = Tally(taken_cpr, taken_aed, tuple(detours or ()))
+    if not should_stand_down(
+        tally.slots(incident), pending_detours=list(tally.pending_detours), settings=settings
+    ):
         return 0
     return await stand_down_pending(session, incident=incident, now=now)
 

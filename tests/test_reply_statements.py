@@ -3,7 +3,9 @@
 Each statement through SQLAlchemy costs ~0.2 ms of the service's CPU beside its round
 trip (docs/benchmarks.md), so the reply path is held to what it needs: the
 sender with their recent alerts in one read; only while the alert is open a
-savepoint, the sender, the incident and the alert locked, and the change; and the
+savepoint, the sender, the incident and the alert locked (with the incident's
+tally of roles and pending alerts, which every decision of the reply reads), and the
+change; and the
 inbound row stored with its answer in one INSERT. No timing is asserted: the statements are counted.
 """
 
@@ -55,7 +57,7 @@ async def replied(
         )
 
 
-async def test_a_no_and_a_reply_to_an_ended_alert_take_only_the_statements_they_need(
+async def test_a_no_a_yes_and_a_reply_to_an_ended_alert_take_only_the_statements_they_need(
     factory: async_sessionmaker[AsyncSession], committed_engine: AsyncEngine, clock: FrozenClock
 ) -> None:
     async with unit_of_work(factory) as session:
@@ -71,6 +73,9 @@ async def test_a_no_and_a_reply_to_an_ended_alert_take_only_the_statements_they_
     with counted_statements(committed_engine) as declining:
         answer = await replied(factory, clock, people[1], f"NO {alerts[1].code}")
     assert "Thank you" in answer
+    with counted_statements(committed_engine) as accepting:
+        answer = await replied(factory, clock, people[2], f"YES {alerts[2].code}")
+    assert "CPR" in answer
     with counted_statements(committed_engine) as too_late:
         answer = await replied(factory, clock, people[1], f"YES {alerts[1].code}")
     assert "ended" in answer
@@ -80,11 +85,22 @@ async def test_a_no_and_a_reply_to_an_ended_alert_take_only_the_statements_they_
         "SAVEPOINT sa_savepoint_1",  # what may change something may be retried
         "SELECT volunteer.id, volunteer.name,",  # the sender, locked
         "SELECT incident.id, incident.centre,",  # the incident, locked
-        "SELECT alert.id, alert.incident_id,",  # the alert, locked and read afresh
+        "SELECT alert.id, alert.incident_id,",  # the alert, locked, with the incident's tally
         "UPDATE alert SET",
         "WITH numbered AS",  # its event
-        "SELECT count(*) FILTER",  # whether the rest now stand down
         "INSERT INTO message",  # the SMS with its answer
+        "RELEASE SAVEPOINT sa_savepoint_1",
+    ]
+    assert accepting == [
+        "SELECT volunteer.id, volunteer.name,",
+        "SAVEPOINT sa_savepoint_1",
+        "SELECT volunteer.id, volunteer.name,",
+        "SELECT incident.id, incident.centre,",
+        "SELECT alert.id, alert.incident_id,",  # the role is chosen by the tally
+        "UPDATE alert SET",
+        "WITH numbered AS",
+        "SELECT ST_Y(CAST(incident.location AS",  # where to go, for the instructions
+        "INSERT INTO message",
         "RELEASE SAVEPOINT sa_savepoint_1",
     ]
     assert too_late == ["SELECT volunteer.id, volunteer.name,", "INSERT INTO message"]
