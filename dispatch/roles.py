@@ -274,7 +274,7 @@ async def stand_down_if_complete(
 class _StandingDown:
     """The stand-down of an incident's pending alerts matching ``alerts``, built once:
     it runs under a reply's incident lock. Parameters: ``incident_id`` (the read),
-    ``of_incident`` (the UPDATE: a column's name is reserved there), ``now``, and
+    ``of_incident`` and ``now`` (the UPDATE: a column's name is reserved there), and
     those of ``alerts``."""
 
     settle: SettleRead
@@ -314,11 +314,18 @@ async def stand_down_pending(
     delivery status, which a concurrent claim may not have updated yet.
     """
     statements = _STAND_DOWN_PENDING if only is None else _STAND_DOWN_ONLY
-    parameters = {"incident_id": incident.id, "of_incident": incident.id, "now": now, "only": only}
     reached = await settle_alert_sms(
-        session, statement=statements.settle, parameters=parameters, now=now
+        session,
+        statement=statements.settle,
+        parameters={"incident_id": incident.id, "only": only},
+        now=now,
     )
-    rows = (await session.execute(statements.stand_down, parameters)).all()
+    # Its own parameters: a key named as a column would also be SET by the UPDATE.
+    rows = (
+        await session.execute(
+            statements.stand_down, {"of_incident": incident.id, "now": now, "only": only}
+        )
+    ).all()
     if not rows:
         return 0
     told = [row for row in rows if row.id in reached]

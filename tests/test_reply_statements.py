@@ -28,13 +28,13 @@ from tests.test_worker_statements import count_cache_keys
 
 
 @contextmanager
-def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The first words of every statement sent while the block runs (BEGIN and COMMIT
-    are the driver's own and not seen here: every transaction has one of each)."""
+def counted_statements(engine: AsyncEngine, words: int = 3) -> Iterator[list[str]]:
+    """The first ``words`` of every statement sent while the block runs (BEGIN and
+    COMMIT are the driver's own and not seen here: every transaction has one of each)."""
     sent: list[str] = []
 
     def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(" ".join(statement.split()[:3]))
+        sent.append(" ".join(statement.split()[:words]))
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
@@ -131,9 +131,12 @@ async def test_a_stand_down_builds_no_statement_of_its_own(
                 await session.execute(select(Alert.code).where(Alert.volunteer_id == responder.id))
             ).scalar_one()
         computed[0] = 0
-        answer = await replied(factory, clock, responder, f"YES {code}")
+        with counted_statements(factory.kw["bind"], words=5) as sent:
+            answer = await replied(factory, clock, responder, f"YES {code}")
         built.append(computed[0])
         assert "CPR" in answer
+        # What it sets, and only that (a parameter named as a column is SET too).
+        assert "UPDATE alert SET stood_down_at=$1::TIMESTAMP WITH" in sent
         async with factory() as session:
             texts = (
                 await session.execute(
