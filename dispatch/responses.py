@@ -169,14 +169,7 @@ async def handle_inbound_sms(
     for the other's transaction), what the attempt did is rolled back and the stored
     answer is returned.
     """
-    rows = (
-        await session.execute(
-            _SENDER_AND_RECENT_ALERTS,
-            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
-        )
-    ).all()
-    volunteer = rows[0][0] if rows else None
-    recent = [(alert, status) for _, alert, status in rows if alert is not None]
+    volunteer, recent = await _sender_and_recent_alerts(session, sms=sms, now=now)
     reply = parse_reply(sms.body)
     try:
         unchanging = (
@@ -187,13 +180,21 @@ async def handle_inbound_sms(
         if unchanging is not None:
             await _store_inbound(session, sms=sms, now=now, outcome=unchanging, sender=volunteer)
             return unchanging.answer
-        assert volunteer is not None
         for attempt in range(1, attempts + 1):
             try:
                 async with session.begin_nested():
+                    if attempt > 1:
+                        # The rollback expired what the last attempt changed: read afresh.
+                        volunteer, recent = await _sender_and_recent_alerts(
+                            session, sms=sms, now=now
+                        )
                     sender = (
-                        await session.execute(_LOCK_SENDER, {"volunteer_id": volunteer.id})
-                    ).scalar_one_or_none()
+                        None
+                        if volunteer is None
+                        else (
+                            await session.execute(_LOCK_SENDER, {"volunteer_id": volunteer.id})
+                        ).scalar_one_or_none()
+                    )
                     outcome = (
                         Outcome(texts.unknown_sender_text())
                         if sender is None
@@ -221,6 +222,20 @@ async def handle_inbound_sms(
             await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
         ).scalar_one_or_none()
         return stored or texts.help_text("sv")
+
+
+async def _sender_and_recent_alerts(
+    session: AsyncSession, *, sms: InboundSms, now: datetime
+) -> tuple[Volunteer | None, list[tuple[Alert, str]]]:
+    """The sender (``None``: unknown) and their recent alerts, unlocked, in one read."""
+    rows = (
+        await session.execute(
+            _SENDER_AND_RECENT_ALERTS,
+            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
+        )
+    ).all()
+    volunteer = rows[0][0] if rows else None
+    return volunteer, [(alert, status) for _, alert, status in rows if alert is not None]
 
 
 class _AlreadyStored(Exception):

@@ -23,12 +23,14 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message, Volunteer
+from dispatch.events import record_event
 from dispatch.lifecycle import cancel_incident, run_timers
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer
@@ -346,3 +348,32 @@ async def test_a_finished_alert_sms_claims_again_for_the_stand_down_waiting_behi
     assert await worker.send_due() == 1
     await worker.gateway.close()
     assert texts_to(fake_twilio, queued)[1] == texts.stand_down_text("en", code=queued.alert.code)
+
+
+class Deadlocked(Exception):
+    sqlstate = "40P01"
+
+
+async def test_a_reply_aborted_after_it_changed_its_alert_is_tried_again_on_what_it_reads_afresh(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database may abort a reply after its flush: the savepoint's rollback expires
+    # what the attempt changed (the alert, the volunteer), and the next attempt must
+    # read them again rather than touch what it holds (no implicit IO under asyncio).
+    incident, [person] = await scene(harness, sms_statuses=["sent"])
+    aborted = []
+
+    async def aborts_once(*args: object, **kwargs: object) -> None:
+        if not aborted:
+            aborted.append(True)
+            raise DBAPIError("INSERT INTO incident_event …", None, Deadlocked())
+        await record_event(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("dispatch.responses.record_event", aborts_once)
+    async with unit_of_work(harness.factory) as session:
+        answered = await reply(session, harness, person, f"YES {person.alert.code}")
+
+    assert aborted
+    assert "CPR" in answered
+    alert = await harness.reload(person.alert)
+    assert (alert.response, alert.role) == ("accepted", "cpr")
