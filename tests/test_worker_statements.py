@@ -12,30 +12,15 @@ asserted: it counts the cache keys computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy.sql.cache_key import HasCacheKey
 
 from app.core.db import unit_of_work
 from dispatch.gateway import SendResult
 from dispatch.worker import claim_due, record_success
+from tests.statements import count_cache_keys
 from tests.worker_harness import Harness
-
-
-def count_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A one-element counter of the statement cache keys SQLAlchemy computes."""
-    computed = [0]
-    compute: Callable[[Any], Any] = HasCacheKey._generate_cache_key
-
-    def counting(element: Any) -> Any:
-        computed[0] += 1
-        return compute(element)
-
-    monkeypatch.setattr(HasCacheKey, "_generate_cache_key", counting)
-    return computed
 
 
 async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
