@@ -73,7 +73,13 @@ from app.core.outbox import (
 )
 from app.core.schedule import within_hours
 from app.core.settings import Settings
-from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
+from dispatch.delivery import (
+    PROVIDER_STATUS,
+    AcceptedSms,
+    advance_message,
+    note_gateway_result,
+    record_alert_sms_sent,
+)
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
 from dispatch.responses import carrier_opt_out
@@ -119,6 +125,15 @@ PRIMARY_REST = timedelta(seconds=30)
 alert SMS straight to the secondary before it tries the primary again: during an
 outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed tries."""
 HEALTH_SUCCESS_EVERY_S = 1.0
+"""A run of successful sends refreshes the shared health row at most this often."""
+RECORD_GATHER_S = 0.1
+"""How long an accepted alert SMS waits for the rest of its burst before it is recorded.
+
+The accepted alert SMS of a worker are recorded together, in one transaction, once
+no other alert request of this worker is waiting for the provider's answer, or this
+long after the first of them was accepted: recorded one by one (seven round trips
+each, under the incident's lock), their records shared the event loop with the
+requests still being built, and held back the last alert of an incident's burst."""
 """A run of successful sends refreshes the shared health row at most this often."""
 
 # Table columns, not ORM attributes, in what the claim's UPDATE is built from: an
@@ -579,6 +594,15 @@ _NEXT_DUE = select(func.min(Message.next_attempt_at)).where(
 """When the next retry or lease falls due (the worker's idle wait, on every wake)."""
 
 
+@dataclass
+class _AcceptedBatch:
+    """Accepted alert SMS waiting to be recorded together (:data:`RECORD_GATHER_S`)."""
+
+    sends: list[AcceptedSms]
+    recorded: asyncio.Future[None]
+    timer: asyncio.TimerHandle | None = None
+
+
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
 
 
@@ -626,6 +650,10 @@ class DispatchWorker:
             else 0
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
+        self._alert_requests_out = 0
+        """Alert requests of this worker waiting for the provider's answer."""
+        self._accepted: _AcceptedBatch | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._last_health_success: dict[str, float] = {}
         self._primary_rests_until: datetime | None = None
         self._wake = asyncio.Event()
@@ -713,8 +741,9 @@ class DispatchWorker:
         )
         gateway = self._gateway_for(sms)
         try:
-            result = await gateway.send(request)
+            result = await self._request(gateway, request, alert=sms.purpose == "alert")
         except SendFailure as failure:
+            self._flush_if_none_out()
             if self.counted(sms):
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             failover_to = self._failover_to(sms, gateway, failure)
@@ -745,16 +774,84 @@ class DispatchWorker:
             SMS_SENT.labels(sms.purpose).inc()
         if sms.purpose == "alert" and self.counted(sms):
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
-        async with unit_of_work(self.session_factory) as session:
-            await record_success(
-                session,
-                sms=sms,
-                result=result,
-                now=accepted_at,
-                provider=gateway.name,
+        if sms.purpose == "alert" and PROVIDER_STATUS.get(result.status, "sent") == "sent":
+            await self._record_with_burst(
+                AcceptedSms(
+                    message_id=sms.id,
+                    provider_sid=result.provider_sid,
+                    provider=gateway.name,
+                    at=accepted_at,
+                )
             )
+        else:
+            self._flush_if_none_out()
+            async with unit_of_work(self.session_factory) as session:
+                await record_success(
+                    session,
+                    sms=sms,
+                    result=result,
+                    now=accepted_at,
+                    provider=gateway.name,
+                )
         await self._note_health(gateway, None)
         return None
+
+    async def _request(
+        self, gateway: SmsGateway, request: SendRequest, *, alert: bool
+    ) -> SendResult:
+        """The provider's answer; counts the alert requests out (:data:`RECORD_GATHER_S`)."""
+        if not alert:
+            return await gateway.send(request)
+        self._alert_requests_out += 1
+        try:
+            return await gateway.send(request)
+        finally:
+            self._alert_requests_out -= 1
+
+    async def _record_with_burst(self, accepted: AcceptedSms) -> None:
+        """Record an accepted alert SMS with the others of its burst; returns once recorded.
+
+        Joins the batch waiting for the alert requests still out (flushed by the last
+        of them to come back, or :data:`RECORD_GATHER_S` after the batch began); a
+        failed record fails every send of the batch, as one failed record fails one
+        (the SMS stays ``sending`` until its lease runs out: the duplicate window).
+        """
+        batch = self._accepted
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._accepted = _AcceptedBatch(sends=[], recorded=loop.create_future())
+            batch.timer = loop.call_later(RECORD_GATHER_S, self._flush_soon, batch)
+        batch.sends.append(accepted)
+        self._flush_if_none_out()
+        await asyncio.shield(batch.recorded)
+
+    def _flush_if_none_out(self) -> None:
+        """The last alert request of a burst came back: record what it gathered."""
+        if self._alert_requests_out == 0 and self._accepted is not None:
+            self._flush_soon(self._accepted)
+
+    def _flush_soon(self, batch: _AcceptedBatch) -> None:
+        """Record ``batch`` (once) in a task of its own: no send waits for another's record."""
+        if self._accepted is not batch:
+            return
+        self._accepted = None
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.create_task(self._flush(batch), name="record-accepted-alerts")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: _AcceptedBatch) -> None:
+        try:
+            async with unit_of_work(self.session_factory) as session:
+                await record_alert_sms_sent(session, batch.sends)
+        except asyncio.CancelledError:
+            batch.recorded.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - each send of the batch reports it
+            batch.recorded.set_exception(error)
+        else:
+            batch.recorded.set_result(None)
 
     async def _record_failure(
         self,
