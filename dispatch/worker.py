@@ -53,11 +53,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import ARRAY, Select, Table, Update, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Select, Table, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -371,26 +371,38 @@ def _claim_statement(tier: str) -> Update:
     )
 
 
-_CLAIM = {tier: _claim_statement(tier) for tier in TIERS}
+def _claim_alerts_statement() -> Select[Any]:
+    """The alert tier's claim, with each claimed alert SMS's alert marked ``sending``.
 
-# SKIP LOCKED: an alert held by a reply (which may be standing this incident's alerts
-# down) must neither delay the claim nor deadlock with it; its delivery status then
-# moves on from queued when the send's outcome is recorded.
-_CLAIM_ALERTS = (
-    update(_alert)
-    .where(
-        _alert.c.id.in_(
-            select(_alert.c.id)
-            .where(
-                _alert.c.id == func.any(bindparam("alert_ids", type_=ARRAY(UUID(as_uuid=True)))),
-                _alert.c.delivery_status == "queued",
+    One statement: the alert's mark is a data-modifying CTE beside the claim (its
+    ``SKIP LOCKED``: an alert held by a reply, which may be standing this incident's
+    alerts down, must neither delay the claim nor deadlock with it; its delivery
+    status then moves on from queued when the send's outcome is recorded).
+    """
+    claimed = _claim_statement("alert").cte("claimed")
+    marked = (
+        update(_alert)
+        .where(
+            _alert.c.id.in_(
+                select(_alert.c.id)
+                .where(
+                    _alert.c.id.in_(select(claimed.c.alert_id).where(claimed.c.purpose == "alert")),
+                    _alert.c.delivery_status == "queued",
+                )
+                .with_for_update(skip_locked=True, key_share=True)
+                .scalar_subquery()
             )
-            .with_for_update(skip_locked=True, key_share=True)
-            .scalar_subquery()
         )
+        .values(delivery_status="sending", delivery_updated_at=bindparam("now"))
+        .cte("marked")
     )
-    .values(delivery_status="sending", delivery_updated_at=bindparam("now"))
-)
+    return select(*claimed.c).add_cte(marked)
+
+
+_CLAIM: dict[str, Select[Any] | Update] = {
+    "alert": _claim_alerts_statement(),
+    **{tier: _claim_statement(tier) for tier in TIERS if tier != "alert"},
+}
 
 
 async def claim_due(
@@ -404,10 +416,13 @@ async def claim_due(
     bulk_limit: int = 0,
     channel: str = "sms",
 ) -> list[ClaimedSms]:
-    """Claim up to ``limit`` due messages: alerts first, then at most ``other_limit``
-    others (default: as many as fit), of which at most ``bulk_limit`` bulk ones.
+    """Claim up to ``limit`` due messages: alerts first; only when there are none, at
+    most ``other_limit`` others (default: as many as fit), of which at most
+    ``bulk_limit`` bulk ones.
 
-    Each tier is read only when room is left, in priority order. Each claimed row
+    Each tier is read only when room is left, in priority order; after a claim of
+    alerts the others wait for the next claim (a finished send wakes it), so that a
+    burst's own claim is one statement. Each claimed row
     becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
     ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
     """
@@ -420,18 +435,18 @@ async def claim_due(
     }
     claim = functools.partial(_claim, session, parameters)
     claimed = await claim(limit=limit, tier="alert")
-    others = limit - len(claimed) if other_limit is None else other_limit
-    room = min(others, limit - len(claimed))
+    if claimed:
+        # An incident's burst goes out on its own: the other tiers are read on the
+        # next wake (the first of these sends to finish), not before the burst.
+        return claimed
+    others = limit if other_limit is None else other_limit
+    room = min(others, limit)
     if room > 0:
-        urgent = await claim(limit=room, tier="urgent")
-        claimed += urgent
-        others -= len(urgent)
+        claimed = await claim(limit=room, tier="urgent")
+        others -= len(claimed)
     room = min(bulk_limit, others, limit - len(claimed))
     if room > 0:
         claimed += await claim(limit=room, tier="bulk")
-    alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
-    if alert_ids:
-        await session.execute(_CLAIM_ALERTS, {"alert_ids": alert_ids, "now": now})
     return claimed
 
 

@@ -13,8 +13,10 @@ asserted: it counts the cache keys computed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from app.core.db import unit_of_work
 from dispatch.gateway import SendResult
@@ -49,3 +51,37 @@ async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
     assert per_send[1] == 0, f"cache keys computed for the second send: {per_send}"
     for alert in alerts:
         assert (await harness.reload(alert)).delivery_status == "sent"
+
+
+async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_the_next_claim(
+    harness: Harness,
+) -> None:
+    """The burst's first request waited on the claim's round trips (the alerts' mark, the
+    urgent and bulk reads): under load each one cost milliseconds (docs/benchmarks.md)."""
+    alerts = await harness.alerts(3)
+    [update_phone] = await harness.texts("update", 1)
+    statements: list[str] = []
+
+    def counting(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(harness.engine.sync_engine, "before_cursor_execute", counting)
+    try:
+        now = harness.clock.now()
+        async with unit_of_work(harness.factory) as session:
+            burst = await claim_due(
+                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+            )
+        claimed_statements = len(statements)
+        async with unit_of_work(harness.factory) as session:
+            after = await claim_due(
+                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+            )
+    finally:
+        event.remove(harness.engine.sync_engine, "before_cursor_execute", counting)
+
+    assert claimed_statements == 1, statements
+    assert {sms.alert_id for sms in burst} == {alert.id for alert in alerts}
+    for alert in alerts:
+        assert (await harness.reload(alert)).delivery_status == "sending"
+    assert [sms.phone for sms in after] == [update_phone]
