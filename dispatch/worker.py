@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.clock import Clock
-from app.core.db import database_unreachable, unit_of_work
+from app.core.db import autocommit_sessions, database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import (
     ALERT_PRIORITY,
@@ -642,6 +642,8 @@ class DispatchWorker:
         timer_interval_s: float = TIMER_INTERVAL_S,
     ) -> None:
         self.session_factory = session_factory
+        # Each claim statement is atomic by itself (alerts: one statement per burst).
+        self._claims = autocommit_sessions(session_factory)
         self.gateway = gateway
         self.secondary = secondary
         self.gateways = {gateway.name: gateway}
@@ -692,7 +694,7 @@ class DispatchWorker:
             1 for sms in self._sending.values() if sms.priority != ALERT_PRIORITY
         )
         other_limit = max(0, self.slots - self.alert_reserved_slots - others_in_flight)
-        async with unit_of_work(self.session_factory) as session:
+        async with unit_of_work(self._claims) as session:
             claimed = await claim_due(
                 session,
                 now=now,

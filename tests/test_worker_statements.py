@@ -12,9 +12,11 @@ asserted: it counts the cache keys computed.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import event
 
@@ -85,3 +87,28 @@ async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_
     for alert in alerts:
         assert (await harness.reload(alert)).delivery_status == "sending"
     assert [sms.phone for sms in after] == [update_phone]
+
+
+async def test_the_workers_claim_runs_without_begin_and_commit(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One atomic statement needs no transaction around it: two round trips fewer
+    before a burst's first request."""
+    await harness.alerts(2)
+    started = [0]
+    start = asyncpg.transaction.Transaction.start
+
+    async def counting(self: Any) -> None:
+        started[0] += 1
+        await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting)
+    worker = harness.worker()
+
+    sends = await worker.fill_slots()  # returns once claimed; the sends start after
+    claim_transactions = started[0]
+    await asyncio.gather(*sends)
+    await worker.gateway.close()
+
+    assert len(sends) == 2
+    assert claim_transactions == 0
