@@ -41,12 +41,17 @@ async def read(url: str, statement: Any) -> Any:
         await engine.dispose()
 
 
+def served(url: str, clock: FrozenClock, settings: Settings) -> FastAPI:
+    app = create_app(settings, database_url=url, run_worker=False, clock=clock)
+    app.state.rate_limiter = RateLimiter(settings, clock=clock)
+    return app
+
+
 @asynccontextmanager
 async def running(
-    url: str, clock: FrozenClock, settings: Settings
+    url: str, clock: FrozenClock, settings: Settings, *, app: FastAPI | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings, database_url=url, run_worker=False, clock=clock)
-    app.state.rate_limiter = RateLimiter(settings, clock=clock)
+    app = app or served(url, clock, settings)
     transport = httpx.ASGITransport(
         app=app, raise_app_exceptions=False, client=("192.0.2.40", 40000)
     )
@@ -194,3 +199,30 @@ async def test_a_connection_lost_under_an_update_is_replaced_for_the_next(
         after = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=2))
 
     assert (before.status_code, lost.status_code, after.status_code) == (200, 503, 200)
+
+
+async def test_every_answer_gives_its_connection_back_to_the_pool(
+    committed_db: str, clock: FrozenClock
+) -> None:
+    """The route's connection is the pool's own, checked out bare (``driver_connection``):
+    whatever the answer, it is returned, and no request opens a connection of its own."""
+    volunteer = await committed_key(committed_db, "volunteer")
+    admin = await committed_key(committed_db, "admin")
+    settings = limited(volunteer=100, db_pool_size=2)
+    app = served(committed_db, clock, settings)
+    async with running(committed_db, clock, settings, app=app) as client:
+        answers = await asyncio.gather(
+            *(
+                client.put("/v1/me/location", headers=volunteer, json=fix(clock, seconds=n))
+                for n in range(12)
+            ),
+            client.put("/v1/me/location", headers=admin, json=fix(clock)),
+            client.put("/v1/me/location", json=fix(clock)),
+            client.put("/v1/me/location", headers=volunteer, json={"lat": 91}),
+        )
+        pool = app.state.runtime.engine.sync_engine.pool
+        checked_out, opened = pool.checkedout(), pool.checkedin() + pool.checkedout()
+
+    assert sorted(answer.status_code for answer in answers) == [200] * 12 + [401, 403, 422]
+    assert checked_out == 0
+    assert opened <= 2 * settings.db_pool_size
