@@ -107,8 +107,8 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
 class CallerOnConnection:
     """Who is calling, and the route's connection their key was checked on.
 
-    One dependency hands the route both: each dependency FastAPI solves costs it a
-    few tens of µs of CPU, a tenth of the busiest route's (docs/benchmarks.md).
+    One dependency hands the route both: FastAPI spends 10–20 µs of CPU solving each
+    dependency of every request (docs/benchmarks.md, "second pass").
     """
 
     principal: Principal
