@@ -288,12 +288,14 @@ async def measure_alert_path(
             await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
         expected = sum(alerted for _, _, alerted in posted.values())
         arrivals = await _wait_for_arrivals(client, service.sink_url, expected)
+    first: dict[int, float] = {}
     last: dict[int, float] = {}
     received: dict[int, int] = {}
     for arrival in arrivals:
         match = _ADDRESS.search(arrival.get("body") or "")
         if match and int(match.group(1)) == run_tag:
             number = int(match.group(2))
+            first[number] = min(first.get(number, arrival["t"]), arrival["t"])
             last[number] = max(last.get(number, 0.0), arrival["t"])
             received[number] = received.get(number, 0) + 1
     full = [n for n, (_, _, alerted) in posted.items() if alerted and received.get(n) == alerted]
@@ -312,6 +314,9 @@ async def measure_alert_path(
         "post_response_ms": summary_ms([(b - a) * 1000 for a, b, _ in posted.values()]),
         # SPEC §7's figure: its clock starts once the 201 is back.
         "accepted_to_last_request_ms": summary_ms([(last[n] - posted[n][1]) * 1000 for n in full]),
+        # Where the burst's time goes: until the worker's first request, and its spread.
+        "posted_to_first_request_ms": summary_ms([(first[n] - posted[n][0]) * 1000 for n in full]),
+        "first_to_last_request_ms": summary_ms([(last[n] - first[n]) * 1000 for n in full]),
         # Server-Timing of each POST: offsets (dependencies, handler, app) and phases.
         "post_server_timing_ms": summarise_phases(phases),
         # The first 20 (few incidents open yet) against the last 20 (every earlier one

@@ -464,7 +464,9 @@ def table(report: dict[str, Any]) -> str:
          f"{_figure(r, 'alert_path', 'posted_to_last_request_ms', 'p99')} / "
          f"{_figure(r, 'alert_path', 'posted_to_last_request_ms', 'max')}",
          f"accepted → 30th p50 {_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p50')}"
-         f" / p99 {_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p99')}",
+         f" / p99 {_figure(r, 'alert_path', 'accepted_to_last_request_ms', 'p99')};"
+         f" sent → 1st p50 {_figure(r, 'alert_path', 'posted_to_first_request_ms', 'p50')},"
+         f" 1st → 30th p50 {_figure(r, 'alert_path', 'first_to_last_request_ms', 'p50')}",
          "≤ 30 / ≤ 80"),
         ("  POST response p50 / p99 (ms)",
          f"{_figure(r, 'alert_path', 'post_response_ms', 'p50')} / "

@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import (
+    ARRAY,
     Integer,
     Text,
     bindparam,
@@ -44,7 +45,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import sync_url
@@ -148,6 +149,29 @@ _LOCK_INCIDENT_OF_MESSAGE = (
         .where(Message.id == bindparam("message_id"), Message.purpose == "alert")
         .scalar_subquery()
     )
+    .with_for_update(key_share=True)
+)
+
+
+async def lock_incidents_of_messages(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> None:
+    """:func:`lock_incident_of_message` for several alert SMS at once: their incidents
+    in id order (the order every writer of several incidents takes them in)."""
+    await session.execute(_LOCK_INCIDENTS_OF_MESSAGES, {"message_ids": list(message_ids)})
+
+
+_LOCK_INCIDENTS_OF_MESSAGES = (
+    select(Incident.id)
+    .where(
+        Incident.id.in_(
+            select(Message.incident_id).where(
+                Message.id == func.any(bindparam("message_ids", type_=ARRAY(UUID(as_uuid=True)))),
+                Message.purpose == "alert",
+            )
+        )
+    )
+    .order_by(Incident.id)
     .with_for_update(key_share=True)
 )
 

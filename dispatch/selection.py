@@ -33,6 +33,7 @@ from sqlalchemy import (
     Integer,
     Interval,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -494,50 +495,43 @@ async def select_candidates(
     ]
 
 
-async def record_selection(
-    session: AsyncSession, *, incident_id: uuid.UUID, settings: Settings, now: datetime
-) -> int:
-    """Write why each volunteer within the radius was or was not alerted.
+_INCIDENT_FOR_RECORD = select(
+    latitude(Incident.location).label("lat"),
+    longitude(Incident.location).label("lon"),
+    Incident.radius_m,
+    Incident.ems_eta_at,
+).where(Incident.id == bindparam("incident_id", type_=UUID(as_uuid=True)))
 
-    Off the alert path: called after the incident's transaction committed, with the
-    ``now`` of that selection. "Within the radius" means any known location (a live
-    location however old, or any place) inside it; the outcome is ``alerted`` or the
-    first rule that excluded the volunteer, in the candidate query's order. Idempotent:
-    an existing row is only ever upgraded to ``alerted`` (by a later re-run), never
-    rewritten otherwise. Marks the incident as recorded; returns rows written.
+
+@lru_cache(maxsize=2)
+def _record_template(*, with_reach: bool) -> Any:
+    """The record's ``INSERT … SELECT``, built once per shape (with or without the EMS
+    rule): built per call, its aliases and column proxies cost some 85 % of the
+    record's CPU, as much as the incident's own handler (docs/benchmarks.md).
+
+    Parameters: ``incident_id``, ``lat``, ``lon``, ``radius``, ``now``, ``today``,
+    ``max_age``, ``max_accuracy_m``, ``cooldown_since``, and ``reach`` with the rule.
     """
-    incident = (
-        await session.execute(
-            select(
-                latitude(Incident.location).label("lat"),
-                longitude(Incident.location).label("lon"),
-                Incident.radius_m,
-                Incident.ems_eta_at,
-            ).where(Incident.id == incident_id)
-        )
-    ).one_or_none()
-    if incident is None:
-        return 0
-    here = geography_point(LatLon(incident.lat, incident.lon))
-    radius = incident.radius_m
-    reach = ems_reach_m(settings, ems_eta_at=incident.ems_eta_at, now=now)
+    here = bound_point("lat", "lon")
+    radius = _param("radius", Float())
+    now = _param("now", DateTime(timezone=True))
+    incident_id = _param("incident_id", UUID(as_uuid=True))
     usable = usable_live_location(
         now=now,
-        max_age=settings.live_location_max_age,
-        max_accuracy_m=settings.max_location_accuracy_m,
+        max_age=_param("max_age", Interval()),
+        max_accuracy_m=_param("max_accuracy_m", Float()),
     )
-
     nearby = union_all(
         select(
             LiveLocation.volunteer_id,
             distance_m(LiveLocation.location, here).label("distance_m"),
-            literal("live").label("source"),
+            literal_column("'live'").label("source"),
             usable.label("usable"),
         ).where(within_radius(LiveLocation.location, here, radius)),
         select(
             Place.volunteer_id,
             distance_m(Place.location, here).label("distance_m"),
-            literal("place").label("source"),
+            literal_column("'place'").label("source"),
             covers(Place.active_minutes, minute_of_week_sql(now, Place.timezone)).label("usable"),
         ).where(within_radius(Place.location, here, radius)),
     ).subquery("nearby")
@@ -560,29 +554,33 @@ async def record_selection(
     )
     current_m = case((live_usable_anywhere, per_volunteer.c.live_m), else_=per_volunteer.c.place_m)
     alert = aliased(Alert)
-    today = now.astimezone(settings.zone).date()
     ineligible = [
         (~condition, name)
-        for name, condition in eligibility_conditions(Volunteer, now=now, today=today)
+        for name, condition in eligibility_conditions(
+            Volunteer, now=now, today=_param("today", Date())
+        )
     ]
     others_recent = and_(
         Alert.volunteer_id == per_volunteer.c.volunteer_id,
         Alert.incident_id != incident_id,
-        Alert.created_at > now - settings.alert_cooldown,
+        Alert.created_at > _param("cooldown_since", DateTime(timezone=True)),
         Alert.created_at <= now,
+    )
+    slower_than_ems = (
+        [(current_m > _param("reach", Float()), SLOWER_THAN_EMS)] if with_reach else []
     )
     outcome = case(
         (alert.id.is_not(None), ALERTED),
         *ineligible,
         (current_m.is_(None), NO_USABLE_LOCATION),
-        *([] if reach is None else [(current_m > reach, SLOWER_THAN_EMS)]),
+        *slower_than_ems,
         (exists().where(others_recent), COOLDOWN),
         (_busy_elsewhere(per_volunteer.c.volunteer_id, incident_id), BUSY),
         else_=OVER_CAP,
     )
     rows = (
         select(
-            literal(incident_id).label("incident_id"),
+            incident_id.label("incident_id"),
             per_volunteer.c.volunteer_id,
             outcome.label("outcome"),
             func.coalesce(alert.distance_m, current_m, per_volunteer.c.nearest_m).label(
@@ -590,7 +588,7 @@ async def record_selection(
             ),
             alert.alerted_as,
             alert.created_at.label("alerted_at"),
-            literal(now).label("created_at"),
+            now.label("created_at"),
         )
         .join(Volunteer, Volunteer.id == per_volunteer.c.volunteer_id)
         .outerjoin(
@@ -598,7 +596,8 @@ async def record_selection(
             and_(alert.incident_id == incident_id, alert.volunteer_id == Volunteer.id),
         )
     )
-    statement = insert(SelectionRecord).from_select(
+    record: Table = SelectionRecord.__table__  # type: ignore[assignment]
+    statement = insert(record).from_select(
         [
             "incident_id",
             "volunteer_id",
@@ -610,20 +609,59 @@ async def record_selection(
         ],
         rows,
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=[SelectionRecord.incident_id, SelectionRecord.volunteer_id],
+    return statement.on_conflict_do_update(
+        index_elements=[record.c.incident_id, record.c.volunteer_id],
         set_={
             "outcome": statement.excluded.outcome,
             "distance_m": statement.excluded.distance_m,
             "alerted_as": statement.excluded.alerted_as,
             "alerted_at": statement.excluded.alerted_at,
         },
-        where=and_(statement.excluded.outcome == ALERTED, SelectionRecord.outcome != ALERTED),
+        where=and_(statement.excluded.outcome == ALERTED, record.c.outcome != ALERTED),
     )
-    result = await session.execute(statement)
-    await session.execute(
-        update(Incident).where(Incident.id == incident_id).values(selection_recorded_at=now)
-    )
+
+
+_incident_table: Table = Incident.__table__  # type: ignore[assignment]
+_MARK_RECORDED = (
+    update(_incident_table)
+    .where(_incident_table.c.id == bindparam("incident_id"))
+    .values(selection_recorded_at=bindparam("now"))
+)
+
+
+async def record_selection(
+    session: AsyncSession, *, incident_id: uuid.UUID, settings: Settings, now: datetime
+) -> int:
+    """Write why each volunteer within the radius was or was not alerted.
+
+    Off the alert path: called after the incident's transaction committed, with the
+    ``now`` of that selection. "Within the radius" means any known location (a live
+    location however old, or any place) inside it; the outcome is ``alerted`` or the
+    first rule that excluded the volunteer, in the candidate query's order. Idempotent:
+    an existing row is only ever upgraded to ``alerted`` (by a later re-run), never
+    rewritten otherwise. Marks the incident as recorded; returns rows written.
+    """
+    incident = (
+        await session.execute(_INCIDENT_FOR_RECORD, {"incident_id": incident_id})
+    ).one_or_none()
+    if incident is None:
+        return 0
+    reach = ems_reach_m(settings, ems_eta_at=incident.ems_eta_at, now=now)
+    parameters: dict[str, Any] = {
+        "incident_id": incident_id,
+        "lat": incident.lat,
+        "lon": incident.lon,
+        "radius": incident.radius_m,
+        "now": now,
+        "today": now.astimezone(settings.zone).date(),
+        "max_age": settings.live_location_max_age,
+        "max_accuracy_m": settings.max_location_accuracy_m,
+        "cooldown_since": now - settings.alert_cooldown,
+    }
+    if reach is not None:
+        parameters["reach"] = reach
+    result = await session.execute(_record_template(with_reach=reach is not None), parameters)
+    await session.execute(_MARK_RECORDED, {"incident_id": incident_id, "now": now})
     written: int = getattr(result, "rowcount", 0)
     return written
 

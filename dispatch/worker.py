@@ -53,16 +53,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import ARRAY, Select, Table, Update, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Select, Table, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.clock import Clock
-from app.core.db import database_unreachable, unit_of_work
+from app.core.db import autocommit_sessions, database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import (
     ALERT_PRIORITY,
@@ -73,7 +73,13 @@ from app.core.outbox import (
 )
 from app.core.schedule import within_hours
 from app.core.settings import Settings
-from dispatch.delivery import PROVIDER_STATUS, advance_message, note_gateway_result
+from dispatch.delivery import (
+    PROVIDER_STATUS,
+    AcceptedSms,
+    advance_message,
+    note_gateway_result,
+    record_alert_sms_sent,
+)
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
 from dispatch.responses import carrier_opt_out
@@ -119,6 +125,15 @@ PRIMARY_REST = timedelta(seconds=30)
 alert SMS straight to the secondary before it tries the primary again: during an
 outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed tries."""
 HEALTH_SUCCESS_EVERY_S = 1.0
+"""A run of successful sends refreshes the shared health row at most this often."""
+RECORD_GATHER_S = 0.1
+"""How long an accepted alert SMS waits for the rest of its burst before it is recorded.
+
+The accepted alert SMS of a worker are recorded together, in one transaction, once
+no other alert request of this worker is waiting for the provider's answer, or this
+long after the first of them was accepted: recorded one by one (seven round trips
+each, under the incident's lock), their records shared the event loop with the
+requests still being built, and held back the last alert of an incident's burst."""
 """A run of successful sends refreshes the shared health row at most this often."""
 
 # Table columns, not ORM attributes, in what the claim's UPDATE is built from: an
@@ -356,26 +371,38 @@ def _claim_statement(tier: str) -> Update:
     )
 
 
-_CLAIM = {tier: _claim_statement(tier) for tier in TIERS}
+def _claim_alerts_statement() -> Select[Any]:
+    """The alert tier's claim, with each claimed alert SMS's alert marked ``sending``.
 
-# SKIP LOCKED: an alert held by a reply (which may be standing this incident's alerts
-# down) must neither delay the claim nor deadlock with it; its delivery status then
-# moves on from queued when the send's outcome is recorded.
-_CLAIM_ALERTS = (
-    update(_alert)
-    .where(
-        _alert.c.id.in_(
-            select(_alert.c.id)
-            .where(
-                _alert.c.id == func.any(bindparam("alert_ids", type_=ARRAY(UUID(as_uuid=True)))),
-                _alert.c.delivery_status == "queued",
+    One statement: the alert's mark is a data-modifying CTE beside the claim (its
+    ``SKIP LOCKED``: an alert held by a reply, which may be standing this incident's
+    alerts down, must neither delay the claim nor deadlock with it; its delivery
+    status then moves on from queued when the send's outcome is recorded).
+    """
+    claimed = _claim_statement("alert").cte("claimed")
+    marked = (
+        update(_alert)
+        .where(
+            _alert.c.id.in_(
+                select(_alert.c.id)
+                .where(
+                    _alert.c.id.in_(select(claimed.c.alert_id).where(claimed.c.purpose == "alert")),
+                    _alert.c.delivery_status == "queued",
+                )
+                .with_for_update(skip_locked=True, key_share=True)
+                .scalar_subquery()
             )
-            .with_for_update(skip_locked=True, key_share=True)
-            .scalar_subquery()
         )
+        .values(delivery_status="sending", delivery_updated_at=bindparam("now"))
+        .cte("marked")
     )
-    .values(delivery_status="sending", delivery_updated_at=bindparam("now"))
-)
+    return select(*claimed.c).add_cte(marked)
+
+
+_CLAIM: dict[str, Select[Any] | Update] = {
+    "alert": _claim_alerts_statement(),
+    **{tier: _claim_statement(tier) for tier in TIERS if tier != "alert"},
+}
 
 
 async def claim_due(
@@ -389,10 +416,13 @@ async def claim_due(
     bulk_limit: int = 0,
     channel: str = "sms",
 ) -> list[ClaimedSms]:
-    """Claim up to ``limit`` due messages: alerts first, then at most ``other_limit``
-    others (default: as many as fit), of which at most ``bulk_limit`` bulk ones.
+    """Claim up to ``limit`` due messages: alerts first; only when there are none, at
+    most ``other_limit`` others (default: as many as fit), of which at most
+    ``bulk_limit`` bulk ones.
 
-    Each tier is read only when room is left, in priority order. Each claimed row
+    Each tier is read only when room is left, in priority order; after a claim of
+    alerts the others wait for the next claim (a finished send wakes it), so that a
+    burst's own claim is one statement. Each claimed row
     becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
     ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
     """
@@ -405,18 +435,18 @@ async def claim_due(
     }
     claim = functools.partial(_claim, session, parameters)
     claimed = await claim(limit=limit, tier="alert")
-    others = limit - len(claimed) if other_limit is None else other_limit
-    room = min(others, limit - len(claimed))
+    if claimed:
+        # An incident's burst goes out on its own: the other tiers are read on the
+        # next wake (the first of these sends to finish), not before the burst.
+        return claimed
+    others = limit if other_limit is None else other_limit
+    room = min(others, limit)
     if room > 0:
-        urgent = await claim(limit=room, tier="urgent")
-        claimed += urgent
-        others -= len(urgent)
+        claimed = await claim(limit=room, tier="urgent")
+        others -= len(claimed)
     room = min(bulk_limit, others, limit - len(claimed))
     if room > 0:
         claimed += await claim(limit=room, tier="bulk")
-    alert_ids = [sms.alert_id for sms in claimed if sms.alert_id and sms.purpose == "alert"]
-    if alert_ids:
-        await session.execute(_CLAIM_ALERTS, {"alert_ids": alert_ids, "now": now})
     return claimed
 
 
@@ -579,6 +609,15 @@ _NEXT_DUE = select(func.min(Message.next_attempt_at)).where(
 """When the next retry or lease falls due (the worker's idle wait, on every wake)."""
 
 
+@dataclass
+class _AcceptedBatch:
+    """Accepted alert SMS waiting to be recorded together (:data:`RECORD_GATHER_S`)."""
+
+    sends: list[AcceptedSms]
+    recorded: asyncio.Future[None]
+    timer: asyncio.TimerHandle | None = None
+
+
 TimerPass = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[None]]
 
 
@@ -603,6 +642,8 @@ class DispatchWorker:
         timer_interval_s: float = TIMER_INTERVAL_S,
     ) -> None:
         self.session_factory = session_factory
+        # Each claim statement is atomic by itself (alerts: one statement per burst).
+        self._claims = autocommit_sessions(session_factory)
         self.gateway = gateway
         self.secondary = secondary
         self.gateways = {gateway.name: gateway}
@@ -626,6 +667,10 @@ class DispatchWorker:
             else 0
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
+        self._alert_requests_out = 0
+        """Alert requests of this worker waiting for the provider's answer."""
+        self._accepted: _AcceptedBatch | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._last_health_success: dict[str, float] = {}
         self._primary_rests_until: datetime | None = None
         self._wake = asyncio.Event()
@@ -649,7 +694,7 @@ class DispatchWorker:
             1 for sms in self._sending.values() if sms.priority != ALERT_PRIORITY
         )
         other_limit = max(0, self.slots - self.alert_reserved_slots - others_in_flight)
-        async with unit_of_work(self.session_factory) as session:
+        async with unit_of_work(self._claims) as session:
             claimed = await claim_due(
                 session,
                 now=now,
@@ -713,8 +758,9 @@ class DispatchWorker:
         )
         gateway = self._gateway_for(sms)
         try:
-            result = await gateway.send(request)
+            result = await self._request(gateway, request, alert=sms.purpose == "alert")
         except SendFailure as failure:
+            self._flush_if_none_out()
             if self.counted(sms):
                 SMS_FAILED.labels(sms.purpose, failure.kind).inc()
             failover_to = self._failover_to(sms, gateway, failure)
@@ -745,16 +791,84 @@ class DispatchWorker:
             SMS_SENT.labels(sms.purpose).inc()
         if sms.purpose == "alert" and self.counted(sms):
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
-        async with unit_of_work(self.session_factory) as session:
-            await record_success(
-                session,
-                sms=sms,
-                result=result,
-                now=accepted_at,
-                provider=gateway.name,
+        if sms.purpose == "alert" and PROVIDER_STATUS.get(result.status, "sent") == "sent":
+            await self._record_with_burst(
+                AcceptedSms(
+                    message_id=sms.id,
+                    provider_sid=result.provider_sid,
+                    provider=gateway.name,
+                    at=accepted_at,
+                )
             )
+        else:
+            self._flush_if_none_out()
+            async with unit_of_work(self.session_factory) as session:
+                await record_success(
+                    session,
+                    sms=sms,
+                    result=result,
+                    now=accepted_at,
+                    provider=gateway.name,
+                )
         await self._note_health(gateway, None)
         return None
+
+    async def _request(
+        self, gateway: SmsGateway, request: SendRequest, *, alert: bool
+    ) -> SendResult:
+        """The provider's answer; counts the alert requests out (:data:`RECORD_GATHER_S`)."""
+        if not alert:
+            return await gateway.send(request)
+        self._alert_requests_out += 1
+        try:
+            return await gateway.send(request)
+        finally:
+            self._alert_requests_out -= 1
+
+    async def _record_with_burst(self, accepted: AcceptedSms) -> None:
+        """Record an accepted alert SMS with the others of its burst; returns once recorded.
+
+        Joins the batch waiting for the alert requests still out (flushed by the last
+        of them to come back, or :data:`RECORD_GATHER_S` after the batch began); a
+        failed record fails every send of the batch, as one failed record fails one
+        (the SMS stays ``sending`` until its lease runs out: the duplicate window).
+        """
+        batch = self._accepted
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._accepted = _AcceptedBatch(sends=[], recorded=loop.create_future())
+            batch.timer = loop.call_later(RECORD_GATHER_S, self._flush_soon, batch)
+        batch.sends.append(accepted)
+        self._flush_if_none_out()
+        await asyncio.shield(batch.recorded)
+
+    def _flush_if_none_out(self) -> None:
+        """The last alert request of a burst came back: record what it gathered."""
+        if self._alert_requests_out == 0 and self._accepted is not None:
+            self._flush_soon(self._accepted)
+
+    def _flush_soon(self, batch: _AcceptedBatch) -> None:
+        """Record ``batch`` (once) in a task of its own: no send waits for another's record."""
+        if self._accepted is not batch:
+            return
+        self._accepted = None
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.create_task(self._flush(batch), name="record-accepted-alerts")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: _AcceptedBatch) -> None:
+        try:
+            async with unit_of_work(self.session_factory) as session:
+                await record_alert_sms_sent(session, batch.sends)
+        except asyncio.CancelledError:
+            batch.recorded.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - each send of the batch reports it
+            batch.recorded.set_exception(error)
+        else:
+            batch.recorded.set_result(None)
 
     async def _record_failure(
         self,

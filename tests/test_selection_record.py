@@ -17,6 +17,7 @@ from app.core.settings import Settings
 from dispatch.alerting import alert_more
 from dispatch.selection import record_selection
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
+from tests.statements import count_cache_keys
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -241,3 +242,38 @@ async def test_recording_twice_changes_nothing(
     )
 
     assert (first, again) == (2, 0)
+
+
+async def test_the_record_is_built_once_not_per_incident(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    clock: FrozenClock,
+    dispatcher: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Built per call, the record's statement cost as much CPU as the incident's own
+    handler, on the loop that sends the next incident's alerts (docs/benchmarks.md).
+    Counts the statement cache keys computed; asserts no timing."""
+    await create_volunteer(session, near=at(50))
+    await create_volunteer(session, near=at(70), status="suspended")
+    incident_ids = [
+        uuid.UUID(
+            (await client.post("/v1/incidents", json=body(), headers=dispatcher)).json()["id"]
+        )
+        for _ in range(2)
+    ]
+    computed = count_cache_keys(monkeypatch)
+    per_record = []
+    for incident_id in incident_ids:
+        computed[0] = 0
+        await record_selection(session, incident_id=incident_id, settings=settings, now=clock.now())
+        per_record.append(computed[0])
+
+    assert per_record[1] == 0, f"cache keys computed for the second record: {per_record}"
+    outcomes = (
+        await session.execute(
+            select(SelectionRecord.outcome).where(SelectionRecord.incident_id == incident_ids[1])
+        )
+    ).scalars()
+    assert sorted(outcomes) == ["cooldown", "not_active"]

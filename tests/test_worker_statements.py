@@ -12,30 +12,19 @@ asserted: it counts the cache keys computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
 from datetime import timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy.sql.cache_key import HasCacheKey
+from sqlalchemy import event
 
 from app.core.db import unit_of_work
 from dispatch.gateway import SendResult
 from dispatch.worker import claim_due, record_success
+from tests.statements import count_cache_keys
 from tests.worker_harness import Harness
-
-
-def count_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A one-element counter of the statement cache keys SQLAlchemy computes."""
-    computed = [0]
-    compute: Callable[[Any], Any] = HasCacheKey._generate_cache_key
-
-    def counting(element: Any) -> Any:
-        computed[0] += 1
-        return compute(element)
-
-    monkeypatch.setattr(HasCacheKey, "_generate_cache_key", counting)
-    return computed
 
 
 async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
@@ -64,3 +53,62 @@ async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
     assert per_send[1] == 0, f"cache keys computed for the second send: {per_send}"
     for alert in alerts:
         assert (await harness.reload(alert)).delivery_status == "sent"
+
+
+async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_the_next_claim(
+    harness: Harness,
+) -> None:
+    """The burst's first request waited on the claim's round trips (the alerts' mark, the
+    urgent and bulk reads): under load each one cost milliseconds (docs/benchmarks.md)."""
+    alerts = await harness.alerts(3)
+    [update_phone] = await harness.texts("update", 1)
+    statements: list[str] = []
+
+    def counting(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(harness.engine.sync_engine, "before_cursor_execute", counting)
+    try:
+        now = harness.clock.now()
+        async with unit_of_work(harness.factory) as session:
+            burst = await claim_due(
+                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+            )
+        claimed_statements = len(statements)
+        async with unit_of_work(harness.factory) as session:
+            after = await claim_due(
+                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+            )
+    finally:
+        event.remove(harness.engine.sync_engine, "before_cursor_execute", counting)
+
+    assert claimed_statements == 1, statements
+    assert {sms.alert_id for sms in burst} == {alert.id for alert in alerts}
+    for alert in alerts:
+        assert (await harness.reload(alert)).delivery_status == "sending"
+    assert [sms.phone for sms in after] == [update_phone]
+
+
+async def test_the_workers_claim_runs_without_begin_and_commit(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One atomic statement needs no transaction around it: two round trips fewer
+    before a burst's first request."""
+    await harness.alerts(2)
+    started = [0]
+    start = asyncpg.transaction.Transaction.start
+
+    async def counting(self: Any) -> None:
+        started[0] += 1
+        await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting)
+    worker = harness.worker()
+
+    sends = await worker.fill_slots()  # returns once claimed; the sends start after
+    claim_transactions = started[0]
+    await asyncio.gather(*sends)
+    await worker.gateway.close()
+
+    assert len(sends) == 2
+    assert claim_transactions == 0

@@ -134,6 +134,20 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def autocommit_sessions(
+    factory: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``factory``'s pool whose every statement commits by itself.
+
+    For work that is one atomic statement (the worker's claim of a burst): no
+    ``BEGIN`` and ``COMMIT`` round trips around it.
+    """
+    bind = factory.kw["bind"]
+    return async_sessionmaker(
+        bind.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
+
+
 @asynccontextmanager
 async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One transaction: committed if the block ends normally, rolled back otherwise."""
