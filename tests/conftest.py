@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.api.deps import get_autocommit_connection, get_session
+from app.api.deps import get_driver_connection, get_session
 from app.api.main import create_app
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory
@@ -145,7 +145,7 @@ def app(
             yield await session.connection()
 
     application.dependency_overrides[get_session] = session_in_savepoint
-    application.dependency_overrides[get_autocommit_connection] = connection_in_savepoint
+    application.dependency_overrides[get_driver_connection] = connection_in_savepoint
     return application
 
 

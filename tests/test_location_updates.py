@@ -41,12 +41,17 @@ async def read(url: str, statement: Any) -> Any:
         await engine.dispose()
 
 
+def served(url: str, clock: FrozenClock, settings: Settings) -> FastAPI:
+    app = create_app(settings, database_url=url, run_worker=False, clock=clock)
+    app.state.rate_limiter = RateLimiter(settings, clock=clock)
+    return app
+
+
 @asynccontextmanager
 async def running(
-    url: str, clock: FrozenClock, settings: Settings
+    url: str, clock: FrozenClock, settings: Settings, *, app: FastAPI | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings, database_url=url, run_worker=False, clock=clock)
-    app.state.rate_limiter = RateLimiter(settings, clock=clock)
+    app = app or served(url, clock, settings)
     transport = httpx.ASGITransport(
         app=app, raise_app_exceptions=False, client=("192.0.2.40", 40000)
     )
@@ -55,6 +60,25 @@ async def running(
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
     ):
         yield client
+
+
+async def terminate_service_backends(url: str) -> None:
+    """Kill the service's database connections, as a restart or a failover would."""
+    others = (
+        "FROM pg_stat_activity WHERE application_name = 'responder'"
+        " AND pid <> pg_backend_pid() AND datname = current_database()"
+    )
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as admin:
+            admin = await admin.execution_options(isolation_level="AUTOCOMMIT")
+            await admin.execute(text(f"SELECT pg_terminate_backend(pid) {others}"))
+            for _ in range(500):  # until the backends are gone, not for a while
+                if not await admin.scalar(text(f"SELECT count(*) {others}")):
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
 
 
 def fix(clock: FrozenClock, *, seconds: int = 0, lat: float = 59.33) -> dict[str, Any]:
@@ -175,22 +199,48 @@ async def test_a_connection_lost_under_an_update_is_replaced_for_the_next(
     headers = await committed_key(committed_db, "volunteer")
     async with running(committed_db, clock, limited(volunteer=100, db_pool_size=1)) as client:
         before = await client.put("/v1/me/location", headers=headers, json=fix(clock))
-        others = (
-            "FROM pg_stat_activity WHERE application_name = 'responder'"
-            " AND pid <> pg_backend_pid() AND datname = current_database()"
-        )
-        engine = create_engine(committed_db, pool_size=1)
-        try:
-            async with engine.connect() as admin:
-                admin = await admin.execution_options(isolation_level="AUTOCOMMIT")
-                await admin.execute(text(f"SELECT pg_terminate_backend(pid) {others}"))
-                for _ in range(500):  # until the backends are gone, not for a while
-                    if not await admin.scalar(text(f"SELECT count(*) {others}")):
-                        break
-                    await asyncio.sleep(0.01)
-        finally:
-            await engine.dispose()
+        await terminate_service_backends(committed_db)
         lost = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=1))
         after = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=2))
 
     assert (before.status_code, lost.status_code, after.status_code) == (200, 503, 200)
+
+
+async def test_every_answer_gives_its_connection_back_to_the_pool(
+    committed_db: str, clock: FrozenClock
+) -> None:
+    """The route's connection is the pool's own, checked out bare (``driver_connection``):
+    whatever the answer, it goes back."""
+    volunteer = await committed_key(committed_db, "volunteer")
+    admin = await committed_key(committed_db, "admin")
+    settings = limited(volunteer=100, db_pool_size=2)
+    app = served(committed_db, clock, settings)
+    async with running(committed_db, clock, settings, app=app) as client:
+        answers = await asyncio.gather(
+            *(
+                client.put("/v1/me/location", headers=volunteer, json=fix(clock, seconds=n))
+                for n in range(12)
+            ),
+            client.put("/v1/me/location", headers=admin, json=fix(clock)),
+            client.put("/v1/me/location", json=fix(clock)),
+            client.put("/v1/me/location", headers=volunteer, json={"lat": 91}),
+        )
+        checked_out = app.state.runtime.engine.sync_engine.pool.checkedout()
+
+    assert sorted(answer.status_code for answer in answers) == [200] * 12 + [401, 403, 422]
+    assert checked_out == 0
+
+
+async def test_a_connection_lost_while_idle_is_found_by_the_ping_and_the_update_succeeds(
+    committed_db: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bare checkout is still the pool's: an idle connection is pinged first, so the
+    first update after a database restart is answered, not refused with a 503."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
+    headers = await committed_key(committed_db, "volunteer")
+    async with running(committed_db, clock, limited(volunteer=100, db_pool_size=1)) as client:
+        before = await client.put("/v1/me/location", headers=headers, json=fix(clock))
+        await terminate_service_backends(committed_db)
+        after = await client.put("/v1/me/location", headers=headers, json=fix(clock, seconds=1))
+
+    assert (before.status_code, after.status_code) == (200, 200)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.ratelimit import rate_limiter_of
+from app.core.db import DriverConnection, driver_connection
 from app.core.errors import Forbidden
 from app.core.settings import Settings
 from app.core.timing import current, mark, phase
@@ -51,18 +53,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             )
 
 
-async def get_autocommit_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection without a transaction, for a route whose every write is one statement.
+async def get_driver_connection(request: Request) -> AsyncIterator[DriverConnection]:
+    """A connection for a route whose every write is one statement, used through the driver.
 
-    Each statement commits on its own: no ``BEGIN`` and ``COMMIT`` round trips, and no
-    ORM session to build and tear down (a third of a location update's CPU, measured).
+    Each statement commits on its own: no ``BEGIN`` and ``COMMIT`` round trips, no ORM
+    session and no SQLAlchemy ``Connection`` to build and tear down
+    (``app.core.db.driver_connection``). Tests put a connection inside their own
+    rolled-back transaction in its place, where the same statements run through
+    SQLAlchemy.
     """
-    async with get_runtime(request).engine.connect() as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+    async with driver_connection(get_runtime(request).engine) as connection:
+        yield connection
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-AutocommitDep = Annotated[AsyncConnection, Depends(get_autocommit_connection, scope="function")]
+DriverConnectionDep = Annotated[
+    AsyncConnection | DriverConnection, Depends(get_driver_connection, scope="function")
+]
 SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 
@@ -96,8 +103,20 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return principal
 
 
-def require_role_on_connection(role: Role) -> Callable[..., Awaitable[Principal]]:
-    """``require_role(role)`` for a route on an autocommit connection, in one statement.
+@dataclass(frozen=True, slots=True)
+class CallerOnConnection:
+    """Who is calling, and the route's connection their key was checked on.
+
+    One dependency hands the route both: FastAPI spends 10–20 µs of CPU solving each
+    dependency of every request (docs/benchmarks.md, "second pass").
+    """
+
+    principal: Principal
+    connection: AsyncConnection | DriverConnection
+
+
+def require_role_on_connection(role: Role) -> Callable[..., Awaitable[CallerOnConnection]]:
+    """``require_role(role)`` for a route on a driver connection, in one statement.
 
     The key's lookup and its rate-limit count are one round trip on the route's own
     connection (``authenticate_counted``) instead of the limiter's count on its pool
@@ -109,11 +128,11 @@ def require_role_on_connection(role: Role) -> Callable[..., Awaitable[Principal]
     (503, like any lost database).
     """
 
-    async def principal(
+    async def caller_on_connection(
         request: Request,
-        connection: AutocommitDep,
+        connection: DriverConnectionDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
+    ) -> CallerOnConnection:
         mark("dependencies")
         limiter = rate_limiter_of(request)
         limit = limiter.limit_for(role)
@@ -130,10 +149,10 @@ def require_role_on_connection(role: Role) -> Callable[..., Awaitable[Principal]
         if limit is not None:
             limiter.judge(counted, limit=limit)
             await limiter.purge_once_per_window(connection, moment=moment)
-        return caller
+        return CallerOnConnection(caller, connection)
 
-    principal.roles = frozenset({role})  # type: ignore[attr-defined]
-    return principal
+    caller_on_connection.roles = frozenset({role})  # type: ignore[attr-defined]
+    return caller_on_connection
 
 
 AdminDep = Annotated[Principal, Depends(require_role("admin"))]
@@ -141,4 +160,6 @@ DispatcherDep = Annotated[Principal, Depends(require_role("dispatcher"))]
 ReaderDep = Annotated[Principal, Depends(require_role("dispatcher", "admin"))]
 LocatorDep = Annotated[Principal, Depends(require_role("locator"))]
 VolunteerDep = Annotated[Principal, Depends(require_role("volunteer"))]
-VolunteerOnConnectionDep = Annotated[Principal, Depends(require_role_on_connection("volunteer"))]
+VolunteerOnConnectionDep = Annotated[
+    CallerOnConnection, Depends(require_role_on_connection("volunteer"))
+]

@@ -55,7 +55,7 @@ from app.core.buckets import (
     window_of,
 )
 from app.core.clock import Clock, SystemClock
-from app.core.db import async_url, kept_pool
+from app.core.db import DriverConnection, async_url, kept_pool
 from app.core.errors import RateLimited
 from app.core.models import ApiKey
 from app.core.settings import Settings
@@ -227,7 +227,7 @@ class RateLimiter:
         )
 
     async def purge_once_per_window(
-        self, connection: AsyncConnection | AsyncSession, *, moment: datetime
+        self, connection: AsyncConnection | AsyncSession | DriverConnection, *, moment: datetime
     ) -> None:
         """Drop old windows, the first time this process counts in a new window."""
         window_start, _ = window_of(moment)

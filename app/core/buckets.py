@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.db import DriverConnection, DriverStatement
+
 MINUTE_S = 60
 
 COUNT_CONFLICT = """
@@ -39,9 +41,11 @@ _COUNT = text(
     FROM hit
     """
 )
-_PURGE = text(
-    "DELETE FROM rate_limit_bucket"
-    " WHERE window_start < CAST(:moment AS timestamptz) - make_interval(secs => 2 * window_s)"
+_PURGE = DriverStatement(
+    text(
+        "DELETE FROM rate_limit_bucket"
+        " WHERE window_start < CAST(:moment AS timestamptz) - make_interval(secs => 2 * window_s)"
+    )
 )
 
 
@@ -109,6 +113,9 @@ async def count_hit(
     )
 
 
-async def purge_windows(executor: AsyncConnection | AsyncSession, *, moment: datetime) -> None:
+async def purge_windows(
+    executor: AsyncConnection | AsyncSession | DriverConnection, *, moment: datetime
+) -> None:
     """Drop windows too old to matter (older than the previous one of their length)."""
-    await executor.execute(_PURGE, {"moment": moment})
+    connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
+    await _PURGE.execute(connection, {"moment": moment})

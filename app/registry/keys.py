@@ -21,7 +21,7 @@ from sqlalchemy.sql import func
 from sqlalchemy.types import Interval
 
 from app.core.buckets import COUNT_CONFLICT, MINUTE_S, WindowCount, window_of
-from app.core.db import DriverStatement
+from app.core.db import DriverConnection, DriverStatement
 from app.core.errors import Unauthorized
 from app.core.models import ApiKey
 
@@ -59,7 +59,7 @@ _AUTHENTICATE = (
     .columns(*_PRINCIPAL_COLUMNS)
 )
 # The same lookup with the key's hit in its rate-limit window (``app.core.buckets``),
-# for a route that runs on an autocommit connection: one round trip instead of the
+# for a route that runs on a driver connection: one round trip instead of the
 # limiter's count and the lookup. Only a key of ``counted_role`` is counted.
 _AUTHENTICATE_COUNTED = DriverStatement(
     text(
@@ -174,7 +174,7 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
 
 
 async def authenticate_counted(
-    connection: AsyncConnection,
+    connection: AsyncConnection | DriverConnection,
     authorization: str | None,
     *,
     counted_role: Role,

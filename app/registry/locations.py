@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import DriverStatement
+from app.core.db import DriverConnection, DriverStatement
 from app.core.errors import InvalidInput
 from app.core.models import LiveLocation
 from app.registry.phones import lookup_phone
@@ -137,7 +137,7 @@ def _check_age(recorded_at: datetime, *, now: datetime) -> None:
 
 
 async def record_location(
-    executor: AsyncConnection | AsyncSession,
+    executor: AsyncConnection | AsyncSession | DriverConnection,
     *,
     volunteer_id: uuid.UUID,
     fix: LocationFix,
@@ -147,13 +147,14 @@ async def record_location(
 ) -> bool:
     """Store the fix unless a newer one is stored; ``False`` when it was stale.
 
-    On an autocommit connection (the app's ``PUT /v1/me/location``) the upsert is one
-    statement through the driver (``DriverStatement``); in a session, in its transaction.
+    On a driver connection (the app's ``PUT /v1/me/location``) the upsert is one
+    statement that commits on its own (``DriverStatement``); in a session, in its
+    transaction.
     """
     _check_age(fix.recorded_at, now=now)
     if fix.recorded_at < now - retention:
         return False
-    connection = executor if isinstance(executor, AsyncConnection) else await executor.connection()
+    connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
     written = await _UPSERT_ONE.fetchrow(
         connection,
         {

@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import (
-    AutocommitDep,
     RuntimeDep,
     SessionDep,
     VolunteerDep,
     VolunteerOnConnectionDep,
+    get_runtime,
 )
 from app.api.problems import error_responses
 from app.api.schemas.certifications import CertificationOut
@@ -86,20 +86,18 @@ _LOCATION_ANSWERS = {
     "/location", response_model=LocationResult, responses=error_responses(*AUTH, 413, 415, 422)
 )
 async def put_location(
-    body: LocationFix,
-    connection: AutocommitDep,
-    runtime: RuntimeDep,
-    me: VolunteerOnConnectionDep,
+    body: LocationFix, request: Request, me: VolunteerOnConnectionDep
 ) -> Response:
     """Replaces the stored fix only if this one was recorded later (else ``stale``).
 
     The app sends this every few minutes from every volunteer's phone, so it is the
-    service's busiest request: two statements on an autocommit connection (the key
-    with its rate-limit count, then the upsert) and an answer serialised once.
+    service's busiest request: one dependency, two statements on a driver connection
+    (the key with its rate-limit count, then the upsert) and an answer serialised once.
     """
+    runtime = get_runtime(request)
     written = await locations.record_location(
-        connection,
-        volunteer_id=_own_id(me.volunteer_id),
+        me.connection,
+        volunteer_id=_own_id(me.principal.volunteer_id),
         fix=body.to_domain(),
         now=runtime.clock.now(),
         retention=runtime.settings.live_location_retention,
