@@ -235,7 +235,7 @@ async def mirror_alert_delivery(
 
 @dataclass(frozen=True)
 class AcceptedSms:
-    """An alert SMS the provider accepted (status ``sent``), to be recorded."""
+    """An SMS (or call) the provider accepted (status ``sent``), to be recorded."""
 
     message_id: uuid.UUID
     provider_sid: str | None
@@ -265,7 +265,7 @@ def _accepted_rows() -> Any:
 
 
 def _record_sent_statements() -> tuple[Any, Any]:
-    """Both statements of :func:`record_alert_sms_sent`, built once.
+    """Both statements of :func:`record_sms_sent`, built once.
 
     The first keeps each provider id (even where the status does not move: a
     callback can overtake the record), skipping one another message holds; the
@@ -323,13 +323,15 @@ def _record_sent_statements() -> tuple[Any, Any]:
 _SET_SIDS, _ADVANCE_TO_SENT = _record_sent_statements()
 
 
-async def record_alert_sms_sent(session: AsyncSession, accepted: Sequence[AcceptedSms]) -> None:
-    """Record several accepted alert SMS in one transaction: what :func:`advance_message`
-    does for each, in four round trips for any number (the worker's burst of an incident's
+async def record_sms_sent(session: AsyncSession, accepted: Sequence[AcceptedSms]) -> None:
+    """Record several accepted SMS in one transaction: what :func:`advance_message` does
+    for each, in four round trips for any number (the worker's burst of an incident's
     alerts was seven per SMS, on the loop that was still sending the rest).
 
-    Locks every incident first, in id order, then the SMS and alerts: the lock order.
-    Events: one ``alert.delivery`` per alert moved, per incident in the order accepted.
+    Locks the incidents of the alert SMS first, in id order, then the SMS and alerts:
+    the lock order. Events: one ``alert.delivery`` per alert moved, per incident in
+    the order accepted. Any other SMS (a stand-down, instructions) moves on its own
+    row, as :func:`advance_message` moves it.
     """
     if not accepted:
         return

@@ -390,6 +390,17 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
     )
 
 
+def _rule_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
+    """The parameters of the rules the candidate statement and the record share."""
+    return {
+        "now": now,
+        "today": now.astimezone(settings.zone).date(),
+        "max_age": settings.live_location_max_age,
+        "max_accuracy_m": settings.max_location_accuracy_m,
+        "cooldown_since": now - settings.alert_cooldown,
+    }
+
+
 def candidate_statement(
     *,
     point: LatLon,
@@ -416,11 +427,7 @@ def candidate_statement(
         "radius": radius,
         "mercator_radius": mercator_radius_m(radius, point.lat),
         "limit": limit,
-        "now": now,
-        "today": now.astimezone(settings.zone).date(),
-        "max_age": settings.live_location_max_age,
-        "max_accuracy_m": settings.max_location_accuracy_m,
-        "cooldown_since": now - settings.alert_cooldown,
+        **_rule_parameters(settings, now),
     }
     if incident_id is not None:
         parameters["incident_id"] = incident_id
@@ -652,11 +659,7 @@ async def record_selection(
         "lat": incident.lat,
         "lon": incident.lon,
         "radius": incident.radius_m,
-        "now": now,
-        "today": now.astimezone(settings.zone).date(),
-        "max_age": settings.live_location_max_age,
-        "max_accuracy_m": settings.max_location_accuracy_m,
-        "cooldown_since": now - settings.alert_cooldown,
+        **_rule_parameters(settings, now),
     }
     if reach is not None:
         parameters["reach"] = reach

@@ -78,7 +78,7 @@ from dispatch.delivery import (
     AcceptedSms,
     advance_message,
     note_gateway_result,
-    record_alert_sms_sent,
+    record_sms_sent,
 )
 from dispatch.events import listen
 from dispatch.gateway import SendFailure, SendRequest, SendResult, SmsGateway
@@ -127,13 +127,15 @@ outage each new alert would otherwise wait out ``SMS_PRIMARY_ATTEMPTS`` failed t
 HEALTH_SUCCESS_EVERY_S = 1.0
 """A run of successful sends refreshes the shared health row at most this often."""
 RECORD_GATHER_S = 0.1
-"""How long an accepted alert SMS waits for the rest of its burst before it is recorded.
+"""How long an accepted SMS waits for the rest of its burst before it is recorded.
 
-The accepted alert SMS of a worker are recorded together, in one transaction, once
-no other alert request of this worker is waiting for the provider's answer, or this
+The SMS a worker's provider accepted are recorded together, in one transaction,
+once no other request of this worker is waiting for the provider's answer, or this
 long after the first of them was accepted: recorded one by one (seven round trips
-each, under the incident's lock), their records shared the event loop with the
-requests still being built, and held back the last alert of an incident's burst."""
+for an alert SMS, under the incident's lock; four for a stand-down), the records of
+an incident's alerts shared the event loop with the requests still being built and
+held back the last alert of the burst, and the stand-downs a reply causes were most
+of the worker's CPU per reply."""
 """A run of successful sends refreshes the shared health row at most this often."""
 
 # Table columns, not ORM attributes, in what the claim's UPDATE is built from: an
@@ -650,7 +652,7 @@ _NEXT_DUE = select(func.min(Message.next_attempt_at)).where(
 
 @dataclass
 class _AcceptedBatch:
-    """Accepted alert SMS waiting to be recorded together (:data:`RECORD_GATHER_S`)."""
+    """Accepted SMS waiting to be recorded together (:data:`RECORD_GATHER_S`)."""
 
     sends: list[AcceptedSms]
     recorded: asyncio.Future[None]
@@ -706,8 +708,8 @@ class DispatchWorker:
             else 0
         )
         self._sending: dict[asyncio.Task[SendFailure | None], ClaimedSms] = {}
-        self._alert_requests_out = 0
-        """Alert requests of this worker waiting for the provider's answer."""
+        self._requests_out = 0
+        """Requests of this worker waiting for the provider's answer."""
         self._accepted: _AcceptedBatch | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._last_health_success: dict[str, float] = {}
@@ -817,7 +819,7 @@ class DispatchWorker:
         )
         gateway = self._gateway_for(sms)
         try:
-            result = await self._request(gateway, request, alert=sms.purpose == "alert")
+            result = await self._request(gateway, request)
         except SendFailure as failure:
             self._flush_if_none_out()
             if self.counted(sms):
@@ -850,7 +852,7 @@ class DispatchWorker:
             SMS_SENT.labels(sms.purpose).inc()
         if sms.purpose == "alert" and self.counted(sms):
             ALERT_ACCEPTED_AFTER.observe((accepted_at - sms.queued_at).total_seconds())
-        if sms.purpose == "alert" and PROVIDER_STATUS.get(result.status, "sent") == "sent":
+        if PROVIDER_STATUS.get(result.status, "sent") == "sent":
             await self._record_with_burst(
                 AcceptedSms(
                     message_id=sms.id,
@@ -872,22 +874,18 @@ class DispatchWorker:
         await self._note_health(gateway, None)
         return None
 
-    async def _request(
-        self, gateway: SmsGateway, request: SendRequest, *, alert: bool
-    ) -> SendResult:
-        """The provider's answer; counts the alert requests out (:data:`RECORD_GATHER_S`)."""
-        if not alert:
-            return await gateway.send(request)
-        self._alert_requests_out += 1
+    async def _request(self, gateway: SmsGateway, request: SendRequest) -> SendResult:
+        """The provider's answer; counts the requests out (:data:`RECORD_GATHER_S`)."""
+        self._requests_out += 1
         try:
             return await gateway.send(request)
         finally:
-            self._alert_requests_out -= 1
+            self._requests_out -= 1
 
     async def _record_with_burst(self, accepted: AcceptedSms) -> None:
-        """Record an accepted alert SMS with the others of its burst; returns once recorded.
+        """Record an accepted SMS with the others of its burst; returns once recorded.
 
-        Joins the batch waiting for the alert requests still out (flushed by the last
+        Joins the batch waiting for the requests still out (flushed by the last
         of them to come back, or :data:`RECORD_GATHER_S` after the batch began); a
         failed record fails every send of the batch, as one failed record fails one
         (the SMS stays ``sending`` until its lease runs out: the duplicate window).
@@ -902,8 +900,8 @@ class DispatchWorker:
         await asyncio.shield(batch.recorded)
 
     def _flush_if_none_out(self) -> None:
-        """The last alert request of a burst came back: record what it gathered."""
-        if self._alert_requests_out == 0 and self._accepted is not None:
+        """The last request out came back: record what the batch gathered."""
+        if self._requests_out == 0 and self._accepted is not None:
             self._flush_soon(self._accepted)
 
     def _flush_soon(self, batch: _AcceptedBatch) -> None:
@@ -913,14 +911,14 @@ class DispatchWorker:
         self._accepted = None
         if batch.timer is not None:
             batch.timer.cancel()
-        task = asyncio.create_task(self._flush(batch), name="record-accepted-alerts")
+        task = asyncio.create_task(self._flush(batch), name="record-accepted-sms")
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: _AcceptedBatch) -> None:
         try:
             async with unit_of_work(self.session_factory) as session:
-                await record_alert_sms_sent(session, batch.sends)
+                await record_sms_sent(session, batch.sends)
         except asyncio.CancelledError:
             batch.recorded.cancel()
             raise

@@ -1,10 +1,11 @@
-"""The worker records the accepted alert SMS of a burst together, after its last request.
+"""The worker records the accepted SMS of a burst together, after its last request.
 
 Recorded one by one, each accepted alert SMS was a transaction of seven round trips
 under its incident's lock, run on the event loop that was still building the
 burst's later requests: the last alert of an incident reached the provider later
 for every record before it (docs/benchmarks.md). The records now wait until no
-alert request of the worker is out (or ``RECORD_GATHER_S``) and are one transaction.
+request of the worker is out (or ``RECORD_GATHER_S``) and are one transaction; so
+are the stand-downs a reply causes, which were most of the worker's CPU per reply.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import select
 
-from app.core.models import IncidentEvent
+from app.core.models import IncidentEvent, Message
 from dispatch import worker as worker_module
-from dispatch.delivery import AcceptedSms, record_alert_sms_sent
+from dispatch.delivery import AcceptedSms, record_sms_sent
 from tests.twilio_fake import Behaviour, FakeTwilio
 from tests.worker_harness import Harness
 
@@ -29,9 +30,9 @@ def count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     async def counting(session: object, accepted: Sequence[AcceptedSms]) -> None:
         sizes.append(len(accepted))
-        await record_alert_sms_sent(session, accepted)  # type: ignore[arg-type]
+        await record_sms_sent(session, accepted)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(worker_module, "record_alert_sms_sent", counting)
+    monkeypatch.setattr(worker_module, "record_sms_sent", counting)
     return sizes
 
 
@@ -65,6 +66,31 @@ async def test_a_burst_is_recorded_in_one_transaction_with_an_event_per_alert(
         ).all()
     assert {data["alert_id"] for _, data in events} == {str(alert.id) for alert in alerts}
     assert [seq for seq, _ in events] == list(range(events[0].seq, events[0].seq + 12))
+
+
+async def test_texts_that_are_not_alerts_are_recorded_together_too(
+    harness: Harness, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "RECORD_GATHER_S", 3600.0)
+    phones = await harness.texts("stand_down", 4)
+    batches = count_batches(monkeypatch)
+    worker = harness.worker()
+
+    assert await worker.send_due() == 4
+    await worker.gateway.close()
+
+    assert batches == [4]
+    async with harness.factory() as session:
+        rows = (
+            await session.execute(
+                select(Message.status, Message.provider_sid, Message.claimed_by).where(
+                    Message.phone.in_(phones)
+                )
+            )
+        ).all()
+        events = (await session.execute(select(IncidentEvent.id))).all()
+    assert sorted(rows) == sorted(("sent", request.sid, None) for request in fake_twilio.messages())
+    assert events == [], "only an alert SMS's delivery is an incident event"
 
 
 async def test_an_accepted_alert_waits_for_the_requests_still_out(
@@ -116,7 +142,7 @@ async def test_a_failed_record_leaves_every_sms_of_the_batch_sending_under_its_l
     async def lost(session: object, accepted: Sequence[AcceptedSms]) -> None:
         raise ConnectionError("database gone")
 
-    monkeypatch.setattr(worker_module, "record_alert_sms_sent", lost)
+    monkeypatch.setattr(worker_module, "record_sms_sent", lost)
     worker = harness.worker()
 
     tasks = await worker.fill_slots()
