@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Select, String, bindparam, func, select, update
+from sqlalchemy import DateTime, Float, Select, String, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
@@ -240,9 +240,7 @@ async def create_incident(
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
     with phase("events"):
-        incident = (
-            await session.execute(select(Incident).where(Incident.id == inserted))
-        ).scalar_one()
+        incident = (await session.execute(_INCIDENT_BY_ID, {"incident_id": inserted})).scalar_one()
         created = {
             "status": incident.status,
             "not_alerted_reason": incident.not_alerted_reason,
@@ -253,6 +251,10 @@ async def create_incident(
             session, incident.id, alerts, after=Event(type="incident.created", data=created)
         )
     return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
+
+
+_INCIDENT_BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
+"""Built once: an ORM ``SELECT`` built per call has its cache key computed per call."""
 
 
 async def alert_more(
@@ -386,16 +388,18 @@ _INCIDENT_COLUMNS = (
 def _incident_insert() -> ReturningInsert[uuid.UUID]:
     """Built once with bound parameters, like the statements after it (built per call,
     this ~25-column INSERT cost more Python than the database spent running it)."""
-    table = Incident.__table__
+    table: Table = Incident.__table__  # type: ignore[assignment]
     values: dict[str, Any] = {
         name: bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS
     }
     values["location"] = bound_point("lat", "lon")
+    # On the table, not the mapped class: SQLAlchemy rebuilds an ORM-enabled INSERT's
+    # cache key on every execution (tests/test_post_statements.py).
     return (
-        insert(Incident)
+        insert(table)
         .values(values)
         .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
-        .returning(Incident.id)
+        .returning(table.c.id)
     )
 
 

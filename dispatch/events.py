@@ -34,6 +34,7 @@ import structlog
 from sqlalchemy import (
     ARRAY,
     Integer,
+    Table,
     Text,
     bindparam,
     cast,
@@ -91,13 +92,17 @@ async def record_events(
 
 
 def _record_events_statement() -> Any:
+    """Built once, on the tables (an ORM-enabled ``UPDATE`` or ``INSERT`` has its cache
+    key rebuilt on every execution, and every writer of an event runs this)."""
+    incident: Table = Incident.__table__  # type: ignore[assignment]
+    event: Table = IncidentEvent.__table__  # type: ignore[assignment]
     count = bindparam("count", type_=Integer())
     numbered = (
-        update(Incident)
-        .where(Incident.id == bindparam("incident_id"))
+        update(incident)
+        .where(incident.c.id == bindparam("incident_id"))
         # updated_at named so its onupdate does not fire: an event is not an edit.
-        .values(event_seq=Incident.event_seq + count, updated_at=Incident.updated_at)
-        .returning(Incident.id, Incident.event_seq)
+        .values(event_seq=incident.c.event_seq + count, updated_at=incident.c.updated_at)
+        .returning(incident.c.id, incident.c.event_seq)
         .cte("numbered")
     )
     given = (
@@ -106,7 +111,7 @@ def _record_events_statement() -> Any:
         .render_derived()
     )
     inserted = (
-        insert(IncidentEvent)
+        insert(event)
         .from_select(
             ["incident_id", "seq", "type", "data"],
             select(
@@ -116,7 +121,7 @@ def _record_events_statement() -> Any:
                 given.c.event["data"],
             ).select_from(numbered.join(given, true())),
         )
-        .returning(IncidentEvent.incident_id)
+        .returning(event.c.incident_id)
         .cte("inserted")
     )
     # One row per event, one payload: PostgreSQL delivers it once per transaction.

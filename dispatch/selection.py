@@ -120,7 +120,13 @@ async def lock_selection(session: AsyncSession) -> None:
     Held for the few milliseconds between the check and the commit; concurrent
     incidents queue behind it instead of racing for the same volunteers.
     """
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SELECTION_LOCK_KEY})
+    await session.execute(_LOCK_SELECTION, {"key": SELECTION_LOCK_KEY})
+
+
+# Built once, as every statement of the alert path is (a ``text()`` built per call
+# is one more cache key computed per incident).
+_LOCK_SELECTION = text("SELECT pg_advisory_xact_lock(:key)")
+_SET_UP_PLANNER = text(KNN_PLANNER_SETTINGS)
 
 
 async def nearest_available_aed(
@@ -485,7 +491,7 @@ async def select_candidates(
         ems_eta_at=ems_eta_at,
         canary_volunteer_id=canary_volunteer_id,
     )
-    await session.execute(text(KNN_PLANNER_SETTINGS))
+    await session.execute(_SET_UP_PLANNER)
     rows = (await session.execute(statement, parameters)).all()
     return [
         Candidate(

@@ -1,0 +1,76 @@
+"""The dispatcher's POST runs statements built once.
+
+SQLAlchemy caches a statement's compiled form under a cache key it computes once
+per statement object, except for an ORM-enabled ``INSERT`` or ``UPDATE``, whose key
+it rebuilds on every execution, and except for a statement built per call. The
+incident's ``INSERT`` (ORM-enabled, its key computed twice per POST) and the events'
+statement (an ORM ``UPDATE`` in a CTE, run by every writer of an event: the POST,
+every reply, every recorded alert SMS) were both; so were the selection lock's and
+the planner's ``text()`` and the incident's read back. This test fails when a
+statement of an alerting POST is built per call again, or made ORM-enabled. No
+timing is asserted: it counts the cache keys computed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.cache_key import HasCacheKey
+
+from geo.points import LatLon
+from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
+
+
+def record_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every statement element whose cache key SQLAlchemy computes from now on."""
+    computed: list[Any] = []
+    compute: Callable[[Any], Any] = HasCacheKey._generate_cache_key
+
+    def recording(element: Any) -> Any:
+        computed.append(element)
+        return compute(element)
+
+    monkeypatch.setattr(HasCacheKey, "_generate_cache_key", recording)
+    return computed
+
+
+def _of_the_post(element: Any) -> bool:
+    """Not the test's savepoints, nor the rate limiter's own look-up of the key."""
+    if type(element).__name__ in ("SavepointClause", "ReleaseSavepointClause"):
+        return False
+    froms = element.get_final_froms() if hasattr(element, "get_final_froms") else []
+    return [getattr(table, "name", None) for table in froms] != ["api_key"]
+
+
+async def test_an_alerting_post_computes_no_statement_cache_key_after_the_first(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await create_key(session, role="dispatcher", name="sos")
+    sites = [LatLon(STOCKHOLM.lat + shift, STOCKHOLM.lon) for shift in (0.0, 0.02)]
+    for site in sites:
+        for distance in (40, 80, 120):
+            await create_volunteer(session, near=offset(site, bearing_deg=0, distance_m=distance))
+    computed = record_cache_keys(monkeypatch)
+    per_post = []
+    for site in sites:
+        computed.clear()
+        response = await client.post(
+            "/v1/incidents",
+            headers=headers,
+            json={
+                "external_ref": f"CAD-{uuid.uuid4().hex[:10]}",
+                "kind": "cardiac_arrest",
+                "location": {"lat": site.lat, "lon": site.lon},
+                "address": "Drottninggatan 1, Stockholm",
+            },
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["counts"]["alerted"] == 3
+        per_post.append([type(element).__name__ for element in computed if _of_the_post(element)])
+
+    assert per_post[1] == [], f"cache keys computed by the second POST: {per_post[1]}"
