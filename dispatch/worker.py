@@ -407,40 +407,6 @@ _CLAIM: dict[str, Select[Any] | Update] = {
 }
 
 
-async def claim_due(
-    session: AsyncSession,
-    *,
-    now: datetime,
-    worker_id: str,
-    limit: int,
-    lease: timedelta,
-    other_limit: int | None = None,
-    bulk_limit: int = 0,
-    channel: str = "sms",
-) -> list[ClaimedSms]:
-    """Claim up to ``limit`` due messages: alerts first; only when there are none, at
-    most ``other_limit`` others (default: as many as fit), of which at most
-    ``bulk_limit`` bulk ones.
-
-    Each tier is read only when room is left, in priority order; after a claim of
-    alerts the others wait for the next claim (a finished send wakes it), so that a
-    burst's own claim is one statement. Each claimed row
-    becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
-    ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
-    """
-    claim = await claim_tiers(
-        session,
-        now=now,
-        worker_id=worker_id,
-        limit=limit,
-        lease=lease,
-        other_limit=other_limit,
-        bulk_limit=bulk_limit,
-        channel=channel,
-    )
-    return claim.claimed
-
-
 @dataclass(frozen=True)
 class Claim:
     claimed: list[ClaimedSms]
@@ -461,7 +427,17 @@ async def claim_tiers(
     bulk_limit: int = 0,
     channel: str = "sms",
 ) -> Claim:
-    """:func:`claim_due`, and whether it drained what a free slot could take."""
+    """Claim up to ``limit`` due messages: alerts first; only when there are none, at
+    most ``other_limit`` others (default: as many as fit), of which at most
+    ``bulk_limit`` bulk ones.
+
+    Each tier is read only when room is left, in priority order; after a claim of
+    alerts the others wait for the next claim (a finished send wakes it), so that a
+    burst's own claim is one statement. Each claimed row
+    becomes ``sending`` with a lease of ``lease`` from ``now``. Only rows of
+    ``channel``: calls (``voice``) have a worker of their own (``dispatch.voice``).
+    Returns what it claimed and whether it drained what a free slot could take.
+    """
     parameters = {
         "now": now,
         "valid_after": now + MIN_VALIDITY,

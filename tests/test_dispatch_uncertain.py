@@ -16,7 +16,7 @@ from sqlalchemy import select
 from app.core.db import unit_of_work
 from app.core.models import Message
 from dispatch.lifecycle import cancel_incident
-from dispatch.worker import abandon_unsendable, claim_due
+from dispatch.worker import abandon_unsendable, claim_tiers
 from tests.twilio_fake import SERVER_ERROR, FakeTwilio, hang
 from tests.worker_harness import Harness
 
@@ -105,7 +105,7 @@ async def test_an_alert_whose_worker_died_mid_send_gets_its_cancellation_once_gi
     """A lease that ran out: the dead worker's request may be at the provider."""
     [alert] = await harness.alerts()
     async with unit_of_work(harness.factory) as session:
-        await claim_due(
+        await claim_tiers(
             session,
             now=harness.clock.now(),
             worker_id="died",

@@ -12,7 +12,7 @@ from app.core.db import unit_of_work
 from app.core.models import GatewayHealth, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
 from dispatch.responses import InboundSms, handle_inbound_sms
-from dispatch.worker import claim_due
+from dispatch.worker import claim_tiers
 from tests.factories import create_alert, create_incident, create_volunteer
 from tests.twilio_fake import (
     AUTH_FAILED,
@@ -332,13 +332,15 @@ async def test_message_of_a_worker_that_died_mid_send_is_claimed_again_after_its
 ) -> None:
     [alert] = await harness.alerts()
     async with unit_of_work(harness.factory) as session:
-        [claimed] = await claim_due(
-            session,
-            now=harness.clock.now(),
-            worker_id="dead",
-            limit=10,
-            lease=timedelta(seconds=30),
-        )
+        [claimed] = (
+            await claim_tiers(
+                session,
+                now=harness.clock.now(),
+                worker_id="dead",
+                limit=10,
+                lease=timedelta(seconds=30),
+            )
+        ).claimed
     worker = harness.worker()
     assert await worker.send_due() == 0, "the lease still holds"
     harness.clock.advance(timedelta(seconds=31))

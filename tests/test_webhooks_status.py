@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import FrozenClock
 from app.core.models import Alert, IncidentEvent, Message, Volunteer
 from app.core.settings import Settings
-from dispatch.worker import claim_due
+from dispatch.worker import claim_tiers
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
 from tests.twilio_fake import (
     ACCOUNT_SID,
@@ -121,9 +121,11 @@ async def test_delivered_after_we_gave_up_at_the_deadline_wins_and_sends_nothing
         )
     )
     assert [data["delivery_status"] for data in events] == ["delivered"]
-    claimed = await claim_due(
-        session, now=clock.now(), worker_id="w", limit=10, lease=timedelta(seconds=30)
-    )
+    claimed = (
+        await claim_tiers(
+            session, now=clock.now(), worker_id="w", limit=10, lease=timedelta(seconds=30)
+        )
+    ).claimed
     assert claimed == [], "a receipt never resurrects a send"
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import event
 
 from app.core.db import unit_of_work
 from dispatch.gateway import SendResult
-from dispatch.worker import claim_due, record_success
+from dispatch.worker import claim_tiers, record_success
 from tests.statements import count_cache_keys
 from tests.worker_harness import Harness
 
@@ -37,9 +37,11 @@ async def test_claiming_and_recording_a_send_compute_no_statement_cache_key(
         computed[0] = 0
         now = harness.clock.now()
         async with unit_of_work(harness.factory) as session:
-            [claimed] = await claim_due(
-                session, now=now, worker_id="w", limit=1, lease=timedelta(seconds=30)
-            )
+            [claimed] = (
+                await claim_tiers(
+                    session, now=now, worker_id="w", limit=1, lease=timedelta(seconds=30)
+                )
+            ).claimed
         async with unit_of_work(harness.factory) as session:
             await record_success(
                 session,
@@ -71,14 +73,18 @@ async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_
     try:
         now = harness.clock.now()
         async with unit_of_work(harness.factory) as session:
-            burst = await claim_due(
-                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
-            )
+            burst = (
+                await claim_tiers(
+                    session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+                )
+            ).claimed
         claimed_statements = len(statements)
         async with unit_of_work(harness.factory) as session:
-            after = await claim_due(
-                session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
-            )
+            after = (
+                await claim_tiers(
+                    session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+                )
+            ).claimed
     finally:
         event.remove(harness.engine.sync_engine, "before_cursor_execute", counting)
 
