@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from app.core.db import unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
-from app.core.outbox import OutboundSms, note_exercise, queue_sms
+from app.core.outbox import Lease, OutboundSms, note_exercise, queue_sms
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
@@ -139,11 +139,13 @@ async def create_incident(
     settings: Settings,
     now: datetime,
     created_by: uuid.UUID | None = None,
+    lease: Lease | None = None,
 ) -> Created:
     """Store the incident and, unless a rule says otherwise, alert its volunteers.
 
-    Raises ``Conflict`` when the centre already used ``external_ref`` for a
-    different request.
+    The alert SMS that ``lease`` (room in this process's worker) takes are queued
+    already claimed by that worker, for it to send at commit. Raises ``Conflict``
+    when the centre already used ``external_ref`` for a different request.
     """
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
@@ -236,6 +238,7 @@ async def create_incident(
                 limit=settings.batch,
                 ems_eta_at=ems_eta_at,
                 canary_volunteer_id=request.canary_volunteer_id,
+                lease=lease,
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
@@ -493,6 +496,7 @@ async def _alert_candidates(
     radius_m: float | None = None,
     alerted_as: str = "selection",
     canary_volunteer_id: uuid.UUID | None = None,
+    lease: Lease | None = None,
 ) -> list[QueuedAlert]:
     with phase("selection"):
         candidates: list[Candidate] = await select_candidates(
@@ -519,6 +523,7 @@ async def _alert_candidates(
             settings=settings,
             now=now,
             alerted_as=alerted_as,
+            lease=lease,
         )
 
 
@@ -532,6 +537,7 @@ _ALERT_COLUMNS = (
     "aed_detour_m",
     "alerted_as",
     "delivery_status",
+    "delivery_updated_at",
     "response",
     "created_at",
     "updated_at",
@@ -559,8 +565,10 @@ async def _queue_alerts(
     settings: Settings,
     now: datetime,
     alerted_as: str,
+    lease: Lease | None = None,
 ) -> list[QueuedAlert]:
-    """The alerts and their queued texts: one statement each, however many."""
+    """The alerts and their queued texts: one statement each, however many; the SMS
+    ``lease`` takes are queued claimed by it."""
     codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
         QueuedAlert(
@@ -571,6 +579,35 @@ async def _queue_alerts(
         )
         for candidate in candidates
     ]
+    deadline = now + settings.alert_send_deadline
+    channels = await alert_channels(
+        session,
+        incident_id=incident_id,
+        preferences=[candidate.contact_preference for candidate in candidates],
+        settings=settings,
+    )
+    texts = [
+        OutboundSms(
+            phone=candidate.phone,
+            body=alert_text(
+                candidate.language,
+                kind=kind,
+                at=now,
+                zone=settings.zone,
+                distance_m=candidate.distance_m,
+                address=address,
+                code=code,
+            ),
+            purpose="alert",
+            volunteer_id=candidate.volunteer_id,
+            incident_id=incident_id,
+            alert_id=alert.id,
+            deadline_at=deadline,
+            channel=channel,
+        )
+        for candidate, alert, code, channel in zip(candidates, alerts, codes, channels, strict=True)
+    ]
+    leased = set() if lease is None else lease.take(texts)
     rows = [
         {
             "id": alert.id,
@@ -581,7 +618,9 @@ async def _queue_alerts(
             "location_source": candidate.location_source,
             "aed_detour_m": candidate.aed_detour_m,
             "alerted_as": alerted_as,
-            "delivery_status": "queued",
+            # A leased SMS is claimed as it is queued: its alert as the claim marks it.
+            "delivery_status": "sending" if alert.id in leased else "queued",
+            "delivery_updated_at": now if alert.id in leased else None,
             "response": "pending",
             "created_at": now,
             "updated_at": now,
@@ -589,40 +628,7 @@ async def _queue_alerts(
         for candidate, alert, code in zip(candidates, alerts, codes, strict=True)
     ]
     await session.execute(_ALERT_INSERT, unnest_rows(_ALERT_COLUMNS, rows))
-    deadline = now + settings.alert_send_deadline
-    channels = await alert_channels(
-        session,
-        incident_id=incident_id,
-        preferences=[candidate.contact_preference for candidate in candidates],
-        settings=settings,
-    )
-    await queue_sms(
-        session,
-        [
-            OutboundSms(
-                phone=candidate.phone,
-                body=alert_text(
-                    candidate.language,
-                    kind=kind,
-                    at=now,
-                    zone=settings.zone,
-                    distance_m=candidate.distance_m,
-                    address=address,
-                    code=code,
-                ),
-                purpose="alert",
-                volunteer_id=candidate.volunteer_id,
-                incident_id=incident_id,
-                alert_id=alert.id,
-                deadline_at=deadline,
-                channel=channel,
-            )
-            for candidate, alert, code, channel in zip(
-                candidates, alerts, codes, channels, strict=True
-            )
-        ],
-        now=now,
-    )
+    await queue_sms(session, texts, now=now, lease=lease)
     return alerts
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util import await_only, greenlet_spawn
 
 
@@ -153,6 +154,41 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: committed if the block ends normally, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+_WHEN_ENDED = "responder.when_ended"
+_COMMITTED = "responder.committed"
+
+
+def when_transaction_ends(session: AsyncSession, callback: Callable[[bool], object]) -> None:
+    """Call ``callback(committed)`` once the session's transaction has ended: ``True``
+    after its commit, ``False`` after a rollback (an exception, a conflict).
+
+    For what may happen only once the transaction is durable, and must be undone if
+    it never is: the incident POST hands its burst, already claimed in its own
+    transaction, to this process's worker at commit, and gives the slots it held back
+    otherwise (``dispatch.worker.Burst``). SQLAlchemy's own session events, on the
+    outermost transaction only (a savepoint's end is not the end); the callback runs
+    synchronously on the event loop's thread and must not emit SQL.
+    """
+    session.info.setdefault(_WHEN_ENDED, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    # Also called when a savepoint is released: only the outermost commit counts.
+    if _WHEN_ENDED in session.info and not session.in_nested_transaction():
+        session.info[_COMMITTED] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None or _WHEN_ENDED not in session.info:
+        return
+    callbacks: list[Callable[[bool], object]] = session.info.pop(_WHEN_ENDED)
+    committed = bool(session.info.pop(_COMMITTED, False))
+    for callback in callbacks:
+        callback(committed)
 
 
 _UNREACHABLE_DRIVER_ERRORS = (
