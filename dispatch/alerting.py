@@ -31,7 +31,13 @@ from sqlalchemy.sql.dml import ReturningInsert
 from app.core.db import unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
-from app.core.outbox import Lease, OutboundSms, note_exercise, queue_sms
+from app.core.outbox import (
+    Lease,
+    OutboundSms,
+    note_exercise,
+    queue_sms,
+    queue_statement_beside,
+)
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
@@ -40,6 +46,7 @@ from dispatch.channels import alert_channels
 from dispatch.events import Event, record_events
 from dispatch.selection import (
     Candidate,
+    knn_planner_columns,
     lock_selection,
     nearest_available_aed,
     select_candidates,
@@ -239,6 +246,8 @@ async def create_incident(
                 ems_eta_at=ems_eta_at,
                 canary_volunteer_id=request.canary_volunteer_id,
                 lease=lease,
+                # The duplicate check set the planner up (a canary has none).
+                planner_set_up=request.canary_volunteer_id is None,
             )
             if not alerts:
                 await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
@@ -407,11 +416,13 @@ def _incident_insert() -> ReturningInsert[uuid.UUID]:
 
 
 @lru_cache(maxsize=1)
-def _duplicate_statement() -> Select[uuid.UUID]:
-    """Built once with bound parameters (per call, building it cost more than running it)."""
+def _duplicate_statement() -> Select[*tuple[Any, ...]]:
+    """The duplicate check, carrying the selection's planner settings (one round trip
+    for both; the check itself is planned before they apply). Built once with bound
+    parameters (per call, building it cost more than running it)."""
     here = bound_point("lat", "lon")
     now = bindparam("now", type_=DateTime(timezone=True))
-    return (
+    nearest_alerting = (
         select(Incident.id)
         .where(
             Incident.centre == bindparam("centre", type_=String()),
@@ -423,7 +434,9 @@ def _duplicate_statement() -> Select[uuid.UUID]:
         )
         .order_by(nearest_first(Incident.location, here))
         .limit(1)
+        .scalar_subquery()
     )
+    return select(nearest_alerting.label("duplicate_of"), *knn_planner_columns())
 
 
 async def _alerting_duplicate(
@@ -435,7 +448,8 @@ async def _alerting_duplicate(
     settings: Settings,
     now: datetime,
 ) -> uuid.UUID | None:
-    found: uuid.UUID | None = (
+    """The alerting incident this one duplicates, if any; sets up the selection's planner."""
+    row = (
         await session.execute(
             _duplicate_statement(),
             {
@@ -448,7 +462,8 @@ async def _alerting_duplicate(
                 "radius_m": settings.duplicate_radius_m,
             },
         )
-    ).scalar_one_or_none()
+    ).one()
+    found: uuid.UUID | None = row.duplicate_of
     return found
 
 
@@ -497,6 +512,7 @@ async def _alert_candidates(
     alerted_as: str = "selection",
     canary_volunteer_id: uuid.UUID | None = None,
     lease: Lease | None = None,
+    planner_set_up: bool = False,
 ) -> list[QueuedAlert]:
     with phase("selection"):
         candidates: list[Candidate] = await select_candidates(
@@ -510,6 +526,7 @@ async def _alert_candidates(
             radius_m=radius_m,
             ems_eta_at=ems_eta_at,
             canary_volunteer_id=canary_volunteer_id,
+            planner_set_up=planner_set_up,
         )
     if not candidates:
         return []
@@ -542,7 +559,8 @@ _ALERT_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_ALERT_INSERT = unnest_insert(Alert, _ALERT_COLUMNS)
+_QUEUE_WITH_ALERTS = queue_statement_beside(unnest_insert(Alert, _ALERT_COLUMNS, prefix="alert_"))
+"""The alerts and their texts in one statement (one round trip on the POST's path)."""
 
 
 @dataclass(frozen=True)
@@ -567,8 +585,8 @@ async def _queue_alerts(
     alerted_as: str,
     lease: Lease | None = None,
 ) -> list[QueuedAlert]:
-    """The alerts and their queued texts: one statement each, however many; the SMS
-    ``lease`` takes are queued claimed by it."""
+    """The alerts and their queued texts: one statement for both, however many; the
+    SMS ``lease`` takes are queued claimed by it."""
     codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
         QueuedAlert(
@@ -627,8 +645,13 @@ async def _queue_alerts(
         }
         for candidate, alert, code in zip(candidates, alerts, codes, strict=True)
     ]
-    await session.execute(_ALERT_INSERT, unnest_rows(_ALERT_COLUMNS, rows))
-    await queue_sms(session, texts, now=now, lease=lease)
+    await queue_sms(
+        session,
+        texts,
+        now=now,
+        lease=lease,
+        beside=(_QUEUE_WITH_ALERTS, unnest_rows(_ALERT_COLUMNS, rows, prefix="alert_")),
+    )
     return alerts
 
 

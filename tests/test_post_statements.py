@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
 
@@ -74,3 +75,41 @@ async def test_an_alerting_post_computes_no_statement_cache_key_after_the_first(
         per_post.append([type(element).__name__ for element in computed if _of_the_post(element)])
 
     assert per_post[1] == [], f"cache keys computed by the second POST: {per_post[1]}"
+
+
+async def test_an_alerting_post_makes_these_round_trips(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Each statement is a round trip on the POST's path (and, on the two-core machine,
+    a switch to the database and back): the planner's settings ride on the duplicate
+    check, the alerts on their texts' INSERT."""
+    headers = await create_key(session, role="dispatcher", name="sos")
+    for distance in (40, 80, 120):
+        await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=distance))
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            sent.append(" ".join(statement.split()[:3]))
+
+    connection = (await session.connection()).sync_connection
+    assert connection is not None
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        response = await client.post(
+            "/v1/incidents",
+            headers=headers,
+            json={
+                "external_ref": "CAD-ROUND-TRIPS",
+                "kind": "cardiac_arrest",
+                "location": {"lat": STOCKHOLM.lat, "lon": STOCKHOLM.lon},
+                "address": "Drottninggatan 1, Stockholm",
+            },
+        )
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert response.status_code == 201, response.text
+    # The key, the AED, the incident, the selection lock, the duplicate check (with the
+    # planner's settings), the candidates, the alerts with their texts, the read back,
+    # the events: 11 before the planner and the alerts rode on other statements.
+    assert len(sent) == 9, sent

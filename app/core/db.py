@@ -314,7 +314,7 @@ class DriverStatement:
             ) from error
 
 
-def unnest_insert(entity: type[Any], columns: tuple[str, ...]) -> Insert:
+def unnest_insert(entity: type[Any], columns: tuple[str, ...], *, prefix: str = "") -> Insert:
     """Many rows of a mapped class in one statement: ``INSERT … SELECT … FROM unnest(…)``.
 
     Executed with one list per column (:func:`unnest_rows`). An executemany of a
@@ -323,16 +323,19 @@ def unnest_insert(entity: type[Any], columns: tuple[str, ...]) -> Insert:
     incident were 60 server-side executions inside the dispatcher's POST. Multi-row
     ``VALUES`` would be one statement too, but its SQL changes with the row count, so
     every count is prepared and planned anew; this text is the same for any count and
-    is prepared once per connection.
+    is prepared once per connection. ``prefix`` names its parameters apart from
+    another's in the same statement.
     """
     table = entity.__table__
-    arrays = [bindparam(name, type_=ARRAY(table.c[name].type)) for name in columns]
+    arrays = [bindparam(prefix + name, type_=ARRAY(table.c[name].type)) for name in columns]
     rows = func.unnest(*arrays).table_valued(*columns).render_derived()
     return insert(table).from_select(
         [table.c[name] for name in columns], select(*(rows.c[name] for name in columns))
     )
 
 
-def unnest_rows(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def unnest_rows(
+    columns: tuple[str, ...], rows: list[dict[str, Any]], *, prefix: str = ""
+) -> dict[str, list[Any]]:
     """The parameters of an :func:`unnest_insert`: each column's values, row by row."""
-    return {name: [row[name] for row in rows] for name in columns}
+    return {prefix + name: [row[name] for row in rows] for name in columns}

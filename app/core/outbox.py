@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, bindparam, exists, func, select
+from sqlalchemy import ARRAY, Insert, Select, bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -233,20 +233,30 @@ _QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(
 wake-up when a :class:`Lease` took every row."""
 
 
+def queue_statement_beside(insert: Insert) -> Select[Any]:
+    """The texts' statement that also runs ``insert`` (the rows the texts are about: an
+    incident's new alerts), for :func:`queue_sms`'s ``beside``: one round trip for
+    both. Build it once. The texts' foreign keys are checked at the end of the
+    statement, when both inserts are done."""
+    return _QUEUE_AND_NOTIFY.add_cte(insert.cte("beside"))
+
+
 async def queue_sms(
     session: AsyncSession,
     messages: list[OutboundSms],
     *,
     now: datetime,
     lease: Lease | None = None,
+    beside: tuple[Select[Any], dict[str, Any]] | None = None,
 ) -> None:
     """Queue texts (and the calls that repeat some of them) with one INSERT statement
     (``app.core.db.unnest_insert``) and wake the senders when the transaction commits.
 
     The alert SMS that ``lease`` took (:meth:`Lease.take`) are stored claimed by it
-    and listed in ``lease.taken``.
+    and listed in ``lease.taken``. ``beside``: a statement of
+    :func:`queue_statement_beside` and its own parameters, run instead.
     """
-    if not messages:
+    if not messages and beside is None:
         return
     messages = messages + await _calls_too(session, messages, now=now)
     messages, exercises = await _mark_exercises(session, messages)
@@ -263,7 +273,8 @@ async def queue_sms(
             for item, row in zip(messages, rows, strict=True)
             if row["claimed_by"] is not None
         )
-    await session.execute(_QUEUE_AND_NOTIFY, unnest_rows(_MESSAGE_COLUMNS, rows))
+    statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
+    await session.execute(statement, {**parameters, **unnest_rows(_MESSAGE_COLUMNS, rows)})
 
 
 def _row(item: OutboundSms, *, now: datetime, lease: Lease | None) -> dict[str, Any]:
