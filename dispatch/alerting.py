@@ -23,10 +23,22 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Select, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from app.core.db import unnest_insert, unnest_rows
 from app.core.errors import Conflict
@@ -45,6 +57,7 @@ from app.core.timing import phase
 from dispatch.channels import alert_channels
 from dispatch.events import Event, record_events
 from dispatch.selection import (
+    SELECTION_LOCK_KEY,
     Candidate,
     knn_planner_columns,
     lock_selection,
@@ -162,9 +175,9 @@ async def create_incident(
         )
     ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
     with phase("insert"):
-        inserted = (
+        inserted: Incident | None = (
             await session.execute(
-                _incident_insert(),
+                _incident_insert(locked=reason is None),
                 {
                     "id": uuid.uuid4(),
                     "centre": centre,
@@ -192,6 +205,7 @@ async def create_incident(
                     "created_by": created_by,
                     "created_at": now,
                     "updated_at": now,
+                    "key": SELECTION_LOCK_KEY,
                 },
             )
         ).scalar_one_or_none()
@@ -209,12 +223,13 @@ async def create_incident(
                 extra={"incident_id": str(existing.id)},
             )
         return Created(incident=existing, created=False)
-    note_exercise(session, inserted, exercise=request.exercise)
+    incident = inserted
+    note_exercise(session, incident.id, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []
     if reason is None:
+        # The insert took the selection lock (docs/selection.md).
         with phase("duplicate"):
-            await lock_selection(session)
             # A canary is never the duplicate of a real incident, nor of an earlier canary.
             duplicate_of = (
                 None
@@ -223,19 +238,17 @@ async def create_incident(
                     session,
                     centre=centre,
                     point=request.location,
-                    incident_id=inserted,
+                    incident_id=incident.id,
                     settings=settings,
                     now=now,
                 )
             )
         if duplicate_of is not None:
-            await _mark_not_alerted(
-                session, inserted, "duplicate", now=now, duplicate_of=duplicate_of
-            )
+            await _mark_not_alerted(session, incident, "duplicate", duplicate_of=duplicate_of)
         else:
             alerts = await _alert_candidates(
                 session,
-                incident_id=inserted,
+                incident_id=incident.id,
                 kind=request.kind,
                 address=request.address,
                 point=request.location,
@@ -250,9 +263,8 @@ async def create_incident(
                 planner_set_up=request.canary_volunteer_id is None,
             )
             if not alerts:
-                await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
+                await _mark_not_alerted(session, incident, "no_eligible_volunteers")
     with phase("events"):
-        incident = (await session.execute(_INCIDENT_BY_ID, {"incident_id": inserted})).scalar_one()
         created = {
             "status": incident.status,
             "not_alerted_reason": incident.not_alerted_reason,
@@ -263,10 +275,6 @@ async def create_incident(
             session, incident.id, alerts, after=Event(type="incident.created", data=created)
         )
     return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
-
-
-_INCIDENT_BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
-"""Built once: an ORM ``SELECT`` built per call has its cache key computed per call."""
 
 
 async def alert_more(
@@ -396,23 +404,35 @@ _INCIDENT_COLUMNS = (
 )
 
 
-@lru_cache(maxsize=1)
-def _incident_insert() -> ReturningInsert[uuid.UUID]:
-    """Built once with bound parameters, like the statements after it (built per call,
-    this ~25-column INSERT cost more Python than the database spent running it)."""
+@lru_cache(maxsize=2)
+def _incident_insert(*, locked: bool) -> ExecutableReturnsRows:
+    """The incident's ``INSERT``, returning the row as the session's ``Incident`` (no
+    read back), and, when ``locked``, taking the selection lock before it inserts (no
+    statement of its own): the duplicate check after it then sees every incident
+    committed while it waited. Parameters: the columns, ``lat``/``lon``, ``key``.
+
+    Built once with bound parameters (built per call, this ~25-column INSERT cost more
+    Python than the database spent running it); on the table, not the mapped class
+    (SQLAlchemy rebuilds an ORM-enabled INSERT's cache key on every execution), and
+    mapped onto ``Incident`` by an ORM ``SELECT`` from it (tests/test_post_statements.py).
+    """
     table: Table = Incident.__table__  # type: ignore[assignment]
-    values: dict[str, Any] = {
-        name: bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS
-    }
-    values["location"] = bound_point("lat", "lon")
-    # On the table, not the mapped class: SQLAlchemy rebuilds an ORM-enabled INSERT's
-    # cache key on every execution (tests/test_post_statements.py).
-    return (
+    values = [bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS]
+    row = select(*values, bound_point("lat", "lon"))
+    if locked:
+        # A FROM item is computed before the row it feeds, so before the insert.
+        row = row.select_from(
+            select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger()))).subquery(
+                "locked"
+            )
+        )
+    inserted = (
         insert(table)
-        .values(values)
+        .from_select([*_INCIDENT_COLUMNS, "location"], row)
         .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
-        .returning(table.c.id)
+        .returning(*table.c)
     )
+    return select(Incident).from_statement(inserted)
 
 
 @lru_cache(maxsize=1)
@@ -469,22 +489,35 @@ async def _alerting_duplicate(
 
 async def _mark_not_alerted(
     session: AsyncSession,
-    incident_id: uuid.UUID,
+    incident: Incident,
     reason: str,
     *,
-    now: datetime,
     duplicate_of: uuid.UUID | None = None,
 ) -> None:
-    await session.execute(
-        update(Incident)
-        .where(Incident.id == incident_id)
-        .values(
-            status="not_alerted",
-            not_alerted_reason=reason,
-            duplicate_of=duplicate_of,
-            updated_at=now,
-        )
+    """Stored, and set on the session's ``incident`` as it now is in the database.
+
+    Not through the unit of work: ``updated_at`` keeps the time of the insert (the
+    creation itself), and the unit of work, given no new value for it, would let its
+    ``onupdate`` replace it.
+    """
+    values = {"status": "not_alerted", "not_alerted_reason": reason, "duplicate_of": duplicate_of}
+    await session.execute(_MARK_NOT_ALERTED, {"incident_id": incident.id, **values})
+    for name, value in values.items():
+        set_committed_value(incident, name, value)
+
+
+_incident_table: Table = Incident.__table__  # type: ignore[assignment]
+_MARK_NOT_ALERTED = (
+    update(_incident_table)
+    .where(_incident_table.c.id == bindparam("incident_id"))
+    .values(
+        status=bindparam("status"),
+        not_alerted_reason=bindparam("not_alerted_reason"),
+        duplicate_of=bindparam("duplicate_of"),
+        # Named, so that its onupdate does not fire: still the creation's time.
+        updated_at=_incident_table.c.updated_at,
     )
+)
 
 
 def _reply_code(taken: frozenset[str]) -> str:
