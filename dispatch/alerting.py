@@ -55,7 +55,7 @@ from app.core.settings import Settings
 from app.core.texts import alert_text
 from app.core.timing import phase
 from dispatch.channels import alert_channels
-from dispatch.events import Event, record_events
+from dispatch.events import Event, event_parameters, record_events, recorded_events
 from dispatch.selection import (
     SELECTION_LOCK_KEY,
     Candidate,
@@ -261,19 +261,15 @@ async def create_incident(
                 lease=lease,
                 # The duplicate check set the planner up (a canary has none).
                 planner_set_up=request.canary_volunteer_id is None,
+                created=incident,
             )
             if not alerts:
                 await _mark_not_alerted(session, incident, "no_eligible_volunteers")
-    with phase("events"):
-        created = {
-            "status": incident.status,
-            "not_alerted_reason": incident.not_alerted_reason,
-            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
-            "alerted": len(alerts),
-        }
-        await _announce_queued(
-            session, incident.id, alerts, after=Event(type="incident.created", data=created)
-        )
+    if not alerts:  # else recorded with the alerts
+        with phase("events"):
+            await record_events(
+                session, incident_id=incident.id, events=[_created_event(incident, alerted=0)]
+            )
     return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
 
 
@@ -335,7 +331,6 @@ async def alert_more(
         alerted_as=alerted_as,
         canary_volunteer_id=incident.canary_volunteer_id,
     )
-    await _announce_queued(session, incident.id, alerts)
     return alerts
 
 
@@ -546,6 +541,7 @@ async def _alert_candidates(
     canary_volunteer_id: uuid.UUID | None = None,
     lease: Lease | None = None,
     planner_set_up: bool = False,
+    created: Incident | None = None,
 ) -> list[QueuedAlert]:
     with phase("selection"):
         candidates: list[Candidate] = await select_candidates(
@@ -574,6 +570,7 @@ async def _alert_candidates(
             now=now,
             alerted_as=alerted_as,
             lease=lease,
+            created=created,
         )
 
 
@@ -592,8 +589,12 @@ _ALERT_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_QUEUE_WITH_ALERTS = queue_statement_beside(unnest_insert(Alert, _ALERT_COLUMNS, prefix="alert_"))
-"""The alerts and their texts in one statement (one round trip on the POST's path)."""
+_QUEUE_WITH_ALERTS = queue_statement_beside(
+    unnest_insert(Alert, _ALERT_COLUMNS, prefix="new_alert_").cte("alerts"),
+    announce=recorded_events(prefix="event_"),
+)
+"""The alerts, their texts and their events in one statement (one round trip on the
+POST's path for what were three)."""
 
 
 @dataclass(frozen=True)
@@ -617,9 +618,11 @@ async def _queue_alerts(
     now: datetime,
     alerted_as: str,
     lease: Lease | None = None,
+    created: Incident | None = None,
 ) -> list[QueuedAlert]:
-    """The alerts and their queued texts: one statement for both, however many; the
-    SMS ``lease`` takes are queued claimed by it."""
+    """The alerts, their queued texts and the ``alerts.queued`` event (after
+    ``incident.created`` when ``created`` is the incident just inserted): one statement,
+    however many; the SMS ``lease`` takes are queued claimed by it."""
     codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
         QueuedAlert(
@@ -658,6 +661,9 @@ async def _queue_alerts(
         )
         for candidate, alert, code, channel in zip(candidates, alerts, codes, channels, strict=True)
     ]
+    events = [_queued_event(alerts)]
+    if created is not None:
+        events.insert(0, _created_event(created, alerted=len(alerts)))
     leased = set() if lease is None else lease.take(texts)
     rows = [
         {
@@ -683,31 +689,37 @@ async def _queue_alerts(
         texts,
         now=now,
         lease=lease,
-        beside=(_QUEUE_WITH_ALERTS, unnest_rows(_ALERT_COLUMNS, rows, prefix="alert_")),
+        beside=(
+            _QUEUE_WITH_ALERTS,
+            {
+                **unnest_rows(_ALERT_COLUMNS, rows, prefix="new_alert_"),
+                **event_parameters(incident_id, events, prefix="event_"),
+            },
+        ),
     )
     return alerts
 
 
-async def _announce_queued(
-    session: AsyncSession,
-    incident_id: uuid.UUID,
-    alerts: list[QueuedAlert],
-    *,
-    after: Event | None = None,
-) -> None:
-    """The ``alerts.queued`` event, after the event ``after`` (``incident.created``) if
-    given, in one statement."""
-    events = [] if after is None else [after]
-    if alerts:
-        queued = [
-            # A band, not metres: dispatchers read this stream (dispatch/views.py).
-            {
-                "id": str(alert.id),
-                "distance_band": distance_band(alert.distance_m),
-                "alerted_as": alert.alerted_as,
-            }
-            for alert in alerts
-        ]
-        events.append(Event(type="alerts.queued", data={"alerts": queued}))
-    if events:
-        await record_events(session, incident_id=incident_id, events=events)
+def _created_event(incident: Incident, *, alerted: int) -> Event:
+    return Event(
+        type="incident.created",
+        data={
+            "status": incident.status,
+            "not_alerted_reason": incident.not_alerted_reason,
+            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
+            "alerted": alerted,
+        },
+    )
+
+
+def _queued_event(alerts: list[QueuedAlert]) -> Event:
+    # A band, not metres: dispatchers read this stream (dispatch/views.py).
+    queued = [
+        {
+            "id": str(alert.id),
+            "distance_band": distance_band(alert.distance_m),
+            "alerted_as": alert.alerted_as,
+        }
+        for alert in alerts
+    ]
+    return Event(type="alerts.queued", data={"alerts": queued})

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Insert, Select, bindparam, exists, func, select
+from sqlalchemy import ARRAY, Select, bindparam, case, exists, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE
 
 from app.core.db import unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
@@ -219,26 +221,47 @@ _MESSAGE_COLUMNS = (
     "channel",
     "claimed_by",
     "attempts",
+    "may_have_reached",
     "next_attempt_at",
     "created_at",
     "updated_at",
 )
+_PREFIX = "message_"
+"""The texts' parameters are named apart from any column's: in a statement with other
+writes (:func:`queue_statement_beside`), SQLAlchemy would make a parameter named as a
+column of an ``UPDATE`` there part of that ``UPDATE``'s ``SET``
+(``tests/test_post_statements.py``)."""
 _queued = (
-    unnest_insert(Message, _MESSAGE_COLUMNS).returning(Message.id, Message.status).cte("queued")
+    unnest_insert(Message, _MESSAGE_COLUMNS, prefix=_PREFIX)
+    .returning(Message.id, Message.status)
+    .cte("queued")
 )
-_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(
-    exists(select(_queued.c.id).where(_queued.c.status == "queued"))
-)
+_ANY_QUEUED = exists(select(_queued.c.id).where(_queued.c.status == "queued"))
+_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED)
 """The insert and the senders' wake-up (delivered at commit) in one round trip; no
 wake-up when a :class:`Lease` took every row."""
 
 
-def queue_statement_beside(insert: Insert) -> Select[Any]:
-    """The texts' statement that also runs ``insert`` (the rows the texts are about: an
-    incident's new alerts), for :func:`queue_sms`'s ``beside``: one round trip for
-    both. Build it once. The texts' foreign keys are checked at the end of the
-    statement, when both inserts are done."""
-    return _QUEUE_AND_NOTIFY.add_cte(insert.cte("beside"))
+def queue_statement_beside(
+    *beside: CTE, announce: tuple[CTE, ColumnElement[Any]] | None = None
+) -> Select[Any]:
+    """The texts' statement that also runs the data-modifying CTEs ``beside`` (the rows
+    the texts are about: an incident's new alerts) and ``announce`` (a CTE with the
+    column computed per row of it: its events and their NOTIFY), for
+    :func:`queue_sms`'s ``beside``: one round trip for all. Build it once.
+
+    The texts' foreign keys are checked at the end of the statement, when every
+    insert is done; the senders' wake-up is the same as :data:`_QUEUE_AND_NOTIFY`'s.
+    """
+    if announce is None:
+        statement = _QUEUE_AND_NOTIFY
+    else:
+        rows, announced = announce
+        wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
+        statement = select(wake, announced).select_from(rows)
+    for cte in beside:
+        statement = statement.add_cte(cte)
+    return statement
 
 
 async def queue_sms(
@@ -274,7 +297,9 @@ async def queue_sms(
             if row["claimed_by"] is not None
         )
     statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
-    await session.execute(statement, {**parameters, **unnest_rows(_MESSAGE_COLUMNS, rows)})
+    await session.execute(
+        statement, {**parameters, **unnest_rows(_MESSAGE_COLUMNS, rows, prefix=_PREFIX)}
+    )
 
 
 def _row(item: OutboundSms, *, now: datetime, lease: Lease | None) -> dict[str, Any]:
@@ -295,6 +320,8 @@ def _row(item: OutboundSms, *, now: datetime, lease: Lease | None) -> dict[str, 
         # As the worker's claim leaves a row: its first attempt, under lease.
         "claimed_by": None if held_by is None else held_by.holder,
         "attempts": 0 if held_by is None else 1,
+        # Named, not left to its default: a default in a CTE's INSERT gets no value.
+        "may_have_reached": False,
         "next_attempt_at": now if held_by is None else held_by.until,
         "created_at": now,
         "updated_at": now,
