@@ -19,13 +19,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.main import create_app
 from app.core.db import sync_url, unit_of_work, when_transaction_ends
 from app.core.models import Alert, Message
-from app.core.outbox import OUTBOX_CHANNEL
+from app.core.outbox import OUTBOX_CHANNEL, Lease
 from app.runtime import Runtime
-from dispatch.alerting import NewIncident, create_incident
+from dispatch.alerting import Created, NewIncident, create_incident
 from dispatch.worker import DispatchWorker
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
 from tests.twilio_fake import FakeTwilio
@@ -43,12 +44,20 @@ async def seed(harness: Harness) -> dict[str, str]:
         return await create_key(session, role="dispatcher", centre="sos")
 
 
-def request(ref: str | None = None) -> NewIncident:
-    return NewIncident(
-        external_ref=ref or f"HO-{uuid.uuid4().hex[:8]}",
-        kind="cardiac_arrest",
-        location=STOCKHOLM,
-        address="Drottninggatan 1",
+async def create_leased(session: AsyncSession, harness: Harness, lease: Lease) -> Created:
+    """A new incident near the volunteers, its alert SMS queued under ``lease``."""
+    return await create_incident(
+        session,
+        centre="sos",
+        request=NewIncident(
+            external_ref=f"HO-{uuid.uuid4().hex[:8]}",
+            kind="cardiac_arrest",
+            location=STOCKHOLM,
+            address="Drottninggatan 1",
+        ),
+        settings=harness.settings,
+        now=harness.clock.now(),
+        lease=lease,
     )
 
 
@@ -156,14 +165,7 @@ async def test_what_the_worker_has_no_room_for_is_queued_woken_and_claimed_as_be
             session, lambda committed: handed.extend(worker.hand_over(lease, committed))
         )
         handed: list[asyncio.Task[object]] = []
-        created = await create_incident(
-            session,
-            centre="sos",
-            request=request(),
-            settings=harness.settings,
-            now=harness.clock.now(),
-            lease=lease,
-        )
+        created = await create_leased(session, harness, lease)
     assert created.alerted == VOLUNTEERS
     assert len(handed) == 4, "the nearest four go at commit"
     await asyncio.gather(*handed)
@@ -194,14 +196,7 @@ async def test_a_rolled_back_transaction_sends_nothing_and_gives_its_room_back(
             when_transaction_ends(session, functools.partial(worker.hand_over, lease))
             # A savepoint released inside is not the end of the transaction.
             async with session.begin_nested():
-                await create_incident(
-                    session,
-                    centre="sos",
-                    request=request(),
-                    settings=harness.settings,
-                    now=harness.clock.now(),
-                    lease=lease,
-                )
+                await create_leased(session, harness, lease)
             assert ended == []
             raise Abandoned
 
@@ -226,14 +221,7 @@ async def test_a_burst_whose_process_died_before_the_hand_over_goes_out_when_its
     lease = dead.reserve(30)
     assert lease is not None
     async with unit_of_work(harness.factory) as session:
-        await create_incident(
-            session,
-            centre="sos",
-            request=request(),
-            settings=harness.settings,
-            now=harness.clock.now(),
-            lease=lease,
-        )
+        await create_leased(session, harness, lease)
     other = harness.worker()
     assert await other.send_due() == 0, "a leased SMS was claimed while its lease held"
 
