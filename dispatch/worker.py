@@ -750,7 +750,7 @@ class DispatchWorker:
         process is about to queue (the incident POST), claimed as they are queued.
 
         The transaction stores them ``sending`` under this worker's lease and, once it
-        committed, :meth:`hand_over` starts their requests: no wake-up through the
+        committed, :meth:`start_leased` starts their requests: no wake-up through the
         database and no claim between the commit and the burst (5-15 ms of wall time
         on the 2-core machine, docs/benchmarks.md). None while the worker stops, or
         when no slot is free: then the SMS are queued and claimed as any other.
@@ -766,7 +766,7 @@ class DispatchWorker:
             channel=self.channel,
         )
 
-    def hand_over(self, lease: Lease, committed: bool) -> list[asyncio.Task[SendFailure | None]]:
+    def start_leased(self, lease: Lease, committed: bool) -> list[asyncio.Task[SendFailure | None]]:
         """The transaction that held ``lease`` ended: if it committed, send what the
         lease took, at once; either way the slots held back are free again.
 

@@ -138,7 +138,7 @@ async def post_incident(
     worker = runtime.worker
     lease = None if worker is None else worker.reserve(runtime.settings.batch)
     if worker is not None and lease is not None:
-        when_transaction_ends(session, functools.partial(worker.hand_over, lease))
+        when_transaction_ends(session, functools.partial(worker.start_leased, lease))
     result = await create_incident(
         session,
         centre=caller.centre,

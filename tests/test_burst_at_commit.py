@@ -1,8 +1,9 @@
 """The incident POST's burst is claimed in the POST's own transaction and handed to
 this process's worker at commit: no wake-up through the database, no claim between
-the commit and the requests (docs/dispatch.md, "The burst's hand-over").
+the commit and the requests (docs/dispatch.md, "The burst claimed in the POST's own
+transaction").
 
-Each test fails without the hand-over: before it, nothing was sent until a worker
+Each test fails on the code before it: then nothing was sent until a worker
 was woken and claimed.
 """
 
@@ -92,7 +93,8 @@ async def notifications(harness: Harness) -> AsyncIterator[Notifications]:
 
 @pytest.fixture
 async def served(harness: Harness) -> AsyncIterator[tuple[FastAPI, DispatchWorker]]:
-    """The API with a worker of its own that never runs its loop: only a hand-over sends."""
+    """The API with a worker of its own that never runs its loop: only the burst
+    started at commit sends."""
     app = create_app(harness.settings, database_url=harness.url, run_worker=False)
     worker = harness.worker()
     app.state.runtime = Runtime(
@@ -162,7 +164,7 @@ async def test_what_the_worker_has_no_room_for_is_queued_woken_and_claimed_as_be
     assert lease.room == 4
     async with unit_of_work(harness.factory) as session:
         when_transaction_ends(
-            session, lambda committed: handed.extend(worker.hand_over(lease, committed))
+            session, lambda committed: handed.extend(worker.start_leased(lease, committed))
         )
         handed: list[asyncio.Task[object]] = []
         created = await create_leased(session, harness, lease)
@@ -193,7 +195,7 @@ async def test_a_rolled_back_transaction_sends_nothing_and_gives_its_room_back(
     async def queue_then_fail() -> None:
         async with unit_of_work(harness.factory) as session:
             when_transaction_ends(session, ended.append)
-            when_transaction_ends(session, functools.partial(worker.hand_over, lease))
+            when_transaction_ends(session, functools.partial(worker.start_leased, lease))
             # A savepoint released inside is not the end of the transaction.
             async with session.begin_nested():
                 await create_leased(session, harness, lease)
@@ -211,7 +213,7 @@ async def test_a_rolled_back_transaction_sends_nothing_and_gives_its_room_back(
     await worker.gateway.close()
 
 
-async def test_a_burst_whose_process_died_before_the_hand_over_goes_out_when_its_lease_ends(
+async def test_a_burst_whose_process_died_at_the_commit_goes_out_when_its_lease_ends(
     harness: Harness, fake_twilio: FakeTwilio
 ) -> None:
     """Committed, claimed, never handed over (the process died at commit): exactly as a
