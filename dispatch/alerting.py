@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
-from app.core.db import unnest_insert, unnest_rows
+from app.core.db import random_uuids, unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
 from app.core.outbox import (
@@ -626,12 +626,12 @@ async def _queue_alerts(
     codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
         QueuedAlert(
-            id=uuid.uuid4(),
+            id=alert_id,
             volunteer_id=candidate.volunteer_id,
             distance_m=candidate.distance_m,
             alerted_as=alerted_as,
         )
-        for candidate in candidates
+        for candidate, alert_id in zip(candidates, random_uuids(len(candidates)), strict=True)
     ]
     deadline = now + settings.alert_send_deadline
     channels = await alert_channels(

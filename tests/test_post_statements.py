@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
 
+from app.core.db import random_uuids
 from dispatch.alerting import _QUEUE_WITH_ALERTS
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
@@ -125,3 +126,10 @@ def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> 
     names = list(statement.compile().params)
     compiled = str(statement.compile(dialect=asyncpg_dialect(), column_keys=names))
     assert "UPDATE incident SET updated_at=incident.updated_at, event_seq=" in compiled, compiled
+
+
+def test_the_ids_of_rows_inserted_together_are_distinct_random_version_4_uuids() -> None:
+    ids = random_uuids(1000)
+    assert len(set(ids)) == 1000
+    assert {(each.version, each.variant) for each in ids} == {(4, uuid.RFC_4122)}
+    assert random_uuids(0) == []

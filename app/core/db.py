@@ -6,7 +6,9 @@ job) commits it or rolls it back.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -332,6 +334,14 @@ def unnest_insert(entity: type[Any], columns: tuple[str, ...], *, prefix: str = 
     return insert(table).from_select(
         [table.c[name] for name in columns], select(*(rows.c[name] for name in columns))
     )
+
+
+def random_uuids(count: int) -> list[uuid.UUID]:
+    """``count`` version-4 UUIDs from one read of the system's random source, for rows
+    inserted together (an incident's 30 alerts and 30 texts: ``uuid.uuid4`` reads it
+    once per id, 5 % of the POST's CPU)."""
+    random = os.urandom(16 * count)
+    return [uuid.UUID(bytes=random[16 * n : 16 * (n + 1)], version=4) for n in range(count)]
 
 
 def unnest_rows(

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
-from app.core.db import unnest_insert, unnest_rows
+from app.core.db import random_uuids, unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -283,7 +283,10 @@ async def queue_sms(
         return
     messages = messages + await _calls_too(session, messages, now=now)
     messages, exercises = await _mark_exercises(session, messages)
-    rows = [_row(item, now=now, lease=lease) for item in messages]
+    rows = [
+        _row(item, message_id, now=now, lease=lease)
+        for item, message_id in zip(messages, random_uuids(len(messages)), strict=True)
+    ]
     if lease is not None:
         lease.taken.extend(
             LeasedSms(
@@ -302,10 +305,12 @@ async def queue_sms(
     )
 
 
-def _row(item: OutboundSms, *, now: datetime, lease: Lease | None) -> dict[str, Any]:
+def _row(
+    item: OutboundSms, message_id: uuid.UUID, *, now: datetime, lease: Lease | None
+) -> dict[str, Any]:
     held_by = lease if lease is not None and lease.leases(item) else None
     return {
-        "id": uuid.uuid4(),
+        "id": message_id,
         "direction": "out",
         "status": "queued" if held_by is None else "sending",
         "purpose": item.purpose,
