@@ -33,7 +33,9 @@ import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import (
     ARRAY,
+    CTE,
     Integer,
+    Select,
     Table,
     Text,
     bindparam,
@@ -81,25 +83,37 @@ async def record_events(
     session: AsyncSession, *, incident_id: uuid.UUID, events: Sequence[Event]
 ) -> None:
     """Append several events of one incident, numbered in order, in that one statement."""
-    await session.execute(
-        _RECORD_EVENTS,
-        {
-            "incident_id": incident_id,
-            "count": len(events),
-            "events": [{"type": event.type, "data": event.data} for event in events],
-        },
-    )
+    await session.execute(_RECORD_EVENTS, event_parameters(incident_id, events))
 
 
-def _record_events_statement() -> Any:
-    """Built once, on the tables (an ORM-enabled ``UPDATE`` or ``INSERT`` has its cache
-    key rebuilt on every execution, and every writer of an event runs this)."""
+def event_parameters(incident_id: uuid.UUID, events: Sequence[Event]) -> dict[str, Any]:
+    """The parameters of an :func:`events_statement` (beside those of its ``changes``).
+
+    None is named as a column: in a ``changes`` UPDATE, SQLAlchemy would SET a column
+    that a parameter of the execution is named as.
+    """
+    return {
+        "event_incident": incident_id,
+        "event_count": len(events),
+        "events": [{"type": event.type, "data": event.data} for event in events],
+    }
+
+
+def events_statement(*changes: CTE) -> Select[tuple[Any]]:
+    """The statement that appends an incident's events (:func:`record_events`), with
+    ``changes`` (data-modifying CTEs: the change the events record) run as part of it.
+
+    One round trip for a change and its event where there were two, on the row locks
+    the writer already holds (PostgreSQL runs every data-modifying CTE, referenced or
+    not). Built once, on the tables: an ORM-enabled ``UPDATE`` or ``INSERT`` has its
+    cache key rebuilt on every execution, and every writer of an event runs this.
+    """
     incident: Table = Incident.__table__  # type: ignore[assignment]
     event: Table = IncidentEvent.__table__  # type: ignore[assignment]
-    count = bindparam("count", type_=Integer())
+    count = bindparam("event_count", type_=Integer())
     numbered = (
         update(incident)
-        .where(incident.c.id == bindparam("incident_id"))
+        .where(incident.c.id == bindparam("event_incident"))
         # updated_at named so its onupdate does not fire: an event is not an edit.
         .values(event_seq=incident.c.event_seq + count, updated_at=incident.c.updated_at)
         .returning(incident.c.id, incident.c.event_seq)
@@ -125,12 +139,14 @@ def _record_events_statement() -> Any:
         .cte("inserted")
     )
     # One row per event, one payload: PostgreSQL delivers it once per transaction.
-    return select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
-        inserted
+    return (
+        select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text)))
+        .select_from(inserted)
+        .add_cte(*changes)
     )
 
 
-_RECORD_EVENTS = _record_events_statement()
+_RECORD_EVENTS = events_statement()
 
 
 async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID) -> None:
