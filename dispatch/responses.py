@@ -48,7 +48,7 @@ from dispatch.roles import (
     tally_of,
 )
 from dispatch.strategies import replace_in_batch
-from geo.points import latitude, longitude
+from geo.points import lat_lon_of
 
 log = structlog.get_logger(__name__)
 
@@ -124,11 +124,6 @@ _LOCK_ALERT = (
     .where(Alert.id == bindparam("alert_id"))
     .with_for_update(of=Alert, key_share=True)
     .execution_options(populate_existing=True)
-)
-
-
-_INCIDENT_POINT = select(latitude(Incident.location), longitude(Incident.location)).where(
-    Incident.id == bindparam("incident_id")
 )
 
 
@@ -755,8 +750,12 @@ async def _arrive(
 async def instructions(
     session: AsyncSession, *, incident: Incident, alert: Alert, language: str
 ) -> str:
-    """Where to go and what to do, for the role the volunteer now holds."""
-    point = (await session.execute(_INCIDENT_POINT, {"incident_id": incident.id})).one()
+    """Where to go and what to do, for the role the volunteer now holds.
+
+    ``incident`` as locked (its location loaded with it: the point is read from it,
+    with no statement of its own).
+    """
+    point = lat_lon_of(incident.location)
     aed: Any = None
     aed_id = alert.aed_id or incident.nearest_aed_id
     if alert.role == "aed" and aed_id is not None:
@@ -766,8 +765,8 @@ async def instructions(
         role=alert.role or "cpr",
         address=incident.address,
         access_notes=incident.access_notes,
-        lat=point[0],
-        lon=point[1],
+        lat=point.lat,
+        lon=point.lon,
         route_m=route_m(alert),
         aed_address=aed.address if aed else None,
         aed_description=aed.description if aed else None,

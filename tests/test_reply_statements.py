@@ -96,8 +96,7 @@ async def test_a_no_a_yes_and_a_reply_to_an_ended_alert_take_only_the_statements
         "SELECT volunteer.id, volunteer.name,",
         "SELECT incident.id, incident.centre,",
         "SELECT alert.id, alert.incident_id,",  # the role is chosen by the tally
-        "WITH changed AS",
-        "SELECT ST_Y(CAST(incident.location AS",  # where to go, for the instructions
+        "WITH changed AS",  # where to go is read from the incident as locked
         "INSERT INTO message",
         "RELEASE SAVEPOINT sa_savepoint_1",
     ]
