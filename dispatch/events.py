@@ -33,9 +33,7 @@ import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import (
     ARRAY,
-    CTE,
     Integer,
-    Select,
     Table,
     Text,
     bindparam,
@@ -50,6 +48,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE, Select
 
 from app.core.db import sync_url
 from app.core.models import Incident, IncidentEvent, Message
@@ -86,41 +86,39 @@ async def record_events(
     await session.execute(_RECORD_EVENTS, event_parameters(incident_id, events))
 
 
-def event_parameters(incident_id: uuid.UUID, events: Sequence[Event]) -> dict[str, Any]:
-    """The parameters of an :func:`events_statement` (beside those of its ``changes``).
-
-    None is named as a column: in a ``changes`` UPDATE, SQLAlchemy would SET a column
-    that a parameter of the execution is named as.
-    """
+def event_parameters(
+    incident_id: uuid.UUID, events: Sequence[Event], *, prefix: str = ""
+) -> dict[str, Any]:
+    """The parameters of :func:`recorded_events` built with the same ``prefix``."""
     return {
-        "event_incident": incident_id,
-        "event_count": len(events),
-        "events": [{"type": event.type, "data": event.data} for event in events],
+        f"{prefix}incident_id": incident_id,
+        f"{prefix}count": len(events),
+        f"{prefix}events": [{"type": event.type, "data": event.data} for event in events],
     }
 
 
-def events_statement(*changes: CTE) -> Select[tuple[Any]]:
-    """The statement that appends an incident's events (:func:`record_events`), with
-    ``changes`` (data-modifying CTEs: the change the events record) run as part of it.
+def recorded_events(*, prefix: str = "") -> tuple[CTE, ColumnElement[Any]]:
+    """The events' append as a data-modifying CTE (one row per event appended), and the
+    column that announces them, computed per row of it (:func:`event_parameters`).
 
-    One round trip for a change and its event where there were two, on the row locks
-    the writer already holds (PostgreSQL runs every data-modifying CTE, referenced or
-    not). Built once, on the tables: an ORM-enabled ``UPDATE`` or ``INSERT`` has its
-    cache key rebuilt on every execution, and every writer of an event runs this.
+    For a statement that also does something else (the incident POST's alerts and
+    texts: one round trip for all three); ``prefix`` names the parameters apart.
+    Built on the tables (an ORM-enabled ``UPDATE`` or ``INSERT`` has its cache key
+    rebuilt on every execution, and every writer of an event runs this).
     """
     incident: Table = Incident.__table__  # type: ignore[assignment]
     event: Table = IncidentEvent.__table__  # type: ignore[assignment]
-    count = bindparam("event_count", type_=Integer())
+    count = bindparam(f"{prefix}count", type_=Integer())
     numbered = (
         update(incident)
-        .where(incident.c.id == bindparam("event_incident"))
+        .where(incident.c.id == bindparam(f"{prefix}incident_id"))
         # updated_at named so its onupdate does not fire: an event is not an edit.
         .values(event_seq=incident.c.event_seq + count, updated_at=incident.c.updated_at)
         .returning(incident.c.id, incident.c.event_seq)
-        .cte("numbered")
+        .cte(f"{prefix}numbered")
     )
     given = (
-        func.jsonb_array_elements(bindparam("events", type_=JSONB()))
+        func.jsonb_array_elements(bindparam(f"{prefix}events", type_=JSONB()))
         .table_valued(column("event", JSONB()), with_ordinality="position")
         .render_derived()
     )
@@ -136,17 +134,19 @@ def events_statement(*changes: CTE) -> Select[tuple[Any]]:
             ).select_from(numbered.join(given, true())),
         )
         .returning(event.c.incident_id)
-        .cte("inserted")
+        .cte(f"{prefix}inserted")
     )
     # One row per event, one payload: PostgreSQL delivers it once per transaction.
-    return (
-        select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text)))
-        .select_from(inserted)
-        .add_cte(*changes)
-    )
+    return inserted, func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))
 
 
-_RECORD_EVENTS = events_statement()
+def _record_events_statement() -> Select[Any]:
+    """Built once: every writer of an event runs it."""
+    inserted, announced = recorded_events()
+    return select(announced).select_from(inserted)
+
+
+_RECORD_EVENTS = _record_events_statement()
 
 
 async def lock_incident_of_message(session: AsyncSession, message_id: uuid.UUID) -> None:

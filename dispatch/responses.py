@@ -36,7 +36,7 @@ from app.registry.audit import Actor
 from app.registry.volunteers import erase_volunteer, opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
-from dispatch.events import Event, event_parameters, events_statement
+from dispatch.events import Event, event_parameters, recorded_events
 from dispatch.replies import Intent, Reply, parse_reply
 from dispatch.roles import (
     TALLY_OF_ALERTS_INCIDENT,
@@ -480,7 +480,8 @@ async def _respond(change: _Answering, response: str, **data: Any) -> None:
 
 async def _store_with_event(session: AsyncSession, alert: Alert, event: Event) -> None:
     """Write what was changed on the locked ``alert`` and the event recording it, in one
-    statement (``events_statement``), where a flush and the event were two.
+    statement (``recorded_events`` with the change as a CTE), where a flush and the
+    event were two.
 
     Only the changed columns are written (one statement per set of them, built once),
     and the object is then marked as stored, before the statement, so that the
@@ -494,7 +495,11 @@ async def _store_with_event(session: AsyncSession, alert: Alert, event: Event) -
         set_committed_value(alert, name, getattr(alert, name))
     await session.execute(
         _alert_change_with_event(changed),
-        {**event_parameters(alert.incident_id, [event]), "changed_alert": alert.id, **values},
+        {
+            **event_parameters(alert.incident_id, [event], prefix="event_"),
+            "changed_alert": alert.id,
+            **values,
+        },
     )
 
 
@@ -510,7 +515,10 @@ def _alert_change_with_event(columns: tuple[str, ...]) -> Select[tuple[Any]]:
         .returning(_alert.c.id)
         .cte("changed")
     )
-    return events_statement(change)
+    # PostgreSQL runs every data-modifying CTE, referenced or not. The events'
+    # parameters are prefixed: one named as a column would be SET by the UPDATE too.
+    inserted, announced = recorded_events(prefix="event_")
+    return select(announced).select_from(inserted).add_cte(change)
 
 
 async def _accept(change: _Answering) -> str:
