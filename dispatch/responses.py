@@ -19,13 +19,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, or_, select
+from sqlalchemy import Select, Table, and_, bindparam, inspect, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core import texts
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
@@ -34,7 +36,7 @@ from app.registry.audit import Actor
 from app.registry.volunteers import erase_volunteer, opt_in, opt_out
 from dispatch.alerting import alert_more, count_pending
 from dispatch.ems import arrives_before_ems, estimated_arrival
-from dispatch.events import record_event
+from dispatch.events import Event, event_parameters, recorded_events
 from dispatch.replies import Intent, Reply, parse_reply
 from dispatch.roles import (
     TALLY_OF_ALERTS_INCIDENT,
@@ -46,7 +48,7 @@ from dispatch.roles import (
     tally_of,
 )
 from dispatch.strategies import replace_in_batch
-from geo.points import latitude, longitude
+from geo.points import lat_lon_of
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,7 @@ RECENT_ALERT_WINDOW = timedelta(hours=12)
 # Built once: the webhook runs these on every inbound SMS, and constructing a
 # statement (and its cache key) per request cost more CPU than executing it.
 _message: Table = Message.__table__  # type: ignore[assignment]
+_alert: Table = Alert.__table__  # type: ignore[assignment]
 # The inbound row is written last, with its answer: one statement, not an INSERT
 # and an UPDATE. The unique MessageSid still decides: a second insert of one waits
 # for the first's transaction and then finds it (``_AlreadyStored``).
@@ -121,11 +124,6 @@ _LOCK_ALERT = (
     .where(Alert.id == bindparam("alert_id"))
     .with_for_update(of=Alert, key_share=True)
     .execution_options(populate_existing=True)
-)
-
-
-_INCIDENT_POINT = select(latitude(Incident.location), longitude(Incident.location)).where(
-    Incident.id == bindparam("incident_id")
 )
 
 
@@ -465,18 +463,62 @@ class _Answering:
 
 
 async def _respond(change: _Answering, response: str, **data: Any) -> None:
-    """Set the response, flush, and record the ``alert.<response>`` event with ``data``."""
+    """Set the response and record the ``alert.<response>`` event with ``data``."""
     alert = change.alert
     alert.response = response
     alert.responded_at = change.now
     alert.updated_at = change.now
-    await change.session.flush()
-    await record_event(
+    await _store_with_event(
         change.session,
-        incident_id=change.incident.id,
-        type=f"alert.{response}",
-        data={"alert_id": str(alert.id), **data, "at": change.now.isoformat()},
+        alert,
+        Event(
+            type=f"alert.{response}",
+            data={"alert_id": str(alert.id), **data, "at": change.now.isoformat()},
+        ),
     )
+
+
+async def _store_with_event(session: AsyncSession, alert: Alert, event: Event) -> None:
+    """Write what was changed on the locked ``alert`` and the event recording it, in one
+    statement (``recorded_events`` with the change as a CTE), where a flush and the
+    event were two.
+
+    Only the changed columns are written (one statement per set of them, built once),
+    and the object is then marked as stored, before the statement, so that the
+    session's autoflush does not write it a second time. Should the statement fail,
+    the reply's savepoint is rolled back, which expires the object.
+    """
+    state = inspect(alert)
+    changed = tuple(attr.key for attr in state.attrs if attr.history.has_changes())
+    values = {f"new_{name}": getattr(alert, name) for name in changed}
+    for name in changed:
+        set_committed_value(alert, name, getattr(alert, name))
+    await session.execute(
+        _alert_change_with_event(changed),
+        {
+            **event_parameters(alert.incident_id, [event], prefix="event_"),
+            "changed_alert": alert.id,
+            **values,
+        },
+    )
+
+
+@cache
+def _alert_change_with_event(columns: tuple[str, ...]) -> Select[tuple[Any]]:
+    """``UPDATE alert SET <columns>`` with an incident's events, one statement per column
+    set (a reply writes one of a handful), built once; on the table's columns, so that
+    its cache key is computed once, not on every execution."""
+    change = (
+        update(_alert)
+        .where(_alert.c.id == bindparam("changed_alert"))
+        .values({name: bindparam(f"new_{name}", type_=_alert.c[name].type) for name in columns})
+        .returning(_alert.c.id)
+        .cte("changed")
+    )
+    # PostgreSQL runs every data-modifying CTE, referenced or not. The events'
+    # parameters are prefixed: one named as a column would be SET by the UPDATE too.
+    inserted, announced = recorded_events(prefix="event_")
+    return select(announced).select_from(inserted).add_cte(change)
 
 
 async def _accept(change: _Answering) -> str:
@@ -705,12 +747,10 @@ async def _arrive(
     if alert.arrived_at is None:
         alert.arrived_at = now
         alert.updated_at = now
-        await session.flush()
-        await record_event(
+        await _store_with_event(
             session,
-            incident_id=incident.id,
-            type="alert.arrived",
-            data={"alert_id": str(alert.id), "at": now.isoformat()},
+            alert,
+            Event(type="alert.arrived", data={"alert_id": str(alert.id), "at": now.isoformat()}),
         )
     return texts.arrived_text(lang)
 
@@ -718,8 +758,12 @@ async def _arrive(
 async def instructions(
     session: AsyncSession, *, incident: Incident, alert: Alert, language: str
 ) -> str:
-    """Where to go and what to do, for the role the volunteer now holds."""
-    point = (await session.execute(_INCIDENT_POINT, {"incident_id": incident.id})).one()
+    """Where to go and what to do, for the role the volunteer now holds.
+
+    ``incident`` as locked (its location loaded with it: the point is read from it,
+    with no statement of its own).
+    """
+    point = lat_lon_of(incident.location)
     aed: Any = None
     aed_id = alert.aed_id or incident.nearest_aed_id
     if alert.role == "aed" and aed_id is not None:
@@ -729,8 +773,8 @@ async def instructions(
         role=alert.role or "cpr",
         address=incident.address,
         access_notes=incident.access_notes,
-        lat=point[0],
-        lon=point[1],
+        lat=point.lat,
+        lon=point.lon,
         route_m=route_m(alert),
         aed_address=aed.address if aed else None,
         aed_description=aed.description if aed else None,

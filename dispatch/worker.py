@@ -1090,7 +1090,8 @@ class DispatchWorker:
             return self.poll_interval_s
         now = self.clock.now()
         try:
-            async with self.session_factory() as session:
+            # One read: no transaction around it (a BEGIN and a ROLLBACK saved per wake).
+            async with self._claims() as session:
                 due = (await session.execute(_NEXT_DUE, {"now": now})).scalar_one_or_none()
         except Exception:  # noqa: BLE001 - the database is gone: poll
             return self.poll_interval_s

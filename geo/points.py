@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from geoalchemy2 import Geography
+from geoalchemy2 import Geography, WKBElement
+from geoalchemy2.shape import to_shape
 from sqlalchemy import cast, func
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -32,6 +33,13 @@ def geography_point(point: LatLon) -> ColumnElement[Any]:
         func.ST_SetSRID(func.ST_MakePoint(point.lon, point.lat), 4326),
         GEOGRAPHY,
     )
+
+
+def lat_lon_of(point: WKBElement) -> LatLon:
+    """The coordinates of a point as loaded from a ``geography(Point)`` column, read
+    from its WKB in process: no round trip for what the row already holds."""
+    shape = to_shape(point)
+    return LatLon(lat=shape.y, lon=shape.x)
 
 
 def latitude(column: Any) -> ColumnElement[float]:

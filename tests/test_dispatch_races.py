@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -30,7 +31,7 @@ from app.core import texts
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
 from app.core.models import Alert, Incident, Message, Volunteer
-from dispatch.events import record_event
+from dispatch import responses
 from dispatch.lifecycle import cancel_incident, run_timers
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer
@@ -357,19 +358,20 @@ class Deadlocked(Exception):
 async def test_a_reply_aborted_after_it_changed_its_alert_is_tried_again_on_what_it_reads_afresh(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The database may abort a reply after its flush: the savepoint's rollback expires
-    # what the attempt changed (the alert, the volunteer), and the next attempt must
-    # read them again rather than touch what it holds (no implicit IO under asyncio).
+    # The database may abort a reply after it wrote its change: the savepoint's rollback
+    # expires what the attempt changed (the alert, the volunteer), and the next attempt
+    # must read them again rather than touch what it holds (no implicit IO under asyncio).
     incident, [person] = await scene(harness, sms_statuses=["sent"])
     aborted = []
+    stored_with_event = responses._store_with_event
 
-    async def aborts_once(*args: object, **kwargs: object) -> None:
+    async def aborts_once(*args: Any, **kwargs: Any) -> None:
+        await stored_with_event(*args, **kwargs)
         if not aborted:
             aborted.append(True)
-            raise DBAPIError("INSERT INTO incident_event …", None, Deadlocked())
-        await record_event(*args, **kwargs)  # type: ignore[arg-type]
+            raise DBAPIError("WITH changed AS …", None, Deadlocked())
 
-    monkeypatch.setattr("dispatch.responses.record_event", aborts_once)
+    monkeypatch.setattr(responses, "_store_with_event", aborts_once)
     async with unit_of_work(harness.factory) as session:
         answered = await reply(session, harness, person, f"YES {person.alert.code}")
 

@@ -5,8 +5,8 @@ trip (docs/benchmarks.md), so the reply path is held to what it needs: the
 sender with their recent alerts in one read; only while the alert is open a
 savepoint, the sender, the incident and the alert locked (with the incident's
 tally of roles and pending alerts, which every decision of the reply reads), and the
-change; and the
-inbound row stored with its answer in one INSERT. No timing is asserted: the statements are counted.
+change with its event in one statement; and the inbound row stored with its answer
+in one INSERT. No timing is asserted: the statements are counted.
 """
 
 from __future__ import annotations
@@ -86,8 +86,7 @@ async def test_a_no_a_yes_and_a_reply_to_an_ended_alert_take_only_the_statements
         "SELECT volunteer.id, volunteer.name,",  # the sender, locked
         "SELECT incident.id, incident.centre,",  # the incident, locked
         "SELECT alert.id, alert.incident_id,",  # the alert, locked, with the incident's tally
-        "UPDATE alert SET",
-        "WITH numbered AS",  # its event
+        "WITH changed AS",  # the change with its event
         "INSERT INTO message",  # the SMS with its answer
         "RELEASE SAVEPOINT sa_savepoint_1",
     ]
@@ -97,9 +96,7 @@ async def test_a_no_a_yes_and_a_reply_to_an_ended_alert_take_only_the_statements
         "SELECT volunteer.id, volunteer.name,",
         "SELECT incident.id, incident.centre,",
         "SELECT alert.id, alert.incident_id,",  # the role is chosen by the tally
-        "UPDATE alert SET",
-        "WITH numbered AS",
-        "SELECT ST_Y(CAST(incident.location AS",  # where to go, for the instructions
+        "WITH changed AS",  # where to go is read from the incident as locked
         "INSERT INTO message",
         "RELEASE SAVEPOINT sa_savepoint_1",
     ]

@@ -118,3 +118,27 @@ async def test_the_workers_claim_runs_without_begin_and_commit(
 
     assert len(sends) == 2
     assert claim_transactions == 0
+
+
+async def test_the_workers_idle_wait_reads_the_next_due_time_without_begin_and_rollback(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs on every wake of the loop (in the reply phases, after most finished
+    sends): a single read needs no transaction, so its BEGIN and ROLLBACK were two
+    round trips of three."""
+    worker = harness.worker()
+    await worker._idle_for()  # a first connection's set-up is its own
+    started = [0]
+    start = asyncpg.transaction.Transaction.start
+
+    async def counting(self: Any) -> None:
+        started[0] += 1
+        await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting)
+
+    idle_s = await worker._idle_for()
+    await worker.gateway.close()
+
+    assert idle_s == worker.poll_interval_s  # nothing queued: the poll interval
+    assert started[0] == 0
