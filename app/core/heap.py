@@ -2,7 +2,7 @@
 
 Measured in the ``serve`` process during the benchmark's location updates (a
 ``gc.callbacks`` hook timing each collection's CPU, docs/benchmarks.md, "third
-pass"), CPython's default collector cost a fifth of every update's CPU, 250–270 µs:
+pass"), CPython's default collector cost a fifth of every update's CPU, 260–280 µs:
 
 - **Full collections** (the oldest generation), every ~750 requests, walked all of
   the ~210,000 objects start-up leaves alive (modules, SQLAlchemy's mappings,
@@ -12,7 +12,7 @@ pass"), CPython's default collector cost a fifth of every update's CPU, 250–27
   after a collection that frees what start-up left over: 9–19 µs.
 - **Young collections**, every 700 net allocations (CPython's default since the
   1990s), ran once every six or seven updates, each walking the objects of every
-  request in flight: 50–70 µs per update with the next generation's. Almost everything a
+  request in flight: 50–75 µs per update with the next generation's. Almost everything a
   request allocates is freed by reference counting when it ends, so a threshold of
   ``YOUNG_THRESHOLD`` is crossed about once per 6,000 updates: under 1 µs.
 
