@@ -23,23 +23,43 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Select, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
-from app.core.db import unnest_insert, unnest_rows
+from app.core.db import random_uuids, unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
-from app.core.outbox import OutboundSms, note_exercise, queue_sms
+from app.core.outbox import (
+    Lease,
+    OutboundSms,
+    note_exercise,
+    queue_sms,
+    queue_statement_beside,
+)
 from app.core.schedule import within_hours
 from app.core.settings import Settings
 from app.core.texts import alert_text
 from app.core.timing import phase
 from dispatch.channels import alert_channels
-from dispatch.events import Event, record_events
+from dispatch.events import Event, event_parameters, record_events, recorded_events
 from dispatch.selection import (
+    SELECTION_LOCK_KEY,
     Candidate,
+    knn_planner_columns,
     lock_selection,
     nearest_available_aed,
     select_candidates,
@@ -139,11 +159,13 @@ async def create_incident(
     settings: Settings,
     now: datetime,
     created_by: uuid.UUID | None = None,
+    lease: Lease | None = None,
 ) -> Created:
     """Store the incident and, unless a rule says otherwise, alert its volunteers.
 
-    Raises ``Conflict`` when the centre already used ``external_ref`` for a
-    different request.
+    The alert SMS that ``lease`` (room in this process's worker) takes are queued
+    already claimed by that worker, for it to send at commit. Raises ``Conflict``
+    when the centre already used ``external_ref`` for a different request.
     """
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
@@ -153,9 +175,9 @@ async def create_incident(
         )
     ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
     with phase("insert"):
-        inserted = (
+        inserted: Incident | None = (
             await session.execute(
-                _incident_insert(),
+                _incident_insert(locked=reason is None),
                 {
                     "id": uuid.uuid4(),
                     "centre": centre,
@@ -183,6 +205,7 @@ async def create_incident(
                     "created_by": created_by,
                     "created_at": now,
                     "updated_at": now,
+                    "key": SELECTION_LOCK_KEY,
                 },
             )
         ).scalar_one_or_none()
@@ -200,12 +223,13 @@ async def create_incident(
                 extra={"incident_id": str(existing.id)},
             )
         return Created(incident=existing, created=False)
-    note_exercise(session, inserted, exercise=request.exercise)
+    incident = inserted
+    note_exercise(session, incident.id, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []
     if reason is None:
+        # The insert took the selection lock (docs/selection.md).
         with phase("duplicate"):
-            await lock_selection(session)
             # A canary is never the duplicate of a real incident, nor of an earlier canary.
             duplicate_of = (
                 None
@@ -214,19 +238,17 @@ async def create_incident(
                     session,
                     centre=centre,
                     point=request.location,
-                    incident_id=inserted,
+                    incident_id=incident.id,
                     settings=settings,
                     now=now,
                 )
             )
         if duplicate_of is not None:
-            await _mark_not_alerted(
-                session, inserted, "duplicate", now=now, duplicate_of=duplicate_of
-            )
+            await _mark_not_alerted(session, incident, "duplicate", duplicate_of=duplicate_of)
         else:
             alerts = await _alert_candidates(
                 session,
-                incident_id=inserted,
+                incident_id=incident.id,
                 kind=request.kind,
                 address=request.address,
                 point=request.location,
@@ -236,25 +258,19 @@ async def create_incident(
                 limit=settings.batch,
                 ems_eta_at=ems_eta_at,
                 canary_volunteer_id=request.canary_volunteer_id,
+                lease=lease,
+                # The duplicate check set the planner up (a canary has none).
+                planner_set_up=request.canary_volunteer_id is None,
+                created=incident,
             )
             if not alerts:
-                await _mark_not_alerted(session, inserted, "no_eligible_volunteers", now=now)
-    with phase("events"):
-        incident = (await session.execute(_INCIDENT_BY_ID, {"incident_id": inserted})).scalar_one()
-        created = {
-            "status": incident.status,
-            "not_alerted_reason": incident.not_alerted_reason,
-            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
-            "alerted": len(alerts),
-        }
-        await _announce_queued(
-            session, incident.id, alerts, after=Event(type="incident.created", data=created)
-        )
+                await _mark_not_alerted(session, incident, "no_eligible_volunteers")
+    if not alerts:  # else recorded with the alerts
+        with phase("events"):
+            await record_events(
+                session, incident_id=incident.id, events=[_created_event(incident, alerted=0)]
+            )
     return Created(incident=incident, created=True, aed=aed, alerted=len(alerts))
-
-
-_INCIDENT_BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
-"""Built once: an ORM ``SELECT`` built per call has its cache key computed per call."""
 
 
 async def alert_more(
@@ -315,7 +331,6 @@ async def alert_more(
         alerted_as=alerted_as,
         canary_volunteer_id=incident.canary_volunteer_id,
     )
-    await _announce_queued(session, incident.id, alerts)
     return alerts
 
 
@@ -384,31 +399,45 @@ _INCIDENT_COLUMNS = (
 )
 
 
-@lru_cache(maxsize=1)
-def _incident_insert() -> ReturningInsert[uuid.UUID]:
-    """Built once with bound parameters, like the statements after it (built per call,
-    this ~25-column INSERT cost more Python than the database spent running it)."""
+@lru_cache(maxsize=2)
+def _incident_insert(*, locked: bool) -> ExecutableReturnsRows:
+    """The incident's ``INSERT``, returning the row as the session's ``Incident`` (no
+    read back), and, when ``locked``, taking the selection lock before it inserts (no
+    statement of its own): the duplicate check after it then sees every incident
+    committed while it waited. Parameters: the columns, ``lat``/``lon``, ``key``.
+
+    Built once with bound parameters (built per call, this ~25-column INSERT cost more
+    Python than the database spent running it); on the table, not the mapped class
+    (SQLAlchemy rebuilds an ORM-enabled INSERT's cache key on every execution), and
+    mapped onto ``Incident`` by an ORM ``SELECT`` from it (tests/test_post_statements.py).
+    """
     table: Table = Incident.__table__  # type: ignore[assignment]
-    values: dict[str, Any] = {
-        name: bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS
-    }
-    values["location"] = bound_point("lat", "lon")
-    # On the table, not the mapped class: SQLAlchemy rebuilds an ORM-enabled INSERT's
-    # cache key on every execution (tests/test_post_statements.py).
-    return (
+    values = [bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS]
+    row = select(*values, bound_point("lat", "lon"))
+    if locked:
+        # A FROM item is computed before the row it feeds, so before the insert.
+        row = row.select_from(
+            select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger()))).subquery(
+                "locked"
+            )
+        )
+    inserted = (
         insert(table)
-        .values(values)
+        .from_select([*_INCIDENT_COLUMNS, "location"], row)
         .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
-        .returning(table.c.id)
+        .returning(*table.c)
     )
+    return select(Incident).from_statement(inserted)
 
 
 @lru_cache(maxsize=1)
-def _duplicate_statement() -> Select[uuid.UUID]:
-    """Built once with bound parameters (per call, building it cost more than running it)."""
+def _duplicate_statement() -> Select[*tuple[Any, ...]]:
+    """The duplicate check, carrying the selection's planner settings (one round trip
+    for both; the check itself is planned before they apply). Built once with bound
+    parameters (per call, building it cost more than running it)."""
     here = bound_point("lat", "lon")
     now = bindparam("now", type_=DateTime(timezone=True))
-    return (
+    nearest_alerting = (
         select(Incident.id)
         .where(
             Incident.centre == bindparam("centre", type_=String()),
@@ -420,7 +449,9 @@ def _duplicate_statement() -> Select[uuid.UUID]:
         )
         .order_by(nearest_first(Incident.location, here))
         .limit(1)
+        .scalar_subquery()
     )
+    return select(nearest_alerting.label("duplicate_of"), *knn_planner_columns())
 
 
 async def _alerting_duplicate(
@@ -432,7 +463,8 @@ async def _alerting_duplicate(
     settings: Settings,
     now: datetime,
 ) -> uuid.UUID | None:
-    found: uuid.UUID | None = (
+    """The alerting incident this one duplicates, if any; sets up the selection's planner."""
+    row = (
         await session.execute(
             _duplicate_statement(),
             {
@@ -445,28 +477,42 @@ async def _alerting_duplicate(
                 "radius_m": settings.duplicate_radius_m,
             },
         )
-    ).scalar_one_or_none()
+    ).one()
+    found: uuid.UUID | None = row.duplicate_of
     return found
 
 
 async def _mark_not_alerted(
     session: AsyncSession,
-    incident_id: uuid.UUID,
+    incident: Incident,
     reason: str,
     *,
-    now: datetime,
     duplicate_of: uuid.UUID | None = None,
 ) -> None:
-    await session.execute(
-        update(Incident)
-        .where(Incident.id == incident_id)
-        .values(
-            status="not_alerted",
-            not_alerted_reason=reason,
-            duplicate_of=duplicate_of,
-            updated_at=now,
-        )
+    """Stored, and set on the session's ``incident`` as it now is in the database.
+
+    Not through the unit of work: ``updated_at`` keeps the time of the insert (the
+    creation itself), and the unit of work, given no new value for it, would let its
+    ``onupdate`` replace it.
+    """
+    values = {"status": "not_alerted", "not_alerted_reason": reason, "duplicate_of": duplicate_of}
+    await session.execute(_MARK_NOT_ALERTED, {"incident_id": incident.id, **values})
+    for name, value in values.items():
+        set_committed_value(incident, name, value)
+
+
+_incident_table: Table = Incident.__table__  # type: ignore[assignment]
+_MARK_NOT_ALERTED = (
+    update(_incident_table)
+    .where(_incident_table.c.id == bindparam("incident_id"))
+    .values(
+        status=bindparam("status"),
+        not_alerted_reason=bindparam("not_alerted_reason"),
+        duplicate_of=bindparam("duplicate_of"),
+        # Named, so that its onupdate does not fire: still the creation's time.
+        updated_at=_incident_table.c.updated_at,
     )
+)
 
 
 def _reply_code(taken: frozenset[str]) -> str:
@@ -493,6 +539,9 @@ async def _alert_candidates(
     radius_m: float | None = None,
     alerted_as: str = "selection",
     canary_volunteer_id: uuid.UUID | None = None,
+    lease: Lease | None = None,
+    planner_set_up: bool = False,
+    created: Incident | None = None,
 ) -> list[QueuedAlert]:
     with phase("selection"):
         candidates: list[Candidate] = await select_candidates(
@@ -506,6 +555,7 @@ async def _alert_candidates(
             radius_m=radius_m,
             ems_eta_at=ems_eta_at,
             canary_volunteer_id=canary_volunteer_id,
+            planner_set_up=planner_set_up,
         )
     if not candidates:
         return []
@@ -519,6 +569,8 @@ async def _alert_candidates(
             settings=settings,
             now=now,
             alerted_as=alerted_as,
+            lease=lease,
+            created=created,
         )
 
 
@@ -532,11 +584,17 @@ _ALERT_COLUMNS = (
     "aed_detour_m",
     "alerted_as",
     "delivery_status",
+    "delivery_updated_at",
     "response",
     "created_at",
     "updated_at",
 )
-_ALERT_INSERT = unnest_insert(Alert, _ALERT_COLUMNS)
+_QUEUE_WITH_ALERTS = queue_statement_beside(
+    unnest_insert(Alert, _ALERT_COLUMNS, prefix="new_alert_").cte("alerts"),
+    announce=recorded_events(prefix="event_"),
+)
+"""The alerts, their texts and their events in one statement (one round trip on the
+POST's path for what were three)."""
 
 
 @dataclass(frozen=True)
@@ -559,18 +617,54 @@ async def _queue_alerts(
     settings: Settings,
     now: datetime,
     alerted_as: str,
+    lease: Lease | None = None,
+    created: Incident | None = None,
 ) -> list[QueuedAlert]:
-    """The alerts and their queued texts: one statement each, however many."""
+    """The alerts, their queued texts and the ``alerts.queued`` event (after
+    ``incident.created`` when ``created`` is the incident just inserted): one statement,
+    however many; the SMS ``lease`` takes are queued claimed by it."""
     codes = [_reply_code(candidate.taken_codes) for candidate in candidates]
     alerts = [
         QueuedAlert(
-            id=uuid.uuid4(),
+            id=alert_id,
             volunteer_id=candidate.volunteer_id,
             distance_m=candidate.distance_m,
             alerted_as=alerted_as,
         )
-        for candidate in candidates
+        for candidate, alert_id in zip(candidates, random_uuids(len(candidates)), strict=True)
     ]
+    deadline = now + settings.alert_send_deadline
+    channels = await alert_channels(
+        session,
+        incident_id=incident_id,
+        preferences=[candidate.contact_preference for candidate in candidates],
+        settings=settings,
+    )
+    texts = [
+        OutboundSms(
+            phone=candidate.phone,
+            body=alert_text(
+                candidate.language,
+                kind=kind,
+                at=now,
+                zone=settings.zone,
+                distance_m=candidate.distance_m,
+                address=address,
+                code=code,
+            ),
+            purpose="alert",
+            volunteer_id=candidate.volunteer_id,
+            incident_id=incident_id,
+            alert_id=alert.id,
+            deadline_at=deadline,
+            channel=channel,
+        )
+        for candidate, alert, code, channel in zip(candidates, alerts, codes, channels, strict=True)
+    ]
+    events = [_queued_event(alerts)]
+    if created is not None:
+        events.insert(0, _created_event(created, alerted=len(alerts)))
+    leased = set() if lease is None else lease.take(texts)
     rows = [
         {
             "id": alert.id,
@@ -581,71 +675,51 @@ async def _queue_alerts(
             "location_source": candidate.location_source,
             "aed_detour_m": candidate.aed_detour_m,
             "alerted_as": alerted_as,
-            "delivery_status": "queued",
+            # A leased SMS is claimed as it is queued: its alert as the claim marks it.
+            "delivery_status": "sending" if alert.id in leased else "queued",
+            "delivery_updated_at": now if alert.id in leased else None,
             "response": "pending",
             "created_at": now,
             "updated_at": now,
         }
         for candidate, alert, code in zip(candidates, alerts, codes, strict=True)
     ]
-    await session.execute(_ALERT_INSERT, unnest_rows(_ALERT_COLUMNS, rows))
-    deadline = now + settings.alert_send_deadline
-    channels = await alert_channels(
-        session,
-        incident_id=incident_id,
-        preferences=[candidate.contact_preference for candidate in candidates],
-        settings=settings,
-    )
     await queue_sms(
         session,
-        [
-            OutboundSms(
-                phone=candidate.phone,
-                body=alert_text(
-                    candidate.language,
-                    kind=kind,
-                    at=now,
-                    zone=settings.zone,
-                    distance_m=candidate.distance_m,
-                    address=address,
-                    code=code,
-                ),
-                purpose="alert",
-                volunteer_id=candidate.volunteer_id,
-                incident_id=incident_id,
-                alert_id=alert.id,
-                deadline_at=deadline,
-                channel=channel,
-            )
-            for candidate, alert, code, channel in zip(
-                candidates, alerts, codes, channels, strict=True
-            )
-        ],
+        texts,
         now=now,
+        lease=lease,
+        beside=(
+            _QUEUE_WITH_ALERTS,
+            {
+                **unnest_rows(_ALERT_COLUMNS, rows, prefix="new_alert_"),
+                **event_parameters(incident_id, events, prefix="event_"),
+            },
+        ),
     )
     return alerts
 
 
-async def _announce_queued(
-    session: AsyncSession,
-    incident_id: uuid.UUID,
-    alerts: list[QueuedAlert],
-    *,
-    after: Event | None = None,
-) -> None:
-    """The ``alerts.queued`` event, after the event ``after`` (``incident.created``) if
-    given, in one statement."""
-    events = [] if after is None else [after]
-    if alerts:
-        queued = [
-            # A band, not metres: dispatchers read this stream (dispatch/views.py).
-            {
-                "id": str(alert.id),
-                "distance_band": distance_band(alert.distance_m),
-                "alerted_as": alert.alerted_as,
-            }
-            for alert in alerts
-        ]
-        events.append(Event(type="alerts.queued", data={"alerts": queued}))
-    if events:
-        await record_events(session, incident_id=incident_id, events=events)
+def _created_event(incident: Incident, *, alerted: int) -> Event:
+    return Event(
+        type="incident.created",
+        data={
+            "status": incident.status,
+            "not_alerted_reason": incident.not_alerted_reason,
+            "duplicate_of": str(incident.duplicate_of) if incident.duplicate_of else None,
+            "alerted": alerted,
+        },
+    )
+
+
+def _queued_event(alerts: list[QueuedAlert]) -> Event:
+    # A band, not metres: dispatchers read this stream (dispatch/views.py).
+    queued = [
+        {
+            "id": str(alert.id),
+            "distance_band": distance_band(alert.distance_m),
+            "alerted_as": alert.alerted_as,
+        }
+        for alert in alerts
+    ]
+    return Event(type="alerts.queued", data={"alerts": queued})

@@ -48,6 +48,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE, Select
 
 from app.core.db import sync_url
 from app.core.models import Incident, IncidentEvent, Message
@@ -81,32 +83,42 @@ async def record_events(
     session: AsyncSession, *, incident_id: uuid.UUID, events: Sequence[Event]
 ) -> None:
     """Append several events of one incident, numbered in order, in that one statement."""
-    await session.execute(
-        _RECORD_EVENTS,
-        {
-            "incident_id": incident_id,
-            "count": len(events),
-            "events": [{"type": event.type, "data": event.data} for event in events],
-        },
-    )
+    await session.execute(_RECORD_EVENTS, event_parameters(incident_id, events))
 
 
-def _record_events_statement() -> Any:
-    """Built once, on the tables (an ORM-enabled ``UPDATE`` or ``INSERT`` has its cache
-    key rebuilt on every execution, and every writer of an event runs this)."""
+def event_parameters(
+    incident_id: uuid.UUID, events: Sequence[Event], *, prefix: str = ""
+) -> dict[str, Any]:
+    """The parameters of :func:`recorded_events` built with the same ``prefix``."""
+    return {
+        f"{prefix}incident_id": incident_id,
+        f"{prefix}count": len(events),
+        f"{prefix}events": [{"type": event.type, "data": event.data} for event in events],
+    }
+
+
+def recorded_events(*, prefix: str = "") -> tuple[CTE, ColumnElement[Any]]:
+    """The events' append as a data-modifying CTE (one row per event appended), and the
+    column that announces them, computed per row of it (:func:`event_parameters`).
+
+    For a statement that also does something else (the incident POST's alerts and
+    texts: one round trip for all three); ``prefix`` names the parameters apart.
+    Built on the tables (an ORM-enabled ``UPDATE`` or ``INSERT`` has its cache key
+    rebuilt on every execution, and every writer of an event runs this).
+    """
     incident: Table = Incident.__table__  # type: ignore[assignment]
     event: Table = IncidentEvent.__table__  # type: ignore[assignment]
-    count = bindparam("count", type_=Integer())
+    count = bindparam(f"{prefix}count", type_=Integer())
     numbered = (
         update(incident)
-        .where(incident.c.id == bindparam("incident_id"))
+        .where(incident.c.id == bindparam(f"{prefix}incident_id"))
         # updated_at named so its onupdate does not fire: an event is not an edit.
         .values(event_seq=incident.c.event_seq + count, updated_at=incident.c.updated_at)
         .returning(incident.c.id, incident.c.event_seq)
-        .cte("numbered")
+        .cte(f"{prefix}numbered")
     )
     given = (
-        func.jsonb_array_elements(bindparam("events", type_=JSONB()))
+        func.jsonb_array_elements(bindparam(f"{prefix}events", type_=JSONB()))
         .table_valued(column("event", JSONB()), with_ordinality="position")
         .render_derived()
     )
@@ -122,12 +134,16 @@ def _record_events_statement() -> Any:
             ).select_from(numbered.join(given, true())),
         )
         .returning(event.c.incident_id)
-        .cte("inserted")
+        .cte(f"{prefix}inserted")
     )
     # One row per event, one payload: PostgreSQL delivers it once per transaction.
-    return select(func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))).select_from(
-        inserted
-    )
+    return inserted, func.pg_notify(EVENTS_CHANNEL, cast(inserted.c.incident_id, Text))
+
+
+def _record_events_statement() -> Select[Any]:
+    """Built once: every writer of an event runs it."""
+    inserted, announced = recorded_events()
+    return select(announced).select_from(inserted)
 
 
 _RECORD_EVENTS = _record_events_statement()

@@ -85,11 +85,26 @@ SELECTION_LOCK_KEY = 0x5E1EC7  # one lock for the whole deployment; see docs/sel
 # scan of the whole radius box, or a parallel one, is what makes a dense centre
 # slow), and plan the prepared statement once per connection instead of per call.
 # (JIT is off for every connection of the service: ``app.core.db.create_engine``.)
-KNN_PLANNER_SETTINGS = (
-    "SELECT set_config('enable_bitmapscan', 'off', true),"
-    " set_config('max_parallel_workers_per_gather', '0', true),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+KNN_PLANNER = (
+    ("enable_bitmapscan", "off"),
+    ("max_parallel_workers_per_gather", "0"),
+    ("plan_cache_mode", "force_generic_plan"),
 )
+KNN_PLANNER_SETTINGS = "SELECT " + ", ".join(
+    f"set_config('{name}', '{value}', true)" for name, value in KNN_PLANNER
+)
+
+
+def knn_planner_columns() -> list[ColumnElement[str]]:
+    """:data:`KNN_PLANNER` as columns of another statement, which sets it up for the
+    statements after it: a statement is planned before its columns are computed, so
+    the settings never apply to the statement that carries them (the incident POST's
+    duplicate check carries them to its selection, one round trip fewer)."""
+    return [
+        func.set_config(literal(name), literal(value), literal(True)).label(f"set_{name}")
+        for name, value in KNN_PLANNER
+    ]
+
 
 ALERTED = "alerted"
 NO_USABLE_LOCATION = "no_usable_location"
@@ -472,6 +487,7 @@ async def select_candidates(
     radius_m: float | None = None,
     ems_eta_at: datetime | None = None,
     canary_volunteer_id: uuid.UUID | None = None,
+    planner_set_up: bool = False,
 ) -> list[Candidate]:
     """At most ``limit`` candidates, nearest first (ties by volunteer id).
 
@@ -479,6 +495,8 @@ async def select_candidates(
     ``aed`` adds each candidate's detour via that AED, computed here so the
     volunteer's position is used once and never stored. ``radius_m``,
     ``ems_eta_at`` and ``canary_volunteer_id`` as in :func:`candidate_statement`.
+    ``planner_set_up``: an earlier statement of the transaction carried
+    :func:`knn_planner_columns`.
     """
     statement, parameters = candidate_statement(
         point=point,
@@ -491,7 +509,8 @@ async def select_candidates(
         ems_eta_at=ems_eta_at,
         canary_volunteer_id=canary_volunteer_id,
     )
-    await session.execute(_SET_UP_PLANNER)
+    if not planner_set_up:
+        await session.execute(_SET_UP_PLANNER)
     rows = (await session.execute(statement, parameters)).all()
     return [
         Candidate(

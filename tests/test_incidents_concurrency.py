@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.main import create_app
@@ -18,7 +18,15 @@ from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.models import Alert, Incident, Message, SelectionRecord
 from app.runtime import Runtime
-from tests.factories import STOCKHOLM, create_key, create_volunteer, make_settings, offset
+from dispatch.selection import SELECTION_LOCK_KEY
+from tests.factories import (
+    STOCKHOLM,
+    create_incident,
+    create_key,
+    create_volunteer,
+    make_settings,
+    offset,
+)
 
 
 @dataclass
@@ -163,3 +171,35 @@ async def test_selection_is_recorded_after_the_commit(service: Service) -> None:
         )
         == 3
     )
+
+
+async def test_a_post_waiting_for_the_selection_lock_sees_the_incident_committed_meanwhile(
+    service: Service, clock: FrozenClock
+) -> None:
+    """The lock is taken by the incident's INSERT (no statement of its own), before the
+    duplicate check's snapshot: a POST that waited for it sees what the holder committed.
+
+    Deterministic: the test holds the lock itself, waits until the POST is blocked on
+    it, commits an alerting incident next door, and only then lets the POST go on.
+    """
+    [headers] = await seed(service, centres=["sos"], volunteers=3)
+    async with service.sessions() as holder:
+        await holder.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": SELECTION_LOCK_KEY}
+        )
+        posting = asyncio.create_task(
+            service.client.post("/v1/incidents", json=body("CAD-WAITS"), headers=headers)
+        )
+        async with asyncio.timeout(30):
+            while not await scalar(service, _WAITING_FOR_THE_SELECTION_LOCK):
+                await asyncio.sleep(0.01)
+        first = await create_incident(holder, created_at=clock.now(), centre="sos")
+        await holder.commit()
+    answer = (await posting).json()
+    assert answer["not_alerted_reason"] == "duplicate", answer
+    assert answer["duplicate_of"] == str(first.id)
+
+
+_WAITING_FOR_THE_SELECTION_LOCK = text(
+    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key"
+).bindparams(key=SELECTION_LOCK_KEY)

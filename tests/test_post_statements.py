@@ -19,9 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
 
+from app.core.db import random_uuids
+from dispatch.alerting import _QUEUE_WITH_ALERTS
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
 
@@ -74,3 +78,58 @@ async def test_an_alerting_post_computes_no_statement_cache_key_after_the_first(
         per_post.append([type(element).__name__ for element in computed if _of_the_post(element)])
 
     assert per_post[1] == [], f"cache keys computed by the second POST: {per_post[1]}"
+
+
+async def test_an_alerting_post_makes_these_round_trips(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Each statement is a round trip on the POST's path (and, on the two-core machine,
+    a switch to the database and back)."""
+    headers = await create_key(session, role="dispatcher", name="sos")
+    for distance in (40, 80, 120):
+        await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=distance))
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            sent.append(" ".join(statement.split()[:3]))
+
+    connection = (await session.connection()).sync_connection
+    assert connection is not None
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        response = await client.post(
+            "/v1/incidents",
+            headers=headers,
+            json={
+                "external_ref": "CAD-ROUND-TRIPS",
+                "kind": "cardiac_arrest",
+                "location": {"lat": STOCKHOLM.lat, "lon": STOCKHOLM.lon},
+                "address": "Drottninggatan 1, Stockholm",
+            },
+        )
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert response.status_code == 201, response.text
+    # The key, the AED, the incident (taking the selection lock, returning the row),
+    # the duplicate check (with the planner's settings), the candidates, the alerts
+    # with their texts and events: 11 before the lock, the read back, the planner,
+    # the alerts and the events rode on other statements.
+    assert len(sent) == 6, sent
+
+
+def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> None:
+    """Executed with parameters named as columns of ``incident`` (a text's ``id``,
+    ``status``, ``created_at``), SQLAlchemy would add them to the ``SET`` of the events'
+    ``UPDATE`` in the same statement: the texts, alerts and events name theirs apart."""
+    statement = _QUEUE_WITH_ALERTS
+    names = list(statement.compile().params)
+    compiled = str(statement.compile(dialect=asyncpg_dialect(), column_keys=names))
+    assert "UPDATE incident SET updated_at=incident.updated_at, event_seq=" in compiled, compiled
+
+
+def test_the_ids_of_rows_inserted_together_are_distinct_random_version_4_uuids() -> None:
+    ids = random_uuids(1000)
+    assert len(set(ids)) == 1000
+    assert {(each.version, each.variant) for each in ids} == {(4, uuid.RFC_4122)}
+    assert random_uuids(0) == []

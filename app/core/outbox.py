@@ -13,14 +13,18 @@ to the provider before anything else that is due.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ARRAY, bindparam, exists, func, select
+from sqlalchemy import ARRAY, Select, bindparam, case, exists, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE
 
-from app.core.db import unnest_insert, unnest_rows
+from app.core.db import random_uuids, unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -67,6 +71,51 @@ class OutboundSms:
     """``voice``: placed as a call by the call worker (``dispatch/voice.py``)."""
 
 
+@dataclass(frozen=True)
+class LeasedSms:
+    """An alert SMS queued already claimed by a :class:`Lease`, as stored."""
+
+    id: uuid.UUID
+    sms: OutboundSms
+    priority: int
+    exercise: bool
+    queued_at: datetime
+
+
+@dataclass
+class Lease:
+    """Room, held back in one worker of this process, for alert SMS that are claimed as
+    they are queued (the incident POST's burst, ``dispatch.worker.DispatchWorker.reserve``).
+
+    Such a row is stored ``sending``, leased to ``holder`` until ``until``, exactly as
+    the worker's claim would leave it, so a crash after the commit costs what a crash
+    after a claim costs (the lease runs out, another worker sends it); and no worker
+    is woken for it, since none could claim it.
+    """
+
+    holder: str
+    until: datetime
+    room: int
+    channel: str = "sms"
+    alert_ids: set[uuid.UUID] = field(default_factory=set)
+    """The alerts whose SMS it takes (:meth:`take`)."""
+    taken: list[LeasedSms] = field(default_factory=list)
+    """Those SMS as queued, for the worker to send once the transaction commits."""
+
+    def take(self, messages: Sequence[OutboundSms]) -> set[uuid.UUID]:
+        """Take the alert SMS of ``messages`` in order (nearest first) while room is left;
+        returns the alerts taken so far."""
+        for item in messages:
+            if len(self.alert_ids) >= self.room:
+                break
+            if item.purpose == "alert" and item.channel == self.channel and item.alert_id:
+                self.alert_ids.add(item.alert_id)
+        return self.alert_ids
+
+    def leases(self, item: OutboundSms) -> bool:
+        return item.purpose == "alert" and item.alert_id in self.alert_ids
+
+
 _KNOWN_EXERCISES = "responder.known_exercises"
 
 
@@ -88,7 +137,9 @@ _CALLED_AMONG = select(Message.alert_id).where(
 )
 
 
-async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) -> list[OutboundSms]:
+async def _mark_exercises(
+    session: AsyncSession, messages: list[OutboundSms]
+) -> tuple[list[OutboundSms], set[uuid.UUID]]:
     """Every text about an exercise incident starts with ``EXERCISE`` / ``ÖVNING``.
 
     Marked here, where every incident's texts pass, rather than at each of their
@@ -98,7 +149,7 @@ async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) ->
     """
     incident_ids = {item.incident_id for item in messages if item.incident_id is not None}
     if not incident_ids:
-        return messages
+        return messages, set()
     known: dict[uuid.UUID, bool] = session.info.get(_KNOWN_EXERCISES, {})
     exercises = {incident_id for incident_id in incident_ids if known.get(incident_id)}
     unknown = incident_ids - known.keys()
@@ -107,7 +158,7 @@ async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) ->
             (await session.execute(_EXERCISES_AMONG, {"incident_ids": list(unknown)})).scalars()
         )
     if not exercises:
-        return messages
+        return messages, exercises
     volunteer_ids = {
         item.volunteer_id
         for item in messages
@@ -117,12 +168,13 @@ async def _mark_exercises(session: AsyncSession, messages: list[OutboundSms]) ->
         select(Volunteer.id, Volunteer.language).where(Volunteer.id.in_(volunteer_ids))
     )
     languages: dict[uuid.UUID, str] = dict(recipients.all())
-    return [
+    marked = [
         replace(item, body=exercise_text(languages.get(item.volunteer_id, "sv"), item.body))
         if item.incident_id in exercises and item.volunteer_id is not None
         else item
         for item in messages
     ]
+    return marked, exercises
 
 
 SAID_BY_CALL_TOO = ("stand_down", "cancellation")
@@ -167,45 +219,115 @@ _MESSAGE_COLUMNS = (
     "alert_id",
     "deadline_at",
     "channel",
+    "claimed_by",
+    "attempts",
+    "may_have_reached",
     "next_attempt_at",
     "created_at",
     "updated_at",
 )
-_queued = unnest_insert(Message, _MESSAGE_COLUMNS).returning(Message.id).cte("queued")
-_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(exists(select(_queued.c.id)))
-"""The insert and the senders' wake-up (delivered at commit) in one round trip."""
+_PREFIX = "message_"
+"""The texts' parameters are named apart from any column's: in a statement with other
+writes (:func:`queue_statement_beside`), SQLAlchemy would make a parameter named as a
+column of an ``UPDATE`` there part of that ``UPDATE``'s ``SET``
+(``tests/test_post_statements.py``)."""
+_queued = (
+    unnest_insert(Message, _MESSAGE_COLUMNS, prefix=_PREFIX)
+    .returning(Message.id, Message.status)
+    .cte("queued")
+)
+_ANY_QUEUED = exists(select(_queued.c.id).where(_queued.c.status == "queued"))
+_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED)
+"""The insert and the senders' wake-up (delivered at commit) in one round trip; no
+wake-up when a :class:`Lease` took every row."""
 
 
-async def queue_sms(session: AsyncSession, messages: list[OutboundSms], *, now: datetime) -> None:
+def queue_statement_beside(
+    *beside: CTE, announce: tuple[CTE, ColumnElement[Any]] | None = None
+) -> Select[Any]:
+    """The texts' statement that also runs the data-modifying CTEs ``beside`` (the rows
+    the texts are about: an incident's new alerts) and ``announce`` (a CTE with the
+    column computed per row of it: its events and their NOTIFY), for
+    :func:`queue_sms`'s ``beside``: one round trip for all. Build it once.
+
+    The texts' foreign keys are checked at the end of the statement, when every
+    insert is done; the senders' wake-up is the same as :data:`_QUEUE_AND_NOTIFY`'s.
+    """
+    if announce is None:
+        statement = _QUEUE_AND_NOTIFY
+    else:
+        rows, announced = announce
+        wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
+        statement = select(wake, announced).select_from(rows)
+    for cte in beside:
+        statement = statement.add_cte(cte)
+    return statement
+
+
+async def queue_sms(
+    session: AsyncSession,
+    messages: list[OutboundSms],
+    *,
+    now: datetime,
+    lease: Lease | None = None,
+    beside: tuple[Select[Any], dict[str, Any]] | None = None,
+) -> None:
     """Queue texts (and the calls that repeat some of them) with one INSERT statement
-    (``app.core.db.unnest_insert``) and wake the senders when the transaction commits."""
-    if not messages:
+    (``app.core.db.unnest_insert``) and wake the senders when the transaction commits.
+
+    The alert SMS that ``lease`` took (:meth:`Lease.take`) are stored claimed by it
+    and listed in ``lease.taken``. ``beside``: a statement of
+    :func:`queue_statement_beside` and its own parameters, run instead.
+    """
+    if not messages and beside is None:
         return
     messages = messages + await _calls_too(session, messages, now=now)
-    messages = await _mark_exercises(session, messages)
+    messages, exercises = await _mark_exercises(session, messages)
+    rows = [
+        _row(item, message_id, now=now, lease=lease)
+        for item, message_id in zip(messages, random_uuids(len(messages)), strict=True)
+    ]
+    if lease is not None:
+        lease.taken.extend(
+            LeasedSms(
+                id=row["id"],
+                sms=item,
+                priority=row["priority"],
+                exercise=item.incident_id in exercises,
+                queued_at=now,
+            )
+            for item, row in zip(messages, rows, strict=True)
+            if row["claimed_by"] is not None
+        )
+    statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
     await session.execute(
-        _QUEUE_AND_NOTIFY,
-        unnest_rows(
-            _MESSAGE_COLUMNS,
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "direction": "out",
-                    "status": "queued",
-                    "purpose": item.purpose,
-                    "priority": priority_of(item.purpose),
-                    "phone": item.phone,
-                    "body": item.body,
-                    "volunteer_id": item.volunteer_id,
-                    "incident_id": item.incident_id,
-                    "alert_id": item.alert_id,
-                    "deadline_at": item.deadline_at,
-                    "channel": item.channel,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for item in messages
-            ],
-        ),
+        statement, {**parameters, **unnest_rows(_MESSAGE_COLUMNS, rows, prefix=_PREFIX)}
     )
+
+
+def _row(
+    item: OutboundSms, message_id: uuid.UUID, *, now: datetime, lease: Lease | None
+) -> dict[str, Any]:
+    held_by = lease if lease is not None and lease.leases(item) else None
+    return {
+        "id": message_id,
+        "direction": "out",
+        "status": "queued" if held_by is None else "sending",
+        "purpose": item.purpose,
+        "priority": priority_of(item.purpose),
+        "phone": item.phone,
+        "body": item.body,
+        "volunteer_id": item.volunteer_id,
+        "incident_id": item.incident_id,
+        "alert_id": item.alert_id,
+        "deadline_at": item.deadline_at,
+        "channel": item.channel,
+        # As the worker's claim leaves a row: its first attempt, under lease.
+        "claimed_by": None if held_by is None else held_by.holder,
+        "attempts": 0 if held_by is None else 1,
+        # Named, not left to its default: a default in a CTE's INSERT gets no value.
+        "may_have_reached": False,
+        "next_attempt_at": now if held_by is None else held_by.until,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -10,6 +10,7 @@ whatever the registry holds.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime
@@ -92,7 +93,10 @@ def to_gsm7(value: str) -> str:
     return "".join(folded)
 
 
+@functools.lru_cache(maxsize=1024)
 def _clip(value: str, limit: int) -> str:
+    """Kept per text: an incident's 30 alerts fold the same address (a fifth of the
+    POST's own CPU in texts when folded 30 times)."""
     value = to_gsm7(value)
     return value if len(value) <= limit else value[: limit - 3].rstrip() + "..."
 

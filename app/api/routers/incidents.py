@@ -7,6 +7,7 @@ administrators only: distances reveal where people live.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,7 +26,7 @@ from app.api.schemas.incidents import (
     IncidentView,
     SelectionExplanation,
 )
-from app.core.db import unit_of_work
+from app.core.db import unit_of_work, when_transaction_ends
 from app.core.timing import mark, phase
 from app.registry.access import PersonalRead, record_reads
 from app.registry.keys import Principal
@@ -133,6 +134,11 @@ async def post_incident(
     mark("handler")
     now = runtime.clock.now()
     request = body.to_request()
+    # This process's worker sends the burst the moment the transaction commits.
+    worker = runtime.worker
+    lease = None if worker is None else worker.reserve(runtime.settings.batch)
+    if worker is not None and lease is not None:
+        when_transaction_ends(session, functools.partial(worker.start_leased, lease))
     result = await create_incident(
         session,
         centre=caller.centre,
@@ -140,6 +146,7 @@ async def post_incident(
         settings=runtime.settings,
         now=now,
         created_by=caller.key_id,
+        lease=lease,
     )
     incident = result.incident
     response.headers["Location"] = f"/v1/incidents/{incident.id}"
