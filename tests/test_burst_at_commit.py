@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.main import create_app
 from app.core.db import sync_url, unit_of_work, when_transaction_ends
-from app.core.models import Alert, Message
+from app.core.models import Alert, Message, Volunteer
 from app.core.outbox import OUTBOX_CHANNEL, Lease
 from app.runtime import Runtime
 from dispatch.alerting import Created, NewIncident, create_incident
@@ -249,3 +249,18 @@ async def test_a_stopping_worker_takes_no_burst(harness: Harness) -> None:
     worker.stop()
     assert worker.reserve(30) is None
     await worker.gateway.close()
+
+
+async def test_a_callback_that_fails_after_the_commit_leaves_the_commit_standing(
+    harness: Harness,
+) -> None:
+    """Raised from the commit, it would answer 500 for an incident that was stored."""
+
+    def fails(_committed: bool) -> None:
+        raise RuntimeError("after the commit")
+
+    async with unit_of_work(harness.factory) as session:
+        when_transaction_ends(session, fails)
+        stored = await create_volunteer(session)
+    async with harness.factory() as session:
+        assert await session.get(Volunteer, stored.id) is not None

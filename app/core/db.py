@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
+import structlog
 from sqlalchemy import Insert, TextClause, bindparam, event, exc, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -27,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util import await_only, greenlet_spawn
+
+log = structlog.get_logger(__name__)
 
 
 def async_url(url: str) -> str:
@@ -167,11 +170,12 @@ def when_transaction_ends(session: AsyncSession, callback: Callable[[bool], obje
     after its commit, ``False`` after a rollback (an exception, a conflict).
 
     For what may happen only once the transaction is durable, and must be undone if
-    it never is: the incident POST hands its burst, already claimed in its own
-    transaction, to this process's worker at commit, and gives the slots it held back
-    otherwise (``dispatch.worker.Burst``). SQLAlchemy's own session events, on the
-    outermost transaction only (a savepoint's end is not the end); the callback runs
-    synchronously on the event loop's thread and must not emit SQL.
+    it never is: the incident POST's burst, claimed in its own transaction, is
+    started by this process's worker at commit, and the slots it held back are freed
+    otherwise (``dispatch.worker.DispatchWorker.reserve``). SQLAlchemy's own session
+    events, on the outermost transaction only (a savepoint's end is not the end); the
+    callback runs synchronously on the event loop's thread and must not emit SQL. A
+    callback that raises is logged: what it follows has already been committed.
     """
     session.info.setdefault(_WHEN_ENDED, []).append(callback)
 
@@ -190,7 +194,10 @@ def _ended(session: Session, transaction: SessionTransaction) -> None:
     callbacks: list[Callable[[bool], object]] = session.info.pop(_WHEN_ENDED)
     committed = bool(session.info.pop(_COMMITTED, False))
     for callback in callbacks:
-        callback(committed)
+        try:
+            callback(committed)
+        except Exception:  # noqa: BLE001 - the commit stands; a raise here would hide it
+            log.exception("after-transaction callback failed", committed=committed)
 
 
 _UNREACHABLE_DRIVER_ERRORS = (
