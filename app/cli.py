@@ -290,6 +290,7 @@ async def _run_worker(url: str, settings: Settings) -> None:
 
     from app.core.clock import SystemClock
     from app.core.db import create_dispatch_engine, create_session_factory
+    from app.core.heap import serving_heap
     from app.runtime import Runtime, create_call_worker, create_worker
     from dispatch.gateway import create_gateway, create_secondary_gateway
 
@@ -317,7 +318,8 @@ async def _run_worker(url: str, settings: Settings) -> None:
     metrics = serve_worker_metrics(settings)
     log.info("dispatch worker started", worker_id=worker.worker_id, gateway=gateway.name)
     try:
-        await asyncio.gather(*(pipeline.run() for pipeline in pipelines))
+        with serving_heap():
+            await asyncio.gather(*(pipeline.run() for pipeline in pipelines))
     finally:
         if metrics is not None:
             metrics.shutdown()

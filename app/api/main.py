@@ -36,6 +36,7 @@ from app.api.routers import (
 )
 from app.core.clock import Clock, SystemClock
 from app.core.db import create_dispatch_engine, create_engine, create_session_factory
+from app.core.heap import serving_heap
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.core.settings import Settings, get_settings
 from app.core.timing import collect
@@ -203,7 +204,8 @@ def create_app(
         app.state.rate_limiter.open(url)
         await start_dispatch(runtime, run_worker=app.state.run_worker)
         try:
-            yield
+            with serving_heap():
+                yield
         finally:
             await detached.drain(timeout_s=DETACHED_DRAIN_S)
             await stop_dispatch(runtime)
