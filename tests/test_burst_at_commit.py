@@ -27,7 +27,9 @@ from app.core.db import sync_url, unit_of_work, when_transaction_ends
 from app.core.models import Alert, Message, Volunteer
 from app.core.outbox import OUTBOX_CHANNEL, Lease
 from app.runtime import Runtime
+from dispatch import worker as worker_module
 from dispatch.alerting import Created, NewIncident, create_incident
+from dispatch.gateway import SendFailure
 from dispatch.worker import DispatchWorker
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
 from tests.twilio_fake import FakeTwilio
@@ -119,10 +121,19 @@ async def test_a_posts_burst_goes_out_at_commit_without_a_claim_or_a_wake_up(
     served: tuple[FastAPI, DispatchWorker],
     fake_twilio: FakeTwilio,
     notifications: Notifications,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, worker = served
     dispatcher = await seed(harness)
-    in_flight_before: set[asyncio.Task[object]] = set(asyncio.all_tasks())
+    sends: list[asyncio.Task[object]] = []
+    start_leased = worker.start_leased
+
+    def noting(lease: Lease, committed: bool) -> list[asyncio.Task[SendFailure | None]]:
+        started = start_leased(lease, committed)
+        sends.extend(started)
+        return started
+
+    monkeypatch.setattr(worker, "start_leased", noting)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         answer = await client.post(
@@ -136,11 +147,6 @@ async def test_a_posts_burst_goes_out_at_commit_without_a_claim_or_a_wake_up(
             },
         )
     assert answer.status_code == 201, answer.text
-    sends = [
-        task
-        for task in asyncio.all_tasks() - in_flight_before
-        if task.get_name().startswith("send-")
-    ]
     assert len(sends) == VOLUNTEERS, "the burst was not handed to the worker at commit"
     await asyncio.gather(*sends)
 
@@ -264,3 +270,32 @@ async def test_a_callback_that_fails_after_the_commit_leaves_the_commit_standing
         stored = await create_volunteer(session)
     async with harness.factory() as session:
         assert await session.get(Volunteer, stored.id) is not None
+
+
+async def test_the_burst_waits_for_the_request_that_committed_it_to_end(
+    harness: Harness, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its requests would otherwise be built at the POST's first wait after the
+    commit, before the POST's response. (The bound on that wait is set out of reach.)"""
+    monkeypatch.setattr(worker_module, "LEASED_START_AFTER_S", 3600.0)
+    await seed(harness)
+    worker = harness.worker()
+    lease = worker.reserve(30)
+    assert lease is not None
+    sends: list[asyncio.Task[SendFailure | None]] = []
+
+    async def post() -> None:
+        async with unit_of_work(harness.factory) as session:
+            when_transaction_ends(
+                session, lambda committed: sends.extend(worker.start_leased(lease, committed))
+            )
+            await create_leased(session, harness, lease)
+        for _ in range(5):  # the rest of the request: its response, say
+            await asyncio.sleep(0)
+        assert len(sends) == VOLUNTEERS
+        assert fake_twilio.messages() == [], "a request left before its POST ended"
+
+    await asyncio.create_task(post())
+    await asyncio.gather(*sends)
+    await worker.gateway.close()
+    assert len(fake_twilio.messages()) == VOLUNTEERS
