@@ -95,12 +95,8 @@ async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_
     assert [sms.phone for sms in after] == [update_phone]
 
 
-async def test_the_workers_claim_runs_without_begin_and_commit(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One atomic statement needs no transaction around it: two round trips fewer
-    before a burst's first request."""
-    await harness.alerts(2)
+def count_transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-element counter of the transactions asyncpg starts from now on."""
     started = [0]
     start = asyncpg.transaction.Transaction.start
 
@@ -109,6 +105,16 @@ async def test_the_workers_claim_runs_without_begin_and_commit(
         await start(self)
 
     monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting)
+    return started
+
+
+async def test_the_workers_claim_runs_without_begin_and_commit(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One atomic statement needs no transaction around it: two round trips fewer
+    before a burst's first request."""
+    await harness.alerts(2)
+    started = count_transactions(monkeypatch)
     worker = harness.worker()
 
     sends = await worker.fill_slots()  # returns once claimed; the sends start after
@@ -128,14 +134,7 @@ async def test_the_workers_idle_wait_reads_the_next_due_time_without_begin_and_r
     round trips of three."""
     worker = harness.worker()
     await worker._idle_for()  # a first connection's set-up is its own
-    started = [0]
-    start = asyncpg.transaction.Transaction.start
-
-    async def counting(self: Any) -> None:
-        started[0] += 1
-        await start(self)
-
-    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting)
+    started = count_transactions(monkeypatch)
 
     idle_s = await worker._idle_for()
     await worker.gateway.close()
