@@ -59,9 +59,14 @@ class Service:
     """With ``--processes N``, ``serve``'s N uvicorn processes (``pid`` supervises them)."""
 
     @property
+    def serving_pids(self) -> list[int]:
+        """``serve``'s processes alone."""
+        return self.serve_pids or [self.pid]
+
+    @property
     def pids(self) -> list[int]:
         """``serve``'s processes, then the stand-alone workers: whose CPU a phase costs."""
-        return [*(self.serve_pids or [self.pid]), *self.worker_pids]
+        return [*self.serving_pids, *self.worker_pids]
 
 
 def _uvicorn_processes(supervisor: int, expected: int) -> list[int]:
@@ -515,7 +520,9 @@ async def measure_floors(service: Service, database_url: str) -> dict[str, Any]:
         )
         for _ in range(2000)
     ]
-    bare = wrk.replay(service.base_url, raw, connections=16, service_pids=service.pids)
+    # ``serve``'s CPU alone: no worker takes part in a bare request, and the stand-alone
+    # worker may still be starting up while these run (its start-up is not a floor).
+    bare = wrk.replay(service.base_url, raw, connections=16, service_pids=service.serving_pids)
     connection = await asyncpg.connect(sync_url(database_url))
     commits: list[float] = []
     try:
