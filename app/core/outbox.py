@@ -242,26 +242,18 @@ _QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED
 wake-up when a :class:`Lease` took every row."""
 
 
-def queue_statement_beside(
-    *beside: CTE, announce: tuple[CTE, ColumnElement[Any]] | None = None
-) -> Select[Any]:
-    """The texts' statement that also runs the data-modifying CTEs ``beside`` (the rows
-    the texts are about: an incident's new alerts) and ``announce`` (a CTE with the
-    column computed per row of it: its events and their NOTIFY), for
-    :func:`queue_sms`'s ``beside``: one round trip for all. Build it once.
+def queue_statement_beside(rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]]) -> Select[Any]:
+    """The texts' statement that also runs the data-modifying CTE ``rows`` (what the
+    texts are about: an incident's new alerts) and ``announce`` (a CTE with the column
+    computed per row of it: its events and their NOTIFY), for :func:`queue_sms`'s
+    ``beside``: one round trip for all. Build it once.
 
     The texts' foreign keys are checked at the end of the statement, when every
     insert is done; the senders' wake-up is the same as :data:`_QUEUE_AND_NOTIFY`'s.
     """
-    if announce is None:
-        statement = _QUEUE_AND_NOTIFY
-    else:
-        rows, announced = announce
-        wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
-        statement = select(wake, announced).select_from(rows)
-    for cte in beside:
-        statement = statement.add_cte(cte)
-    return statement
+    announced_rows, announced = announce
+    wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
+    return select(wake, announced).select_from(announced_rows).add_cte(rows)
 
 
 async def queue_sms(
