@@ -178,13 +178,25 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _with_session(url: str, work: Callable[..., Awaitable[T]]) -> T:
-    from app.core.db import create_engine, create_session_factory, unit_of_work
+    """``work(session)`` in one transaction on the database at ``url``."""
+    from app.core.db import Transactions
+
+    async def in_transaction(transactions: Transactions) -> T:
+        async with transactions() as session:
+            return await work(session)
+
+    return _with_transactions(url, in_transaction)
+
+
+def _with_transactions(url: str, work: Callable[..., Awaitable[T]]) -> T:
+    """``work(transactions)``: it opens its own transactions on the database at ``url``
+    (``app.core.db.Transactions``)."""
+    from app.core.db import create_engine, create_session_factory, transactions_of
 
     async def runner() -> T:
         engine = create_engine(url, pool_size=1)
         try:
-            async with unit_of_work(create_session_factory(engine)) as session:
-                return await work(session)
+            return await work(transactions_of(create_session_factory(engine)))
         finally:
             await engine.dispose()
 
@@ -383,9 +395,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
     """A volunteer's reply through the same service function as Twilio's webhook."""
     import phonenumbers
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.core.clock import SystemClock
+    from app.core.db import Transactions
     from dispatch.responses import InboundSms, handle_inbound_sms
 
     try:
@@ -396,9 +408,9 @@ def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
         fail(f"not a phone number: {args.sender}", 2)
     phone = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
-    async def deliver(session: AsyncSession) -> str:
+    async def deliver(transactions: Transactions) -> str:
         return await handle_inbound_sms(
-            session,
+            transactions,
             sms=InboundSms(
                 message_sid=f"CLI{uuid.uuid4().hex}", from_phone=phone, body=" ".join(args.text)
             ),
@@ -407,7 +419,7 @@ def cmd_sms_inbound(args: argparse.Namespace, settings: Settings) -> None:
         )
 
     with database(settings) as url:
-        answer = _with_session(url, deliver)
+        answer = _with_transactions(url, deliver)
     print(f"reply to {phone}: {answer}")
 
 

@@ -2,9 +2,11 @@
 
 Guarantees:
 - Idempotent by provider message id: the inbound row (unique ``provider_sid``) is
-  inserted with its answer at the end; a webhook retried with the same
-  ``MessageSid``, or delivered twice at once, finds it, has what it did rolled
-  back, and gets the stored answer.
+  inserted with its answer, by the statement of the reply's change or on its own;
+  a webhook retried with the same ``MessageSid``, or delivered twice at once, finds
+  it, has its transaction rolled back, and gets the stored answer.
+- Each attempt at a reply is a transaction of its own: a deadlock victim is tried
+  again from the start, holding nothing of the failed attempt.
 - A YES counts whatever the delivery receipts say: delivery, response and outcome
   are separate columns.
 - Replies to one incident are serialised on its row lock, so roles are handed out
@@ -23,13 +25,14 @@ from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, Table, and_, bindparam, inspect, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, inspect, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core import texts
+from app.core.db import Transactions
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
 from app.registry.audit import Actor
@@ -61,26 +64,41 @@ RECENT_ALERT_WINDOW = timedelta(hours=12)
 # statement (and its cache key) per request cost more CPU than executing it.
 _message: Table = Message.__table__  # type: ignore[assignment]
 _alert: Table = Alert.__table__  # type: ignore[assignment]
-# The inbound row is written last, with its answer: one statement, not an INSERT
-# and an UPDATE. The unique MessageSid still decides: a second insert of one waits
-# for the first's transaction and then finds it (``_AlreadyStored``).
+# The inbound row, with its answer: one statement, not an INSERT and an UPDATE; on
+# its own, or a CTE of the reply's change (``_alert_change_with_event``). The unique
+# MessageSid still decides: a second insert of one waits for the first's transaction
+# and then finds it (``_AlreadyStored``). From a SELECT of its parameters, so that the
+# columns it does not name take their server defaults: an INSERT … VALUES takes the
+# columns' Python defaults as parameters, which nothing fills in inside a CTE.
+_INBOUND_PARAMETERS = {
+    "id": "new_id",
+    "phone": "new_phone",
+    "body": "new_body",
+    "provider_sid": "new_sid",
+    "provider": "new_provider",
+    "reply_body": "answer",
+    "volunteer_id": "answer_volunteer_id",
+    "alert_id": "answer_alert_id",
+    "incident_id": "answer_incident_id",
+    "created_at": "new_now",
+    "updated_at": "new_now",
+}
+_INBOUND_CONSTANTS = {"direction": "in", "purpose": "reply", "status": "received"}
 _INSERT_INBOUND = (
     pg_insert(_message)
-    .values(
-        id=bindparam("new_id"),
-        direction="in",
-        purpose="reply",
-        phone=bindparam("new_phone"),
-        body=bindparam("new_body"),
-        provider_sid=bindparam("new_sid"),
-        provider=bindparam("new_provider"),
-        status="received",
-        reply_body=bindparam("answer"),
-        volunteer_id=bindparam("answer_volunteer_id"),
-        alert_id=bindparam("answer_alert_id"),
-        incident_id=bindparam("answer_incident_id"),
-        created_at=bindparam("new_now"),
-        updated_at=bindparam("new_now"),
+    .from_select(
+        [*_INBOUND_PARAMETERS, *_INBOUND_CONSTANTS],
+        select(
+            *(
+                bindparam(name, type_=_message.c[column].type)
+                for column, name in _INBOUND_PARAMETERS.items()
+            ),
+            *(
+                literal(value, _message.c[column].type)
+                for column, value in _INBOUND_CONSTANTS.items()
+            ),
+        ),
+        include_defaults=False,
     )
     .on_conflict_do_nothing(index_elements=[_message.c.provider_sid])
     .returning(_message.c.id)
@@ -92,11 +110,16 @@ _RECENT_ALERTS = (
     .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
     .order_by(Alert.created_at.desc())
 )
-# The sender with their recent alerts (``_RECENT_ALERTS``) in one read, unlocked:
-# one row per alert, or one without when there is none. It decides which alert a
-# reply is about, and answers a reply that changes nothing; what one that changes
-# something does is decided on the sender, the incident and the alert locked and
-# read afresh (``_LOCK_SENDER``, ``lock_incident``, ``_LOCK_ALERT``).
+# The sender, locked, with their recent alerts (``_RECENT_ALERTS``) in one read: one
+# row per alert, or one without when there is none. It decides which alert a reply is
+# about, and answers a reply that changes nothing; what one that changes something
+# does is decided on the incident and the alert locked and read afresh
+# (``lock_incident``, ``_LOCK_ALERT``). The sender's lock is what makes an erasure
+# wait until the reply's inbound row (with the number) is stored, so that the erasure
+# scrubs it too. NO KEY UPDATE: another reply's stand-down texts to this volunteer
+# take FOR KEY SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
+# populate_existing: a session that read the volunteer before (a test's) must decide
+# on the row as locked.
 _SENDER_AND_RECENT_ALERTS = (
     select(Volunteer, Alert, Incident.status)
     .outerjoin(
@@ -106,13 +129,7 @@ _SENDER_AND_RECENT_ALERTS = (
     .outerjoin(Incident, Incident.id == Alert.incident_id)
     .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
     .order_by(Alert.created_at.desc())
-)
-# NO KEY UPDATE: another reply's stand-down texts to this volunteer take FOR KEY
-# SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
-_LOCK_SENDER = (
-    select(Volunteer)
-    .where(Volunteer.id == bindparam("volunteer_id"), Volunteer.status != "erased")
-    .with_for_update(key_share=True)
+    .with_for_update(of=Volunteer, key_share=True)
     .execution_options(populate_existing=True)
 )
 # populate_existing: the alert was read (unlocked) to find it; the decision must be
@@ -143,7 +160,7 @@ so trying it again is safe and, once the other transaction ended, succeeds."""
 
 
 async def handle_inbound_sms(
-    session: AsyncSession,
+    transactions: Transactions,
     *,
     sms: InboundSms,
     now: datetime,
@@ -152,80 +169,74 @@ async def handle_inbound_sms(
 ) -> str:
     """Store the SMS, apply it, and return the answer to send back (stored with it).
 
-    The sender and their recent alerts are read first, unlocked. A reply that
-    changes nothing (from an unknown number, a help, about an alert that had ended)
-    is then stored with its answer at once: no savepoint, no lock. One that may
-    change something runs in a savepoint (nothing else is held by the caller's
-    transaction), from the sender's lock on; a deadlock or serialization failure
-    rolls back to it, releasing every lock the attempt took, and the reply is tried
-    again, up to ``attempts`` times. A reply that still cannot be applied is stored
-    with, and answered by, a text asking the volunteer to reply again: never an
-    error that Twilio would not retry and nobody would see.
+    Each attempt is one transaction of its own (``transactions``): the sender, locked,
+    with their recent alerts in one read; a reply that changes nothing (from an
+    unknown number, a help, about an alert that had ended) is then stored with its
+    answer at once. One that may change something locks the incident and the alert
+    and stores the inbound row in the statement of its change. A deadlock or
+    serialization failure rolls the whole transaction back, releasing every lock the
+    attempt took, and the reply is tried again in a new one, up to ``attempts``
+    times: no savepoint, and nothing of a failed attempt is left in the session. A
+    reply that still cannot be applied is stored with, and answered by, a text asking
+    the volunteer to reply again: never an error that Twilio would not retry and
+    nobody would see.
 
-    The SMS is stored last, with the answer. When its MessageSid was stored before
-    (a retried webhook, or the same one arriving twice at once, whose insert waits
-    for the other's transaction), what the attempt did is rolled back and the stored
-    answer is returned.
+    When its MessageSid was stored before (a retried webhook, or the same one arriving
+    twice at once, whose insert waits for the other's transaction), the attempt's
+    transaction is rolled back and the stored answer is returned.
     """
-    volunteer, recent = await _sender_and_recent_alerts(session, sms=sms, now=now)
     reply = parse_reply(sms.body)
     try:
-        unchanging = (
-            Outcome(texts.unknown_sender_text())
-            if volunteer is None
-            else _unchanging_answer(volunteer, reply, recent)
-        )
-        if unchanging is not None:
-            await _store_inbound(session, sms=sms, now=now, outcome=unchanging, sender=volunteer)
-            return unchanging.answer
         for attempt in range(1, attempts + 1):
             try:
-                async with session.begin_nested():
-                    if attempt > 1:
-                        # The rollback expired what the last attempt changed: read afresh.
-                        volunteer, recent = await _sender_and_recent_alerts(
-                            session, sms=sms, now=now
-                        )
-                    sender = (
-                        None
-                        if volunteer is None
-                        else (
-                            await session.execute(_LOCK_SENDER, {"volunteer_id": volunteer.id})
-                        ).scalar_one_or_none()
+                async with transactions() as session:
+                    return await _apply_inbound(
+                        session, sms=sms, reply=reply, now=now, settings=settings
                     )
-                    outcome = (
-                        Outcome(texts.unknown_sender_text())
-                        if sender is None
-                        else await apply_reply(
-                            session,
-                            volunteer=sender,
-                            reply=reply,
-                            now=now,
-                            settings=settings,
-                            recent=recent,
-                        )
-                    )
-                    await _store_inbound(session, sms=sms, now=now, outcome=outcome, sender=sender)
-                    return outcome.answer
             except DBAPIError as error:
                 sqlstate = getattr(error.orig, "sqlstate", None)
                 if sqlstate not in RETRYABLE_SQLSTATES:
                     raise
                 log.warning("reply not applied; retrying", sqlstate=sqlstate, attempt=attempt)
         answer = texts.reply_not_recorded_text()
-        await _store_inbound(session, sms=sms, now=now, outcome=Outcome(answer), sender=None)
+        async with transactions() as session:
+            await _store_inbound(session, _InboundRow(sms, now, None), Outcome(answer))
         return answer
     except _AlreadyStored:
-        stored = (
-            await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
-        ).scalar_one_or_none()
+        async with transactions() as session:
+            stored = (
+                await session.execute(_STORED_ANSWER, {"sid": sms.message_sid[:64]})
+            ).scalar_one_or_none()
         return stored or texts.help_text("sv")
+
+
+async def _apply_inbound(
+    session: AsyncSession, *, sms: InboundSms, reply: Reply, now: datetime, settings: Settings
+) -> str:
+    """One attempt at the reply, in ``session``'s transaction: the answer, stored with it."""
+    volunteer, recent = await _sender_and_recent_alerts(session, sms=sms, now=now)
+    inbound = _InboundRow(sms, now, volunteer.id if volunteer else None)
+    if volunteer is None:
+        outcome = Outcome(texts.unknown_sender_text())
+    else:
+        outcome = _unchanging_answer(volunteer, reply, recent) or await apply_reply(
+            session,
+            volunteer=volunteer,
+            reply=reply,
+            now=now,
+            settings=settings,
+            recent=recent,
+            inbound=inbound,
+        )
+    if not inbound.stored:
+        await _store_inbound(session, inbound, outcome)
+    return outcome.answer
 
 
 async def _sender_and_recent_alerts(
     session: AsyncSession, *, sms: InboundSms, now: datetime
 ) -> tuple[Volunteer | None, list[tuple[Alert, str]]]:
-    """The sender (``None``: unknown) and their recent alerts, unlocked, in one read."""
+    """The sender (``None``: unknown), locked, and their recent alerts, in one read."""
     rows = (
         await session.execute(
             _SENDER_AND_RECENT_ALERTS,
@@ -237,37 +248,46 @@ async def _sender_and_recent_alerts(
 
 
 class _AlreadyStored(Exception):
-    """This MessageSid was stored before: the attempt is rolled back (its savepoint)."""
+    """This MessageSid was stored before: the attempt's transaction is rolled back."""
 
 
-async def _store_inbound(
-    session: AsyncSession,
-    *,
-    sms: InboundSms,
-    now: datetime,
-    outcome: Outcome,
-    sender: Volunteer | None,
-) -> None:
+@dataclass
+class _InboundRow:
+    """The inbound SMS as it will be stored, by the statement of the reply's change
+    when it has one (``stored`` then), else on its own at the end."""
+
+    sms: InboundSms
+    now: datetime
+    sender_id: uuid.UUID | None
+    stored: bool = False
+
+    def parameters(self, outcome: Outcome) -> dict[str, Any]:
+        """The parameters of ``_INSERT_INBOUND``, stored with ``outcome``."""
+        return {
+            "new_id": uuid.uuid4(),
+            "new_phone": self.sms.from_phone[:20],
+            "new_body": self.sms.body[:BODY_STORE_LIMIT],
+            "new_sid": self.sms.message_sid[:64],
+            "new_provider": self.sms.provider,
+            "new_now": self.now,
+            "answer": outcome.answer,
+            "answer_volunteer_id": self.sender_id,
+            "answer_alert_id": outcome.alert_id,
+            "answer_incident_id": outcome.incident_id,
+        }
+
+    def inserted(self, row_id: uuid.UUID | None) -> None:
+        """What the insert returned: the new row's id, or none when it was stored before."""
+        if row_id is None:
+            raise _AlreadyStored
+        self.stored = True
+
+
+async def _store_inbound(session: AsyncSession, inbound: _InboundRow, outcome: Outcome) -> None:
     """The inbound row with its answer; :class:`_AlreadyStored` when it exists."""
-    inserted = (
-        await session.execute(
-            _INSERT_INBOUND,
-            {
-                "new_id": uuid.uuid4(),
-                "new_phone": sms.from_phone[:20],
-                "new_body": sms.body[:BODY_STORE_LIMIT],
-                "new_sid": sms.message_sid[:64],
-                "new_provider": sms.provider,
-                "new_now": now,
-                "answer": outcome.answer,
-                "answer_volunteer_id": sender.id if sender else None,
-                "answer_alert_id": outcome.alert_id,
-                "answer_incident_id": outcome.incident_id,
-            },
-        )
-    ).scalar_one_or_none()
-    if inserted is None:
-        raise _AlreadyStored
+    inbound.inserted(
+        (await session.execute(_INSERT_INBOUND, inbound.parameters(outcome))).scalar_one_or_none()
+    )
 
 
 @dataclass(frozen=True)
@@ -285,10 +305,15 @@ async def apply_reply(
     now: datetime,
     settings: Settings,
     recent: list[tuple[Alert, str]] | None = None,
+    inbound: _InboundRow | None = None,
 ) -> Outcome:
     """What ``reply`` from ``volunteer`` (locked by the caller) does; ``recent``: their
     alerts of the last ``RECENT_ALERT_WINDOW`` with each incident's status, newest
-    first, when the caller read them with the sender (read here otherwise)."""
+    first, when the caller read them with the sender (read here otherwise).
+
+    ``inbound``: the SMS that brought the reply, stored with its answer by the
+    statement that changes the alert, when the reply changes one (``stored`` then).
+    """
     language = volunteer.language
     if recent is None and reply.intent in ANSWERING:
         recent = list(
@@ -325,7 +350,13 @@ async def apply_reply(
     target = _target_alert(volunteer=volunteer, reply=reply, recent=recent or [])
     assert not isinstance(target, str)  # _unchanging_answer answered those
     return await _answer_alert(
-        session, volunteer=volunteer, reply=reply, now=now, settings=settings, target=target
+        session,
+        volunteer=volunteer,
+        reply=reply,
+        now=now,
+        settings=settings,
+        target=target,
+        inbound=inbound,
     )
 
 
@@ -370,6 +401,7 @@ async def _answer_alert(
     now: datetime,
     settings: Settings,
     target: Alert,
+    inbound: _InboundRow | None,
 ) -> Outcome:
     language = volunteer.language
     incident = await lock_incident(session, target.incident_id)
@@ -380,12 +412,9 @@ async def _answer_alert(
     if _needs_code(incident=incident, alert=alert, tally=tally, reply=reply, settings=settings):
         answer = texts.confirm_with_code_text(language, code=alert.code)
         return Outcome(answer, alert.id, incident.id)
-    if reply.intent == "arrived":
-        answer = await _arrive(session, incident=incident, alert=alert, lang=language, now=now)
-    else:
-        respond = {"accept": _accept, "decline": _decline, "withdraw": _withdraw}[reply.intent]
-        answer = await respond(_Answering(session, incident, alert, tally, language, now, settings))
-    return Outcome(answer, alert.id, incident.id)
+    change = _Answering(session, incident, alert, tally, language, now, settings, inbound)
+    respond = {"accept": _accept, "decline": _decline, "withdraw": _withdraw, "arrived": _arrive}
+    return Outcome(await respond[reply.intent](change), alert.id, incident.id)
 
 
 def _needs_code(
@@ -450,8 +479,9 @@ def _open_row(alert: Alert, incident_status: str) -> bool:
 
 @dataclass(frozen=True)
 class _Answering:
-    """What every change of a response works on: the locked incident and alert, and
-    the incident's tally as read with the alert."""
+    """What every change of a response works on: the locked incident and alert, the
+    incident's tally as read with the alert, and the inbound SMS to store with the
+    change (``None``: a change that no SMS brought, or one stored on its own)."""
 
     session: AsyncSession
     incident: Incident
@@ -460,54 +490,73 @@ class _Answering:
     lang: str
     now: datetime
     settings: Settings
+    inbound: _InboundRow | None = None
 
 
-async def _respond(change: _Answering, response: str, **data: Any) -> None:
-    """Set the response and record the ``alert.<response>`` event with ``data``."""
+async def _respond(change: _Answering, response: str, *, answer: str | None, **data: Any) -> None:
+    """Set the response and record the ``alert.<response>`` event with ``data``; the
+    inbound SMS, if any, is stored with ``answer`` in the same statement."""
     alert = change.alert
     alert.response = response
     alert.responded_at = change.now
     alert.updated_at = change.now
     await _store_with_event(
-        change.session,
-        alert,
+        change,
         Event(
             type=f"alert.{response}",
             data={"alert_id": str(alert.id), **data, "at": change.now.isoformat()},
         ),
+        answer=answer,
     )
 
 
-async def _store_with_event(session: AsyncSession, alert: Alert, event: Event) -> None:
-    """Write what was changed on the locked ``alert`` and the event recording it, in one
-    statement (``recorded_events`` with the change as a CTE), where a flush and the
-    event were two.
+async def _store_with_event(change: _Answering, event: Event, *, answer: str | None) -> None:
+    """Write what was changed on the locked alert, the event recording it and the inbound
+    SMS with its ``answer`` in one statement (``recorded_events`` with the change and
+    the SMS's insert as CTEs), where a flush, the event and the insert were three.
+    Without an ``answer`` (a change no SMS asked for: STOP's, PAUSE's, an erasure's)
+    the SMS, if any, is stored on its own afterwards.
 
     Only the changed columns are written (one statement per set of them, built once),
     and the object is then marked as stored, before the statement, so that the
     session's autoflush does not write it a second time. Should the statement fail,
-    the reply's savepoint is rolled back, which expires the object.
+    the reply's transaction is rolled back, which expires the object. An SMS whose
+    MessageSid was stored before is not inserted, and the attempt is rolled back
+    (``_AlreadyStored``).
     """
+    alert, inbound = change.alert, change.inbound
     state = inspect(alert)
     changed = tuple(attr.key for attr in state.attrs if attr.history.has_changes())
     values = {f"new_{name}": getattr(alert, name) for name in changed}
     for name in changed:
         set_committed_value(alert, name, getattr(alert, name))
-    await session.execute(
-        _alert_change_with_event(changed),
-        {
-            **event_parameters(alert.incident_id, [event], prefix="event_"),
-            "changed_alert": alert.id,
-            **values,
-        },
+    storing = (
+        (inbound, Outcome(answer, alert.id, alert.incident_id))
+        if inbound is not None and not inbound.stored and answer is not None
+        else None
     )
+    row = (
+        await change.session.execute(
+            _alert_change_with_event(changed, stores_inbound=storing is not None),
+            {
+                **event_parameters(alert.incident_id, [event], prefix="event_"),
+                "changed_alert": alert.id,
+                **values,
+                **(storing[0].parameters(storing[1]) if storing is not None else {}),
+            },
+        )
+    ).one()
+    if storing is not None:
+        storing[0].inserted(row.stored_id)
 
 
 @cache
-def _alert_change_with_event(columns: tuple[str, ...]) -> Select[tuple[Any]]:
-    """``UPDATE alert SET <columns>`` with an incident's events, one statement per column
-    set (a reply writes one of a handful), built once; on the table's columns, so that
-    its cache key is computed once, not on every execution."""
+def _alert_change_with_event(columns: tuple[str, ...], *, stores_inbound: bool) -> Select[Any]:
+    """``UPDATE alert SET <columns>`` with an incident's events (and the inbound SMS's
+    ``_INSERT_INBOUND``, whose new id is ``stored_id``: null when its MessageSid was
+    stored before), one statement per column set (a reply writes one of a handful),
+    built once; on the table's columns, so that its cache key is computed once, not on
+    every execution."""
     change = (
         update(_alert)
         .where(_alert.c.id == bindparam("changed_alert"))
@@ -518,7 +567,13 @@ def _alert_change_with_event(columns: tuple[str, ...]) -> Select[tuple[Any]]:
     # PostgreSQL runs every data-modifying CTE, referenced or not. The events'
     # parameters are prefixed: one named as a column would be SET by the UPDATE too.
     inserted, announced = recorded_events(prefix="event_")
-    return select(announced).select_from(inserted).add_cte(change)
+    statement = select(announced).select_from(inserted).add_cte(change)
+    if not stores_inbound:
+        return statement
+    stored = _INSERT_INBOUND.cte("stored")
+    return statement.add_columns(select(stored.c.id).scalar_subquery().label("stored_id")).add_cte(
+        stored
+    )
 
 
 async def _accept(change: _Answering) -> str:
@@ -540,37 +595,44 @@ async def _accept(change: _Answering) -> str:
     alert.accepted_at = change.now
     if role is None:
         alert.stood_down_at = change.now
+        answer = texts.not_needed_text(change.lang)
     else:
         alert.role = role
         alert.aed_id = incident.nearest_aed_id if role == "aed" else None
         alert.estimated_arrival_at = estimated_arrival(
             change.settings, route_m=route_m(alert), leaving_at=change.now
         )
-    await _respond(change, "accepted", role=role)
-    if role is None:
-        return texts.not_needed_text(change.lang)
-    await stand_down_if_complete(
-        session,
-        incident=incident,
-        settings=change.settings,
-        now=change.now,
-        tally=change.tally.answered(alert.aed_detour_m, role=role),
-    )
-    return await instructions(session, incident=incident, alert=alert, language=change.lang)
+        # The answer is stored with the change: built first, the alert's new role not
+        # flushed by the AED's read (the change's statement writes it).
+        with session.no_autoflush:
+            answer = await instructions(
+                session, incident=incident, alert=alert, language=change.lang
+            )
+    await _respond(change, "accepted", answer=answer, role=role)
+    if role is not None:
+        await stand_down_if_complete(
+            session,
+            incident=incident,
+            settings=change.settings,
+            now=change.now,
+            tally=change.tally.answered(alert.aed_detour_m, role=role),
+        )
+    return answer
 
 
 async def _decline(change: _Answering) -> str:
     if change.alert.response == "accepted":
         return await _withdraw(change)
-    await _end_pending(change, reason="decline")
-    return texts.declined_text(change.lang)
+    answer = texts.declined_text(change.lang)
+    await _end_pending(change, reason="decline", answer=answer)
+    return answer
 
 
-async def _end_pending(change: _Answering, *, reason: str) -> None:
+async def _end_pending(change: _Answering, *, reason: str, answer: str | None = None) -> None:
     """The pending volunteer is not coming: declined (a NO, or ``reason`` STOP, PAUSE,
     erasure), no longer counted as pending, and with ``ALERT_BATCH`` the place goes
     to the next nearest at once. Under the incident's lock."""
-    await _respond(change, "declined", reason=reason)
+    await _respond(change, "declined", answer=answer, reason=reason)
     await stand_down_if_complete(
         change.session,
         incident=change.incident,
@@ -585,17 +647,18 @@ async def _end_pending(change: _Answering, *, reason: str) -> None:
 async def _withdraw(change: _Answering) -> str:
     if change.alert.response != "accepted":
         return texts.help_text(change.lang)
-    await _give_up_role(change, reason="withdraw")
-    return texts.withdrawn_text(change.lang)
+    answer = texts.withdrawn_text(change.lang)
+    await _give_up_role(change, reason="withdraw", answer=answer)
+    return answer
 
 
-async def _give_up_role(change: _Answering, *, reason: str) -> None:
+async def _give_up_role(change: _Answering, *, reason: str, answer: str | None = None) -> None:
     """The responder is no longer coming: the slot reopens, and when nobody is left
     pending the next nearest are alerted (with ``ALERT_BATCH``: the place goes to the
     next nearest at once). Under the incident's lock."""
     role = change.alert.role
     change.alert.role = None
-    await _respond(change, "withdrawn", role=role, reason=reason)
+    await _respond(change, "withdrawn", answer=answer, role=role, reason=reason)
     if change.settings.alert_batch is not None:
         await _replace_at_once(change)
     elif await count_pending(change.session, change.incident.id) == 0:
@@ -739,20 +802,20 @@ async def carrier_opt_out(
     )
 
 
-async def _arrive(
-    session: AsyncSession, *, incident: Incident, alert: Alert, lang: str, now: datetime
-) -> str:
+async def _arrive(change: _Answering) -> str:
+    alert, now = change.alert, change.now
     if alert.response != "accepted" or alert.role is None:
-        return texts.help_text(lang)
+        return texts.help_text(change.lang)
+    answer = texts.arrived_text(change.lang)
     if alert.arrived_at is None:
         alert.arrived_at = now
         alert.updated_at = now
         await _store_with_event(
-            session,
-            alert,
+            change,
             Event(type="alert.arrived", data={"alert_id": str(alert.id), "at": now.isoformat()}),
+            answer=answer,
         )
-    return texts.arrived_text(lang)
+    return answer
 
 
 async def instructions(

@@ -5,7 +5,8 @@
   head``, which also tests the migrations.
 - ``session`` is the default: a connection inside an outer transaction that is
   rolled back after the test; the app under test uses the same session, each
-  request in a savepoint.
+  request's transaction (or each transaction of a route that opens its own) a
+  savepoint.
 - ``committed_db`` is for tests that need real commits (concurrent requests,
   workers, LISTEN/NOTIFY): a fresh database cloned from the template, dropped after.
 """
@@ -26,10 +27,10 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.api.deps import get_driver_connection, get_session
+from app.api.deps import get_driver_connection, get_session, get_transactions
 from app.api.main import create_app
 from app.core.clock import FrozenClock
-from app.core.db import create_engine, create_session_factory
+from app.core.db import Transactions, create_engine, create_session_factory
 from app.core.settings import Settings
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
@@ -37,7 +38,7 @@ from app.runtime import Runtime
 from app.web.console import install_console
 from tests.console_harness import WebServer, browser_page, chromium, serve
 from tests.elks_fake import FakeElks
-from tests.factories import make_settings
+from tests.factories import make_settings, savepoints
 from tests.twilio_fake import FakeTwilio
 from tests.worker_harness import Harness, open_harness
 
@@ -144,7 +145,11 @@ def app(
         async with session.begin_nested():
             yield await session.connection()
 
+    async def transactions_in_savepoints() -> Transactions:
+        return savepoints(session)
+
     application.dependency_overrides[get_session] = session_in_savepoint
+    application.dependency_overrides[get_transactions] = transactions_in_savepoints
     application.dependency_overrides[get_driver_connection] = connection_in_savepoint
     return application
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,7 +13,7 @@ from geographiclib.geodesic import Geodesic
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.db import Transactions, create_engine, create_session_factory, unit_of_work
 from app.core.models import (
     Aed,
     Alert,
@@ -315,12 +317,24 @@ async def with_code(session: AsyncSession, volunteer_id: uuid.UUID, body: str) -
     return f"YES {code}"
 
 
+def savepoints(session: AsyncSession) -> Transactions:
+    """Transactions for code that opens its own (a reply), each a savepoint of
+    ``session``'s: rolled back with the test, or committed with the caller's block."""
+
+    @asynccontextmanager
+    async def savepoint() -> AsyncIterator[AsyncSession]:
+        async with session.begin_nested():
+            yield session
+
+    return savepoint
+
+
 async def reply_from(
     session: AsyncSession, settings: Settings, now: datetime, volunteer: Volunteer, body: str
 ) -> str:
     """The volunteer texts ``body`` (a YES with their latest alert's code); the answer."""
     return await handle_inbound_sms(
-        session,
+        savepoints(session),
         sms=InboundSms(
             f"SM{uuid.uuid4().hex}",
             volunteer.phone or "",

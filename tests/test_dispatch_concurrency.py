@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.routers.incident_actions import incident_event_stream
 from app.core.clock import FrozenClock
-from app.core.db import create_engine, create_session_factory, unit_of_work
+from app.core.db import create_engine, create_session_factory, transactions_of, unit_of_work
 from app.core.models import Alert, IncidentEvent, Message
 from dispatch.events import EventHub, record_event
 from dispatch.responses import InboundSms, handle_inbound_sms
@@ -70,15 +70,14 @@ async def test_two_simultaneous_yes_never_take_one_slot(
         ]
 
     async def yes(index: int) -> str:
-        async with unit_of_work(factory) as session:
-            return await handle_inbound_sms(
-                session,
-                sms=InboundSms(
-                    f"SM{index:032d}", people[index].phone or "", f"YES {alerts[index].code}"
-                ),
-                now=clock.now(),
-                settings=settings,
-            )
+        return await handle_inbound_sms(
+            transactions_of(factory),
+            sms=InboundSms(
+                f"SM{index:032d}", people[index].phone or "", f"YES {alerts[index].code}"
+            ),
+            now=clock.now(),
+            settings=settings,
+        )
 
     await asyncio.gather(*(yes(index) for index in range(6)))
 
@@ -104,8 +103,9 @@ async def test_one_sms_delivered_twice_at_once_is_applied_and_stored_once(
     sms = InboundSms("SM" + "7" * 32, volunteer.phone or "", f"YES {alert.code}")
 
     async def deliver() -> str:
-        async with unit_of_work(factory) as session:
-            return await handle_inbound_sms(session, sms=sms, now=clock.now(), settings=settings)
+        return await handle_inbound_sms(
+            transactions_of(factory), sms=sms, now=clock.now(), settings=settings
+        )
 
     first, second = await asyncio.gather(deliver(), deliver())
 

@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
 from app.core.clock import FrozenClock
-from app.core.db import unit_of_work
+from app.core.db import transactions_of, unit_of_work
 from app.core.models import Alert, Incident, Message, Volunteer
 from dispatch import responses
 from dispatch.lifecycle import cancel_incident, run_timers
 from dispatch.responses import InboundSms, handle_inbound_sms
-from tests.factories import create_alert, create_incident, create_volunteer
+from tests.factories import create_alert, create_incident, create_volunteer, savepoints
 from tests.twilio_fake import Behaviour, FakeTwilio
 from tests.worker_harness import Harness
 
@@ -95,7 +95,7 @@ async def reply(
     session: AsyncSession, harness: Harness, person: Person, body: str, **options: int
 ) -> str:
     return await handle_inbound_sms(
-        session,
+        savepoints(session),
         sms=InboundSms(f"SM{uuid.uuid4().hex}", person.phone, body),
         now=harness.clock.now(),
         settings=harness.settings,
@@ -123,7 +123,7 @@ async def fill_last_slot(session: AsyncSession, harness: Harness, incident: Inci
     # With its code: a bare YES that would stand others down only asks for the code
     # (the sender trust model in docs/reliability.md).
     await handle_inbound_sms(
-        session,
+        savepoints(session),
         sms=InboundSms(f"SM{uuid.uuid4().hex}", phone, f"YES {code}"),
         now=harness.clock.now(),
         settings=harness.settings,
@@ -285,10 +285,14 @@ async def test_a_reply_picked_as_deadlock_victim_is_tried_again_or_asked_for_aga
         )
 
         async def answer() -> str:
-            async with unit_of_work(harness.factory) as session:
-                return await reply(
-                    session, harness, person, f"YES {person.alert.code}", attempts=attempts
-                )
+            # Each attempt a transaction of its own, as the webhook's are.
+            return await handle_inbound_sms(
+                transactions_of(harness.factory),
+                sms=InboundSms(f"SM{uuid.uuid4().hex}", person.phone, f"YES {person.alert.code}"),
+                now=harness.clock.now(),
+                settings=harness.settings,
+                attempts=attempts,
+            )
 
         async def waiters(count: int) -> bool:
             return await lock_waiters(harness) >= count
@@ -358,7 +362,7 @@ class Deadlocked(Exception):
 async def test_a_reply_aborted_after_it_changed_its_alert_is_tried_again_on_what_it_reads_afresh(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The database may abort a reply after it wrote its change: the savepoint's rollback
+    # The database may abort a reply after it wrote its change: the transaction's rollback
     # expires what the attempt changed (the alert, the volunteer), and the next attempt
     # must read them again rather than touch what it holds (no implicit IO under asyncio).
     incident, [person] = await scene(harness, sms_statuses=["sent"])
@@ -372,8 +376,12 @@ async def test_a_reply_aborted_after_it_changed_its_alert_is_tried_again_on_what
             raise DBAPIError("WITH changed AS …", None, Deadlocked())
 
     monkeypatch.setattr(responses, "_store_with_event", aborts_once)
-    async with unit_of_work(harness.factory) as session:
-        answered = await reply(session, harness, person, f"YES {person.alert.code}")
+    answered = await handle_inbound_sms(
+        transactions_of(harness.factory),
+        sms=InboundSms(f"SM{uuid.uuid4().hex}", person.phone, f"YES {person.alert.code}"),
+        now=harness.clock.now(),
+        settings=harness.settings,
+    )
 
     assert aborted
     assert "CPR" in answered

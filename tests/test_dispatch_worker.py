@@ -13,7 +13,7 @@ from app.core.models import GatewayHealth, IncidentEvent, Volunteer
 from dispatch.delivery import advance_message
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.worker import claim_tiers
-from tests.factories import create_alert, create_incident, create_volunteer
+from tests.factories import create_alert, create_incident, create_volunteer, savepoints
 from tests.twilio_fake import (
     AUTH_FAILED,
     DROPPED,
@@ -221,7 +221,7 @@ async def test_a_timed_out_alert_that_the_volunteer_answered_is_not_sent_again(
     async with unit_of_work(harness.factory) as session:
         volunteer = await session.get_one(Volunteer, alert.volunteer_id)
         await handle_inbound_sms(
-            session,
+            savepoints(session),
             sms=InboundSms("SM" + "d" * 32, volunteer.phone or "", f"NO {alert.code}"),
             now=harness.clock.now(),
             settings=harness.settings,

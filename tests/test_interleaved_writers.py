@@ -22,17 +22,26 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import texts
 from app.core.clock import FrozenClock
 from app.core.db import unit_of_work
-from app.core.models import Alert, Incident, IncidentEvent, Volunteer
+from app.core.models import Alert, Incident, IncidentEvent, Message, Volunteer
+from app.registry.audit import VolunteerSelf
+from app.registry.volunteers import erase_volunteer
 from dispatch.delivery import advance_message
 from dispatch.events import events_after
 from dispatch.responses import InboundSms, handle_inbound_sms
 from dispatch.roles import lock_incident, stand_down_pending
-from tests.factories import create_alert, create_incident, create_volunteer, make_settings
+from tests.factories import (
+    create_alert,
+    create_incident,
+    create_volunteer,
+    make_settings,
+    savepoints,
+)
 
 WAIT_S = 10.0
 
@@ -94,7 +103,7 @@ def start_yes(
     return start_in_transaction(
         factory,
         lambda session: handle_inbound_sms(
-            session,
+            savepoints(session),
             sms=InboundSms(f"SM{phone}", phone, "YES"),
             now=clock.now(),
             settings=make_settings(),
@@ -223,3 +232,51 @@ async def test_a_receipt_and_a_stand_down_on_one_incident_both_complete(
             {"id": alert.id},
         )
         assert told.scalar_one() == 1
+
+
+async def test_an_erasure_waits_for_a_reply_that_changes_nothing_and_scrubs_its_number_too(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    # A reply that changes nothing (a HELP) locks its sender as every reply does.
+    # Before, it read the sender unlocked, so an erasure committing before the reply's
+    # inbound row left that row holding the erased volunteer's number.
+    async with unit_of_work(factory) as session:
+        volunteer = await create_volunteer(session, language="en")
+    phone = volunteer.phone or ""
+    async with factory() as holder:
+        # The same MessageSid, uncommitted: the reply's insert waits for it.
+        await holder.execute(
+            text(
+                "INSERT INTO message (id, direction, purpose, status, provider_sid)"
+                " VALUES (gen_random_uuid(), 'in', 'reply', 'received', 'SMheld')"
+            )
+        )
+        reply_pid, replying = start_in_transaction(
+            factory,
+            lambda session: handle_inbound_sms(
+                savepoints(session),
+                sms=InboundSms("SMheld", phone, "HELP"),
+                now=clock.now(),
+                settings=make_settings(),
+            ),
+        )
+        await blocked_or_done(factory, await reply_pid, replying)
+        erase_pid, erasing = start_in_transaction(
+            factory,
+            lambda session: erase_volunteer(
+                session,
+                volunteer_id=volunteer.id,
+                actor=VolunteerSelf(volunteer.id),
+                now=clock.now(),
+            ),
+        )
+        await blocked_or_done(factory, await erase_pid, erasing)
+        await holder.rollback()
+    assert await replying == texts.help_text("en")
+    await erasing
+
+    async with factory() as session:
+        numbers = (
+            await session.execute(select(Message.phone).where(Message.phone == phone))
+        ).scalars()
+        assert list(numbers) == []

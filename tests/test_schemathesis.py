@@ -54,6 +54,7 @@ from tests.factories import (
     create_volunteer,
     make_settings,
     offset,
+    savepoints,
     with_code,
 )
 
@@ -212,7 +213,7 @@ async def committed_incident_with_every_event(url: str, admin: dict[str, str]) -
         phone = volunteer.phone or ""
         async with unit_of_work(factory) as session:
             await handle_inbound_sms(
-                session,
+                savepoints(session),
                 sms=InboundSms(
                     f"SM{body}{phone}", phone, await with_code(session, volunteer.id, body)
                 ),

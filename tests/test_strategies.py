@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.schemas.events import PAYLOADS
 from app.core.clock import FrozenClock
-from app.core.db import unit_of_work
+from app.core.db import transactions_of, unit_of_work
 from app.core.models import (
     Alert,
     Incident,
@@ -47,6 +47,7 @@ from tests.factories import (
     create_volunteer,
     make_settings,
     offset,
+    savepoints,
 )
 from tests.factories import create_incident as create_incident_row
 
@@ -127,17 +128,16 @@ async def reply(
     settings: Settings,
     clock: FrozenClock,
 ) -> str:
-    async with unit_of_work(factory) as session:
-        return await handle_inbound_sms(
-            session,
-            sms=InboundSms(
-                message_sid=f"SM{uuid.uuid4().hex}",
-                from_phone=volunteer.phone or "",
-                body=body_text,
-            ),
-            now=clock.now(),
-            settings=settings,
-        )
+    return await handle_inbound_sms(
+        transactions_of(factory),
+        sms=InboundSms(
+            message_sid=f"SM{uuid.uuid4().hex}",
+            from_phone=volunteer.phone or "",
+            body=body_text,
+        ),
+        now=clock.now(),
+        settings=settings,
+    )
 
 
 # --- the EMS rule ---------------------------------------------------------------
@@ -330,7 +330,7 @@ async def test_explain_says_alerted_as_a_replacement_and_when(
     assert created["counts"]["alerted"] == 1
     clock.advance(timedelta(seconds=20))
     await handle_inbound_sms(
-        session,
+        savepoints(session),
         sms=InboundSms(message_sid="SM-no", from_phone=first.phone or "", body="NEJ"),
         now=clock.now(),
         settings=settings,

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.ratelimit import rate_limiter_of
-from app.core.db import DriverConnection, driver_connection
+from app.core.db import DriverConnection, Transactions, driver_connection, transactions_of
 from app.core.errors import Forbidden
 from app.core.settings import Settings
 from app.core.timing import current, mark, phase
@@ -53,6 +53,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             )
 
 
+async def get_transactions(request: Request) -> Transactions:
+    """For a route whose work retries whole transactions (an inbound SMS): it opens
+    each one itself, rather than running inside the request's (``get_session``)."""
+    return transactions_of(get_runtime(request).session_factory)
+
+
 async def get_driver_connection(request: Request) -> AsyncIterator[DriverConnection]:
     """A connection for a route whose every write is one statement, used through the driver.
 
@@ -70,6 +76,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 DriverConnectionDep = Annotated[
     AsyncConnection | DriverConnection, Depends(get_driver_connection, scope="function")
 ]
+TransactionsDep = Annotated[Transactions, Depends(get_transactions)]
 SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 

@@ -10,7 +10,8 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
@@ -159,6 +160,19 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: committed if the block ends normally, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+Transactions: TypeAlias = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""Opens one transaction and yields its session: committed if the block ends normally,
+rolled back otherwise. Handed to work that retries whole transactions (an inbound
+reply picked as a deadlock victim): each attempt is a transaction of its own, so a
+failed one leaves no lock behind and needs no savepoint. Tests hand a savepoint of
+their own rolled-back transaction instead."""
+
+
+def transactions_of(factory: async_sessionmaker[AsyncSession]) -> Transactions:
+    """:data:`Transactions` on ``factory``, each a :func:`unit_of_work`."""
+    return partial(unit_of_work, factory)
 
 
 _WHEN_ENDED = "responder.when_ended"

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from app.api.deps import RuntimeDep, SessionDep
+from app.api.deps import RuntimeDep, SessionDep, TransactionsDep
 from app.api.problems import error_responses
 from app.api.ratelimit import limit_unsigned_webhook
 from app.core import texts
@@ -161,7 +161,13 @@ ElksForm = Annotated[dict[str, str], Depends(elks_form)]
 
 
 async def _answer(
-    session: SessionDep, runtime: RuntimeDep, *, provider: str, sid: str, sender: str, body: str
+    transactions: TransactionsDep,
+    runtime: RuntimeDep,
+    *,
+    provider: str,
+    sid: str,
+    sender: str,
+    body: str,
 ) -> str:
     """The answer to an inbound SMS, whichever provider brought it."""
     if not (sid.isprintable() and sender.isprintable()):
@@ -169,7 +175,7 @@ async def _answer(
         # and no id to store it under. The help answers it; nothing is stored or changed.
         return texts.help_text(DEFAULT_LANGUAGE)
     return await handle_inbound_sms(
-        session,
+        transactions,
         sms=InboundSms(message_sid=sid, from_phone=sender, body=_storable(body), provider=provider),
         now=runtime.clock.now(),
         settings=runtime.settings,
@@ -214,7 +220,9 @@ async def _receipt(
         **error_responses(400, 403, 413, 429),
     },
 )
-async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep) -> Response:
+async def inbound_sms(
+    form: SignedForm, transactions: TransactionsDep, runtime: RuntimeDep
+) -> Response:
     """A volunteer's SMS: applied once per MessageSid, answered as TwiML (an empty
     ``<Response/>`` when Twilio's Advanced Opt-Out has answered the keyword itself)."""
     message_sid = form.get("MessageSid") or form.get("SmsSid")
@@ -222,7 +230,7 @@ async def inbound_sms(form: SignedForm, session: SessionDep, runtime: RuntimeDep
     if not message_sid or not sender:
         raise BadWebhook("MessageSid and From are required")
     answer = await _answer(
-        session,
+        transactions,
         runtime,
         provider=TwilioGateway.name,
         sid=message_sid,
@@ -269,7 +277,9 @@ async def delivery_status(
         **error_responses(400, 403, 413, 429),
     },
 )
-async def elks_inbound_sms(form: ElksForm, session: SessionDep, runtime: RuntimeDep) -> Response:
+async def elks_inbound_sms(
+    form: ElksForm, transactions: TransactionsDep, runtime: RuntimeDep
+) -> Response:
     """A volunteer's SMS to the 46elks number: applied once per 46elks id, answered in the body.
 
     46elks sends a plain-text answer body back to the sender as an SMS.
@@ -278,7 +288,7 @@ async def elks_inbound_sms(form: ElksForm, session: SessionDep, runtime: Runtime
     if not sms_id or not sender:
         raise BadWebhook("id and from are required")
     answer = await _answer(
-        session,
+        transactions,
         runtime,
         provider=ElksGateway.name,
         sid=sms_id,
