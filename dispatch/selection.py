@@ -75,6 +75,7 @@ from geo.search import (
     mercator,
     mercator_radius_m,
     nearest_aed,
+    nearest_aed_statement,
     nearest_first,
     within_radius,
 )
@@ -153,8 +154,23 @@ async def nearest_available_aed(
         point=point,
         radius_m=settings.aed_search_radius_m,
         available=_AED_AVAILABLE,
-        parameters={"minute_of_week": minute_of_week(now, settings.zone)},
+        parameters=_aed_rule_parameters(settings, now),
     )
+
+
+def available_aed_statement() -> Select[uuid.UUID, float, float, float, str, str | None]:
+    """:func:`nearest_available_aed` as a statement for another one to carry (the
+    incident's ``INSERT``); its parameters: ``lat``, ``lon`` and
+    :func:`available_aed_parameters`."""
+    return nearest_aed_statement(_AED_AVAILABLE)
+
+
+def available_aed_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
+    return {"aed_radius_m": settings.aed_search_radius_m, **_aed_rule_parameters(settings, now)}
+
+
+def _aed_rule_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
+    return {"minute_of_week": minute_of_week(now, settings.zone)}
 
 
 _AED_AVAILABLE = and_(
