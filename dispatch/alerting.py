@@ -75,6 +75,7 @@ from geo.search import (
     NearestAed,
     bound_point,
     load_service_area,
+    nearest_aed_from,
     nearest_first,
     within_radius,
 )
@@ -224,17 +225,7 @@ async def create_incident(
             )
         return Created(incident=existing, created=False)
     incident = row.Incident
-    aed = (
-        None
-        if row.aed_id is None
-        else NearestAed(
-            id=row.aed_id,
-            location=LatLon(row.aed_lat, row.aed_lon),
-            distance_m=row.aed_distance_m,
-            address=row.aed_address,
-            description=row.aed_description,
-        )
-    )
+    aed = nearest_aed_from(row)
     note_exercise(session, incident.id, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []
@@ -411,7 +402,7 @@ _INCIDENT_COLUMNS = (
 def _incident_insert(*, locked: bool) -> Select[*tuple[Any, ...]]:
     """The incident's ``INSERT`` with its nearest available AED looked up in the same
     statement, returning the row as the session's ``Incident`` (no read back) beside
-    the AED's ``aed_…`` columns (none: ``NULL``); and, when ``locked``, taking the
+    the AED's columns (``geo.search.nearest_aed_from``); and, when ``locked``, taking the
     selection lock before it inserts (no statement of its own): the duplicate check
     after it then sees every incident committed while it waited. Parameters: the
     columns, ``lat``/``lon``, ``aed_responders`` (the AED slots when there is one),
@@ -455,15 +446,7 @@ def _incident_insert(*, locked: bool) -> Select[*tuple[Any, ...]]:
         .cte("inserted")
     )
     return (
-        select(
-            aliased(Incident, inserted, name="Incident"),
-            aed.c.id.label("aed_id"),
-            aed.c.lat.label("aed_lat"),
-            aed.c.lon.label("aed_lon"),
-            aed.c.distance_m.label("aed_distance_m"),
-            aed.c.address.label("aed_address"),
-            aed.c.description.label("aed_description"),
-        )
+        select(aliased(Incident, inserted, name="Incident"), *aed.c)
         .select_from(inserted)
         .outerjoin(aed, true())
     )

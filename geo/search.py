@@ -177,7 +177,13 @@ async def nearest_aed(
             {"lat": point.lat, "lon": point.lon, "aed_radius_m": radius_m, **parameters},
         )
     ).one_or_none()
-    if row is None:
+    return nearest_aed_from(row)
+
+
+def nearest_aed_from(row: Any) -> NearestAed | None:
+    """The AED in a row with :func:`nearest_aed_statement`'s columns (none: no row, or
+    ``NULL`` ones from an outer join)."""
+    if row is None or row.id is None:
         return None
     return NearestAed(
         id=row.id,
