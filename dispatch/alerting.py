@@ -27,18 +27,22 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Float,
+    Integer,
     Select,
     String,
     Table,
     bindparam,
+    case,
     func,
+    literal,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from app.core.db import random_uuids, unnest_insert, unnest_rows
 from app.core.errors import Conflict
@@ -59,9 +63,10 @@ from dispatch.events import Event, event_parameters, record_events, recorded_eve
 from dispatch.selection import (
     SELECTION_LOCK_KEY,
     Candidate,
+    available_aed_parameters,
+    available_aed_statement,
     knn_planner_columns,
     lock_selection,
-    nearest_available_aed,
     select_candidates,
 )
 from dispatch.views import distance_band
@@ -70,6 +75,7 @@ from geo.search import (
     NearestAed,
     bound_point,
     load_service_area,
+    nearest_aed_from,
     nearest_first,
     within_radius,
 )
@@ -169,13 +175,9 @@ async def create_incident(
     """
     request_hash = request.request_hash()
     reason = reason_before_selection(request, settings=settings, now=now)
-    with phase("aed"):
-        aed = await nearest_available_aed(
-            session, point=request.location, settings=settings, now=now
-        )
     ems_eta_at = None if request.ems_eta_s is None else now + timedelta(seconds=request.ems_eta_s)
     with phase("insert"):
-        inserted: Incident | None = (
+        row = (
             await session.execute(
                 _incident_insert(locked=reason is None),
                 {
@@ -198,18 +200,17 @@ async def create_incident(
                     "radius_changed_at": now,
                     "ems_eta_at": ems_eta_at,
                     "cpr_slots": settings.cpr_responders,
-                    "aed_slots": settings.aed_responders if aed else 0,
-                    "nearest_aed_id": aed.id if aed else None,
-                    "nearest_aed_distance_m": aed.distance_m if aed else None,
+                    "aed_responders": settings.aed_responders,
                     "selected_at": None if reason else now,
                     "created_by": created_by,
                     "created_at": now,
                     "updated_at": now,
                     "key": SELECTION_LOCK_KEY,
+                    **available_aed_parameters(settings, now),
                 },
             )
-        ).scalar_one_or_none()
-    if inserted is None:
+        ).first()
+    if row is None:
         existing = (
             await session.execute(
                 select(Incident).where(
@@ -223,7 +224,8 @@ async def create_incident(
                 extra={"incident_id": str(existing.id)},
             )
         return Created(incident=existing, created=False)
-    incident = inserted
+    incident = row.Incident
+    aed = nearest_aed_from(row)
     note_exercise(session, incident.id, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []
@@ -389,9 +391,6 @@ _INCIDENT_COLUMNS = (
     "radius_changed_at",
     "ems_eta_at",
     "cpr_slots",
-    "aed_slots",
-    "nearest_aed_id",
-    "nearest_aed_distance_m",
     "selected_at",
     "created_by",
     "created_at",
@@ -400,11 +399,15 @@ _INCIDENT_COLUMNS = (
 
 
 @lru_cache(maxsize=2)
-def _incident_insert(*, locked: bool) -> ExecutableReturnsRows:
-    """The incident's ``INSERT``, returning the row as the session's ``Incident`` (no
-    read back), and, when ``locked``, taking the selection lock before it inserts (no
-    statement of its own): the duplicate check after it then sees every incident
-    committed while it waited. Parameters: the columns, ``lat``/``lon``, ``key``.
+def _incident_insert(*, locked: bool) -> Select[*tuple[Any, ...]]:
+    """The incident's ``INSERT`` with its nearest available AED looked up in the same
+    statement, returning the row as the session's ``Incident`` (no read back) beside
+    the AED's columns (``geo.search.nearest_aed_from``); and, when ``locked``, taking the
+    selection lock before it inserts (no statement of its own): the duplicate check
+    after it then sees every incident committed while it waited. Parameters: the
+    columns, ``lat``/``lon``, ``aed_responders`` (the AED slots when there is one),
+    :func:`available_aed_parameters`, ``key``. An ``external_ref`` already stored
+    inserts nothing and returns no row.
 
     Built once with bound parameters (built per call, this ~25-column INSERT cost more
     Python than the database spent running it); on the table, not the mapped class
@@ -412,22 +415,41 @@ def _incident_insert(*, locked: bool) -> ExecutableReturnsRows:
     mapped onto ``Incident`` by an ORM ``SELECT`` from it (tests/test_post_statements.py).
     """
     table: Table = Incident.__table__  # type: ignore[assignment]
+    aed = available_aed_statement().cte("aed")
     values = [bindparam(name, type_=table.c[name].type) for name in _INCIDENT_COLUMNS]
-    row = select(*values, bound_point("lat", "lon"))
-    if locked:
-        # A FROM item is computed before the row it feeds, so before the insert.
-        row = row.select_from(
-            select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger()))).subquery(
-                "locked"
-            )
-        )
+    aed_slots = case((aed.c.id.is_(None), 0), else_=bindparam("aed_responders", type_=Integer()))
+    # A FROM item is computed before the row it feeds, so the lock before the insert.
+    first = (
+        select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger())))
+        if locked
+        else select(literal(1))
+    ).subquery("first")
+    row = (
+        select(*values, aed_slots, aed.c.id, aed.c.distance_m, bound_point("lat", "lon"))
+        .select_from(first)
+        .outerjoin(aed, true())
+    )
     inserted = (
         insert(table)
-        .from_select([*_INCIDENT_COLUMNS, "location"], row)
+        .from_select(
+            [
+                *_INCIDENT_COLUMNS,
+                "aed_slots",
+                "nearest_aed_id",
+                "nearest_aed_distance_m",
+                "location",
+            ],
+            row,
+        )
         .on_conflict_do_nothing(constraint="uq_incident_centre_external_ref")
         .returning(*table.c)
+        .cte("inserted")
     )
-    return select(Incident).from_statement(inserted)
+    return (
+        select(aliased(Incident, inserted, name="Incident"), *aed.c)
+        .select_from(inserted)
+        .outerjoin(aed, true())
+    )
 
 
 @lru_cache(maxsize=1)

@@ -75,6 +75,7 @@ from geo.search import (
     mercator,
     mercator_radius_m,
     nearest_aed,
+    nearest_aed_statement,
     nearest_first,
     within_radius,
 )
@@ -153,8 +154,23 @@ async def nearest_available_aed(
         point=point,
         radius_m=settings.aed_search_radius_m,
         available=_AED_AVAILABLE,
-        parameters={"minute_of_week": minute_of_week(now, settings.zone)},
+        parameters=_aed_rule_parameters(settings, now),
     )
+
+
+def available_aed_statement() -> Select[uuid.UUID, float, float, float, str, str | None]:
+    """:func:`nearest_available_aed` as a statement for another one to carry (the
+    incident's ``INSERT``); its parameters: ``lat``, ``lon`` and
+    :func:`available_aed_parameters`."""
+    return nearest_aed_statement(_AED_AVAILABLE)
+
+
+def available_aed_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
+    return {"aed_radius_m": settings.aed_search_radius_m, **_aed_rule_parameters(settings, now)}
+
+
+def _aed_rule_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
+    return {"minute_of_week": minute_of_week(now, settings.zone)}
 
 
 _AED_AVAILABLE = and_(
@@ -331,6 +347,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             Volunteer.phone,
             Volunteer.language,
             Volunteer.contact_preference,
+            _nearest_first(LiveLocation.location, here_mercator).label("knn"),
         )
         .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
         .where(
@@ -340,7 +357,6 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             *_policy(LiveLocation.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(LiveLocation.location, here_mercator))
-        .limit(limit)
     )
 
     other = aliased(Place)
@@ -361,6 +377,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             Volunteer.phone,
             Volunteer.language,
             Volunteer.contact_preference,
+            _nearest_first(Place.location, here_mercator).label("knn"),
         )
         .join(Volunteer, Volunteer.id == Place.volunteer_id)
         .where(
@@ -372,10 +389,12 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             *_policy(Place.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(Place.location, here_mercator))
-        .limit(limit)
     )
 
-    found = union_all(live, places).subquery("found")
+    # Both scans merged nearest-first (a Merge Append of the two ordered index scans),
+    # stopped once ``limit`` rows have passed every filter on either side.
+    merged = union_all(live, places)
+    found = merged.order_by(merged.selected_columns.knn).limit(limit).subquery("found")
     distance = distance_m(found.c.location, here)
     detour: ColumnElement[Any] = null()
     if with_aed:

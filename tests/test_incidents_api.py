@@ -217,6 +217,12 @@ async def test_nearest_open_aed_is_stored_and_returned(
         "address": "Sergels torg",
         "description": "Main hall by the ticket office, cabinet code 1234",
     }
+    # Stored with the incident (its INSERT looked the AED up): read back the same.
+    read = await client.get(f"/v1/incidents/{incident['id']}", headers=dispatcher)
+    assert read.json()["nearest_aed"] == incident["nearest_aed"]
+    stored = await session.get(Incident, uuid.UUID(incident["id"]))
+    assert stored is not None
+    assert (stored.nearest_aed_id, stored.aed_slots) == (open_one.id, 1)
 
 
 async def test_no_aed_within_the_search_radius_gives_none(
@@ -225,6 +231,13 @@ async def test_no_aed_within_the_search_radius_gives_none(
     await create_aed(session, at=offset(STOCKHOLM, bearing_deg=0, distance_m=1010))
     incident = (await client.post("/v1/incidents", json=incident_body(), headers=dispatcher)).json()
     assert incident["nearest_aed"] is None
+    stored = await session.get(Incident, uuid.UUID(incident["id"]))
+    assert stored is not None
+    assert (stored.nearest_aed_id, stored.nearest_aed_distance_m, stored.aed_slots) == (
+        None,
+        None,
+        0,
+    )
 
 
 async def test_alerts_record_location_source_and_aed_detour(

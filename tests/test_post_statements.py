@@ -111,11 +111,12 @@ async def test_an_alerting_post_makes_these_round_trips(
     finally:
         event.remove(connection, "before_cursor_execute", note)
     assert response.status_code == 201, response.text
-    # The key, the AED, the incident (taking the selection lock, returning the row),
-    # the duplicate check (with the planner's settings), the candidates, the alerts
-    # with their texts and events: 11 before the lock, the read back, the planner,
-    # the alerts and the events rode on other statements.
-    assert len(sent) == 6, sent
+    # The key, the incident (with its nearest AED, taking the selection lock,
+    # returning the row), the duplicate check (with the planner's settings), the
+    # candidates, the alerts with their texts and events: 11 before the lock, the
+    # read back, the planner, the alerts and the events rode on other statements, 6
+    # before the AED rode on the incident's INSERT.
+    assert len(sent) == 5, sent
 
 
 def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> None:
