@@ -2,7 +2,8 @@
 
 ``running_service`` starts the Twilio sink and ``responder serve`` (API and dispatch
 worker in one process, the production default) as subprocesses against the bench
-database; the load generator here is a separate process with httpx clients, so the
+database; the load generator is a separate process (wrk for the HTTP phases, one
+lean keep-alive connection for the dispatcher's POSTs, ``bench.post_client``), so the
 figures include HTTP parsing, authentication, rate limiting and the real Twilio
 client in the worker.
 """
@@ -34,6 +35,7 @@ from twilio.request_validator import RequestValidator
 from app.core.db import create_engine, create_session_factory, sync_url, unit_of_work
 from app.registry.keys import Role, issue_key
 from bench import wrk
+from bench.post_client import PostClient
 
 ACCOUNT_SID = "AC" + "be7c4" * 6 + "00"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -261,36 +263,39 @@ async def measure_alert_path(
     interval_s: float,
     run_tag: int,
 ) -> dict[str, Any]:
-    """POST accepted → the last of the incident's alert requests received by the sink.
+    """POST sent → the last of the incident's alert requests received by the sink.
 
     Incidents are posted one at a time at a fixed pace (open loop, far below
     capacity), which is how cardiac arrests arrive; each incident's address carries
-    its number so that the sink's arrivals can be attributed to it.
+    its number so that the sink's arrivals can be attributed to it. The POSTs go
+    through ``PostClient``: the clock starts as the request's bytes are written.
     """
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+    async with (
+        httpx.AsyncClient(base_url=service.base_url, timeout=30) as client,
+        PostClient(service.base_url) as dispatcher,
+    ):
         await client.delete(f"{service.sink_url}/_bench/arrivals")
         posted: dict[int, tuple[float, float, int]] = {}
         phases: list[dict[str, float]] = []
         statuses: dict[str, int] = {}
         for number, (lat, lon) in enumerate(points):
-            started = time.monotonic()
-            response = await client.post(
+            request = dispatcher.encode(
                 "/v1/incidents",
                 headers=credentials.dispatcher,
-                json={
+                body={
                     "external_ref": f"BENCH-{run_tag}-{number}",
                     "kind": "cardiac_arrest",
                     "location": {"lat": lat, "lon": lon},
                     "address": f"Benchgatan {run_tag}-{number}",
                 },
             )
-            accepted = time.monotonic()
+            response = await dispatcher.send(request)
             phases.append(server_timing(response.headers.get("server-timing")))
-            statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
-            if response.status_code in (200, 201):
+            statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+            if response.status in (200, 201):
                 alerted = int(response.json().get("counts", {}).get("alerted", 0))
-                posted[number] = (started, accepted, alerted)
-            await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+                posted[number] = (response.sent, response.received, alerted)
+            await asyncio.sleep(max(0.0, response.sent + interval_s - time.monotonic()))
         expected = sum(alerted for _, _, alerted in posted.values())
         arrivals = await _wait_for_arrivals(client, service.sink_url, expected)
     first: dict[int, float] = {}

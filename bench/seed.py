@@ -308,7 +308,10 @@ async def refresh_live_locations(url: str) -> None:
 
     The service runs on the system clock, so without this a database seeded an hour
     ago would have no usable live location and the live-location half of the
-    candidate query would go unmeasured.
+    candidate query would go unmeasured. The update leaves a dead version of every
+    row, which the selection's scan would step over until autovacuum came by (a state
+    the service never sees all at once: its updates come one at a time, vacuumed as
+    they go), so the table is vacuumed before anything is measured.
     """
     connection = await asyncpg.connect(sync_url(url))
     try:
@@ -318,6 +321,7 @@ async def refresh_live_locations(url: str) -> None:
             SET recorded_at = recorded_at + (now() - (SELECT max(recorded_at) FROM live_location))
             """
         )
+        await connection.execute("VACUUM (ANALYZE) live_location")
     finally:
         await connection.close()
 

@@ -184,17 +184,21 @@ async def time_in_rolled_back_sessions(
     query: Callable[[AsyncSession, float, float], Awaitable[object]],
     *,
     transaction_open: bool = True,
+    set_up: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> list[float]:
     """Latency (ms) of ``query`` at each point, each in its own rolled-back transaction.
 
     With ``transaction_open`` the clock starts once the transaction has begun (pool
     checkout and ``BEGIN`` done), as in the service, where selection runs inside the
-    incident's open transaction; without it they are part of the figure.
+    incident's open transaction; without it they are part of the figure. ``set_up``
+    runs in the transaction before the clock starts (and begins it).
     """
     latencies = []
     for lat, lon in points:
         async with factory() as session:
-            if transaction_open:
+            if set_up is not None:
+                await set_up(session)
+            elif transaction_open:
                 await session.execute(text("SELECT 1"))
             started = time.perf_counter()
             await query(session, lat, lon)

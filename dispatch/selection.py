@@ -331,6 +331,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             Volunteer.phone,
             Volunteer.language,
             Volunteer.contact_preference,
+            _nearest_first(LiveLocation.location, here_mercator).label("knn"),
         )
         .join(Volunteer, Volunteer.id == LiveLocation.volunteer_id)
         .where(
@@ -340,7 +341,6 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             *_policy(LiveLocation.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(LiveLocation.location, here_mercator))
-        .limit(limit)
     )
 
     other = aliased(Place)
@@ -361,6 +361,7 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             Volunteer.phone,
             Volunteer.language,
             Volunteer.contact_preference,
+            _nearest_first(Place.location, here_mercator).label("knn"),
         )
         .join(Volunteer, Volunteer.id == Place.volunteer_id)
         .where(
@@ -372,10 +373,12 @@ def _candidate_template(*, with_aed: bool, rerun: bool, canary: bool) -> Select[
             *_policy(Place.volunteer_id, rerun=rerun, canary=canary),
         )
         .order_by(_nearest_first(Place.location, here_mercator))
-        .limit(limit)
     )
 
-    found = union_all(live, places).subquery("found")
+    # Both scans merged nearest-first (a Merge Append of the two ordered index scans),
+    # stopped once ``limit`` rows have passed every filter on either side.
+    merged = union_all(live, places)
+    found = merged.order_by(merged.selected_columns.knn).limit(limit).subquery("found")
     distance = distance_m(found.c.location, here)
     detour: ColumnElement[Any] = null()
     if with_aed:

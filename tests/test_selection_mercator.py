@@ -99,4 +99,9 @@ async def test_the_generic_plan_walks_both_mercator_indexes(
         scan = plan.split(f"Index Scan using {index} on ", 1)
         assert len(scan) == 2, plan
         assert "Order By: (st_transform(geometry(location), 3395) <->" in scan[1], plan
+    # One nearest-first stream of both scans, stopped by one LIMIT: each scan reads
+    # only as far as the merged stream needs, not `limit` rows of its own.
+    merged = plan.split("Merge Append", 1)
+    assert len(merged) == 2, plan
+    assert "Limit" in merged[0].splitlines()[-1] or "Limit" in merged[0].splitlines()[-2], plan
     assert "$" in plan, "not the generic plan"
