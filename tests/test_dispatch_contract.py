@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from app.core.clock import FrozenClock
 from app.core.db import create_engine, create_session_factory, unit_of_work
 from app.core.outbox import OutboundSms, queue_sms
-from dispatch.gateway import create_gateway
+from dispatch.gateway import SendRequest, create_gateway
 from dispatch.voice import CallWorker, create_voice_gateway
 from dispatch.worker import DispatchWorker
 from tests.factories import create_alert, create_incident, create_volunteer
@@ -101,6 +103,38 @@ async def test_every_call_validates_against_twilio_create_call(
     assert len(fake_twilio.calls()) == 2
     for request in fake_twilio.calls():
         assert contract_violations(request) == []
+
+
+async def test_a_body_with_every_kind_of_character_arrives_as_written(
+    fake_twilio: FakeTwilio,
+) -> None:
+    """The form is encoded by us (``dispatch.gateway.form_body``), not by aiohttp: what
+    a form decoder reads back is exactly what was sent, whatever the text holds."""
+    gateway = create_gateway(twilio_settings(fake_twilio))
+    body = "HLR-LARM 12:00: a+b & c=d; 100% ~ ?x:/y, åäö é 😀\nrad två"
+    message_id, alert_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        await gateway.send(
+            SendRequest(
+                message_id=message_id,
+                alert_id=alert_id,
+                to="+46701234567",
+                body=body,
+                validity_s=60,
+            )
+        )
+    finally:
+        await gateway.close()
+
+    [request] = fake_twilio.messages()
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.form["Body"] == body
+    assert request.form["To"] == "+46701234567"
+    assert request.form["ValidityPeriod"] == "60"
+    assert request.form["StatusCallback"].endswith(
+        f"/webhooks/twilio/status?message_id={message_id}&alert_id={alert_id}"
+    )
+    assert contract_violations(request) == []
 
 
 def test_the_contract_check_catches_a_malformed_call() -> None:
