@@ -95,10 +95,14 @@ async def test_the_generic_plan_walks_both_mercator_indexes(
         await driver.execute("DEALLOCATE candidate_plan")
     plan = "\n".join(row[0] for row in rows)
 
-    for index in ("ix_live_location_location_mercator", "ix_place_location_mercator"):
+    for index in ("ix_live_location_mercator_recorded_at", "ix_place_location_mercator"):
         scan = plan.split(f"Index Scan using {index} on ", 1)
         assert len(scan) == 2, plan
         assert "Order By: (st_transform(geometry(location), 3395) <->" in scan[1], plan
+    # Stale live positions are dropped inside the index, never fetched (0015).
+    live_scan = plan.split("Index Scan using ix_live_location_mercator_recorded_at on ", 1)[1]
+    index_condition = live_scan.split("Index Cond: ", 1)[1].splitlines()[0]
+    assert "recorded_at >" in index_condition, plan
     # One nearest-first stream of both scans, stopped by one LIMIT: each scan reads
     # only as far as the merged stream needs, not `limit` rows of its own.
     merged = plan.split("Merge Append", 1)

@@ -228,9 +228,11 @@ class LiveLocation(Base):
     __tablename__ = "live_location"
     __table_args__ = (
         Index("ix_live_location_location", "location", postgresql_using="gist"),
+        # Nearest-first with the freshness test inside the index (btree_gist, 0015).
         Index(
-            "ix_live_location_location_mercator",
+            "ix_live_location_mercator_recorded_at",
             text(MERCATOR_KNN_INDEX),
+            "recorded_at",
             postgresql_using="gist",
         ),
         CheckConstraint("accuracy_m >= 0", name="accuracy_positive"),

@@ -82,11 +82,14 @@ def ineligibility_reason(
 def usable_live_location(*, now: Any, max_age: Any, max_accuracy_m: Any) -> ColumnElement[bool]:
     """A live position is the current location only while young and precise enough.
 
-    Written as "expires after now" so the planner cannot AND in the btree on
-    ``recorded_at`` (kept for the purge): the scan must stay nearest-first on GiST.
+    Written as "recorded after now − max age", a condition on the column itself, so
+    that the candidate search's GiST index (point and ``recorded_at``) drops stale
+    positions inside the index instead of fetching each from the table (migration
+    0015). The selection runs with bitmap scans off (``KNN_PLANNER``), so the planner
+    cannot AND in the btree on ``recorded_at`` (kept for the purge) and sort.
     """
     return and_(
-        LiveLocation.recorded_at + max_age > now,
+        LiveLocation.recorded_at > now - max_age,
         LiveLocation.accuracy_m <= max_accuracy_m,
     )
 
