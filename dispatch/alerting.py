@@ -225,7 +225,7 @@ async def create_incident(
             )
         return Created(incident=existing, created=False)
     incident = row.Incident
-    aed = nearest_aed_from(row)
+    aed = nearest_aed_from(row._mapping)
     note_exercise(session, incident.id, exercise=request.exercise)
 
     alerts: list[QueuedAlert] = []

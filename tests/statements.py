@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
+
+from app.core.db import SessionQuery
 
 
 def count_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -20,3 +25,21 @@ def count_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(HasCacheKey, "_generate_cache_key", counting)
     return computed
+
+
+@contextmanager
+def with_session_queries(sent: list[str], words: int = 3) -> Iterator[list[str]]:
+    """Also note in ``sent`` the statements run on a transaction's driver connection
+    (``app.core.db.SessionQuery``), which SQLAlchemy's cursor events never see: the
+    first ``words`` of each, once it has run."""
+    original = SessionQuery.fetch
+
+    async def fetch(
+        query: SessionQuery, session: AsyncSession, parameters: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        rows = await original(query, session, parameters)
+        sent.append(" ".join(query.sql.split()[:words]))
+        return rows
+
+    with patch.object(SessionQuery, "fetch", fetch):
+        yield sent

@@ -28,6 +28,7 @@ from app.core.db import random_uuids
 from dispatch.alerting import _QUEUE_WITH_ALERTS
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
+from tests.statements import with_session_queries
 
 
 def record_cache_keys(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -98,16 +99,17 @@ async def test_an_alerting_post_makes_these_round_trips(
     assert connection is not None
     event.listen(connection, "before_cursor_execute", note)
     try:
-        response = await client.post(
-            "/v1/incidents",
-            headers=headers,
-            json={
-                "external_ref": "CAD-ROUND-TRIPS",
-                "kind": "cardiac_arrest",
-                "location": {"lat": STOCKHOLM.lat, "lon": STOCKHOLM.lon},
-                "address": "Drottninggatan 1, Stockholm",
-            },
-        )
+        with with_session_queries(sent):
+            response = await client.post(
+                "/v1/incidents",
+                headers=headers,
+                json={
+                    "external_ref": "CAD-ROUND-TRIPS",
+                    "kind": "cardiac_arrest",
+                    "location": {"lat": STOCKHOLM.lat, "lon": STOCKHOLM.lon},
+                    "address": "Drottninggatan 1, Stockholm",
+                },
+            )
     finally:
         event.remove(connection, "before_cursor_execute", note)
     assert response.status_code == 201, response.text

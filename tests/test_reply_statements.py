@@ -25,6 +25,7 @@ from app.core.db import transactions_of, unit_of_work
 from app.core.models import Alert, Message, Volunteer
 from dispatch.responses import InboundSms, handle_inbound_sms
 from tests.factories import create_alert, create_incident, create_volunteer, make_settings
+from tests.statements import with_session_queries
 from tests.test_worker_statements import count_cache_keys
 
 
@@ -39,7 +40,8 @@ def counted_statements(engine: AsyncEngine, words: int = 3) -> Iterator[list[str
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        yield sent
+        with with_session_queries(sent, words):
+            yield sent
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
 

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -326,15 +327,116 @@ class DriverStatement:
         try:
             return await method(self.sql, *(parameters[name] for name in self.names))
         except Exception as error:
-            # SQLAlchemy's own test for a lost connection (``is_disconnect``) asks the
-            # driver whether it is closed; a connection killed between two requests
-            # also shows up as the protocol's "another operation is in progress".
-            lost = driver.is_closed() or isinstance(error, asyncpg.InternalClientError)
-            if not (lost or database_unreachable(error)):
-                raise
-            raise exc.DBAPIError(
-                self.sql, None, error, hide_parameters=True, connection_invalidated=True
-            ) from error
+            raise _driver_error(driver, self.sql, error, only_lost=True) from error
+
+
+def _driver_error(
+    driver: DriverConnection, sql: str, error: Exception, *, only_lost: bool
+) -> Exception:
+    """What SQLAlchemy would raise for the driver's ``error``: a lost connection as a
+    ``DBAPIError`` with ``connection_invalidated`` (a 503); with ``only_lost`` off, any
+    other database error as a plain ``DBAPIError`` whose ``orig`` keeps the driver's
+    exception (and its ``sqlstate``, which the retry of a deadlocked reply reads)."""
+    # SQLAlchemy's own test for a lost connection (``is_disconnect``) asks the driver
+    # whether it is closed; a connection killed between two requests also shows up as
+    # the protocol's "another operation is in progress".
+    lost = driver.is_closed() or isinstance(error, asyncpg.InternalClientError)
+    if lost or database_unreachable(error):
+        return exc.DBAPIError(sql, None, error, hide_parameters=True, connection_invalidated=True)
+    if only_lost or not isinstance(error, asyncpg.PostgresError):
+        return error
+    return exc.DBAPIError(sql, None, error, hide_parameters=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    constants: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+
+class SessionQuery:
+    """A Core ``SELECT`` (or ``… RETURNING``) compiled once for asyncpg and run on the
+    driver connection of a session, inside the session's transaction.
+
+    For the statements of the alert path that SQLAlchemy's execution layer costs more
+    than running: its cache key (a walk of the whole statement tree on every
+    execution), execution context, parameter and row processing. The candidate
+    statement cost 1.30 ms of the event loop's CPU per call through
+    ``session.execute`` and 0.35 ms this way, the same SQL and rows (1M benchmark
+    points, alternated in one process; docs/benchmarks.md, fifth pass). Rows are the
+    driver's records (by column name), values as asyncpg decodes them, so the
+    statement must not rely on a SQLAlchemy result type conversion (an ``Enum`` of
+    Python members, a ``JSON`` column): its columns are plain values. Bind types that
+    convert on the way in are applied as SQLAlchemy would (``bind_processor``).
+
+    A bound list that ``IN`` expands must be a constant of the statement (its value
+    given where the statement is built), never a parameter of the call: the expanded
+    SQL is built once, at the first call. The session's connection is the one its
+    transaction holds, so what the statement reads or writes is the transaction's.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: _Compiled | None = None
+
+    def _compile(self, parameters: Mapping[str, Any]) -> _Compiled:
+        dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
+        compiled = self.statement.compile(dialect=dialect)
+        given = [
+            name for name, bind in compiled.binds.items() if bind.expanding and name in parameters
+        ]
+        if given:
+            raise ValueError(f"an expanded IN list must be a constant of the statement: {given}")
+        state = compiled.construct_expanded_state(dict(parameters))
+        # As SQLAlchemy's execution converts each bound value: by its type, and each
+        # element of an expanded list by the list's.
+        processors: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                processors[name] = processor
+        processors.update(state.processors)
+        constants = {
+            name: processors[name](value) if name in processors else value
+            for name, value in state.parameters.items()
+            if name not in parameters
+        }
+        return _Compiled(
+            sql=state.statement,
+            names=tuple(state.positiontup or ()),
+            constants=constants,
+            processors={name: processors[name] for name in parameters if name in processors},
+        )
+
+    @property
+    def sql(self) -> str:
+        """The SQL sent, once the statement has run (compiled at its first call)."""
+        return "" if self._compiled is None else self._compiled.sql
+
+    async def fetch(
+        self, session: AsyncSession, parameters: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        """Every row, each by column name."""
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = self._compile(parameters)
+        processors, constants = compiled.processors, compiled.constants
+        values = [
+            (processors[name](parameters[name]) if name in processors else parameters[name])
+            if name in parameters
+            else constants[name]
+            for name in compiled.names
+        ]
+        sql = compiled.sql
+        connection = await session.connection()
+        driver: DriverConnection = (await connection.get_raw_connection()).driver_connection
+        try:
+            rows: list[Mapping[str, Any]] = await driver.fetch(sql, *values)
+        except Exception as error:
+            raise _driver_error(driver, sql, error, only_lost=False) from error
+        return rows
 
 
 def unnest_insert(entity: type[Any], columns: tuple[str, ...], *, prefix: str = "") -> Insert:

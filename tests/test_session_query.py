@@ -1,0 +1,90 @@
+"""``app.core.db.SessionQuery``: a Core statement run on the session's driver connection.
+
+It must answer exactly what ``session.execute`` answers for the same statement, in
+the same transaction, and fail the way SQLAlchemy would.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Enum, Integer, String, bindparam, cast, column, literal, select, values
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import SessionQuery
+from app.core.models import Volunteer
+from dispatch.selection import candidate_statement, select_candidates
+from tests.factories import STOCKHOLM, create_volunteer, make_settings, offset
+
+
+async def test_the_candidates_are_the_rows_session_execute_gives(session: AsyncSession) -> None:
+    """Same SQL, same parameters (the IN lists the statement holds expanded once), same
+    rows in the same order, seeing the transaction's own uncommitted volunteers."""
+    settings = make_settings()
+    now = datetime.now(UTC)
+    for distance in (30, 90, 150, 210, 270):
+        await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=45, distance_m=distance))
+    statement, parameters = candidate_statement(
+        point=STOCKHOLM, settings=settings, now=now, limit=settings.max_alerted
+    )
+    expected = [dict(row._mapping) for row in await session.execute(statement, parameters)]
+    got = [dict(row) for row in await SessionQuery(statement).fetch(session, parameters)]
+    assert len(got) == 5
+    assert got == expected
+    # And through the selection itself, as the POST calls it.
+    chosen = await select_candidates(
+        session, point=STOCKHOLM, settings=settings, now=now, limit=settings.max_alerted
+    )
+    assert [candidate.volunteer_id for candidate in chosen] == [
+        row["volunteer_id"] for row in expected
+    ]
+    assert all(isinstance(candidate.volunteer_id, uuid.UUID) for candidate in chosen)
+
+
+async def test_an_in_list_given_per_call_is_refused(session: AsyncSession) -> None:
+    """The expanded SQL is built once; a list that varied per call would be frozen."""
+    query = SessionQuery(
+        select(Volunteer.id).where(Volunteer.phone.in_(bindparam("phones", expanding=True)))
+    )
+    with pytest.raises(ValueError, match="constant of the statement"):
+        await query.fetch(session, {"phones": ["+46700000001"]})
+
+
+class Colour(enum.Enum):
+    RED = "r"
+    BLUE = "b"
+
+
+async def test_bind_types_convert_as_sqlalchemy_converts_them(session: AsyncSession) -> None:
+    """A bound value whose type converts on the way in (a Python enum member, stored by
+    its name) reaches the driver converted, at every call and not only the first, and
+    the statement's own constants too."""
+    colour = Enum(Colour, native_enum=False, length=8)
+    query = SessionQuery(
+        select(
+            cast(bindparam("colour", type_=colour), String()).label("given"),
+            cast(literal(Colour.BLUE, colour), String()).label("fixed"),
+        )
+    )
+    assert [dict(row) for row in await query.fetch(session, {"colour": Colour.RED})] == [
+        {"given": "RED", "fixed": "BLUE"}
+    ]
+    assert [dict(row) for row in await query.fetch(session, {"colour": Colour.BLUE})] == [
+        {"given": "BLUE", "fixed": "BLUE"}
+    ]
+
+
+async def test_a_database_error_is_sqlalchemys_with_the_drivers_sqlstate(
+    session: AsyncSession,
+) -> None:
+    """The retry of a deadlocked reply reads ``error.orig.sqlstate`` of a ``DBAPIError``."""
+    numbers = values(column("n", Integer()), name="numbers").data([(0,)])
+    query = SessionQuery(select((literal(1) / numbers.c.n).label("quotient")))
+    with pytest.raises(DBAPIError) as raised:
+        await query.fetch(session, {})
+    assert getattr(raised.value.orig, "sqlstate", None) == "22012"  # division by zero
+    assert not raised.value.connection_invalidated
