@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.core.db import random_uuids, unnest_insert, unnest_rows
+from app.core.db import SessionQuery, random_uuids, unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
 from app.core.outbox import (
@@ -486,22 +486,26 @@ async def _alerting_duplicate(
     now: datetime,
 ) -> uuid.UUID | None:
     """The alerting incident this one duplicates, if any; sets up the selection's planner."""
-    row = (
-        await session.execute(
-            _duplicate_statement(),
-            {
-                "lat": point.lat,
-                "lon": point.lon,
-                "centre": centre,
-                "incident_id": incident_id,
-                "now": now,
-                "window_start": now - settings.duplicate_window,
-                "radius_m": settings.duplicate_radius_m,
-            },
-        )
-    ).one()
-    found: uuid.UUID | None = row.duplicate_of
+    (row,) = await _duplicate_query().fetch(
+        session,
+        {
+            "lat": point.lat,
+            "lon": point.lon,
+            "centre": centre,
+            "incident_id": incident_id,
+            "now": now,
+            "window_start": now - settings.duplicate_window,
+            "radius_m": settings.duplicate_radius_m,
+        },
+    )
+    found: uuid.UUID | None = row["duplicate_of"]
     return found
+
+
+@lru_cache(maxsize=1)
+def _duplicate_query() -> SessionQuery:
+    """On the transaction's driver connection (``app.core.db.SessionQuery``)."""
+    return SessionQuery(_duplicate_statement())
 
 
 async def _mark_not_alerted(
