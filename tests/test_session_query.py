@@ -11,9 +11,21 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Enum, Integer, String, bindparam, cast, column, literal, select, values
+from sqlalchemy import (
+    Enum,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    column,
+    insert,
+    literal,
+    select,
+    text,
+    values,
+)
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import SessionQuery
 from app.core.models import Volunteer
@@ -78,6 +90,25 @@ async def test_bind_types_convert_as_sqlalchemy_converts_them(session: AsyncSess
     ]
 
 
+async def test_an_insert_leaving_a_python_default_to_sqlalchemy_is_refused(
+    session: AsyncSession,
+) -> None:
+    """SQLAlchemy computes a column's Python-side default per execution; on the driver
+    the column would be stored NULL (a volunteer's ``language`` here)."""
+    query = SessionQuery(
+        insert(Volunteer.__table__).from_select(
+            ["id", "name", "phone"],
+            select(
+                literal(uuid.uuid4()).label("id"),
+                literal("No Language").label("name"),
+                literal("+46700000002").label("phone"),
+            ),
+        )
+    )
+    with pytest.raises(ValueError, match="Python-side default"):
+        await query.fetch(session, {})
+
+
 async def test_a_database_error_is_sqlalchemys_with_the_drivers_sqlstate(
     session: AsyncSession,
 ) -> None:
@@ -88,3 +119,26 @@ async def test_a_database_error_is_sqlalchemys_with_the_drivers_sqlstate(
         await query.fetch(session, {})
     assert getattr(raised.value.orig, "sqlstate", None) == "22012"  # division by zero
     assert not raised.value.connection_invalidated
+
+
+async def test_as_the_first_statement_it_is_inside_the_transaction(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """SQLAlchemy's adapter sends ``BEGIN`` with a transaction's first statement; a
+    statement run on the driver before it would commit on its own, and a rollback
+    would not undo it."""
+    key = f"test:{uuid.uuid4().hex}"
+    write = SessionQuery(
+        text(
+            "INSERT INTO rate_limit_bucket (key, window_start, count, window_s)"
+            " VALUES (:key, now(), 1, 60) RETURNING key"
+        )
+    )
+    async with factory() as session, session.begin():
+        assert len(await write.fetch(session, {"key": key})) == 1
+        await session.rollback()
+    async with factory() as session:
+        found = await session.scalar(
+            text("SELECT count(*) FROM rate_limit_bucket WHERE key = :key"), {"key": key}
+        )
+    assert found == 0

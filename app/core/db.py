@@ -371,10 +371,14 @@ class SessionQuery:
     Python members, a ``JSON`` column): its columns are plain values. Bind types that
     convert on the way in are applied as SQLAlchemy would (``bind_processor``).
 
+    An ``INSERT`` or ``UPDATE`` must name every column that has a Python-side
+    default (SQLAlchemy computes those per execution); one that does not is refused.
     A bound list that ``IN`` expands must be a constant of the statement (its value
     given where the statement is built), never a parameter of the call: the expanded
     SQL is built once, at the first call. The session's connection is the one its
-    transaction holds, so what the statement reads or writes is the transaction's.
+    transaction holds, so what the statement reads or writes is the transaction's; as
+    the transaction's first statement (SQLAlchemy's adapter has not sent ``BEGIN``
+    yet) it runs through ``session.execute``, which begins the transaction.
     """
 
     def __init__(self, statement: Any) -> None:
@@ -389,6 +393,12 @@ class SessionQuery:
         ]
         if given:
             raise ValueError(f"an expanded IN list must be a constant of the statement: {given}")
+        defaulted = [*compiled.insert_prefetch, *compiled.update_prefetch]
+        if defaulted:
+            # SQLAlchemy computes a column's Python-side default per execution, in the
+            # execution context this class does without: the driver would store NULL.
+            names = [column.name for column in defaulted]
+            raise ValueError(f"columns with a Python-side default must be given: {names}")
         state = compiled.construct_expanded_state(dict(parameters))
         # As SQLAlchemy's execution converts each bound value: by its type, and each
         # element of an expanded list by the list's.
@@ -431,7 +441,13 @@ class SessionQuery:
         ]
         sql = compiled.sql
         connection = await session.connection()
-        driver: DriverConnection = (await connection.get_raw_connection()).driver_connection
+        pooled = await connection.get_raw_connection()
+        if getattr(pooled.dbapi_connection, "_transaction", None) is None:
+            # SQLAlchemy's asyncpg adapter sends BEGIN with the transaction's first
+            # statement: run on the driver before it, this one would commit on its own.
+            result = await session.execute(self.statement, dict(parameters))
+            return [dict(row._mapping) for row in result]
+        driver: DriverConnection = pooled.driver_connection
         try:
             rows: list[Mapping[str, Any]] = await driver.fetch(sql, *values)
         except Exception as error:

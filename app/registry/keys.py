@@ -21,7 +21,7 @@ from sqlalchemy.sql import func
 from sqlalchemy.types import Interval
 
 from app.core.buckets import COUNT_CONFLICT, MINUTE_S, WindowCount, window_of
-from app.core.db import DriverConnection, DriverStatement, SessionQuery
+from app.core.db import DriverConnection, DriverStatement
 from app.core.errors import Unauthorized
 from app.core.models import ApiKey
 
@@ -53,9 +53,7 @@ _PRINCIPAL_COLUMNS = (
     ApiKey.__table__.c.centre,
     ApiKey.__table__.c.volunteer_id,
 )
-# On the request's transaction, through its driver connection (every authenticated
-# request of a session route runs it: ``app.core.db.SessionQuery``).
-_AUTHENTICATE = SessionQuery(
+_AUTHENTICATE = (
     text(f"WITH {_FOUND_AND_TOUCHED} SELECT id, name, role, centre, volunteer_id FROM found")
     .bindparams(bindparam("grain", type_=Interval()))
     .columns(*_PRINCIPAL_COLUMNS)
@@ -165,12 +163,14 @@ def _principal(record: Mapping[Any, Any]) -> Principal:
 
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     token = _bearer_token(authorization)
-    records = await _AUTHENTICATE.fetch(
-        session, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
-    )
-    if not records:
+    record = (
+        await session.execute(
+            _AUTHENTICATE, {"key_hash": hash_key(token), "grain": LAST_USED_GRAIN}
+        )
+    ).one_or_none()
+    if record is None:
         raise Unauthorized(UNKNOWN_KEY)
-    return _principal(records[0])
+    return _principal(record._mapping)
 
 
 async def authenticate_counted(
