@@ -11,7 +11,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.twiml.messaging_response import MessagingResponse
 
+from app.api.routers.webhooks import twiml
 from app.core.clock import FrozenClock
 from app.core.models import Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
@@ -344,3 +346,20 @@ async def test_a_yes_twilio_counts_as_opt_in_still_gets_its_instructions(
     assert "Sveavägen 1" in html.unescape(answer)
     await session.refresh(alert)
     assert alert.response == "accepted"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        "Thank you. You are no longer needed.",
+        "CPR: Drottninggatan 1 <2 tr> & \"port\" 'B' åäö\nhttps://maps.example/?q=59.3,18.0&z=17",
+        "",
+    ],
+)
+def test_the_twiml_answer_is_the_twilio_packages_own(answer: str | None) -> None:
+    # Built from a string for its CPU; what Twilio reads must stay what the package wrote.
+    expected = MessagingResponse()
+    if answer is not None:
+        expected.message(answer)
+    assert twiml(answer) == str(expected)
