@@ -282,37 +282,46 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 
 @contextmanager
-def profiled(pid: int, prefix: Path | None, phase: str) -> Iterator[None]:
-    """py-spy sampling the service process (out of process) while the block runs.
+def profiled(service: load.Service, prefix: Path | None, phase: str) -> Iterator[None]:
+    """py-spy sampling the service's processes (out of process) while the block runs.
 
-    Writes ``<prefix>-<phase>.pyspy.txt`` (collapsed stacks; ``python -m bench.profile``).
+    Writes ``<prefix>-<phase>.pyspy.txt`` for ``serve`` and ``<prefix>-<phase>-worker.pyspy.txt``
+    for the stand-alone worker (collapsed stacks; ``python -m bench.profile``): a reply's
+    CPU is both processes', the stand-downs it causes mostly the worker's.
     """
     if prefix is None:
         yield
         return
-    output = prefix.with_name(f"{prefix.name}-{phase}.pyspy.txt")
-    spy = subprocess.Popen(  # noqa: S603 - our own arguments
-        [
-            str(Path(sys.executable).with_name("py-spy")),
-            "record",
-            "--pid",
-            str(pid),
-            "--format",
-            "raw",
-            "--rate",
-            "500",
-            "--output",
-            str(output),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    targets = [(service.pid, "")] + [
+        (pid, f"-worker{index or ''}") for index, pid in enumerate(service.worker_pids)
+    ]
+    spies = [
+        subprocess.Popen(  # noqa: S603 - our own arguments
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "500",
+                "--output",
+                str(prefix.with_name(f"{prefix.name}-{phase}{suffix}.pyspy.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, suffix in targets
+    ]
     time.sleep(1)
     try:
         yield
     finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(timeout=60)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=60)
 
 
 def measure_service(
@@ -340,7 +349,7 @@ def measure_service(
         with timed(seconds, "floors"):
             results["floors"] = asyncio.run(load.measure_floors(service, url))
         if "alert" in phases:
-            with timed(seconds, "alert"), profiled(service.pid, profile, "alert"):
+            with timed(seconds, "alert"), profiled(service, profile, "alert"):
                 results["alert_path"] = asyncio.run(
                     load.measure_alert_path(
                         service,
@@ -357,7 +366,7 @@ def measure_service(
                 ("webhooks", load.INTERLEAVED),
                 ("webhooks_by_incident", load.BY_INCIDENT),
             ):
-                with timed(seconds, key), profiled(service.pid, profile, key):
+                with timed(seconds, key), profiled(service, profile, key):
                     results[key] = asyncio.run(
                         load.measure_webhooks(
                             service,
@@ -370,7 +379,7 @@ def measure_service(
         if "locations" in phases:
             with (
                 timed(seconds, "single_locations"),
-                profiled(service.pid, profile, "single_locations"),
+                profiled(service, profile, "single_locations"),
             ):
                 results["single_locations"] = asyncio.run(
                     load.measure_single_locations(
@@ -383,7 +392,7 @@ def measure_service(
                 )
             with (
                 timed(seconds, "bulk_locations"),
-                profiled(service.pid, profile, "bulk_locations"),
+                profiled(service, profile, "bulk_locations"),
             ):
                 results["bulk_locations"] = asyncio.run(
                     load.measure_bulk_locations(

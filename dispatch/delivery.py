@@ -241,6 +241,9 @@ class AcceptedSms:
     provider_sid: str | None
     provider: str | None
     at: datetime
+    purpose: str | None = None
+    """The message's purpose; ``None``: not known, recorded as an alert SMS would be
+    (its incident locked first)."""
 
 
 _ids = bindparam("message_ids", type_=ARRAY(UUID(as_uuid=True)))
@@ -331,12 +334,15 @@ async def record_sms_sent(session: AsyncSession, accepted: Sequence[AcceptedSms]
     Locks the incidents of the alert SMS first, in id order, then the SMS and alerts:
     the lock order. Events: one ``alert.delivery`` per alert moved, per incident in
     the order accepted. Any other SMS (a stand-down, instructions) moves on its own
-    row, as :func:`advance_message` moves it.
+    row, as :func:`advance_message` moves it: a batch known to hold no alert SMS
+    (the stand-downs a reply causes) locks no incident, and skips the statement that
+    would find none to lock.
     """
     if not accepted:
         return
     ids = [sms.message_id for sms in accepted]
-    await lock_incidents_of_messages(session, ids)
+    if any(sms.purpose in (None, "alert") for sms in accepted):
+        await lock_incidents_of_messages(session, ids)
     seen: set[str] = set()
     sids = []
     for sms in accepted:  # one provider id per SMS: two in one statement could collide

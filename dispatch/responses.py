@@ -530,6 +530,11 @@ async def _store_with_event(change: _Answering, event: Event, *, answer: str | N
     values = {f"new_{name}": getattr(alert, name) for name in changed}
     for name in changed:
         set_committed_value(alert, name, getattr(alert, name))
+    # Every change is now committed, yet the object stays flagged modified in the
+    # session's identity map: the commit would run a whole flush that finds nothing
+    # to write (0.13-0.24 ms of a reply's CPU, measured in process). Cleared as a
+    # flush clears it: nothing of the object is left unwritten.
+    state._commit_all(state.dict, change.session.sync_session.identity_map)
     storing = (
         (inbound, Outcome(answer, alert.id, alert.incident_id))
         if inbound is not None and not inbound.stored and answer is not None

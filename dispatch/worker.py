@@ -913,6 +913,7 @@ class DispatchWorker:
                     provider_sid=result.provider_sid,
                     provider=gateway.name,
                     at=accepted_at,
+                    purpose=sms.purpose,
                 )
             )
         else:

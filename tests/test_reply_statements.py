@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from app.core.clock import FrozenClock
 from app.core.db import transactions_of, unit_of_work
@@ -139,3 +140,35 @@ async def test_a_stand_down_builds_no_statement_of_its_own(
     # None: no savepoint either (its SAVEPOINT and RELEASE clauses were built per
     # transaction), since a reply retries whole transactions.
     assert built[1] == 0, f"cache keys computed for the second stand-down: {built}"
+
+
+async def test_a_changing_reply_leaves_nothing_for_the_commit_to_flush(
+    factory: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
+    # The change's own statement writes the alert; the commit's flush would find
+    # nothing to write yet run the whole unit of work (a tenth of a NO's CPU).
+    async with unit_of_work(factory) as session:
+        incident = await create_incident(session, created_at=clock.now(), cpr_slots=3)
+        people = [await create_volunteer(session, language="en") for _ in range(2)]
+        alerts = [
+            await create_alert(session, incident=incident, volunteer=person, now=clock.now())
+            for person in people
+        ]
+    flushed: list[list[str]] = []
+
+    def record(session: Session, *args: Any) -> None:
+        flushed.append([type(instance).__name__ for instance in session.dirty])
+
+    event.listen(Session, "before_flush", record)
+    try:
+        assert "Thank you" in await replied(factory, clock, people[0], f"NO {alerts[0].code}")
+        assert "CPR" in await replied(factory, clock, people[1], f"YES {alerts[1].code}")
+    finally:
+        event.remove(Session, "before_flush", record)
+    assert flushed == []
+    async with factory() as session:
+        stored = {
+            alert.id: (alert.response, alert.role)
+            for alert in (await session.execute(select(Alert))).scalars()
+        }
+    assert stored == {alerts[0].id: ("declined", None), alerts[1].id: ("accepted", "cpr")}

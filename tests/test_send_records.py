@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app.core.models import IncidentEvent, Message
 from dispatch import worker as worker_module
 from dispatch.delivery import AcceptedSms, record_sms_sent
+from tests.test_reply_statements import counted_statements
 from tests.twilio_fake import Behaviour, FakeTwilio
 from tests.worker_harness import Harness
 
@@ -154,3 +155,33 @@ async def test_a_failed_record_leaves_every_sms_of_the_batch_sending_under_its_l
         message = await harness.message_for(alert)
         assert (message.status, message.claimed_by) == ("sending", worker.worker_id)
         assert (await harness.reload(alert)).delivery_status == "sending"
+
+
+async def test_a_batch_without_alert_sms_locks_no_incident_and_skips_the_lock_statement(
+    harness: Harness, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock statement takes the incidents of a batch's alert SMS only: for the
+    # stand-downs a reply causes it found none, one round trip per batch for nothing.
+    monkeypatch.setattr(worker_module, "RECORD_GATHER_S", 3600.0)
+    engine = harness.factory.kw["bind"]
+    await harness.texts("stand_down", 3)
+    worker = harness.worker()
+    with counted_statements(engine, words=8) as texts_sent:
+        assert await worker.send_due() == 3
+    await worker.gateway.close()
+    alerts = await harness.alerts(2)
+    worker = harness.worker()
+    with counted_statements(engine, words=8) as alerts_sent:
+        assert await worker.send_due() == 2
+    await worker.gateway.close()
+
+    lock = "SELECT incident.id FROM incident WHERE incident.id IN"
+    assert not any(statement.startswith(lock) for statement in texts_sent), texts_sent
+    assert sum(statement.startswith(lock) for statement in alerts_sent) == 1, alerts_sent
+    for alert in alerts:
+        assert (await harness.reload(alert)).delivery_status == "sent"
+    async with harness.factory() as session:
+        statuses = (
+            await session.execute(select(Message.status).where(Message.purpose == "stand_down"))
+        ).scalars()
+        assert list(statuses) == ["sent"] * 3
