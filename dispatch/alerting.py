@@ -602,21 +602,20 @@ async def _alert_candidates(
 
 _ALERT_COLUMNS = (
     "id",
-    "incident_id",
     "volunteer_id",
     "code",
     "distance_m",
     "location_source",
     "aed_detour_m",
-    "alerted_as",
     "delivery_status",
     "delivery_updated_at",
-    "response",
-    "created_at",
-    "updated_at",
 )
+_ALERT_CONSTANTS = ("incident_id", "alerted_as", "response", "created_at", "updated_at")
+"""The columns all alerts queued together hold the same value in, bound once."""
 _QUEUE_WITH_ALERTS = queue_statement_beside(
-    unnest_insert(Alert, _ALERT_COLUMNS, prefix="new_alert_").cte("alerts"),
+    unnest_insert(Alert, _ALERT_COLUMNS, prefix="new_alert_", constant=_ALERT_CONSTANTS).cte(
+        "alerts"
+    ),
     announce=recorded_events(prefix="event_"),
 )
 """The alerts, their texts and their events in one statement (one round trip on the
@@ -694,19 +693,14 @@ async def _queue_alerts(
     rows = [
         {
             "id": alert.id,
-            "incident_id": incident_id,
             "volunteer_id": candidate.volunteer_id,
             "code": code,
             "distance_m": candidate.distance_m,
             "location_source": candidate.location_source,
             "aed_detour_m": candidate.aed_detour_m,
-            "alerted_as": alerted_as,
             # A leased SMS is claimed as it is queued: its alert as the claim marks it.
             "delivery_status": "sending" if alert.id in leased else "queued",
             "delivery_updated_at": now if alert.id in leased else None,
-            "response": "pending",
-            "created_at": now,
-            "updated_at": now,
         }
         for candidate, alert, code in zip(candidates, alerts, codes, strict=True)
     ]
@@ -718,7 +712,18 @@ async def _queue_alerts(
         beside=(
             _QUEUE_WITH_ALERTS,
             {
-                **unnest_rows(_ALERT_COLUMNS, rows, prefix="new_alert_"),
+                **unnest_rows(
+                    _ALERT_COLUMNS,
+                    rows,
+                    prefix="new_alert_",
+                    constant={
+                        "incident_id": incident_id,
+                        "alerted_as": alerted_as,
+                        "response": "pending",
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                ),
                 **event_parameters(incident_id, events, prefix="event_"),
             },
         ),

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import Insert, TextClause, bindparam, event, exc, func, insert, select
+from sqlalchemy import Insert, TextClause, bindparam, cast, event, exc, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -455,7 +455,13 @@ class SessionQuery:
         return rows
 
 
-def unnest_insert(entity: type[Any], columns: tuple[str, ...], *, prefix: str = "") -> Insert:
+def unnest_insert(
+    entity: type[Any],
+    columns: tuple[str, ...],
+    *,
+    prefix: str = "",
+    constant: tuple[str, ...] = (),
+) -> Insert:
     """Many rows of a mapped class in one statement: ``INSERT … SELECT … FROM unnest(…)``.
 
     Executed with one list per column (:func:`unnest_rows`). An executemany of a
@@ -466,12 +472,26 @@ def unnest_insert(entity: type[Any], columns: tuple[str, ...], *, prefix: str = 
     every count is prepared and planned anew; this text is the same for any count and
     is prepared once per connection. ``prefix`` names its parameters apart from
     another's in the same statement.
+
+    ``constant``: columns that hold one value for every row of any execution (the
+    time of the insert, the incident of an incident's alerts), bound once as a scalar
+    and stored in every row. As arrays of equal elements they cost the most of the
+    statement's CPU: asyncpg checks each element of an array parameter against
+    ``collections.abc`` before it encodes it (docs/benchmarks.md).
     """
+    if set(columns) & set(constant):
+        raise ValueError(f"columns both per row and constant: {set(columns) & set(constant)}")
     table = entity.__table__
     arrays = [bindparam(prefix + name, type_=ARRAY(table.c[name].type)) for name in columns]
     rows = func.unnest(*arrays).table_valued(*columns).render_derived()
+    # Cast: a bare parameter in a select list would be resolved as text.
+    scalars = [
+        cast(bindparam(prefix + name, type_=table.c[name].type), table.c[name].type)
+        for name in constant
+    ]
     return insert(table).from_select(
-        [table.c[name] for name in columns], select(*(rows.c[name] for name in columns))
+        [table.c[name] for name in (*columns, *constant)],
+        select(*(rows.c[name] for name in columns), *scalars),
     )
 
 
@@ -484,7 +504,15 @@ def random_uuids(count: int) -> list[uuid.UUID]:
 
 
 def unnest_rows(
-    columns: tuple[str, ...], rows: list[dict[str, Any]], *, prefix: str = ""
-) -> dict[str, list[Any]]:
-    """The parameters of an :func:`unnest_insert`: each column's values, row by row."""
-    return {prefix + name: [row[name] for row in rows] for name in columns}
+    columns: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    *,
+    prefix: str = "",
+    constant: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The parameters of an :func:`unnest_insert`: each column's values, row by row,
+    and the value of each of its ``constant`` columns (the same names)."""
+    parameters: dict[str, Any] = {prefix + name: [row[name] for row in rows] for name in columns}
+    for name, value in (constant or {}).items():
+        parameters[prefix + name] = value
+    return parameters

@@ -208,7 +208,6 @@ async def _calls_too(
 
 _MESSAGE_COLUMNS = (
     "id",
-    "direction",
     "status",
     "purpose",
     "priority",
@@ -221,18 +220,18 @@ _MESSAGE_COLUMNS = (
     "channel",
     "claimed_by",
     "attempts",
-    "may_have_reached",
     "next_attempt_at",
-    "created_at",
-    "updated_at",
 )
+_MESSAGE_CONSTANTS = ("direction", "may_have_reached", "created_at", "updated_at")
+"""The columns every text queued together holds the same value in, bound once
+(``app.core.db.unnest_insert``'s ``constant``; :func:`_constants`)."""
 _PREFIX = "message_"
 """The texts' parameters are named apart from any column's: in a statement with other
 writes (:func:`queue_statement_beside`), SQLAlchemy would make a parameter named as a
 column of an ``UPDATE`` there part of that ``UPDATE``'s ``SET``
 (``tests/test_post_statements.py``)."""
 _queued = (
-    unnest_insert(Message, _MESSAGE_COLUMNS, prefix=_PREFIX)
+    unnest_insert(Message, _MESSAGE_COLUMNS, prefix=_PREFIX, constant=_MESSAGE_CONSTANTS)
     .returning(Message.id, Message.status)
     .cte("queued")
 )
@@ -293,8 +292,22 @@ async def queue_sms(
         )
     statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
     await session.execute(
-        statement, {**parameters, **unnest_rows(_MESSAGE_COLUMNS, rows, prefix=_PREFIX)}
+        statement,
+        {
+            **parameters,
+            **unnest_rows(_MESSAGE_COLUMNS, rows, prefix=_PREFIX, constant=_constants(now)),
+        },
     )
+
+
+def _constants(now: datetime) -> dict[str, Any]:
+    return {
+        "direction": "out",
+        # Named, not left to its default: a default in a CTE's INSERT gets no value.
+        "may_have_reached": False,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _row(
@@ -303,7 +316,6 @@ def _row(
     held_by = lease if lease is not None and lease.leases(item) else None
     return {
         "id": message_id,
-        "direction": "out",
         "status": "queued" if held_by is None else "sending",
         "purpose": item.purpose,
         "priority": priority_of(item.purpose),
@@ -317,9 +329,5 @@ def _row(
         # As the worker's claim leaves a row: its first attempt, under lease.
         "claimed_by": None if held_by is None else held_by.holder,
         "attempts": 0 if held_by is None else 1,
-        # Named, not left to its default: a default in a CTE's INSERT gets no value.
-        "may_have_reached": False,
         "next_attempt_at": now if held_by is None else held_by.until,
-        "created_at": now,
-        "updated_at": now,
     }
