@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Integer, String, bindparam, cast, event, func, literal, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
 
-from app.core.db import random_uuids
-from dispatch.alerting import _QUEUE_WITH_ALERTS
+from app.core.clock import FrozenClock
+from app.core.db import SessionDriverStatement, random_uuids, unnest_insert
+from app.core.models import Alert, Message
+from app.core.outbox import Lease
+from app.core.settings import Settings
+from dispatch.alerting import _QUEUE_WITH_ALERTS, NewIncident, create_incident
 from geo.points import LatLon
 from tests.factories import STOCKHOLM, create_key, create_volunteer, offset
 from tests.statements import with_session_queries
@@ -82,10 +89,12 @@ async def test_an_alerting_post_computes_no_statement_cache_key_after_the_first(
 
 
 async def test_an_alerting_post_makes_these_round_trips(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each statement is a round trip on the POST's path (and, on the two-core machine,
-    a switch to the database and back)."""
+    a switch to the database and back). Counted both where SQLAlchemy sends one and
+    where the driver is handed one directly (the alerts' statement,
+    ``app.core.db.SessionDriverStatement``)."""
     headers = await create_key(session, role="dispatcher", name="sos")
     for distance in (40, 80, 120):
         await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=distance))
@@ -95,6 +104,15 @@ async def test_an_alerting_post_makes_these_round_trips(
         if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
             sent.append(" ".join(statement.split()[:3]))
 
+    driver_execute = asyncpg.Connection.execute
+    ours = (await (await session.connection()).get_raw_connection()).driver_connection
+
+    async def noting_driver(driver: Any, statement: str, *arguments: Any, **options: Any) -> Any:
+        if driver is ours:
+            note(None, None, statement)
+        return await driver_execute(driver, statement, *arguments, **options)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", noting_driver)
     connection = (await session.connection()).sync_connection
     assert connection is not None
     event.listen(connection, "before_cursor_execute", note)
@@ -119,13 +137,14 @@ async def test_an_alerting_post_makes_these_round_trips(
     # read back, the planner, the alerts and the events rode on other statements, 6
     # before the AED rode on the incident's INSERT.
     assert len(sent) == 5, sent
+    assert sum(statement.startswith("WITH alerts AS") for statement in sent) == 1, sent
 
 
 def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> None:
     """Executed with parameters named as columns of ``incident`` (a text's ``id``,
     ``status``, ``created_at``), SQLAlchemy would add them to the ``SET`` of the events'
     ``UPDATE`` in the same statement: the texts, alerts and events name theirs apart."""
-    statement = _QUEUE_WITH_ALERTS
+    statement = _QUEUE_WITH_ALERTS.statement
     names = list(statement.compile().params)
     compiled = str(statement.compile(dialect=asyncpg_dialect(), column_keys=names))
     assert "UPDATE incident SET updated_at=incident.updated_at, event_seq=" in compiled, compiled
@@ -136,3 +155,105 @@ def test_the_ids_of_rows_inserted_together_are_distinct_random_version_4_uuids()
     assert len(set(ids)) == 1000
     assert {(each.version, each.variant) for each in ids} == {(4, uuid.RFC_4122)}
     assert random_uuids(0) == []
+
+
+async def test_the_columns_bound_once_are_stored_in_every_alert_and_text(
+    session: AsyncSession, settings: Settings, clock: FrozenClock
+) -> None:
+    """The incident, the times, ``alerted_as``, ``response``, ``direction`` and
+    ``may_have_reached`` are one parameter each (``unnest_insert``'s ``constant``), not
+    one array element per row: each row still holds them, beside the columns that differ
+    per row (here a lease that takes one SMS of three)."""
+    for distance in (40, 80, 120):
+        await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=distance))
+    now = clock.now()
+    lease = Lease(holder="worker-1", until=now + timedelta(seconds=30), room=1)
+    created = await create_incident(
+        session,
+        centre="sos",
+        request=NewIncident(
+            external_ref="CAD-CONSTANTS",
+            kind="cardiac_arrest",
+            location=STOCKHOLM,
+            address="Drottninggatan 1",
+        ),
+        settings=settings,
+        now=now,
+        lease=lease,
+    )
+    assert created.alerted == 3
+    alerts = (
+        await session.execute(
+            select(
+                Alert.incident_id,
+                Alert.alerted_as,
+                Alert.response,
+                Alert.created_at,
+                Alert.updated_at,
+                Alert.delivery_status,
+            ).order_by(Alert.distance_m)
+        )
+    ).all()
+    assert [tuple(row) for row in alerts] == [
+        (created.incident.id, "selection", "pending", now, now, "sending"),
+        (created.incident.id, "selection", "pending", now, now, "queued"),
+        (created.incident.id, "selection", "pending", now, now, "queued"),
+    ]
+    texts = (
+        await session.execute(
+            select(
+                Message.incident_id,
+                Message.direction,
+                Message.may_have_reached,
+                Message.created_at,
+                Message.updated_at,
+                Message.status,
+                Message.attempts,
+            )
+            .where(Message.purpose == "alert")
+            .order_by(Message.status)
+        )
+    ).all()
+    assert sorted(tuple(row) for row in texts) == sorted(
+        [
+            (created.incident.id, "out", False, now, now, "sending", 1),
+            (created.incident.id, "out", False, now, now, "queued", 0),
+            (created.incident.id, "out", False, now, now, "queued", 0),
+        ]
+    )
+
+
+def test_a_column_cannot_be_both_per_row_and_constant() -> None:
+    with pytest.raises(ValueError, match="both per row and constant"):
+        unnest_insert(Alert, ("id", "created_at"), constant=("created_at",))
+
+
+async def test_a_driver_statement_fails_as_sqlalchemy_reports_a_failure(
+    session: AsyncSession,
+) -> None:
+    """Run by the driver, an error still arrives as ``DBAPIError`` with the server's
+    ``sqlstate`` (what a reply retrying a deadlock reads), and the transaction it ran in
+    is the session's: rolled back with it."""
+    statement = SessionDriverStatement(
+        select(func.pg_notify(bindparam("channel", type_=String()), "x"))
+    )
+    await session.execute(select(literal(1)))  # the transaction has begun
+    await statement.execute(session, {"channel": "responder_test_channel"})
+    failing = SessionDriverStatement(select(cast(bindparam("text", type_=String()), Integer())))
+    async with session.begin_nested():
+        with pytest.raises(DBAPIError) as raised:
+            await failing.execute(session, {"text": "not a number"})
+        assert getattr(raised.value.orig, "sqlstate", None) == "22P02"
+        await session.rollback()
+
+
+async def test_a_driver_statement_on_a_transaction_not_yet_begun_goes_through_sqlalchemy(
+    engine: AsyncEngine,
+) -> None:
+    """Nothing run yet, the driver has no transaction to run in: SQLAlchemy's execute
+    begins it, so the statement is never outside the session's transaction."""
+    statement = SessionDriverStatement(select(func.txid_current_if_assigned()))
+    async with AsyncSession(engine) as fresh:
+        await statement.execute(fresh, {})
+        assert fresh.in_transaction()
+        await fresh.rollback()

@@ -516,3 +516,62 @@ def unnest_rows(
     for name, value in (constant or {}).items():
         parameters[prefix + name] = value
     return parameters
+
+
+class SessionDriverStatement:
+    """A Core statement, built once, run by the driver of the session's own connection,
+    inside the session's transaction: for the incident POST's largest statement (its
+    30 alerts, 30 texts and two events), SQLAlchemy's execution (building an execution
+    context, processing 30-odd parameters, wrapping a result nobody reads) cost about
+    as much CPU as the driver's bind and execute of it (docs/benchmarks.md).
+
+    Compiled once per dialect, with SQLAlchemy's own bind processors applied to the
+    parameters (a JSONB value serialized as SQLAlchemy would), so the driver receives
+    exactly what ``session.execute`` would have sent; asyncpg prepares and caches the
+    statement per connection. Its rows are not read. An error is raised as
+    SQLAlchemy raises it (``DBAPIError`` with the driver's error as ``orig``, its
+    ``sqlstate`` for a caller that retries a deadlock; ``connection_invalidated`` when
+    the connection is lost: a 503). A connection whose transaction has not begun yet
+    (nothing run in it) runs it through ``session.execute``, which begins it.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: tuple[Any, str, tuple[tuple[str, Any, Any], ...]] | None = None
+
+    def _for(self, dialect: Any) -> tuple[str, tuple[tuple[str, Any, Any], ...]]:
+        """The SQL and, per position, the parameter's name, its bind processor and its
+        value when the caller gives none (a literal of the statement's own)."""
+        if self._compiled is None or self._compiled[0] is not dialect:
+            compiled = self.statement.compile(dialect=dialect)
+            processors = compiled._bind_processors
+            literals = compiled.params
+            positions = tuple(
+                (name, processors.get(name), literals.get(name))
+                for name in compiled.positiontup or ()
+            )
+            self._compiled = (dialect, compiled.string, positions)
+        return self._compiled[1], self._compiled[2]
+
+    async def execute(self, session: AsyncSession, parameters: Mapping[str, Any]) -> None:
+        connection = await session.connection()
+        pooled = await connection.get_raw_connection()
+        adapted: Any = pooled.dbapi_connection
+        if getattr(adapted, "_transaction", None) is None:
+            await session.execute(self.statement, dict(parameters))
+            return
+        sql, positions = self._for(connection.dialect)
+        arguments = []
+        for name, process, literal in positions:
+            value = parameters.get(name, literal)
+            arguments.append(value if process is None else process(value))
+        driver: DriverConnection = pooled.driver_connection
+        try:
+            await driver.execute(sql, *arguments)
+        except Exception as error:
+            lost = driver.is_closed() or isinstance(error, asyncpg.InternalClientError)
+            if lost or database_unreachable(error):
+                raise exc.DBAPIError(
+                    sql, None, error, hide_parameters=True, connection_invalidated=True
+                ) from error
+            raise exc.DBAPIError(sql, None, error, hide_parameters=True) from error

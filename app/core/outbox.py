@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, bindparam, case, exists, func, select
+from sqlalchemy import ARRAY, bindparam, case, exists, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
-from app.core.db import random_uuids, unnest_insert, unnest_rows
+from app.core.db import SessionDriverStatement, random_uuids, unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -236,12 +236,16 @@ _queued = (
     .cte("queued")
 )
 _ANY_QUEUED = exists(select(_queued.c.id).where(_queued.c.status == "queued"))
-_QUEUE_AND_NOTIFY = select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED)
+_QUEUE_AND_NOTIFY = SessionDriverStatement(
+    select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED)
+)
 """The insert and the senders' wake-up (delivered at commit) in one round trip; no
 wake-up when a :class:`Lease` took every row."""
 
 
-def queue_statement_beside(rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]]) -> Select[Any]:
+def queue_statement_beside(
+    rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]]
+) -> SessionDriverStatement:
     """The texts' statement that also runs the data-modifying CTE ``rows`` (what the
     texts are about: an incident's new alerts) and ``announce`` (a CTE with the column
     computed per row of it: its events and their NOTIFY), for :func:`queue_sms`'s
@@ -252,7 +256,7 @@ def queue_statement_beside(rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]
     """
     announced_rows, announced = announce
     wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
-    return select(wake, announced).select_from(announced_rows).add_cte(rows)
+    return SessionDriverStatement(select(wake, announced).select_from(announced_rows).add_cte(rows))
 
 
 async def queue_sms(
@@ -261,7 +265,7 @@ async def queue_sms(
     *,
     now: datetime,
     lease: Lease | None = None,
-    beside: tuple[Select[Any], dict[str, Any]] | None = None,
+    beside: tuple[SessionDriverStatement, dict[str, Any]] | None = None,
 ) -> None:
     """Queue texts (and the calls that repeat some of them) with one INSERT statement
     (``app.core.db.unnest_insert``) and wake the senders when the transaction commits.
@@ -291,8 +295,8 @@ async def queue_sms(
             if row["claimed_by"] is not None
         )
     statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
-    await session.execute(
-        statement,
+    await statement.execute(
+        session,
         {
             **parameters,
             **unnest_rows(_MESSAGE_COLUMNS, rows, prefix=_PREFIX, constant=_constants(now)),
