@@ -104,12 +104,14 @@ async def test_an_alerting_post_makes_these_round_trips(
         if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
             sent.append(" ".join(statement.split()[:3]))
 
+    driven: list[str] = []
     driver_execute = asyncpg.Connection.execute
     ours = (await (await session.connection()).get_raw_connection()).driver_connection
 
     async def noting_driver(driver: Any, statement: str, *arguments: Any, **options: Any) -> Any:
         if driver is ours:
             note(None, None, statement)
+            driven.append(" ".join(statement.split()[:3]))
         return await driver_execute(driver, statement, *arguments, **options)
 
     monkeypatch.setattr(asyncpg.Connection, "execute", noting_driver)
@@ -138,6 +140,7 @@ async def test_an_alerting_post_makes_these_round_trips(
     # before the AED rode on the incident's INSERT.
     assert len(sent) == 5, sent
     assert sum(statement.startswith("WITH alerts AS") for statement in sent) == 1, sent
+    assert driven == ["WITH alerts AS"], driven
 
 
 def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> None:
