@@ -18,17 +18,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
-from sqlalchemy import Integer, String, bindparam, cast, event, func, literal, select
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.cache_key import HasCacheKey
 
 from app.core.clock import FrozenClock
-from app.core.db import SessionDriverStatement, random_uuids, unnest_insert
+from app.core.db import random_uuids, unnest_insert
 from app.core.models import Alert, Message
 from app.core.outbox import Lease
 from app.core.settings import Settings
@@ -89,12 +87,10 @@ async def test_an_alerting_post_computes_no_statement_cache_key_after_the_first(
 
 
 async def test_an_alerting_post_makes_these_round_trips(
-    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     """Each statement is a round trip on the POST's path (and, on the two-core machine,
-    a switch to the database and back). Counted both where SQLAlchemy sends one and
-    where the driver is handed one directly (the alerts' statement,
-    ``app.core.db.SessionDriverStatement``)."""
+    a switch to the database and back)."""
     headers = await create_key(session, role="dispatcher", name="sos")
     for distance in (40, 80, 120):
         await create_volunteer(session, near=offset(STOCKHOLM, bearing_deg=0, distance_m=distance))
@@ -104,17 +100,6 @@ async def test_an_alerting_post_makes_these_round_trips(
         if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
             sent.append(" ".join(statement.split()[:3]))
 
-    driven: list[str] = []
-    driver_execute = asyncpg.Connection.execute
-    ours = (await (await session.connection()).get_raw_connection()).driver_connection
-
-    async def noting_driver(driver: Any, statement: str, *arguments: Any, **options: Any) -> Any:
-        if driver is ours:
-            note(None, None, statement)
-            driven.append(" ".join(statement.split()[:3]))
-        return await driver_execute(driver, statement, *arguments, **options)
-
-    monkeypatch.setattr(asyncpg.Connection, "execute", noting_driver)
     connection = (await session.connection()).sync_connection
     assert connection is not None
     event.listen(connection, "before_cursor_execute", note)
@@ -140,7 +125,6 @@ async def test_an_alerting_post_makes_these_round_trips(
     # before the AED rode on the incident's INSERT.
     assert len(sent) == 5, sent
     assert sum(statement.startswith("WITH alerts AS") for statement in sent) == 1, sent
-    assert driven == ["WITH alerts AS"], driven
 
 
 def test_the_alerts_texts_and_events_statement_sets_only_the_event_counter() -> None:
@@ -229,34 +213,3 @@ async def test_the_columns_bound_once_are_stored_in_every_alert_and_text(
 def test_a_column_cannot_be_both_per_row_and_constant() -> None:
     with pytest.raises(ValueError, match="both per row and constant"):
         unnest_insert(Alert, ("id", "created_at"), constant=("created_at",))
-
-
-async def test_a_driver_statement_fails_as_sqlalchemy_reports_a_failure(
-    session: AsyncSession,
-) -> None:
-    """Run by the driver, an error still arrives as ``DBAPIError`` with the server's
-    ``sqlstate`` (what a reply retrying a deadlock reads), and the transaction it ran in
-    is the session's: rolled back with it."""
-    statement = SessionDriverStatement(
-        select(func.pg_notify(bindparam("channel", type_=String()), "x"))
-    )
-    await session.execute(select(literal(1)))  # the transaction has begun
-    await statement.execute(session, {"channel": "responder_test_channel"})
-    failing = SessionDriverStatement(select(cast(bindparam("text", type_=String()), Integer())))
-    async with session.begin_nested():
-        with pytest.raises(DBAPIError) as raised:
-            await failing.execute(session, {"text": "not a number"})
-        assert getattr(raised.value.orig, "sqlstate", None) == "22P02"
-        await session.rollback()
-
-
-async def test_a_driver_statement_on_a_transaction_not_yet_begun_goes_through_sqlalchemy(
-    engine: AsyncEngine,
-) -> None:
-    """Nothing run yet, the driver has no transaction to run in: SQLAlchemy's execute
-    begins it, so the statement is never outside the session's transaction."""
-    statement = SessionDriverStatement(select(func.txid_current_if_assigned()))
-    async with AsyncSession(engine) as fresh:
-        await statement.execute(fresh, {})
-        assert fresh.in_transaction()
-        await fresh.rollback()

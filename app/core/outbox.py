@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
-from app.core.db import SessionDriverStatement, random_uuids, unnest_insert, unnest_rows
+from app.core.db import SessionQuery, random_uuids, unnest_insert, unnest_rows
 from app.core.models import Incident, Message, Volunteer
 from app.core.texts import exercise_text
 
@@ -236,16 +236,12 @@ _queued = (
     .cte("queued")
 )
 _ANY_QUEUED = exists(select(_queued.c.id).where(_queued.c.status == "queued"))
-_QUEUE_AND_NOTIFY = SessionDriverStatement(
-    select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED)
-)
+_QUEUE_AND_NOTIFY = SessionQuery(select(func.pg_notify(OUTBOX_CHANNEL, "")).where(_ANY_QUEUED))
 """The insert and the senders' wake-up (delivered at commit) in one round trip; no
 wake-up when a :class:`Lease` took every row."""
 
 
-def queue_statement_beside(
-    rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]]
-) -> SessionDriverStatement:
+def queue_statement_beside(rows: CTE, *, announce: tuple[CTE, ColumnElement[Any]]) -> SessionQuery:
     """The texts' statement that also runs the data-modifying CTE ``rows`` (what the
     texts are about: an incident's new alerts) and ``announce`` (a CTE with the column
     computed per row of it: its events and their NOTIFY), for :func:`queue_sms`'s
@@ -256,7 +252,7 @@ def queue_statement_beside(
     """
     announced_rows, announced = announce
     wake = case((_ANY_QUEUED, func.pg_notify(OUTBOX_CHANNEL, "")))
-    return SessionDriverStatement(select(wake, announced).select_from(announced_rows).add_cte(rows))
+    return SessionQuery(select(wake, announced).select_from(announced_rows).add_cte(rows))
 
 
 async def queue_sms(
@@ -265,7 +261,7 @@ async def queue_sms(
     *,
     now: datetime,
     lease: Lease | None = None,
-    beside: tuple[SessionDriverStatement, dict[str, Any]] | None = None,
+    beside: tuple[SessionQuery, dict[str, Any]] | None = None,
 ) -> None:
     """Queue texts (and the calls that repeat some of them) with one INSERT statement
     (``app.core.db.unnest_insert``) and wake the senders when the transaction commits.
@@ -295,7 +291,7 @@ async def queue_sms(
             if row["claimed_by"] is not None
         )
     statement, parameters = (_QUEUE_AND_NOTIFY, {}) if beside is None else beside
-    await statement.execute(
+    await statement.fetch(
         session,
         {
             **parameters,
