@@ -363,8 +363,8 @@ class SessionQuery:
     For the statements of the alert path that SQLAlchemy's execution layer costs more
     than running: its cache key (a walk of the whole statement tree on every
     execution), execution context, parameter and row processing. The candidate
-    statement cost 1.30 ms of the event loop's CPU per call through
-    ``session.execute`` and 0.35 ms this way, the same SQL and rows (1M benchmark
+    statement cost 1.26 ms of the event loop's CPU per call through
+    ``session.execute`` and 0.25 ms this way, the same SQL and rows (1M benchmark
     points, alternated in one process; docs/benchmarks.md, fifth pass). Rows are the
     driver's records (by column name), values as asyncpg decodes them, so the
     statement must not rely on a SQLAlchemy result type conversion (an ``Enum`` of
