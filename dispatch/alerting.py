@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.core.db import SessionQuery, random_uuids, unnest_insert, unnest_rows
+from app.core.db import random_uuids, session_query, unnest_insert, unnest_rows
 from app.core.errors import Conflict
 from app.core.models import Aed, Alert, Incident
 from app.core.outbox import (
@@ -486,7 +486,7 @@ async def _alerting_duplicate(
     now: datetime,
 ) -> uuid.UUID | None:
     """The alerting incident this one duplicates, if any; sets up the selection's planner."""
-    (row,) = await _duplicate_query().fetch(
+    (row,) = await session_query(_duplicate_statement()).fetch(
         session,
         {
             "lat": point.lat,
@@ -500,12 +500,6 @@ async def _alerting_duplicate(
     )
     found: uuid.UUID | None = row["duplicate_of"]
     return found
-
-
-@lru_cache(maxsize=1)
-def _duplicate_query() -> SessionQuery:
-    """On the transaction's driver connection (``app.core.db.SessionQuery``)."""
-    return SessionQuery(_duplicate_statement())
 
 
 async def _mark_not_alerted(

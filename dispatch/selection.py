@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.db import SessionQuery
+from app.core.db import session_query
 from app.core.models import Aed, Alert, Incident, LiveLocation, Place, SelectionRecord, Volunteer
 from app.core.schedule import covers, minute_of_week, minute_of_week_sql
 from app.core.settings import Settings
@@ -531,7 +531,9 @@ async def select_candidates(
     )
     if not planner_set_up:
         await session.execute(_SET_UP_PLANNER)
-    rows = await _candidate_query(statement).fetch(session, parameters)
+    # On the transaction's driver connection: through ``session.execute`` SQLAlchemy's
+    # execution layer cost several times the rest of the call (``app.core.db.SessionQuery``).
+    rows = await session_query(statement).fetch(session, parameters)
     return [
         Candidate(
             volunteer_id=row["volunteer_id"],
@@ -545,14 +547,6 @@ async def select_candidates(
         )
         for row in rows
     ]
-
-
-@lru_cache(maxsize=8)
-def _candidate_query(template: Select[Any]) -> SessionQuery:
-    """The candidate statement on the transaction's driver connection: through
-    ``session.execute`` SQLAlchemy's execution layer cost about three times the
-    event loop's CPU of the rest of the call (``app.core.db.SessionQuery``)."""
-    return SessionQuery(template)
 
 
 _INCIDENT_FOR_RECORD = select(

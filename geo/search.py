@@ -26,7 +26,7 @@ from sqlalchemy import Float, Integer, Select, bindparam, cast, func, literal_co
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.core.db import SessionQuery
+from app.core.db import session_query
 from app.core.models import MERCATOR_SRID, Aed
 from geo.points import GEOGRAPHY, LatLon, latitude, longitude
 
@@ -172,17 +172,10 @@ async def nearest_aed(
     ``available`` is built once by the caller with bound parameters, whose values
     come in ``parameters``; the statement is cached per rule object.
     """
-    rows = await _nearest_aed_query(available).fetch(
+    rows = await session_query(nearest_aed_statement(available)).fetch(
         session, {"lat": point.lat, "lon": point.lon, "aed_radius_m": radius_m, **parameters}
     )
     return nearest_aed_from(rows[0] if rows else None)
-
-
-@lru_cache(maxsize=8)
-def _nearest_aed_query(available: ColumnElement[bool]) -> SessionQuery:
-    """On the transaction's driver connection (``app.core.db.SessionQuery``): a lookup
-    whose execution is a tenth of a millisecond pays no SQLAlchemy execution layer."""
-    return SessionQuery(nearest_aed_statement(available))
 
 
 def nearest_aed_from(row: Mapping[Any, Any] | None) -> NearestAed | None:

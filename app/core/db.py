@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
@@ -432,14 +432,6 @@ class SessionQuery:
         compiled = self._compiled
         if compiled is None:
             compiled = self._compiled = self._compile(parameters)
-        processors, constants = compiled.processors, compiled.constants
-        values = [
-            (processors[name](parameters[name]) if name in processors else parameters[name])
-            if name in parameters
-            else constants[name]
-            for name in compiled.names
-        ]
-        sql = compiled.sql
         connection = await session.connection()
         pooled = await connection.get_raw_connection()
         if getattr(pooled.dbapi_connection, "_transaction", None) is None:
@@ -447,12 +439,27 @@ class SessionQuery:
             # statement: run on the driver before it, this one would commit on its own.
             result = await session.execute(self.statement, dict(parameters))
             return [dict(row._mapping) for row in result]
+        processors, constants, sql = compiled.processors, compiled.constants, compiled.sql
+        values = [
+            (processors[name](parameters[name]) if name in processors else parameters[name])
+            if name in parameters
+            else constants[name]
+            for name in compiled.names
+        ]
         driver: DriverConnection = pooled.driver_connection
         try:
             rows: list[Mapping[str, Any]] = await driver.fetch(sql, *values)
         except Exception as error:
             raise _driver_error(driver, sql, error, only_lost=False) from error
         return rows
+
+
+@lru_cache(maxsize=32)
+def session_query(statement: Any) -> SessionQuery:
+    """The :class:`SessionQuery` of a statement built once (the same object on every
+    call: cached by identity), so that it is compiled once however many modules run
+    it."""
+    return SessionQuery(statement)
 
 
 def unnest_insert(
