@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import Select, Table, and_, bindparam, inspect, literal, or_, select, update
@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import texts
-from app.core.db import Transactions
+from app.core.db import SessionQuery, Transactions
 from app.core.models import Aed, Alert, Incident, Message, Volunteer
 from app.core.settings import Settings
 from app.registry.audit import Actor
@@ -63,6 +63,8 @@ RECENT_ALERT_WINDOW = timedelta(hours=12)
 # statement (and its cache key) per request cost more CPU than executing it.
 _message: Table = Message.__table__  # type: ignore[assignment]
 _alert: Table = Alert.__table__  # type: ignore[assignment]
+_incident: Table = Incident.__table__  # type: ignore[assignment]
+_volunteer: Table = Volunteer.__table__  # type: ignore[assignment]
 # The inbound row, with its answer: one statement, not an INSERT and an UPDATE; on
 # its own, or a CTE of the reply's change (``_alert_change_with_event``). The unique
 # MessageSid still decides: a second insert of one waits for the first's transaction
@@ -102,12 +104,24 @@ _INSERT_INBOUND = (
     .on_conflict_do_nothing(index_elements=[_message.c.provider_sid])
     .returning(_message.c.id)
 )
+_STORE_INBOUND = SessionQuery(_INSERT_INBOUND)
 _STORED_ANSWER = select(_message.c.reply_body).where(_message.c.provider_sid == bindparam("sid"))
-_RECENT_ALERTS = (
-    select(Alert, Incident.status)
-    .join(Incident, Incident.id == Alert.incident_id)
-    .where(Alert.volunteer_id == bindparam("volunteer_id"), Alert.created_at >= bindparam("since"))
-    .order_by(Alert.created_at.desc())
+_RECENT_ALERT_COLUMNS = (
+    _alert.c.id.label("alert_id"),
+    _alert.c.incident_id,
+    _alert.c.code,
+    _alert.c.response,
+    _alert.c.stood_down_at,
+    _incident.c.status.label("incident_status"),
+)
+_RECENT_ALERTS = SessionQuery(
+    select(*_RECENT_ALERT_COLUMNS)
+    .select_from(_alert.join(_incident, _incident.c.id == _alert.c.incident_id))
+    .where(
+        _alert.c.volunteer_id == bindparam("volunteer_id"),
+        _alert.c.created_at >= bindparam("since"),
+    )
+    .order_by(_alert.c.created_at.desc())
 )
 # The sender, locked, with their recent alerts (``_RECENT_ALERTS``) in one read: one
 # row per alert, or one without when there is none. It decides which alert a reply is
@@ -117,22 +131,32 @@ _RECENT_ALERTS = (
 # wait until the reply's inbound row (with the number) is stored, so that the erasure
 # scrubs it too. NO KEY UPDATE: another reply's stand-down texts to this volunteer
 # take FOR KEY SHARE through message.volunteer_id; FOR UPDATE would deadlock them.
-# populate_existing: a session that read the volunteer before (a test's) must decide
-# on the row as locked.
-_SENDER_AND_RECENT_ALERTS = (
-    select(Volunteer, Alert, Incident.status)
-    .outerjoin(
-        Alert,
-        and_(Alert.volunteer_id == Volunteer.id, Alert.created_at >= bindparam("since")),
+# Plain columns on the driver connection (``SessionQuery``), not mapped objects: it
+# is every reply's first statement, and the ORM's loading of a volunteer and their
+# alerts cost more CPU than the read (docs/benchmarks.md, sixth pass).
+_SENDER_AND_RECENT_ALERTS = SessionQuery(
+    select(
+        _volunteer.c.id,
+        _volunteer.c.language,
+        _volunteer.c.consent_requested_at,
+        _volunteer.c.consent_at,
+        *_RECENT_ALERT_COLUMNS,
     )
-    .outerjoin(Incident, Incident.id == Alert.incident_id)
-    .where(Volunteer.phone == bindparam("phone"), Volunteer.status != "erased")
-    .order_by(Alert.created_at.desc())
-    .with_for_update(of=Volunteer, key_share=True)
-    .execution_options(populate_existing=True)
+    .select_from(
+        _volunteer.outerjoin(
+            _alert,
+            and_(
+                _alert.c.volunteer_id == _volunteer.c.id,
+                _alert.c.created_at >= bindparam("since"),
+            ),
+        ).outerjoin(_incident, _incident.c.id == _alert.c.incident_id)
+    )
+    .where(_volunteer.c.phone == bindparam("phone"), _volunteer.c.status != "erased")
+    .order_by(_alert.c.created_at.desc())
+    .with_for_update(of=_volunteer, key_share=True)
 )
-# populate_existing: the alert was read (unlocked) to find it; the decision must be
-# taken on the row as locked, not on the object the session kept from that read.
+# populate_existing: a session may hold the alert (the voice path's); the decision
+# must be taken on the row as locked, not on the object as the session kept it.
 # With the incident's tally (taken roles, pending detours): the reply decides by it,
 # under the incident's lock, without counting again.
 _LOCK_ALERT = (
@@ -141,6 +165,64 @@ _LOCK_ALERT = (
     .with_for_update(of=Alert, key_share=True)
     .execution_options(populate_existing=True)
 )
+_SET_PAUSED_UNTIL = (
+    update(_volunteer)
+    .where(_volunteer.c.id == bindparam("volunteer_id"))
+    .values(paused_until=bindparam("until"))
+)
+_SET_CONSENT = (
+    update(_volunteer)
+    .where(_volunteer.c.id == bindparam("volunteer_id"))
+    .values(consent_at=bindparam("now"))
+)
+
+
+class ReplySender(Protocol):
+    """What a reply reads of its sender: a :class:`Sender` row, or a mapped
+    ``Volunteer`` (the voice path's)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def consent_requested_at(self) -> datetime | None: ...
+    @property
+    def consent_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The sender of an SMS as the reply's first read gives them."""
+
+    id: uuid.UUID
+    language: str
+    consent_requested_at: datetime | None
+    consent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecentAlert:
+    """One of the sender's recent alerts, with its incident's status: what decides
+    which alert a reply is about (the change is decided on the alert locked afresh)."""
+
+    id: uuid.UUID
+    incident_id: uuid.UUID
+    code: str
+    response: str
+    stood_down_at: datetime | None
+    incident_status: str
+
+    @classmethod
+    def of(cls, row: Any) -> RecentAlert:
+        return cls(
+            row["alert_id"],
+            row["incident_id"],
+            row["code"],
+            row["response"],
+            row["stood_down_at"],
+            row["incident_status"],
+        )
 
 
 @dataclass(frozen=True)
@@ -234,16 +316,18 @@ async def _apply_inbound(
 
 async def _sender_and_recent_alerts(
     session: AsyncSession, *, sms: InboundSms, now: datetime
-) -> tuple[Volunteer | None, list[tuple[Alert, str]]]:
+) -> tuple[Sender | None, list[RecentAlert]]:
     """The sender (``None``: unknown), locked, and their recent alerts, in one read."""
-    rows = (
-        await session.execute(
-            _SENDER_AND_RECENT_ALERTS,
-            {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW},
-        )
-    ).all()
-    volunteer = rows[0][0] if rows else None
-    return volunteer, [(alert, status) for _, alert, status in rows if alert is not None]
+    rows = await _SENDER_AND_RECENT_ALERTS.fetch(
+        session, {"phone": sms.from_phone, "since": now - RECENT_ALERT_WINDOW}
+    )
+    if not rows:
+        return None, []
+    first = rows[0]
+    sender = Sender(
+        first["id"], first["language"], first["consent_requested_at"], first["consent_at"]
+    )
+    return sender, [RecentAlert.of(row) for row in rows if row["alert_id"] is not None]
 
 
 class _AlreadyStored(Exception):
@@ -284,9 +368,8 @@ class _InboundRow:
 
 async def _store_inbound(session: AsyncSession, inbound: _InboundRow, outcome: Outcome) -> None:
     """The inbound row with its answer; :class:`_AlreadyStored` when it exists."""
-    inbound.inserted(
-        (await session.execute(_INSERT_INBOUND, inbound.parameters(outcome))).scalar_one_or_none()
-    )
+    rows = await _STORE_INBOUND.fetch(session, inbound.parameters(outcome))
+    inbound.inserted(rows[0]["id"] if rows else None)
 
 
 @dataclass(frozen=True)
@@ -299,11 +382,11 @@ class Outcome:
 async def apply_reply(
     session: AsyncSession,
     *,
-    volunteer: Volunteer,
+    volunteer: ReplySender,
     reply: Reply,
     now: datetime,
     settings: Settings,
-    recent: list[tuple[Alert, str]] | None = None,
+    recent: list[RecentAlert] | None = None,
     inbound: _InboundRow | None = None,
 ) -> Outcome:
     """What ``reply`` from ``volunteer`` (locked by the caller) does; ``recent``: their
@@ -315,11 +398,10 @@ async def apply_reply(
     """
     language = volunteer.language
     if recent is None and reply.intent in ANSWERING:
-        recent = list(
-            await session.execute(
-                _RECENT_ALERTS, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
-            )
+        rows = await _RECENT_ALERTS.fetch(
+            session, {"volunteer_id": volunteer.id, "since": now - RECENT_ALERT_WINDOW}
         )
+        recent = [RecentAlert.of(row) for row in rows]
     unchanging = _unchanging_answer(volunteer, reply, recent or [])
     if unchanging is not None:
         return unchanging
@@ -334,17 +416,17 @@ async def apply_reply(
         return Outcome(texts.opted_in_text(language))
     if reply.intent == "pause":
         until = now + timedelta(hours=reply.hours or 8)
-        volunteer.paused_until = until
+        await session.execute(_SET_PAUSED_UNTIL, {"volunteer_id": volunteer.id, "until": until})
         await release_open_alerts(
             session, volunteer_id=volunteer.id, reason="pause", now=now, settings=settings
         )
         return Outcome(texts.paused_text(language, until=until, zone=settings.zone))
     if reply.intent == "resume":
-        volunteer.paused_until = None
+        await session.execute(_SET_PAUSED_UNTIL, {"volunteer_id": volunteer.id, "until": None})
         return Outcome(texts.resumed_text(language))
     if _consent_asked(volunteer, reply):
         # Asked for consent (CSV import); never alerted before it, so YES is about that.
-        volunteer.consent_at = now
+        await session.execute(_SET_CONSENT, {"volunteer_id": volunteer.id, "now": now})
         return Outcome(texts.consent_recorded_text(language))
     target = _target_alert(volunteer=volunteer, reply=reply, recent=recent or [])
     assert not isinstance(target, str)  # _unchanging_answer answered those
@@ -363,14 +445,14 @@ ANSWERING: tuple[Intent, ...] = ("accept", "decline", "withdraw", "arrived")
 """The intents that answer an alert (the rest act on the volunteer, or are help)."""
 
 
-def _consent_asked(volunteer: Volunteer, reply: Reply) -> bool:
+def _consent_asked(volunteer: ReplySender, reply: Reply) -> bool:
     return bool(
         reply.intent == "accept" and volunteer.consent_requested_at and not volunteer.consent_at
     )
 
 
 def _unchanging_answer(
-    volunteer: Volunteer, reply: Reply, recent: list[tuple[Alert, str]]
+    volunteer: ReplySender, reply: Reply, recent: list[RecentAlert]
 ) -> Outcome | None:
     """The answer to a reply that changes nothing, decided without taking a lock;
     ``None`` when the reply may change something.
@@ -387,7 +469,7 @@ def _unchanging_answer(
     target = _target_alert(volunteer=volunteer, reply=reply, recent=recent)
     if isinstance(target, str):
         return Outcome(target)
-    if not any(_open_row(alert, status) for alert, status in recent if alert is target):
+    if not _open_row(target, target.incident_status):
         return Outcome(texts.alert_ended_text(language), target.id, target.incident_id)
     return None
 
@@ -395,11 +477,11 @@ def _unchanging_answer(
 async def _answer_alert(
     session: AsyncSession,
     *,
-    volunteer: Volunteer,
+    volunteer: ReplySender,
     reply: Reply,
     now: datetime,
     settings: Settings,
-    target: Alert,
+    target: RecentAlert,
     inbound: _InboundRow | None,
 ) -> Outcome:
     language = volunteer.language
@@ -436,23 +518,21 @@ def _needs_code(
 
 
 def _target_alert(
-    *, volunteer: Volunteer, reply: Reply, recent: list[tuple[Alert, str]]
-) -> Alert | str:
+    *, volunteer: ReplySender, reply: Reply, recent: list[RecentAlert]
+) -> RecentAlert | str:
     """The alert a reply is about, or the answer when that cannot be known."""
     language = volunteer.language
     if reply.code is not None:
-        coded = [alert for alert, _ in recent if alert.code == reply.code]
+        coded = [alert for alert in recent if alert.code == reply.code]
         if not coded:
             return texts.help_text(language)
-        open_coded = [
-            alert
-            for alert, status in recent
-            if alert.code == reply.code and _open_row(alert, status)
-        ]
+        open_coded = [alert for alert in coded if _open_row(alert, alert.incident_status)]
         return (open_coded or coded)[0]
     wanted = ("accepted",) if reply.intent in ("withdraw", "arrived") else ("pending", "accepted")
     candidates = [
-        alert for alert, status in recent if _open_row(alert, status) and alert.response in wanted
+        alert
+        for alert in recent
+        if _open_row(alert, alert.incident_status) and alert.response in wanted
     ]
     if len(candidates) == 1:
         return candidates[0]
@@ -464,11 +544,11 @@ def _target_alert(
             verb=verb[reply.intent],
         )
     if recent:
-        return recent[0][0]
+        return recent[0]
     return texts.help_text(language)
 
 
-def _open_row(alert: Alert, incident_status: str) -> bool:
+def _open_row(alert: Alert | RecentAlert, incident_status: str) -> bool:
     return (
         incident_status == "alerting"
         and alert.response in ("pending", "accepted")

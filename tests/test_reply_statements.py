@@ -82,18 +82,18 @@ async def test_a_no_a_yes_and_a_reply_to_an_ended_alert_take_only_the_statements
     assert "ended" in answer
 
     assert declining == [
-        "SELECT volunteer.id, volunteer.name,",  # the sender, locked, and their recent alerts
+        "SELECT volunteer.id, volunteer.language,",  # the sender, locked, and their recent alerts
         "SELECT incident.id, incident.centre,",  # the incident, locked
         "SELECT alert.id, alert.incident_id,",  # the alert, locked, with the incident's tally
         "WITH changed AS",  # the change with its event and the SMS with its answer
     ]
     assert accepting == [
-        "SELECT volunteer.id, volunteer.name,",
+        "SELECT volunteer.id, volunteer.language,",
         "SELECT incident.id, incident.centre,",
         "SELECT alert.id, alert.incident_id,",  # the role is chosen by the tally
         "WITH changed AS",  # where to go is read from the incident as locked
     ]
-    assert too_late == ["SELECT volunteer.id, volunteer.name,", "INSERT INTO message"]
+    assert too_late == ["SELECT volunteer.id, volunteer.language,", "INSERT INTO message"]
 
 
 async def test_a_stand_down_builds_no_statement_of_its_own(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    event,
     insert,
     literal,
     select,
@@ -126,7 +127,9 @@ async def test_as_the_first_statement_it_is_inside_the_transaction(
 ) -> None:
     """SQLAlchemy's adapter sends ``BEGIN`` with a transaction's first statement; a
     statement run on the driver before it would commit on its own, and a rollback
-    would not undo it."""
+    would not undo it. As the first statement it begins the transaction itself, on
+    the driver (SQLAlchemy executes nothing), and a second statement of the session
+    sees its uncommitted row."""
     key = f"test:{uuid.uuid4().hex}"
     write = SessionQuery(
         text(
@@ -135,7 +138,19 @@ async def test_as_the_first_statement_it_is_inside_the_transaction(
         )
     )
     async with factory() as session, session.begin():
-        assert len(await write.fetch(session, {"key": key})) == 1
+        executed: list[str] = []
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+        listen = event.listens_for(engine, "before_cursor_execute")
+        noted = listen(lambda *args: executed.append(args[2]))
+        try:
+            assert len(await write.fetch(session, {"key": key})) == 1
+        finally:
+            event.remove(engine, "before_cursor_execute", noted)
+        assert executed == []
+        seen = await session.scalar(
+            text("SELECT count(*) FROM rate_limit_bucket WHERE key = :key"), {"key": key}
+        )
+        assert seen == 1
         await session.rollback()
     async with factory() as session:
         found = await session.scalar(

@@ -377,8 +377,8 @@ class SessionQuery:
     given where the statement is built), never a parameter of the call: the expanded
     SQL is built once, at the first call. The session's connection is the one its
     transaction holds, so what the statement reads or writes is the transaction's; as
-    the transaction's first statement (SQLAlchemy's adapter has not sent ``BEGIN``
-    yet) it runs through ``session.execute``, which begins the transaction.
+    the transaction's first statement it sends the ``BEGIN`` that SQLAlchemy's adapter
+    would have sent with it (:func:`_begun`).
     """
 
     def __init__(self, statement: Any) -> None:
@@ -434,11 +434,8 @@ class SessionQuery:
             compiled = self._compiled = self._compile(parameters)
         connection = await session.connection()
         pooled = await connection.get_raw_connection()
-        if getattr(pooled.dbapi_connection, "_transaction", None) is None:
-            # SQLAlchemy's asyncpg adapter sends BEGIN with the transaction's first
-            # statement: run on the driver before it, this one would commit on its own.
-            result = await session.execute(self.statement, dict(parameters))
-            return [dict(row._mapping) for row in result]
+        driver: DriverConnection = pooled.driver_connection
+        await _begun(pooled.dbapi_connection, driver)
         processors, constants, sql = compiled.processors, compiled.constants, compiled.sql
         values = [
             (processors[name](parameters[name]) if name in processors else parameters[name])
@@ -446,12 +443,33 @@ class SessionQuery:
             else constants[name]
             for name in compiled.names
         ]
-        driver: DriverConnection = pooled.driver_connection
         try:
             rows: list[Mapping[str, Any]] = await driver.fetch(sql, *values)
         except Exception as error:
             raise _driver_error(driver, sql, error, only_lost=False) from error
         return rows
+
+
+async def _begun(adapter: Any, driver: DriverConnection) -> None:
+    """``BEGIN`` sent on the session's connection, as SQLAlchemy's asyncpg adapter
+    sends it before a transaction's first statement (its ``_start_transaction``:
+    the session's isolation level, under the adapter's own mutex), when it has not
+    been yet: a statement run on the driver before it would commit on its own.
+
+    The adapter begins lazily and offers no public way to begin; its private
+    ``_transaction`` and ``_start_transaction`` are what it uses itself, pinned by
+    ``tests/test_session_query.py`` (a first statement on the driver is rolled back
+    with the session).
+    """
+    if adapter._transaction is not None:
+        return
+    async with adapter._execute_mutex:
+        if adapter._transaction is None:
+            try:
+                await adapter._start_transaction()
+            except Exception as error:
+                cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+                raise _driver_error(driver, "BEGIN", cause, only_lost=False) from error
 
 
 @lru_cache(maxsize=32)
