@@ -25,7 +25,7 @@ from functools import cache
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Select, Table, and_, bindparam, inspect, literal, or_, select, update
+from sqlalchemy import Table, and_, bindparam, inspect, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -159,11 +159,10 @@ _SENDER_AND_RECENT_ALERTS = SessionQuery(
 # must be taken on the row as locked, not on the object as the session kept it.
 # With the incident's tally (taken roles, pending detours): the reply decides by it,
 # under the incident's lock, without counting again.
-_LOCK_ALERT = (
-    select(Alert, *TALLY_OF_ALERTS_INCIDENT)
-    .where(Alert.id == bindparam("alert_id"))
-    .with_for_update(of=Alert, key_share=True)
-    .execution_options(populate_existing=True)
+_LOCK_ALERT = SessionQuery(
+    select(_alert, *TALLY_OF_ALERTS_INCIDENT)
+    .where(_alert.c.id == bindparam("alert_id"))
+    .with_for_update(of=_alert, key_share=True)
 )
 _SET_PAUSED_UNTIL = (
     update(_volunteer)
@@ -486,8 +485,8 @@ async def _answer_alert(
 ) -> Outcome:
     language = volunteer.language
     incident = await lock_incident(session, target.incident_id)
-    locked = (await session.execute(_LOCK_ALERT, {"alert_id": target.id})).one()
-    alert, tally = locked[0], tally_of(locked)
+    ((alert, locked),) = await _LOCK_ALERT.load(session, Alert, {"alert_id": target.id})
+    tally = tally_of(locked)
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
     if _needs_code(incident=incident, alert=alert, tally=tally, reply=reply, settings=settings):
@@ -617,28 +616,25 @@ async def _store_with_event(change: _Answering, event: Event, *, answer: str | N
         if inbound is not None and not inbound.stored and answer is not None
         else None
     )
-    row = (
-        await change.session.execute(
-            _alert_change_with_event(changed, stores_inbound=storing is not None),
-            {
-                **event_parameters(alert.incident_id, [event], prefix="event_"),
-                "changed_alert": alert.id,
-                **values,
-                **(storing[0].parameters(storing[1]) if storing is not None else {}),
-            },
-        )
-    ).one()
+    (row,) = await _alert_change_with_event(changed, stores_inbound=storing is not None).fetch(
+        change.session,
+        {
+            **event_parameters(alert.incident_id, [event], prefix="event_"),
+            "changed_alert": alert.id,
+            **values,
+            **(storing[0].parameters(storing[1]) if storing is not None else {}),
+        },
+    )
     if storing is not None:
-        storing[0].inserted(row.stored_id)
+        storing[0].inserted(row["stored_id"])
 
 
 @cache
-def _alert_change_with_event(columns: tuple[str, ...], *, stores_inbound: bool) -> Select[Any]:
+def _alert_change_with_event(columns: tuple[str, ...], *, stores_inbound: bool) -> SessionQuery:
     """``UPDATE alert SET <columns>`` with an incident's events (and the inbound SMS's
     ``_INSERT_INBOUND``, whose new id is ``stored_id``: null when its MessageSid was
     stored before), one statement per column set (a reply writes one of a handful),
-    built once; on the table's columns, so that its cache key is computed once, not on
-    every execution."""
+    built once, on the driver connection (``SessionQuery``)."""
     change = (
         update(_alert)
         .where(_alert.c.id == bindparam("changed_alert"))
@@ -651,10 +647,12 @@ def _alert_change_with_event(columns: tuple[str, ...], *, stores_inbound: bool) 
     inserted, announced = recorded_events(prefix="event_")
     statement = select(announced).select_from(inserted).add_cte(change)
     if not stores_inbound:
-        return statement
+        return SessionQuery(statement)
     stored = _INSERT_INBOUND.cte("stored")
-    return statement.add_columns(select(stored.c.id).scalar_subquery().label("stored_id")).add_cte(
-        stored
+    return SessionQuery(
+        statement.add_columns(select(stored.c.id).scalar_subquery().label("stored_id")).add_cte(
+            stored
+        )
     )
 
 
@@ -797,8 +795,7 @@ async def release_open_alerts(
     released = 0
     for alert_id, incident_id, language in open_alerts:
         incident = await lock_incident(session, incident_id)
-        locked = (await session.execute(_LOCK_ALERT, {"alert_id": alert_id})).one()
-        alert = locked[0]
+        ((alert, locked),) = await _LOCK_ALERT.load(session, Alert, {"alert_id": alert_id})
         if incident is None or not _open_row(alert, incident.status):
             continue
         change = _Answering(session, incident, alert, tally_of(locked), language, now, settings)

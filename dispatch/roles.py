@@ -9,7 +9,7 @@ the decision, so two simultaneous YES never take one slot.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause
 
+from app.core.db import SessionQuery
 from app.core.models import Alert, Incident, Volunteer
 from app.core.outbox import OutboundSms, queue_sms
 from app.core.settings import Settings
@@ -110,18 +111,18 @@ async def lock_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incide
     that reference the incident (messages, events), whose foreign-key checks take
     FOR KEY SHARE; with FOR UPDATE they deadlock against replies under load.
     """
-    return (
-        await session.execute(_LOCK_INCIDENT, {"incident_id": incident_id})
-    ).scalar_one_or_none()
+    loaded = await _LOCK_INCIDENT.load(session, Incident, {"incident_id": incident_id})
+    return loaded[0][0] if loaded else None
 
 
-# populate_existing: decisions under the lock read the locked row, not an object the
-# session kept from an earlier, unlocked read.
-_LOCK_INCIDENT = (
-    select(Incident)
-    .where(Incident.id == bindparam("incident_id"))
+# On the driver connection (every changing reply takes it), loaded as the ORM loads
+# with populate_existing: decisions under the lock read the locked row, not an object
+# the session kept from an earlier, unlocked read.
+_incident: Table = Incident.__table__  # type: ignore[assignment]
+_LOCK_INCIDENT = SessionQuery(
+    select(_incident)
+    .where(_incident.c.id == bindparam("incident_id"))
     .with_for_update(key_share=True)
-    .execution_options(populate_existing=True)
 )
 
 
@@ -225,9 +226,9 @@ TALLY_OF_ALERTS_INCIDENT = tuple(
 incident's."""
 
 
-def tally_of(row: Any) -> Tally:
+def tally_of(row: Mapping[str, Any]) -> Tally:
     """The :class:`Tally` in a row selected with :data:`TALLY_OF_ALERTS_INCIDENT`."""
-    return Tally(row.cpr_taken, row.aed_taken, tuple(row.pending_detours or ()))
+    return Tally(row["cpr_taken"], row["aed_taken"], tuple(row["pending_detours"] or ()))
 
 
 def accept_would_stand_down_others(

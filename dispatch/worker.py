@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.clock import Clock
-from app.core.db import autocommit_sessions, database_unreachable, unit_of_work
+from app.core.db import SessionQuery, autocommit_sessions, database_unreachable, unit_of_work
 from app.core.models import Alert, Incident, Message
 from app.core.outbox import (
     ALERT_PRIORITY,
@@ -405,10 +405,13 @@ def _claim_alerts_statement() -> Select[Any]:
     return select(*claimed.c).add_cte(marked)
 
 
-_CLAIM: dict[str, Select[Any] | Update] = {
-    "alert": _claim_alerts_statement(),
-    **{tier: _claim_statement(tier) for tier in TIERS if tier != "alert"},
+_CLAIM: dict[str, SessionQuery] = {
+    "alert": SessionQuery(_claim_alerts_statement()),
+    **{tier: SessionQuery(_claim_statement(tier)) for tier in TIERS if tier != "alert"},
 }
+"""On the driver connection of the claim's transaction (``SessionQuery``): a claim is
+its transaction's first statement and runs on every wake of every worker, so
+SQLAlchemy's execution layer was a share of each SMS's CPU (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -474,20 +477,20 @@ async def claim_tiers(
 async def _claim(
     session: AsyncSession, parameters: dict[str, object], *, limit: int, tier: str
 ) -> list[ClaimedSms]:
-    rows = (await session.execute(_CLAIM[tier], {**parameters, "limit": limit})).all()
+    rows = await _CLAIM[tier].fetch(session, {**parameters, "limit": limit})
     claimed = [
         ClaimedSms(
-            id=row.id,
-            alert_id=row.alert_id,
-            purpose=row.purpose,
-            priority=row.priority,
-            phone=row.phone or "",
-            body=row.body or "",
-            attempts=row.attempts,
-            deadline_at=row.deadline_at or row.created_at + NON_ALERT_LIFETIME,
-            queued_at=row.created_at,
-            exercise=bool(row.exercise),
-            provider=row.provider,
+            id=row["id"],
+            alert_id=row["alert_id"],
+            purpose=row["purpose"],
+            priority=row["priority"],
+            phone=row["phone"] or "",
+            body=row["body"] or "",
+            attempts=row["attempts"],
+            deadline_at=row["deadline_at"] or row["created_at"] + NON_ALERT_LIFETIME,
+            queued_at=row["created_at"],
+            exercise=bool(row["exercise"]),
+            provider=row["provider"],
         )
         for row in rows
     ]

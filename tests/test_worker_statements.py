@@ -23,7 +23,7 @@ from sqlalchemy import event
 from app.core.db import unit_of_work
 from dispatch.gateway import SendResult
 from dispatch.worker import claim_tiers, record_success
-from tests.statements import count_cache_keys
+from tests.statements import count_cache_keys, with_session_queries
 from tests.worker_harness import Harness
 
 
@@ -71,20 +71,21 @@ async def test_a_burst_is_claimed_in_one_statement_and_the_other_tiers_wait_for_
 
     event.listen(harness.engine.sync_engine, "before_cursor_execute", counting)
     try:
-        now = harness.clock.now()
-        async with unit_of_work(harness.factory) as session:
-            burst = (
-                await claim_tiers(
-                    session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
-                )
-            ).claimed
-        claimed_statements = len(statements)
-        async with unit_of_work(harness.factory) as session:
-            after = (
-                await claim_tiers(
-                    session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
-                )
-            ).claimed
+        with with_session_queries(statements):
+            now = harness.clock.now()
+            async with unit_of_work(harness.factory) as session:
+                burst = (
+                    await claim_tiers(
+                        session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+                    )
+                ).claimed
+            claimed_statements = len(statements)
+            async with unit_of_work(harness.factory) as session:
+                after = (
+                    await claim_tiers(
+                        session, now=now, worker_id="w", limit=10, lease=timedelta(seconds=30)
+                    )
+                ).claimed
     finally:
         event.remove(harness.engine.sync_engine, "before_cursor_execute", counting)
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction, class_mapper, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.util import await_only, greenlet_spawn
 
 log = structlog.get_logger(__name__)
@@ -384,6 +385,7 @@ class SessionQuery:
     def __init__(self, statement: Any) -> None:
         self.statement = statement
         self._compiled: _Compiled | None = None
+        self._entities: dict[type[Any], _EntityColumns] = {}
 
     def _compile(self, parameters: Mapping[str, Any]) -> _Compiled:
         dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -448,6 +450,78 @@ class SessionQuery:
         except Exception as error:
             raise _driver_error(driver, sql, error, only_lost=False) from error
         return rows
+
+    async def load(
+        self, session: AsyncSession, entity: type[_Entity], parameters: Mapping[str, Any]
+    ) -> list[tuple[_Entity, Mapping[str, Any]]]:
+        """Every row as an object of the mapped class ``entity`` in ``session``, beside
+        the row itself (for the columns selected beside the entity's).
+
+        The statement selects the entity's table whole (``select(table, …)``). Each
+        object is what the ORM's own load with ``populate_existing`` gives: persistent
+        in the session, its columns as read (by the type's result processing, as
+        SQLAlchemy converts them), no history, relationships unloaded. An object the
+        session already holds for that row is refreshed in place, any pending change
+        to its columns discarded. Changes to an object are flushed as usual.
+        """
+        rows = await self.fetch(session, parameters)
+        columns = self._entities.get(entity)
+        if columns is None:
+            columns = self._entities[entity] = await self._entity_columns(session, entity)
+        identity_map = session.sync_session.identity_map
+        loaded = []
+        for row in rows:
+            values = {
+                key: (processor(row[name]) if processor is not None else row[name])
+                for key, name, processor in columns.columns
+            }
+            identity = columns.mapper.identity_key_from_primary_key(
+                [values[key] for key in columns.primary_key]
+            )
+            existing = identity_map.get(identity)
+            if existing is not None:
+                for key, value in values.items():
+                    set_committed_value(existing, key, value)
+                loaded.append((existing, row))
+                continue
+            instance = columns.mapper.class_manager.new_instance()
+            instance_state(instance).dict.update(values)
+            make_transient_to_detached(instance)
+            session.add(instance)
+            loaded.append((instance, row))
+        return loaded
+
+    async def _entity_columns(self, session: AsyncSession, entity: type[Any]) -> _EntityColumns:
+        """How the statement's rows become ``entity``'s attributes: each mapped column's
+        result processor, chosen by the type the database describes for it (as
+        SQLAlchemy chooses it from the cursor's description), once per statement."""
+        connection = await session.connection()
+        driver: DriverConnection = (await connection.get_raw_connection()).driver_connection
+        prepared = await driver.prepare(self.sql)
+        oids = {attribute.name: attribute.type.oid for attribute in prepared.get_attributes()}
+        mapper = class_mapper(entity)
+        dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
+        columns = []
+        for prop in mapper.column_attrs:
+            (column,) = prop.columns
+            impl = column.type.dialect_impl(dialect)
+            processor = impl.result_processor(dialect, oids[column.name])
+            columns.append((prop.key, column.name, processor))
+        primary_key = tuple(
+            mapper.get_property_by_column(column).key for column in mapper.primary_key
+        )
+        return _EntityColumns(mapper, tuple(columns), primary_key)
+
+
+_Entity = TypeVar("_Entity")
+
+
+@dataclass(frozen=True, slots=True)
+class _EntityColumns:
+    mapper: Any
+    columns: tuple[tuple[str, str, Callable[[Any], Any] | None], ...]
+    """(attribute, column name, result processor) of each mapped column."""
+    primary_key: tuple[str, ...]
 
 
 async def _begun(adapter: Any, driver: DriverConnection) -> None:
