@@ -9,17 +9,20 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import (
     Enum,
     Integer,
     String,
+    Table,
     bindparam,
     cast,
     column,
     event,
     insert,
+    inspect,
     literal,
     select,
     text,
@@ -29,9 +32,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import SessionQuery
-from app.core.models import Volunteer
+from app.core.models import Incident, Volunteer
 from dispatch.selection import candidate_statement, select_candidates
-from tests.factories import STOCKHOLM, create_volunteer, make_settings, offset
+from tests.factories import (
+    STOCKHOLM,
+    create_aed,
+    create_incident,
+    create_volunteer,
+    make_settings,
+    offset,
+)
 
 
 async def test_the_candidates_are_the_rows_session_execute_gives(session: AsyncSession) -> None:
@@ -157,3 +167,88 @@ async def test_as_the_first_statement_it_is_inside_the_transaction(
             text("SELECT count(*) FROM rate_limit_bucket WHERE key = :key"), {"key": key}
         )
     assert found == 0
+
+
+_incident_table: Table = Incident.__table__  # type: ignore[assignment]
+_LOAD_INCIDENT = SessionQuery(
+    select(_incident_table, literal(7).label("beside")).where(
+        _incident_table.c.id == bindparam("incident_id")
+    )
+)
+
+
+def _columns(entity: Any) -> dict[str, Any]:
+    return {attr.key: attr.loaded_value for attr in inspect(entity).attrs}
+
+
+async def test_loaded_objects_are_those_the_orm_loads(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Every column as the ORM's own load converts it (a geography as its
+    ``WKBElement``, JSON, floats, times), persistent in the session with no history,
+    and the columns selected beside the entity's in the row."""
+    async with factory() as session, session.begin():
+        aed = await create_aed(session, at=offset(STOCKHOLM, bearing_deg=10, distance_m=80))
+        incident = await create_incident(session, created_at=datetime.now(UTC), nearest_aed=aed)
+        incident.flags = {"drowning": True}
+        await session.commit()
+    async with factory() as session, session.begin():
+        expected = _columns(await session.get_one(Incident, incident.id))
+    async with factory() as session, session.begin():
+        ((loaded, row),) = await _LOAD_INCIDENT.load(
+            session, Incident, {"incident_id": incident.id}
+        )
+        state = inspect(loaded)
+        assert state.persistent
+        assert not session.dirty
+        assert not any(attr.history.has_changes() for attr in state.attrs)
+        assert _columns(loaded) == expected
+        assert isinstance(loaded.location, type(expected["location"]))
+        assert row["beside"] == 7
+        assert await session.get(Incident, incident.id) is loaded
+
+
+async def test_a_change_to_a_loaded_object_is_flushed_as_the_orm_flushes_it(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with factory() as session, session.begin():
+        incident = await create_incident(session, created_at=datetime.now(UTC))
+    updates: list[str] = []
+    async with factory() as session, session.begin():
+        ((loaded, _),) = await _LOAD_INCIDENT.load(session, Incident, {"incident_id": incident.id})
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+
+        def noted(*args: Any) -> None:
+            updates.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", noted)
+        try:
+            loaded.address = "Vasagatan 2"
+            await session.flush()
+        finally:
+            event.remove(engine, "before_cursor_execute", noted)
+    assert [" ".join(sql.split()[:4]) for sql in updates] == [
+        "UPDATE incident SET address=$1::VARCHAR,"
+    ]
+    async with factory() as session:
+        stored = await session.get_one(Incident, incident.id)
+        assert stored.address == "Vasagatan 2"
+
+
+async def test_an_object_the_session_holds_is_refreshed_in_place(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """As the ORM's load with ``populate_existing``: a pending change flushed first
+    (autoflush), then the same object with its columns as read now (decisions under a
+    lock read the locked row)."""
+    async with factory() as session, session.begin():
+        incident = await create_incident(session, created_at=datetime.now(UTC))
+    async with factory() as session, session.begin():
+        held = await session.get_one(Incident, incident.id)
+        async with factory() as other, other.begin():
+            (await other.get_one(Incident, incident.id)).status = "closed"
+        held.address = "Vasagatan 2"
+        ((loaded, _),) = await _LOAD_INCIDENT.load(session, Incident, {"incident_id": incident.id})
+        assert loaded is held
+        assert (held.status, held.address) == ("closed", "Vasagatan 2")
+        assert not any(attr.history.has_changes() for attr in inspect(held).attrs)

@@ -460,10 +460,14 @@ class SessionQuery:
         The statement selects the entity's table whole (``select(table, …)``). Each
         object is what the ORM's own load with ``populate_existing`` gives: persistent
         in the session, its columns as read (by the type's result processing, as
-        SQLAlchemy converts them), no history, relationships unloaded. An object the
-        session already holds for that row is refreshed in place, any pending change
-        to its columns discarded. Changes to an object are flushed as usual.
+        SQLAlchemy converts them), no history, relationships unloaded. Pending changes
+        are flushed first, as the ORM's execution autoflushes (unless autoflush is held
+        off), and an object the session already holds for that row is refreshed in
+        place. Changes to an object are flushed as usual.
         """
+        sync = session.sync_session
+        if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
+            await session.flush()  # as the ORM's own execution autoflushes first
         rows = await self.fetch(session, parameters)
         columns = self._entities.get(entity)
         if columns is None:
