@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.core.db import SessionQuery
 from app.core.models import Alert, GatewayHealth, Message
 from dispatch.events import (
     Event,
@@ -323,7 +324,9 @@ def _record_sent_statements() -> tuple[Any, Any]:
     return set_sids, select(mirrored.c.id, mirrored.c.incident_id, mirrored.c.at)
 
 
-_SET_SIDS, _ADVANCE_TO_SENT = _record_sent_statements()
+# On the driver connection of the record's transaction: the worker runs these for every
+# batch of sends it records (docs/benchmarks.md, sixth pass).
+_SET_SIDS, _ADVANCE_TO_SENT = (SessionQuery(statement) for statement in _record_sent_statements())
 
 
 async def record_sms_sent(session: AsyncSession, accepted: Sequence[AcceptedSms]) -> None:
@@ -356,10 +359,11 @@ async def record_sms_sent(session: AsyncSession, accepted: Sequence[AcceptedSms]
         "ats": [sms.at for sms in accepted],
     }
     if any(sid is not None for sid in sids):
-        await session.execute(_SET_SIDS, parameters)
-    moved = (await session.execute(_ADVANCE_TO_SENT, parameters)).all()
+        await _SET_SIDS.fetch(session, parameters)
+    moved = await _ADVANCE_TO_SENT.fetch(session, parameters)
     by_incident: dict[uuid.UUID, list[Event]] = {}
-    for alert_id, incident_id, at in sorted(moved, key=lambda row: row.at):
+    for row in sorted(moved, key=lambda row: row["at"]):
+        alert_id, incident_id, at = row["id"], row["incident_id"], row["at"]
         by_incident.setdefault(incident_id, []).append(
             Event(
                 type="alert.delivery",

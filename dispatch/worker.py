@@ -625,12 +625,15 @@ def _pass_failed(event: str, error: BaseException) -> None:
         log.error(event, exc_info=error)
 
 
-_NEXT_DUE = select(func.min(Message.next_attempt_at)).where(
-    Message.direction == "out",
-    Message.status.in_(("queued", "sending")),
-    Message.next_attempt_at > bindparam("now"),
+_NEXT_DUE = SessionQuery(
+    select(func.min(_message.c.next_attempt_at).label("due")).where(
+        _message.c.direction == "out",
+        _message.c.status.in_(("queued", "sending")),
+        _message.c.next_attempt_at > bindparam("now"),
+    )
 )
-"""When the next retry or lease falls due (the worker's idle wait, on every wake)."""
+"""When the next retry or lease falls due (the worker's idle wait, on every wake), on
+the driver connection."""
 
 
 @dataclass
@@ -1118,7 +1121,8 @@ class DispatchWorker:
         try:
             # One read: no transaction around it (a BEGIN and a ROLLBACK saved per wake).
             async with self._claims() as session:
-                due = (await session.execute(_NEXT_DUE, {"now": now})).scalar_one_or_none()
+                (row,) = await _NEXT_DUE.fetch(session, {"now": now})
+                due: datetime | None = row["due"]
         except Exception:  # noqa: BLE001 - the database is gone: poll
             return self.poll_interval_s
         if due is None:
