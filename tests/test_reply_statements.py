@@ -1,7 +1,8 @@
 """What one inbound reply costs in statements: the webhook's own share of a reply's CPU.
 
-Each statement through SQLAlchemy costs ~0.3 ms of the service's CPU beside its round
-trip (docs/benchmarks.md), so the reply path is held to what it needs: the sender,
+Each statement costs CPU beside its round trip (through SQLAlchemy ~0.3 ms; the
+reply's own now run on the driver connection, docs/benchmarks.md), so the reply path
+is held to what it needs: the sender,
 locked, with their recent alerts in one read; only while the alert is open the
 incident and the alert locked (with the incident's tally of roles and pending
 alerts, which every decision of the reply reads), and the change with its event and
