@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -155,8 +156,9 @@ _SENDER_AND_RECENT_ALERTS = SessionQuery(
     .order_by(_alert.c.created_at.desc())
     .with_for_update(of=_volunteer, key_share=True)
 )
-# populate_existing: a session may hold the alert (the voice path's); the decision
-# must be taken on the row as locked, not on the object as the session kept it.
+# Loaded as the ORM loads with populate_existing (``SessionQuery.load``): a session may
+# hold the alert (the voice path's); the decision must be taken on the row as locked,
+# not on the object as the session kept it.
 # With the incident's tally (taken roles, pending detours): the reply decides by it,
 # under the incident's lock, without counting again.
 _LOCK_ALERT = SessionQuery(
@@ -213,7 +215,7 @@ class RecentAlert:
     incident_status: str
 
     @classmethod
-    def of(cls, row: Any) -> RecentAlert:
+    def of(cls, row: Mapping[str, Any]) -> RecentAlert:
         return cls(
             row["alert_id"],
             row["incident_id"],
@@ -484,9 +486,9 @@ async def _answer_alert(
     inbound: _InboundRow | None,
 ) -> Outcome:
     language = volunteer.language
-    incident = await lock_incident(session, target.incident_id)
-    ((alert, locked),) = await _LOCK_ALERT.load(session, Alert, {"alert_id": target.id})
-    tally = tally_of(locked)
+    incident, alert, tally = await _lock_incident_and_alert(
+        session, incident_id=target.incident_id, alert_id=target.id
+    )
     if incident is None or not _open_row(alert, incident.status):
         return Outcome(texts.alert_ended_text(language), alert.id, alert.incident_id)
     if _needs_code(incident=incident, alert=alert, tally=tally, reply=reply, settings=settings):
@@ -495,6 +497,16 @@ async def _answer_alert(
     change = _Answering(session, incident, alert, tally, language, now, settings, inbound)
     respond = {"accept": _accept, "decline": _decline, "withdraw": _withdraw, "arrived": _arrive}
     return Outcome(await respond[reply.intent](change), alert.id, incident.id)
+
+
+async def _lock_incident_and_alert(
+    session: AsyncSession, *, incident_id: uuid.UUID, alert_id: uuid.UUID
+) -> tuple[Incident | None, Alert, Tally]:
+    """The incident, then the alert, locked in that order (the lock order), with the
+    incident's tally as read under both locks."""
+    incident = await lock_incident(session, incident_id)
+    ((alert, locked),) = await _LOCK_ALERT.load(session, Alert, {"alert_id": alert_id})
+    return incident, alert, tally_of(locked)
 
 
 def _needs_code(
@@ -794,11 +806,12 @@ async def release_open_alerts(
     ).all()
     released = 0
     for alert_id, incident_id, language in open_alerts:
-        incident = await lock_incident(session, incident_id)
-        ((alert, locked),) = await _LOCK_ALERT.load(session, Alert, {"alert_id": alert_id})
+        incident, alert, tally = await _lock_incident_and_alert(
+            session, incident_id=incident_id, alert_id=alert_id
+        )
         if incident is None or not _open_row(alert, incident.status):
             continue
-        change = _Answering(session, incident, alert, tally_of(locked), language, now, settings)
+        change = _Answering(session, incident, alert, tally, language, now, settings)
         if alert.response == "pending":
             await _end_pending(change, reason=reason)
         elif alert.role is not None:

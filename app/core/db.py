@@ -472,7 +472,7 @@ class SessionQuery:
         columns = self._entities.get(entity)
         if columns is None:
             columns = self._entities[entity] = await self._entity_columns(session, entity)
-        identity_map = session.sync_session.identity_map
+        identity_map = sync.identity_map
         loaded = []
         for row in rows:
             values = {
