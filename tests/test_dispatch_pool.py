@@ -4,7 +4,7 @@ Each of an incident's sends is recorded in its own transaction behind the incide
 row lock, so a burst of 30 sends wants 30 connections at once. On the API's pool that
 overflowed after every incident, and the overflow connections closed and reopened
 left the next POST on a cold connection (its statements prepared and planned again;
-docs/benchmarks.md, "Cold connections"). The test failed while the worker shared
+docs/benchmarks.md, "The passes so far", first pass). The test failed while the worker shared
 ``runtime.engine``.
 """
 

@@ -4,7 +4,7 @@ They run on every wake of every worker and for every SMS sent. SQLAlchemy caches
 statement's compiled form under a cache key that it computes once per statement
 object, except for an ORM-enabled UPDATE (an ORM entity or attribute anywhere in
 it), whose key it rebuilds on every execution: for the claim's UPDATE that cost
-more CPU than the rest of a send (docs/benchmarks.md, "What changed in this pass").
+more CPU than the rest of a send (docs/benchmarks.md, first pass).
 So these statements are built on table columns, once; this test fails when a
 statement of that path is built per call again, or made ORM-enabled. No timing is
 asserted: it counts the cache keys computed.

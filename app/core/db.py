@@ -132,7 +132,7 @@ def create_dispatch_engine(url: str, *, pool_size: int) -> AsyncEngine:
     reopened, left the next dispatcher's POST on a cold connection (a new backend
     loads PostGIS and PROJ, asyncpg introspects its types, every statement is
     prepared and planned again): its selection took 22 ms where a warm one takes 2
-    (docs/benchmarks.md, "Cold connections"). Here the records wait for one of
+    (docs/benchmarks.md, "The passes so far", first pass). Here the records wait for one of
     ``pool_size`` warm connections instead (they would wait on the lock anyway), and
     the API's pool never sees the burst.
     """
